@@ -1,0 +1,229 @@
+"""The ``crabser`` command: prepare, extract, train, evaluate, predict, and demo (all of them)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from crabser.errors import CrabserError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="Speech emotion recognition with Crab (MLCS).")
+console = Console()
+
+ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config.")]
+OverrideOption = Annotated[
+    Optional[list[str]], typer.Option("--override", "-o", help="key.sub=value, e.g. train.epochs=5 (repeatable).")
+]
+RunOption = Annotated[Path, typer.Option("--run", "-r", help="Run folder (holds config.yaml and checkpoints).")]
+
+
+@app.callback()
+def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False)],
+    )
+    logging.getLogger("crabser").setLevel(logging.DEBUG if verbose else logging.INFO)
+
+
+@contextmanager
+def _friendly_errors() -> Iterator[None]:
+    """Turn expected failures into one clear line and exit code 2, not a traceback."""
+    try:
+        yield
+    except (CrabserError, FileNotFoundError, ValueError) as error:
+        console.print(f"[bold red]error:[/] {error}")
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    with Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+    ) as bar:
+
+        def start(title: str, total: int) -> Callable[[int], None]:
+            task = bar.add_task(title, total=total)
+            return lambda n: bar.advance(task, n)
+
+        yield start
+
+
+def _load(config: Path | None, overrides: list[str] | None):
+    from crabser.config import load_config
+
+    return load_config(config, overrides or [])
+
+
+def _print_metrics(metrics: dict, title: str) -> None:
+    table = Table(title=title)
+    for column in ("WAR", "UAR", "Macro-F1", "weighted F1", "n"):
+        table.add_column(column, justify="right")
+    table.add_row(
+        f"{metrics['war']:.4f}", f"{metrics['uar']:.4f}", f"{metrics['macro_f1']:.4f}",
+        f"{metrics['weighted_f1']:.4f}", str(metrics["n"]),
+    )
+    console.print(table)
+    per_class = Table(title="per class")
+    for column in ("class", "precision", "recall", "F1", "support"):
+        per_class.add_column(column, justify="right")
+    for label, row in metrics["per_class"].items():
+        per_class.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+    console.print(per_class)
+
+
+def _summarise_extraction(reports: dict) -> None:
+    for modality, report in reports.items():
+        console.print(
+            f"{modality}: {report.encoded} encoded, {report.cached} from cache, {len(report.failures)} failed"
+        )
+        for utterance, problem in list(report.failures.items())[:10]:
+            console.print(f"  [yellow]skipped[/] {utterance}: {problem}")
+
+
+@app.command()
+def prepare(config: ConfigOption = None, override: OverrideOption = None) -> None:
+    """Build the manifest of the configured corpus and assign the train/val/test split."""
+    from crabser import pipeline
+
+    with _friendly_errors():
+        cfg = _load(config, override)
+        manifest = pipeline.prepare(cfg)
+    counts = manifest.frame.groupby(["split", "label"]).size().unstack(fill_value=0)
+    console.print(counts.to_string())
+    console.print(f"manifest: {cfg.run_dir / 'manifest.csv'} ({len(manifest)} utterances)")
+
+
+@app.command()
+def extract(config: ConfigOption = None, override: OverrideOption = None) -> None:
+    """Extract and cache speech and text features for every utterance (cached ones are skipped)."""
+    from crabser import pipeline
+
+    with _friendly_errors():
+        cfg = _load(config, override)
+        manifest = pipeline.prepare(cfg)
+        encoders = pipeline.build_encoders(cfg)
+        with _progress() as progress:
+            reports = pipeline.extract_features(cfg, manifest, encoders, progress)
+    _summarise_extraction(reports)
+
+
+@app.command()
+def train(
+    config: ConfigOption = None,
+    override: OverrideOption = None,
+    resume: Annotated[bool, typer.Option(help="Continue from checkpoints/last.ckpt if present.")] = False,
+) -> None:
+    """Prepare, extract (cached) and train Crab; keeps best (val UAR) and last checkpoints."""
+    from crabser import pipeline
+
+    with _friendly_errors():
+        cfg = _load(config, override)
+        manifest = pipeline.prepare(cfg)
+        encoders = pipeline.build_encoders(cfg)
+        with _progress() as progress:
+            pipeline.extract_features(cfg, manifest, encoders, progress)
+        result = pipeline.train(cfg, manifest, encoders, resume=resume)
+    console.print(f"best val UAR {result.best_val_uar:.4f} · checkpoint {result.best_checkpoint} · {result.seconds:.1f} s")
+
+
+@app.command()
+def evaluate(
+    run: RunOption,
+    split: Annotated[str, typer.Option(help="Split to evaluate: test or val.")] = "test",
+    as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+) -> None:
+    """Evaluate a run's best checkpoint on a split and write its report."""
+    from crabser import pipeline
+
+    with _friendly_errors():
+        cfg = pipeline.load_run_config(run)
+        manifest = pipeline.load_run_manifest(cfg.run_dir)
+        metrics, paths = pipeline.evaluate(cfg, manifest, pipeline.build_encoders(cfg), split)
+    if as_json:
+        typer.echo(json.dumps({k: metrics[k] for k in ("war", "uar", "macro_f1", "weighted_f1", "n")}))
+    else:
+        _print_metrics(metrics, f"{split} ({cfg.run_dir})")
+        console.print(f"report: {paths['metrics'].parent}")
+
+
+@app.command()
+def predict(
+    files: Annotated[list[Path], typer.Argument(help="Audio files.")],
+    run: RunOption,
+    text: Annotated[Optional[str], typer.Option(help="Transcript for every file (else FILE.txt beside it).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+) -> None:
+    """Predict the emotion of audio files with a trained run (label + probability per class)."""
+    from crabser.inference import Recognizer
+
+    with _friendly_errors():
+        recognizer = Recognizer.from_run(run)
+        results = []
+        for path in files:
+            sidecar = path.with_suffix(".txt")
+            transcript = text if text is not None else (sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None)
+            try:
+                results.append(recognizer.predict([path], [transcript])[0])
+            except CrabserError as error:
+                console.print(f"[bold red]error:[/] {error}")
+    if as_json:
+        for r in results:
+            typer.echo(json.dumps({"file": r.source, "label": r.label, "probabilities": r.probabilities}))
+    else:
+        table = Table()
+        table.add_column("file")
+        table.add_column("label")
+        for label in recognizer.labels:
+            table.add_column(label, justify="right")
+        for r in results:
+            table.add_row(r.source, r.label, *(f"{r.probabilities[label]:.3f}" for label in recognizer.labels))
+        console.print(table)
+    if len(results) < len(files):
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML run config.")] = Path("configs/demo.yaml"),
+    override: OverrideOption = None,
+) -> None:
+    """The main job on the bundled EmoDB: prepare, extract, train Crab with MLCS, evaluate."""
+    from crabser import pipeline
+
+    started = time.perf_counter()
+    with _friendly_errors():
+        cfg = _load(config, override)
+        manifest = pipeline.prepare(cfg)
+        counts = manifest.frame["split"].value_counts()
+        console.print(
+            f"prepared {len(manifest)} utterances: train {counts.get('train', 0)}, val {counts.get('val', 0)},"
+            f" test {counts.get('test', 0)} (speaker-independent)"
+        )
+        encoders = pipeline.build_encoders(cfg)
+        with _progress() as progress:
+            reports = pipeline.extract_features(cfg, manifest, encoders, progress)
+        _summarise_extraction(reports)
+        result = pipeline.train(cfg, manifest, encoders)
+        console.print(f"trained {result.epochs} epochs in {result.seconds:.1f} s; best val UAR {result.best_val_uar:.4f}")
+        metrics, paths = pipeline.evaluate(cfg, manifest, encoders, "test")
+    _print_metrics(metrics, "held-out test speakers")
+    console.print(f"WAR {metrics['war']:.4f} · UAR {metrics['uar']:.4f} · Macro-F1 {metrics['macro_f1']:.4f}")
+    console.print(f"report: {paths['metrics']} (confusion: {paths['confusion'].name})")
+    console.print(f"total {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    app()

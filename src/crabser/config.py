@@ -1,0 +1,145 @@
+"""Typed run configuration, loaded from YAML and overridable with ``key.sub=value`` strings.
+
+Defaults follow the Crab paper (section III) and, where the paper is silent, the reference
+implementation (../shared/REFERENCE.md): tau = 0.1, leg sizes 256/512 -> 512, dropout 0.5.
+``configs/demo.yaml`` departs from them for the CPU demo and says why.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from crabser.errors import ConfigError
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Section):
+    """Where the utterances come from and how they are split."""
+
+    corpus: str = "emodb"  #: adapter name (emodb, folder, csv); ignored when ``manifest`` is set
+    root: str = "data/emodb"  #: the corpus folder (or CSV) handed to the adapter
+    manifest: str | None = None  #: an existing manifest (CSV/Parquet) to use instead of an adapter
+    labels: list[str] | None = None  #: the class set; None = every label in the manifest
+    protocol: Literal["speaker_holdout", "given"] = "speaker_holdout"  #: given = the manifest's split
+    test_speakers: list[str] = []
+    val_speakers: list[str] = []
+    seed: int = 0  #: draws the held-out speakers when none are named
+    on_error: Literal["skip", "raise"] = "skip"  #: bad audio: skip it with a warning, or stop
+
+
+class EncoderConfig(_Section):
+    """One feature extractor; ``model: embedded`` is the offline default shipped in a PyPI package."""
+
+    kind: Literal["whisper-ct2", "hf-speech", "hf-text"]
+    model: str = "embedded"
+    layer: int | Literal["all"] = -1
+    pad_to_seconds: float | None = None  #: Whisper only: None = the clip's own length
+    max_seconds: float | None = None  #: speech: crop longer clips (the reference crops at 12 s)
+    max_tokens: int = 128  #: text: tokens kept (the reference uses 128)
+    batch_size: int = 16
+
+
+class ModelConfig(_Section):
+    """Crab head sizes (paper: h = 512, one attention head)."""
+
+    name: Literal["crab"] = "crab"
+    hidden: int = 512
+    heads: int = 1
+    dropout: float = 0.5
+    attention_dropout: float = 0.5
+    leg_dim: int = 512
+    leg_hidden_unimodal: int = 256
+    leg_hidden: int = 512
+    #: where the unimodal legs read: "gru" = mean of the bi-GRU outputs (paper),
+    #: "projection" = mean of the FC+LayerNorm output before the GRU (reference code)
+    unimodal_leg_input: Literal["gru", "projection"] = "gru"
+
+
+class LossConfig(_Section):
+    """Weighted CE + alpha * mean MPCL over the legs (paper eq. 8)."""
+
+    alpha: float = 2.0
+    tau: float = 0.1
+    mlcs: bool = True  #: False = weighted CE only
+    class_weights: bool = True  #: w_j = N / N_j from the training split (eq. 9)
+
+
+class TrainConfig(_Section):
+    """Optimisation (paper: AdamW, cosine, head 1e-5 / encoders 1e-6, batch 32, accumulation 4)."""
+
+    epochs: int = 20
+    batch_size: int = 32
+    accumulate: int = 4
+    lr_head: float = 1e-5
+    lr_encoder: float = 1e-6
+    min_lr_ratio: float = 0.1  #: cosine floor as a fraction of the peak (reference: 1e-6 / 1e-5)
+    weight_decay: float = 0.01
+    seed: int = 0
+    accelerator: str = "auto"
+    devices: int | str = "auto"
+    strategy: str = "auto"
+    precision: str = "32-true"
+    threads: int | None = None  #: torch CPU threads; None = leave torch's default
+    progress: bool = True
+
+
+class RunConfig(_Section):
+    """Everything one run needs; stored resolved in the run folder."""
+
+    name: str = "crab"
+    output_dir: str = "runs"
+    cache_dir: str = "cache/features"
+    data: DataConfig = DataConfig()
+    speech: EncoderConfig = EncoderConfig(kind="whisper-ct2")
+    text: EncoderConfig = EncoderConfig(kind="hf-text")
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+
+    @property
+    def run_dir(self) -> Path:
+        """The folder of this run's checkpoints and report."""
+        return Path(self.output_dir) / self.name
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Set ``a.b=value`` entries (value parsed as YAML) in a nested dict."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not of the form key.sub=value")
+        key, value = item.split("=", 1)
+        node = raw
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[parts[-1]] = yaml.safe_load(value)
+    return raw
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
+    """Read a YAML config (or the defaults), apply overrides, and validate."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        raw = yaml.safe_load(path.read_text()) or {}
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return RunConfig.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{path or 'config'}: {error}") from None
+
+
+def dump_config(config: RunConfig) -> str:
+    """The resolved config as YAML."""
+    return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)

@@ -1,0 +1,1 @@
+"""Manifests, audio decoding, corpus adapters and evaluation protocols."""

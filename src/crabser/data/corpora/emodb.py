@@ -1,0 +1,84 @@
+"""Berlin EmoDB: 535 German utterances, 10 speakers, 7 emotions, 10 fixed carrier sentences.
+
+Expected layout: a folder holding audio files named ``SSTTTEV.wav`` (or ``.flac``), directly or in a
+``wav/`` / ``flac/`` sub-folder. SS = speaker, TTT = sentence code, E = emotion letter, V = version.
+The label comes from the emotion letter, the text from the sentence code. The text carries no
+emotion (every sentence is spoken in every emotion), so the text branch cannot help on EmoDB.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from crabser.data.manifest import Manifest, from_records
+
+EMOTIONS = {
+    "W": "anger",
+    "L": "boredom",
+    "E": "disgust",
+    "A": "fear",
+    "F": "happiness",
+    "T": "sadness",
+    "N": "neutral",
+}
+LABELS = tuple(sorted(EMOTIONS.values()))
+SENTENCES = {
+    "a01": "Der Lappen liegt auf dem Eisschrank.",
+    "a02": "Das will sie am Mittwoch abgeben.",
+    "a04": "Heute abend könnte ich es ihm sagen.",
+    "a05": "Das schwarze Stück Papier befindet sich da oben neben dem Holzstück.",
+    "a07": "In sieben Stunden wird es soweit sein.",
+    "b01": "Was sind denn das für Tüten, die da unter dem Tisch stehen?",
+    "b02": "Sie haben es gerade hochgetragen und jetzt gehen sie wieder runter.",
+    "b03": "An den Wochenenden bin ich jetzt immer nach Hause gefahren und habe Agnes besucht.",
+    "b09": "Ich will das eben wegbringen und dann mit Karl was trinken gehen.",
+    "b10": "Die wird auf dem Platz sein, wo wir sie immer hinlegen.",
+}
+GENDER = {"03": "male", "08": "female", "09": "female", "10": "male", "11": "male",
+          "12": "male", "13": "female", "14": "female", "15": "male", "16": "female"}
+_NAME = re.compile(r"^(?P<speaker>\d\d)(?P<text>[ab]\d\d)(?P<emotion>[WLEAFTN])(?P<version>[a-z])$")
+_AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+def parse_name(stem: str) -> dict[str, str] | None:
+    """Speaker, sentence code, label and version from an EmoDB file stem, or None if it is not one."""
+    match = _NAME.match(stem)
+    if not match:
+        return None
+    fields = match.groupdict()
+    return {
+        "speaker": fields["speaker"],
+        "text_code": fields["text"],
+        "label": EMOTIONS[fields["emotion"]],
+        "version": fields["version"],
+    }
+
+
+def prepare(root: str | Path) -> Manifest:
+    """Manifest of every EmoDB file under ``root`` (labels from names, German sentence texts)."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"EmoDB folder not found: {root}")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _AUDIO_SUFFIXES)
+    records = []
+    for path in files:
+        fields = parse_name(path.stem)
+        if fields is None:
+            continue
+        records.append(
+            {
+                "id": f"emodb_{path.stem}",
+                "audio": str(path.resolve()),
+                "text": SENTENCES.get(fields["text_code"]),
+                "label": fields["label"],
+                "speaker": fields["speaker"],
+                "gender": GENDER.get(fields["speaker"], ""),
+                **{k: fields[k] for k in ("text_code", "version")},
+            }
+        )
+    if not records:
+        raise FileNotFoundError(
+            f"no EmoDB audio under {root}: expected files named like 03a01Fa.wav or 03a01Fa.flac"
+        )
+    return from_records(records)

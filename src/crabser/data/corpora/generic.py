@@ -1,0 +1,55 @@
+"""Generic adapters: a folder of ``<label>/<file>.<ext>``, or a CSV with path,label[,text,speaker]."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from crabser.data.manifest import Manifest, ManifestError, from_records
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
+
+
+def prepare_folder(root: str | Path) -> Manifest:
+    """One utterance per audio file in ``root/<label>/``; a ``<file>.txt`` beside it is its text."""
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"folder not found: {root}")
+    records = []
+    for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for path in sorted(label_dir.rglob("*")):
+            if path.suffix.lower() not in AUDIO_SUFFIXES:
+                continue
+            transcript = path.with_suffix(".txt")
+            records.append(
+                {
+                    "id": f"{label_dir.name}/{path.relative_to(label_dir).with_suffix('').as_posix()}",
+                    "audio": str(path.resolve()),
+                    "label": label_dir.name,
+                    "text": transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else None,
+                }
+            )
+    if not records:
+        raise FileNotFoundError(
+            f"no audio found under {root}: expected <label>/<file> with suffix in {AUDIO_SUFFIXES}"
+        )
+    return from_records(records)
+
+
+def prepare_csv(path: str | Path) -> Manifest:
+    """Manifest from a CSV with columns path,label and optionally text,speaker,id (paths relative to it)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"CSV not found: {path}")
+    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    missing = {"path", "label"} - set(frame.columns)
+    if missing:
+        raise ManifestError(f"{path}: missing column(s) {sorted(missing)}; it has {list(frame.columns)}")
+    frame = frame.rename(columns={"path": "audio"})
+    frame["audio"] = [str((path.parent / p).resolve()) if p and not Path(p).is_absolute() else p for p in frame["audio"]]
+    if "id" not in frame:
+        frame["id"] = [Path(p).stem for p in frame["audio"]]
+    if "text" in frame:
+        frame["text"] = frame["text"].where(frame["text"] != "", None)
+    return from_records(frame.to_dict("records"))

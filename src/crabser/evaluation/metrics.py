@@ -1,0 +1,47 @@
+"""SER metrics: WAR (accuracy), UAR (macro recall), macro / weighted F1, per-class scores, confusion.
+
+A class with no true example in the evaluated set is left out of UAR (its recall is undefined);
+one never predicted has precision 0. Both follow scikit-learn with ``zero_division=0`` and the
+``labels`` actually present, so the numbers match what the papers compute.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+
+def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
+    """All metrics of integer predictions against integer truths; ``labels`` names the indices."""
+    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
+    if len(y_true) == 0:
+        raise ValueError("no examples to evaluate")
+    all_classes = list(range(len(labels)))
+    present = sorted(set(y_true.tolist()))
+    precision, recall, f1, support = precision_recall_fscore_support(
+        y_true, y_pred, labels=all_classes, zero_division=0
+    )
+    counts = confusion_matrix(y_true, y_pred, labels=all_classes)
+    row_sums = counts.sum(axis=1, keepdims=True)
+    normalised = np.divide(counts, row_sums, out=np.zeros(counts.shape, dtype=float), where=row_sums > 0)
+    return {
+        "n": int(len(y_true)),
+        "war": float((y_true == y_pred).mean()),
+        "uar": float(recall[present].mean()),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "weighted_f1": float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)),
+        "per_class": {
+            label: {
+                "precision": float(precision[i]),
+                "recall": float(recall[i]),
+                "f1": float(f1[i]),
+                "support": int(support[i]),
+            }
+            for i, label in enumerate(labels)
+        },
+        "labels": list(labels),
+        "confusion": counts.tolist(),
+        "confusion_normalised": normalised.tolist(),
+    }

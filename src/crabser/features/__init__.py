@@ -1,0 +1,1 @@
+"""Encoders (speech, text), the on-disk feature store and batch extraction."""

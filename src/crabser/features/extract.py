@@ -1,0 +1,108 @@
+"""Batch feature extraction from a manifest into the feature store, resumable and fault-tolerant.
+
+Already-cached utterances are skipped (a second run does no encoding). A bad audio file or a
+missing transcript is recorded in the report and, with ``on_error="skip"``, logged as a warning
+while the other files go on; with ``on_error="raise"`` the first one stops the run.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from crabser.data.audio import load_audio
+from crabser.data.manifest import Manifest
+from crabser.errors import AudioError, CrabserError, TranscriptError
+from crabser.features.encoders import Encoder
+from crabser.features.store import FeatureStore
+from crabser.io import file_sha256, text_sha256
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ExtractionReport:
+    """What one extraction pass did."""
+
+    encoded: int = 0
+    cached: int = 0
+    seconds_of_audio: float = 0.0
+    failures: dict[str, str] = field(default_factory=dict)  #: utterance id -> problem
+
+
+def content_hashes(manifest: Manifest, modality: str) -> dict[str, str]:
+    """Utterance id -> content hash (audio bytes or transcript text); unusable rows are left out."""
+    hashes = {}
+    for row in manifest.frame.itertuples(index=False):
+        if modality == "speech":
+            try:
+                hashes[row.id] = file_sha256(row.audio)
+            except OSError:
+                continue
+        else:
+            text = getattr(row, "text", None)
+            if isinstance(text, str) and text.strip():
+                hashes[row.id] = text_sha256(text.strip())
+    return hashes
+
+
+def _load_input(row, encoder: Encoder):
+    if encoder.modality == "speech":
+        return load_audio(row.audio, encoder.sample_rate or 16000)
+    text = getattr(row, "text", None)
+    if not isinstance(text, str) or not text.strip():
+        raise TranscriptError(row.id, "missing transcript (empty text)")
+    return text.strip()
+
+
+def extract(
+    manifest: Manifest,
+    encoder: Encoder,
+    store: FeatureStore,
+    on_error: str = "skip",
+    batch_size: int = 16,
+    progress: Callable[[int], None] | None = None,
+) -> ExtractionReport:
+    """Encode every utterance not yet in the store; return counts and per-file failures."""
+    report = ExtractionReport()
+    hashes = content_hashes(manifest, encoder.modality)
+    pending: list[tuple[str, str, object]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        encoded = encoder.encode([item for _, _, item in pending]).unpadded()
+        for (_, digest, _), features in zip(pending, encoded):
+            store.put(encoder.cache_id, digest, features)
+        report.encoded += len(pending)
+        if progress:
+            progress(len(pending))
+        pending.clear()
+
+    for row in manifest.frame.itertuples(index=False):
+        digest = hashes.get(row.id)
+        if digest is not None and store.has(encoder.cache_id, digest):
+            report.cached += 1
+            if progress:
+                progress(1)
+            continue
+        try:
+            if digest is None and encoder.modality == "speech":
+                raise AudioError(row.audio, "file not found or unreadable")
+            item = _load_input(row, encoder)
+        except CrabserError as error:
+            if on_error == "raise":
+                raise
+            log.warning("skipping %s: %s", row.id, error)
+            report.failures[row.id] = str(error)
+            if progress:
+                progress(1)
+            continue
+        if encoder.modality == "speech":
+            report.seconds_of_audio += len(item) / (encoder.sample_rate or 16000)
+        pending.append((row.id, digest, item))
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return report

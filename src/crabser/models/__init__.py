@@ -1,0 +1,1 @@
+"""Models: building blocks and the Crab cross-modal transformer."""

@@ -1,0 +1,249 @@
+"""The main job, stage by stage: prepare -> extract -> train -> evaluate (used by the CLI).
+
+Every stage reads and writes the run folder (``<output_dir>/<name>``): the resolved config, the git
+commit, the manifest with its split, extraction and timing records, checkpoints and the report.
+Each stage can be re-run alone; extraction reuses the feature store and training resumes from
+``checkpoints/last.ckpt`` when asked to.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+
+from crabser.config import RunConfig, dump_config, load_config
+from crabser.data.corpora import get_adapter
+from crabser.data.manifest import Manifest, read_manifest, write_manifest
+from crabser.data.protocols import speaker_holdout
+from crabser.errors import CrabserError
+from crabser.evaluation.metrics import compute_metrics
+from crabser.evaluation.report import write_report
+from crabser.features.encoders import Encoder, build_encoder
+from crabser.features.extract import ExtractionReport, extract
+from crabser.features.store import FeatureStore
+from crabser.io import atomic_path
+
+log = logging.getLogger(__name__)
+Progress = Callable[[str, int], Callable[[int], None]]  # (stage title, total) -> advance(n)
+
+
+def git_commit() -> str:
+    """The current git commit of the working directory, or 'unknown'."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(data, indent=2))
+
+
+def _record_timing(run_dir: Path, stage: str, seconds: float) -> None:
+    path = run_dir / "timings.json"
+    timings = json.loads(path.read_text()) if path.is_file() else {}
+    timings[stage] = round(seconds, 2)
+    _write_json(path, timings)
+
+
+def prepare(config: RunConfig) -> Manifest:
+    """Build the manifest (adapter or given file), keep the class set, assign splits; save it."""
+    data = config.data
+    if data.manifest:
+        manifest = read_manifest(data.manifest, check_files=False)
+    else:
+        manifest = get_adapter(data.corpus)(data.root)
+    if data.labels:
+        manifest = Manifest(manifest.frame[manifest.frame["label"].isin(data.labels)])
+    manifest.validate(labels=data.labels, check_files=False)
+    if data.protocol == "speaker_holdout":
+        manifest = speaker_holdout(
+            manifest, data.test_speakers, data.val_speakers, seed=data.seed
+        )
+    elif "split" not in manifest.frame:
+        raise CrabserError("protocol 'given' needs a 'split' column in the manifest")
+    run_dir = config.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    write_manifest(manifest, run_dir / "manifest.csv")
+    with atomic_path(run_dir / "config.yaml") as tmp:
+        tmp.write_text(dump_config(config))
+    (run_dir / "git_commit.txt").write_text(git_commit() + "\n")
+    return manifest
+
+
+def load_run_manifest(run_dir: Path) -> Manifest:
+    """The manifest a run was prepared with."""
+    return read_manifest(run_dir / "manifest.csv", check_files=False)
+
+
+def build_encoders(config: RunConfig) -> dict[str, Encoder]:
+    """The speech and text encoders of a config, loaded once."""
+    return {"speech": build_encoder(config.speech), "text": build_encoder(config.text)}
+
+
+def extract_features(
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], progress: Progress | None = None
+) -> dict[str, ExtractionReport]:
+    """Fill the feature store for every utterance and modality; record what was done."""
+    store = FeatureStore(config.cache_dir)
+    reports = {}
+    for modality, encoder in encoders.items():
+        settings = config.speech if modality == "speech" else config.text
+        started = time.perf_counter()
+        advance = progress(f"extract {modality} ({encoder.cache_id})", len(manifest)) if progress else None
+        report = extract(manifest, encoder, store, config.data.on_error, settings.batch_size, advance)
+        seconds = time.perf_counter() - started
+        reports[modality] = report
+        record = {**asdict(report), "encoder": encoder.cache_id, "seconds": round(seconds, 2)}
+        if modality == "speech" and report.encoded:
+            record["real_time_factor"] = round(seconds / max(report.seconds_of_audio, 1e-9), 5)
+        _write_json(config.run_dir / f"extraction_{modality}.json", record)
+        _record_timing(config.run_dir, f"extract_{modality}", seconds)
+    return reports
+
+
+@dataclass
+class TrainResult:
+    """Where the best checkpoint is and how the run went."""
+
+    best_checkpoint: Path
+    best_val_uar: float
+    seconds: float
+    epochs: int
+
+
+def _splits(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str]):
+    from crabser.training.datamodule import load_utterances
+
+    store = FeatureStore(config.cache_dir)
+    splits = {}
+    for split in ("train", "val", "test"):
+        items, _ = load_utterances(
+            manifest.subset(split), store, encoders["speech"].cache_id, encoders["text"].cache_id, labels
+        )
+        splits[split] = items
+    return splits
+
+
+def run_labels(config: RunConfig, manifest: Manifest) -> list[str]:
+    """The class set of a run (config order, or sorted labels of the manifest)."""
+    return list(config.data.labels) if config.data.labels else manifest.labels
+
+
+def train(
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False
+) -> TrainResult:
+    """Train Crab on cached features with Lightning; keep best (by val UAR) and last checkpoints."""
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.loggers import CSVLogger
+
+    from crabser.losses import inverse_frequency_weights
+    from crabser.training.datamodule import FeatureDataModule
+    from crabser.training.lit_module import CrabLitModule
+
+    cfg = config.train
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    labels = run_labels(config, manifest)
+    splits = _splits(config, manifest, encoders, labels)
+    for split in ("train", "val"):
+        if not splits[split]:
+            raise CrabserError(f"the {split} split has no utterance with cached features")
+    train_labels = torch.tensor([u.label for u in splits["train"]])
+    weights = inverse_frequency_weights(train_labels, len(labels)).tolist() if config.loss.class_weights else None
+    first = splits["train"][0]
+    module = CrabLitModule(
+        speech_dim=first.speech.shape[-1],
+        text_dim=first.text.shape[-1],
+        labels=labels,
+        model=config.model.model_dump(),
+        loss=config.loss.model_dump(),
+        train=cfg.model_dump(),
+        class_weights=weights,
+        speech_layers=first.speech.shape[1] if first.speech.ndim == 3 else 0,
+    )
+    datamodule = FeatureDataModule(splits, batch_size=cfg.batch_size, seed=cfg.seed)
+    checkpoint_dir = config.run_dir / "checkpoints"
+    checkpoint = ModelCheckpoint(
+        dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", save_last=True, enable_version_counter=False
+    )
+    callbacks = [checkpoint] + ([RichProgressBar()] if cfg.progress else [])
+    trainer = L.Trainer(
+        max_epochs=cfg.epochs,
+        accelerator=cfg.accelerator,
+        devices=cfg.devices,
+        strategy=cfg.strategy,
+        precision=cfg.precision,
+        accumulate_grad_batches=cfg.accumulate,
+        callbacks=callbacks,
+        logger=CSVLogger(str(config.run_dir), name="logs", version=""),
+        enable_progress_bar=cfg.progress,
+        enable_model_summary=False,
+        log_every_n_steps=1,
+        num_sanity_val_steps=0,
+        default_root_dir=str(config.run_dir),
+    )
+    last = checkpoint_dir / "last.ckpt"
+    started = time.perf_counter()
+    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.is_file() else None)
+    seconds = time.perf_counter() - started
+    _record_timing(config.run_dir, "train", seconds)
+    best = Path(checkpoint.best_model_path or last)
+    score = checkpoint.best_model_score
+    return TrainResult(best, float(score) if score is not None else float("nan"), seconds, trainer.current_epoch)
+
+
+def evaluate(
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], split: str = "test",
+    checkpoint: Path | None = None,
+) -> tuple[dict, dict[str, Path]]:
+    """Metrics of the best checkpoint on a split, written to ``<run>/report``."""
+    from crabser.training.datamodule import FeatureDataset, collate
+    from crabser.training.lit_module import CrabLitModule
+
+    started = time.perf_counter()
+    checkpoint = checkpoint or config.run_dir / "checkpoints" / "best.ckpt"
+    if not checkpoint.is_file():
+        raise CrabserError(f"{checkpoint}: no checkpoint; train the run first")
+    module = CrabLitModule.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    labels = module.labels
+    splits = _splits(config, manifest, encoders, labels)
+    items = splits[split]
+    if not items:
+        raise CrabserError(f"the {split} split has no utterance with cached features")
+    preds, truths = [], []
+    loader = torch.utils.data.DataLoader(FeatureDataset(items), batch_size=64, collate_fn=collate)
+    with torch.no_grad():
+        for batch in loader:
+            preds.append(module(batch).argmax(dim=-1))
+            truths.append(batch["labels"])
+    metrics = compute_metrics(torch.cat(truths).tolist(), torch.cat(preds).tolist(), labels)
+    seconds = time.perf_counter() - started
+    _record_timing(config.run_dir, f"evaluate_{split}", seconds)
+    speakers = sorted(manifest.subset(split).frame["speaker"].unique().tolist()) if "speaker" in manifest.frame else []
+    paths = write_report(
+        metrics, config.run_dir / "report", prefix=split,
+        extra={"split": split, "speakers": speakers, "checkpoint": str(checkpoint), "git_commit": git_commit()},
+    )
+    return metrics, paths
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
+    """The resolved config stored in a run folder."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise CrabserError(f"{run_dir}: not a run folder (no config.yaml)")
+    run_dir = Path(run_dir)
+    return load_config(path, [f"output_dir={run_dir.parent}", f"name={run_dir.name}", *(overrides or [])])

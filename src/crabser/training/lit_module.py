@@ -1,0 +1,104 @@
+"""Lightning module: Crab + its MLCS objective, hierarchical AdamW, cosine schedule, UAR selection."""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+
+from crabser.evaluation.metrics import compute_metrics
+from crabser.models.crab import Crab
+from crabser.training.objective import MLCSObjective
+from crabser.training.optim import build_optimizer, parameter_groups
+
+
+class CrabLitModule(L.LightningModule):
+    """Trains Crab on cached features (frozen encoders); logs ``val_uar`` for model selection."""
+
+    def __init__(
+        self,
+        speech_dim: int,
+        text_dim: int,
+        labels: list[str],
+        model: dict,
+        loss: dict,
+        train: dict,
+        class_weights: list[float] | None = None,
+        speech_layers: int = 0,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.labels = list(labels)
+        self.model = Crab(
+            speech_dim,
+            text_dim,
+            len(labels),
+            hidden=model["hidden"],
+            heads=model["heads"],
+            dropout=model["dropout"],
+            attention_dropout=model["attention_dropout"],
+            unimodal_leg_input=model["unimodal_leg_input"],
+            speech_layers=speech_layers,
+        )
+        weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
+        self.objective = MLCSObjective(
+            self.model.tap_dims(),
+            weights,
+            mlcs=loss["mlcs"],
+            alpha=loss["alpha"],
+            tau=loss["tau"],
+            leg_dim=model["leg_dim"],
+            leg_hidden_unimodal=model["leg_hidden_unimodal"],
+            leg_hidden=model["leg_hidden"],
+        )
+        self.train_config = train
+        self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": []}
+        self.last_metrics: dict[str, dict] = {}
+
+    def forward(self, batch: dict) -> torch.Tensor:
+        """Class logits of a batch."""
+        return self.model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"]).logits
+
+    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+        output = self.model(
+            batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_taps=bool(len(self.objective.legs))
+        )
+        parts = self.objective(output, batch["labels"])
+        size = len(batch["labels"])
+        self.log("train_loss", parts.total, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
+        self.log("train_ce", parts.ce, batch_size=size, on_epoch=True, on_step=False)
+        if parts.mlcs is not None:
+            self.log("train_mlcs", parts.mlcs, batch_size=size, on_epoch=True, on_step=False)
+        return parts.total
+
+    def _evaluation_step(self, batch: dict, stage: str) -> None:
+        logits = self(batch)
+        self._outputs[stage].append((logits.argmax(dim=-1).cpu(), batch["labels"].cpu()))
+
+    def validation_step(self, batch: dict, batch_idx: int) -> None:
+        self._evaluation_step(batch, "val")
+
+    def _evaluation_end(self, stage: str) -> None:
+        outputs = self._outputs[stage]
+        if not outputs:
+            return
+        preds = torch.cat([p for p, _ in outputs])
+        truths = torch.cat([t for _, t in outputs])
+        outputs.clear()
+        metrics = compute_metrics(truths.tolist(), preds.tolist(), self.labels)
+        self.last_metrics[stage] = metrics
+        for key in ("uar", "war", "macro_f1"):
+            self.log(f"{stage}_{key}", metrics[key], prog_bar=key == "uar")
+
+    def on_validation_epoch_end(self) -> None:
+        self._evaluation_end("val")
+
+    def configure_optimizers(self):
+        cfg = self.train_config
+        groups = parameter_groups(
+            list(self.model.parameters()) + list(self.objective.parameters()),
+            [],  # frozen encoders: features come from the store
+            cfg["lr_head"],
+            cfg["lr_encoder"],
+        )
+        optimizer, scheduler = build_optimizer(groups, cfg["weight_decay"], cfg["epochs"], cfg["min_lr_ratio"])
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,43 @@
+"""Hierarchical learning rates and the cosine schedule.
+
+The head (Crab and its legs) and the pre-trained encoders get separate AdamW parameter groups
+(paper: head 1e-5, encoders 1e-6). The cosine decay is one multiplicative factor applied to every
+group, stepped per epoch, down to ``min_lr_ratio`` of each group's peak (reference: 1e-6 / 1e-7),
+so the ratio between the groups holds throughout.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+
+import torch
+from torch import nn
+
+
+def parameter_groups(
+    head: Iterable[nn.Parameter], encoders: Iterable[nn.Parameter], lr_head: float, lr_encoder: float
+) -> list[dict]:
+    """AdamW parameter groups; an empty encoder group (frozen mode) is dropped."""
+    groups = [{"params": [p for p in head if p.requires_grad], "lr": lr_head, "name": "head"}]
+    encoder_params = [p for p in encoders if p.requires_grad]
+    if encoder_params:
+        groups.append({"params": encoder_params, "lr": lr_encoder, "name": "encoders"})
+    return groups
+
+
+def cosine_factor(epoch: int, total_epochs: int, min_ratio: float) -> float:
+    """Cosine annealing factor from 1 at epoch 0 down to ``min_ratio`` at ``total_epochs``."""
+    progress = min(epoch, total_epochs) / max(1, total_epochs)
+    return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def build_optimizer(
+    groups: list[dict], weight_decay: float, total_epochs: int, min_lr_ratio: float
+) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
+    """AdamW with a per-epoch cosine schedule shared by every group."""
+    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda epoch: cosine_factor(epoch, total_epochs, min_lr_ratio)
+    )
+    return optimizer, scheduler
