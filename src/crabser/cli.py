@@ -36,6 +36,8 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug 
         handlers=[RichHandler(console=console, show_path=False)],
     )
     logging.getLogger("crabser").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for noisy in ("lightning.pytorch", "lightning.fabric"):  # its tips and device banners
+        logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
 @contextmanager
@@ -44,7 +46,7 @@ def _friendly_errors() -> Iterator[None]:
     try:
         yield
     except (CrabserError, FileNotFoundError, ValueError) as error:
-        console.print(f"[bold red]error:[/] {error}")
+        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
         raise typer.Exit(2) from None
 
 
@@ -178,11 +180,11 @@ def predict(
             try:
                 results.append(recognizer.predict([path], [transcript])[0])
             except CrabserError as error:
-                console.print(f"[bold red]error:[/] {error}")
+                console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
     if as_json:
         for r in results:
             typer.echo(json.dumps({"file": r.source, "label": r.label, "probabilities": r.probabilities}))
-    else:
+    elif results:
         table = Table()
         table.add_column("file")
         table.add_column("label")

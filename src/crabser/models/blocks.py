@@ -15,6 +15,20 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def downsample_frames(x: torch.Tensor, mask: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average each run of ``stride`` frames (real frames only): ``(B, T, D) -> (B, ceil(T/stride), D)``."""
+    if stride == 1:
+        return x, mask
+    batch, length, dim = x.shape
+    pad = (-length) % stride
+    weights = mask.to(x.dtype)
+    x = torch.nn.functional.pad(x * weights.unsqueeze(-1), (0, 0, 0, pad))
+    weights = torch.nn.functional.pad(weights, (0, pad))
+    sums = x.view(batch, -1, stride, dim).sum(dim=2)
+    counts = weights.view(batch, -1, stride).sum(dim=2)
+    return sums / counts.clamp(min=1.0).unsqueeze(-1), counts > 0
+
+
 class LayerWeightedSum(nn.Module):
     """Learnable softmax-weighted sum of encoder layers: ``(B, T, L, D) -> (B, T, D)``."""
 

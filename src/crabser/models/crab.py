@@ -27,6 +27,7 @@ from crabser.models.blocks import (
     CrossModalAttention,
     LayerWeightedSum,
     ModalityProjection,
+    downsample_frames,
     masked_mean,
 )
 
@@ -42,7 +43,12 @@ class CrabOutput:
 
 
 class Crab(nn.Module):
-    """The Crab head. ``speech_layers`` > 0 adds a learnable weighted sum over encoder layers."""
+    """The Crab head.
+
+    ``speech_layers`` > 0 adds a learnable weighted sum over encoder layers (input ``(B, Fs, L, Ds)``).
+    ``speech_frame_stride`` > 1 averages runs of speech frames before the projection (not in the
+    paper, which runs the bi-GRU at the encoder's 50 Hz; a CPU budget option, 1 = the paper).
+    """
 
     def __init__(
         self,
@@ -55,10 +61,12 @@ class Crab(nn.Module):
         attention_dropout: float = 0.5,
         unimodal_leg_input: str = "gru",
         speech_layers: int = 0,
+        speech_frame_stride: int = 1,
     ) -> None:
         super().__init__()
         self.hidden = hidden
         self.unimodal_leg_input = unimodal_leg_input
+        self.speech_frame_stride = speech_frame_stride
         self.speech_layer_sum = LayerWeightedSum(speech_layers) if speech_layers else None
         # unimodal block
         self.speech_projection = ModalityProjection(speech_dim, hidden)
@@ -96,6 +104,7 @@ class Crab(nn.Module):
     ) -> CrabOutput:
         if self.speech_layer_sum is not None:
             speech = self.speech_layer_sum(speech)  # (B, Fs, L, Ds) -> (B, Fs, Ds)
+        speech, speech_mask = downsample_frames(speech, speech_mask, self.speech_frame_stride)
         speech_h = self.speech_projection(speech)  # (B, Fs, h)
         text_h = self.text_projection(text)  # (B, L, h)
         speech_seq = self.speech_gru(speech_h, speech_mask)  # (B, Fs, 2h)

@@ -38,6 +38,7 @@ class CrabLitModule(L.LightningModule):
             attention_dropout=model["attention_dropout"],
             unimodal_leg_input=model["unimodal_leg_input"],
             speech_layers=speech_layers,
+            speech_frame_stride=model.get("speech_frame_stride", 1),
         )
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.objective = MLCSObjective(

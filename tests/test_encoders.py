@@ -1,0 +1,98 @@
+"""Encoders: the embedded offline defaults, and the hub-id code path on tiny random models."""
+
+import numpy as np
+import pytest
+import torch
+
+from crabser.features.encoders import HFSpeechEncoder, HFTextEncoder, WhisperCT2Encoder, build_encoder
+from crabser.config import EncoderConfig
+from conftest import tone
+
+
+@pytest.fixture(scope="module")
+def whisper():
+    return WhisperCT2Encoder()
+
+
+def test_embedded_whisper_encodes_the_clips_own_length(whisper):
+    out = whisper.encode([tone(1.0), tone(2.5)])
+    assert whisper.output_dim == 384
+    assert out.features.shape == (2, 125, 384)
+    assert out.mask.sum(1).tolist() == [50, 125]  # 50 frames per second
+    assert whisper.cache_id.endswith(":own")
+
+
+def test_whisper_padded_mode_differs_and_has_its_own_cache_id(whisper):
+    padded = WhisperCT2Encoder(pad_to_seconds=30)
+    wave = tone(1.0)
+    a, b = whisper.encode([wave]).unpadded()[0], padded.encode([wave]).unpadded()[0]
+    assert a.shape == b.shape == (50, 384)
+    assert padded.cache_id != whisper.cache_id
+    assert not np.allclose(a, b)
+
+
+def test_whisper_long_clip_uses_30_second_windows(whisper):
+    out = whisper.encode([tone(31.0)])
+    assert out.mask.sum().item() == 1550
+
+
+def test_embedded_minilm_token_features():
+    encoder = HFTextEncoder()
+    out = encoder.encode(["Der Lappen liegt auf dem Eisschrank.", "Ja."])
+    assert encoder.output_dim == 384 and out.features.shape[-1] == 384
+    assert out.mask[0].sum() > out.mask[1].sum()
+    assert torch.all(out.features[1][~out.mask[1]] == 0)
+
+
+@pytest.fixture(scope="module")
+def tiny_wavlm(tmp_path_factory):
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    folder = tmp_path_factory.mktemp("tiny-wavlm")
+    config = WavLMConfig(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2, num_buckets=8, max_bucket_distance=16,
+    )
+    torch.manual_seed(0)
+    WavLMModel(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+    return folder
+
+
+def test_hf_speech_encoder_from_a_local_folder(tiny_wavlm):
+    encoder = HFSpeechEncoder(str(tiny_wavlm), layer=-1)
+    out = encoder.encode([tone(0.5), tone(0.2)])
+    assert out.features.shape[-1] == 16 == encoder.output_dim
+    lengths = out.mask.sum(1).tolist()
+    assert lengths[0] > lengths[1] > 0
+    # encoded clip by clip: batching never changes an item's features
+    alone = encoder.encode([tone(0.2)]).unpadded()[0]
+    np.testing.assert_allclose(out.unpadded()[1], alone, atol=1e-5)
+
+
+def test_hf_speech_encoder_all_layers(tiny_wavlm):
+    encoder = build_encoder(EncoderConfig(kind="hf-speech", model=str(tiny_wavlm), layer="all"))
+    out = encoder.encode([tone(0.3)])
+    assert out.features.shape[2:] == (3, 16)  # embeddings + 2 layers
+
+
+@pytest.fixture(scope="module")
+def tiny_bert(tmp_path_factory):
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    vocab = folder / "vocab.txt"
+    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "i", "am", "happy", "sad", "today"]))
+    BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=10, hidden_size=12, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24)).save_pretrained(folder)
+    return folder
+
+
+def test_hf_text_encoder_from_a_local_folder(tiny_bert):
+    encoder = HFTextEncoder(str(tiny_bert), max_tokens=4)
+    out = encoder.encode(["i am happy today", "sad"])
+    assert out.features.shape == (2, 4, 12)  # cut at max_tokens
+    assert out.mask.sum(1).tolist() == [4, 3]  # [CLS] sad [SEP]
+    assert encoder.cache_id.startswith("hf-text:tiny-bert")

@@ -1,0 +1,61 @@
+import math
+
+import pytest
+import torch
+
+from crabser.losses import inverse_frequency_weights, multi_positive_contrastive_loss, weighted_cross_entropy
+
+
+def test_mpcl_matches_hand_computed_four_item_example():
+    # z1 = z2 = e1, z3 = z4 = e2; labels 0,0,0,1; tau = 0.5 -> dots scaled by 2.
+    # L = log(e^2 + 2). anchors 1 and 2: L - 1; anchor 3: L; anchor 4 has no positive: excluded.
+    embeddings = torch.tensor([[3.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 0.5]])  # unnormalised on purpose
+    labels = torch.tensor([0, 0, 0, 1])
+    big_l = math.log(math.e**2 + 2)
+    expected = ((big_l - 1) * 2 + big_l) / 3
+    assert multi_positive_contrastive_loss(embeddings, labels, tau=0.5).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_mpcl_tau_one_and_all_anchors_with_positives():
+    embeddings = torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0], [0.0, 1.0]])
+    labels = torch.tensor([0, 0, 1, 1])
+    # every anchor: one positive at dot 1, two negatives at dot 0 -> log(e + 2) - 1
+    assert multi_positive_contrastive_loss(embeddings, labels, tau=1.0).item() == pytest.approx(math.log(math.e + 2) - 1)
+
+
+def test_mpcl_without_any_positive_is_zero_and_differentiable():
+    embeddings = torch.randn(3, 4, requires_grad=True)
+    loss = multi_positive_contrastive_loss(embeddings, torch.tensor([0, 1, 2]))
+    loss.backward()
+    assert loss.item() == 0.0
+    assert embeddings.grad is not None
+
+
+def test_mpcl_pulls_same_label_items_together():
+    torch.manual_seed(0)
+    embeddings = torch.randn(8, 16, requires_grad=True)
+    labels = torch.tensor([0, 0, 1, 1, 2, 2, 3, 3])
+    optimiser = torch.optim.SGD([embeddings], lr=0.5)
+    first = None
+    for _ in range(50):
+        loss = multi_positive_contrastive_loss(embeddings, labels, tau=0.1)
+        first = first if first is not None else loss.item()
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    assert loss.item() < 0.1 * first
+
+
+def test_weighted_cross_entropy_hand_computed():
+    logits = torch.tensor([[2.0, 0.0], [0.0, 0.0], [0.0, 0.0]])
+    targets = torch.tensor([0, 0, 1])
+    weights = torch.tensor([1.0, 3.0])
+    expected = (math.log(1 + math.exp(-2)) + math.log(2) + 3 * math.log(2)) / 5
+    assert weighted_cross_entropy(logits, targets, weights).item() == pytest.approx(expected, rel=1e-6)
+    # a constant factor on the weights cancels (paper N/N_j vs reference N/(C N_j))
+    assert weighted_cross_entropy(logits, targets, weights * 7).item() == pytest.approx(expected, rel=1e-6)
+
+
+def test_inverse_frequency_weights_are_n_over_n_j():
+    weights = inverse_frequency_weights(torch.tensor([0, 0, 0, 1]), num_classes=3)
+    assert weights.tolist() == pytest.approx([4 / 3, 4.0, 0.0])

@@ -1,0 +1,36 @@
+import json
+
+import pytest
+
+from crabser.evaluation.metrics import compute_metrics
+from crabser.evaluation.report import write_report
+
+
+def test_metrics_match_hand_computed_values():
+    metrics = compute_metrics([0, 0, 1, 1, 2], [0, 1, 1, 1, 0], ["a", "b", "c"])
+    assert metrics["war"] == pytest.approx(0.6)
+    assert metrics["uar"] == pytest.approx((0.5 + 1.0 + 0.0) / 3)
+    # F1: a = 0.5 (p 1/2, r 1/2), b = 0.8 (p 2/3, r 1), c = 0
+    assert metrics["macro_f1"] == pytest.approx(1.3 / 3)
+    assert metrics["weighted_f1"] == pytest.approx((2 * 0.5 + 2 * 0.8) / 5)
+    assert metrics["per_class"]["b"]["precision"] == pytest.approx(2 / 3)
+    assert metrics["confusion"] == [[1, 1, 0], [0, 2, 0], [1, 0, 0]]
+    assert metrics["confusion_normalised"][0] == pytest.approx([0.5, 0.5, 0.0])
+
+
+def test_uar_ignores_classes_absent_from_the_truth():
+    metrics = compute_metrics([0, 0, 1], [0, 0, 2], ["a", "b", "c"])
+    assert metrics["uar"] == pytest.approx(0.5)  # recall a = 1, b = 0; c has no true example
+
+
+def test_empty_evaluation_is_an_error():
+    with pytest.raises(ValueError, match="no examples"):
+        compute_metrics([], [], ["a"])
+
+
+def test_report_files_are_written(tmp_path):
+    metrics = compute_metrics([0, 1, 1], [0, 1, 0], ["x", "y"])
+    paths = write_report(metrics, tmp_path, prefix="test")
+    assert json.loads(paths["metrics"].read_text())["war"] == pytest.approx(2 / 3)
+    assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| y | 1.000 | 0.500 |" in paths["per_class_md"].read_text()

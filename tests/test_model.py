@@ -1,0 +1,100 @@
+import math
+
+import torch
+
+from crabser.features.encoders import pad_batch
+from crabser.models.blocks import AttentionPooling, downsample_frames, masked_mean
+from crabser.models.crab import TAP_NAMES, Crab
+from crabser.training.objective import MLCSObjective
+from crabser.training.optim import cosine_factor, parameter_groups
+
+
+def _crab(**kwargs):
+    torch.manual_seed(0)
+    return Crab(speech_dim=6, text_dim=5, num_classes=3, hidden=8, **kwargs).eval()
+
+
+def test_shapes_and_taps():
+    model = _crab()
+    speech, speech_mask = torch.randn(4, 11, 6), torch.ones(4, 11, dtype=torch.bool)
+    text, text_mask = torch.randn(4, 7, 5), torch.ones(4, 7, dtype=torch.bool)
+    out = model(speech, speech_mask, text, text_mask, return_taps=True)
+    assert out.logits.shape == (4, 3)
+    assert set(out.taps) == set(TAP_NAMES)
+    for name, dim in model.tap_dims().items():
+        assert out.taps[name].shape == (4, dim)
+    assert model(speech, speech_mask, text, text_mask).taps == {}
+
+
+def test_padding_never_changes_an_utterances_logits():
+    torch.manual_seed(1)
+    speech = [torch.randn(n, 6) for n in (3, 9, 5)]
+    text = [torch.randn(n, 5) for n in (4, 2, 6)]
+    for stride in (1, 2):
+        model = _crab(speech_frame_stride=stride)
+        alone = [model(s[None], torch.ones(1, len(s), dtype=torch.bool), t[None], torch.ones(1, len(t), dtype=torch.bool)).logits for s, t in zip(speech, text)]
+        s_batch, t_batch = pad_batch(speech + [torch.randn(15, 6)]), pad_batch(text + [torch.randn(9, 5)])
+        # garbage in the padding must not leak through any mask
+        s_batch.features[~s_batch.mask] = 1e3
+        t_batch.features[~t_batch.mask] = -1e3
+        batched = model(s_batch.features, s_batch.mask, t_batch.features, t_batch.mask, return_taps=True)
+        for i, logits in enumerate(alone):
+            torch.testing.assert_close(batched.logits[i], logits[0], atol=1e-5, rtol=1e-4)
+
+
+def test_masked_helpers():
+    x = torch.tensor([[[1.0], [3.0], [100.0]]])
+    mask = torch.tensor([[True, True, False]])
+    assert masked_mean(x, mask).item() == 2.0
+    pooled, pooled_mask = downsample_frames(x, mask, 2)
+    assert pooled[0, :, 0].tolist() == [2.0, 0.0] and pooled_mask.tolist() == [[True, False]]
+    pooling = AttentionPooling(1)
+    assert pooling(x, mask).item() < 3.0 + 1e-6  # the 100 at the padded frame has no weight
+
+
+def test_legs_add_no_parameters_to_the_model():
+    model = _crab()
+    objective = MLCSObjective(model.tap_dims(), None, leg_dim=4, leg_hidden_unimodal=3, leg_hidden=5)
+    assert not any("leg" in name for name, _ in model.named_parameters())
+    assert len(objective.legs) == 5
+    assert objective.legs["speech_unimodal"].net[0].out_features == 3
+    assert objective.legs["fused"].net[0].out_features == 5
+
+
+def test_crab_with_mlcs_fits_a_small_separable_set():
+    torch.manual_seed(0)
+    n, classes = 24, 3
+    labels = torch.arange(n) % classes
+    centres_s, centres_t = torch.randn(classes, 6) * 2, torch.randn(classes, 5) * 2
+    speech = [centres_s[y] + 0.3 * torch.randn(int(torch.randint(4, 12, ())), 6) for y in labels]
+    text = [centres_t[y] + 0.3 * torch.randn(int(torch.randint(2, 6, ())), 5) for y in labels]
+    s_batch, t_batch = pad_batch(speech), pad_batch(text)
+    model = Crab(6, 5, classes, hidden=16, dropout=0.0, attention_dropout=0.0)
+    objective = MLCSObjective(model.tap_dims(), torch.ones(classes), leg_dim=8, leg_hidden_unimodal=8, leg_hidden=8)
+    optimiser = torch.optim.AdamW(parameter_groups(list(model.parameters()) + list(objective.parameters()), [], 3e-3, 1e-6))
+    losses = []
+    for _ in range(150):
+        out = model(s_batch.features, s_batch.mask, t_batch.features, t_batch.mask, return_taps=True)
+        parts = objective(out, labels)
+        optimiser.zero_grad()
+        parts.total.backward()
+        optimiser.step()
+        losses.append(parts.total.item())
+    model.eval()
+    predictions = model(s_batch.features, s_batch.mask, t_batch.features, t_batch.mask).logits.argmax(-1)
+    assert (predictions == labels).all()
+    assert losses[-1] < 0.7 * losses[0]
+    assert parts.ce.item() < 0.1
+    # MPCL cannot go below the entropy of its target: uniform over the 7 other same-class items
+    assert parts.mlcs is not None and parts.mlcs.item() < math.log(7) + 0.3
+
+
+def test_cosine_schedule_and_hierarchical_groups():
+    assert cosine_factor(0, 20, 0.1) == 1.0
+    assert abs(cosine_factor(10, 20, 0.1) - 0.55) < 1e-9
+    assert abs(cosine_factor(20, 20, 0.1) - 0.1) < 1e-9
+    head, encoder = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    groups = parameter_groups(head.parameters(), encoder.parameters(), 1e-5, 1e-6)
+    assert [(g["name"], g["lr"]) for g in groups] == [("head", 1e-5), ("encoders", 1e-6)]
+    encoder.requires_grad_(False)
+    assert len(parameter_groups(head.parameters(), encoder.parameters(), 1e-5, 1e-6)) == 1

@@ -1,0 +1,109 @@
+"""The real pipeline end to end on real EmoDB audio (a few speakers), through the CLI as a user runs it."""
+
+import json
+
+import numpy as np
+import pytest
+import soundfile as sf
+from typer.testing import CliRunner
+
+from crabser.cli import app
+from crabser.data.corpora import emodb as emodb_adapter
+from crabser.data.manifest import Manifest, write_manifest
+
+runner = CliRunner()
+SPEAKERS = ["03", "08", "09", "10", "11", "16"]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory, emodb):
+    root = tmp_path_factory.mktemp("e2e")
+    full = emodb_adapter.prepare(emodb).frame
+    write_manifest(Manifest(full[full["speaker"].isin(SPEAKERS)]), root / "manifest.csv")
+    config = root / "config.yaml"
+    config.write_text(
+        f"""
+name: e2e
+output_dir: {root / 'runs'}
+cache_dir: {root / 'cache'}
+data: {{manifest: {root / 'manifest.csv'}, test_speakers: ["16"], val_speakers: ["11"]}}
+speech: {{kind: whisper-ct2}}
+text: {{kind: hf-text}}
+model: {{hidden: 64, speech_frame_stride: 4, dropout: 0.1, attention_dropout: 0.1}}
+train: {{epochs: 12, batch_size: 32, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: 2}}
+"""
+    )
+    result = runner.invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    return root, config
+
+
+def test_features_are_cached_and_reused(run):
+    root, config = run
+    extraction = json.loads((root / "runs/e2e/extraction_speech.json").read_text())
+    assert extraction["failures"] == {}
+    assert any((root / "cache").rglob("*.safetensors"))
+    again = runner.invoke(app, ["extract", "--config", str(config)])
+    assert again.exit_code == 0, again.output
+    assert "speech: 0 encoded" in again.output and "text: 0 encoded" in again.output
+
+
+def test_checkpoints_and_report_and_above_chance(run):
+    root, _ = run
+    run_dir = root / "runs/e2e"
+    assert (run_dir / "checkpoints/best.ckpt").is_file() and (run_dir / "checkpoints/last.ckpt").is_file()
+    result = runner.invoke(app, ["evaluate", "--run", str(run_dir), "--json"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads(result.output.strip().splitlines()[-1])
+    assert metrics["n"] == 71  # speaker 16, never seen in training or validation
+    assert metrics["uar"] > 0.4  # chance is 1/7
+    report = json.loads((run_dir / "report/test_metrics.json").read_text())
+    assert report["speakers"] == ["16"] and len(report["confusion"]) == 7
+    assert (run_dir / "report/test_confusion.png").is_file()
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "git_commit.txt").is_file()
+
+
+def test_resume_continues_from_the_last_checkpoint(run):
+    root, config = run
+    result = runner.invoke(app, ["train", "--config", str(config), "--resume", "-o", "train.epochs=13"])
+    assert result.exit_code == 0, result.output
+    rows = (root / "runs/e2e/logs/metrics.csv").read_text().splitlines()
+    epochs = {line.split(",")[0] for line in rows[1:]}
+    assert "12" in epochs  # the 13th epoch ran, after the 12 restored from last.ckpt
+
+
+def test_predict_gives_a_label_and_probabilities(run, emodb):
+    root, _ = run
+    frame = emodb_adapter.prepare(emodb).frame
+    clip = frame[(frame["speaker"] == "16") & (frame["text_code"] == "a01")]["audio"].iloc[0]
+    result = runner.invoke(app, ["predict", clip, "--run", str(root / "runs/e2e"), "--text", "Der Lappen liegt auf dem Eisschrank.", "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output.strip().splitlines()[-1])
+    assert answer["label"] in emodb_adapter.LABELS
+    assert sum(answer["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_predict_names_bad_files_without_a_traceback(run, tmp_path):
+    root, _ = run
+    silent = tmp_path / "silent.wav"
+    sf.write(silent, np.zeros(16000, dtype=np.float32), 16000)
+    no_text = tmp_path / "voice.wav"
+    sf.write(no_text, 0.3 * np.sin(np.arange(16000) / 10).astype(np.float32), 16000)
+    result = runner.invoke(app, ["predict", str(silent), "--run", str(root / "runs/e2e"), "--text", "hallo"])
+    assert result.exit_code == 1 and "silent.wav: silent audio" in result.output
+    assert "Traceback" not in result.output
+    result = runner.invoke(app, ["predict", str(no_text), "--run", str(root / "runs/e2e")])
+    assert result.exit_code == 1 and "missing transcript" in result.output
+
+
+def test_every_command_has_help():
+    for command in ("prepare", "extract", "train", "evaluate", "predict", "demo"):
+        result = runner.invoke(app, [command, "--help"])
+        assert result.exit_code == 0 and "Usage" in result.output
+
+
+def test_bad_config_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["prepare", "--config", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2 and "config file not found" in result.output
+    result = runner.invoke(app, ["prepare", "-o", "model.hidden=big"])
+    assert result.exit_code == 2 and "hidden" in result.output
