@@ -1,0 +1,86 @@
+"""Whisper encoder: encode each clip's own length vs. Whisper's 30 s padding (speed and accuracy).
+
+For each padding mode: extract EmoDB speech features with the embedded Whisper tiny.en encoder
+(time, real-time factor), then on the demo's speaker-independent split train (1) Crab with MLCS
+from configs/demo.yaml and (2) the pooled mean+std + logistic-regression baseline, selecting
+nothing on test. Prints the speed ratio and writes a table to BENCHMARKS.md.
+
+Usage: python benchmarks/whisper_padding.py [--pads none,30] [--epochs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import numpy as np
+from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from benchmarks.common import command_line, header, write_section
+from crabser import pipeline
+from crabser.config import load_config
+from crabser.evaluation.metrics import compute_metrics
+from crabser.features.extract import content_hashes
+from crabser.features.store import FeatureStore
+
+
+def pooled_baseline(config, manifest, encoder_id: str) -> dict[str, float]:
+    """Mean+std pooled speech features + logistic regression; UAR on val and test."""
+    store, labels = FeatureStore(config.cache_dir), manifest.labels
+    hashes = content_hashes(manifest, "speech")
+    frame = manifest.frame
+    pooled = np.stack([np.concatenate([f.mean(0), f.std(0)]) for f in (store.get(encoder_id, hashes[i]) for i in frame["id"])])
+    y = np.array([labels.index(label) for label in frame["label"]])
+    train = (frame["split"] == "train").to_numpy()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced")).fit(pooled[train], y[train])
+    return {
+        split: compute_metrics(y[(frame["split"] == split).to_numpy()], model.predict(pooled[(frame["split"] == split).to_numpy()]), labels)["uar"]
+        for split in ("val", "test")
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--pads", default="none,30")
+    parser.add_argument("--epochs", type=int, default=20)
+    args = parser.parse_args()
+    rows, seconds = [], {}
+    for pad in args.pads.split(","):
+        pad_value = None if pad == "none" else float(pad)
+        config = load_config(
+            "configs/demo.yaml",
+            [f"name=bench_pad_{pad}", f"speech.pad_to_seconds={pad if pad_value else 'null'}",
+             f"train.epochs={args.epochs}", "train.progress=false", "cache_dir=cache/bench_features"],
+        )
+        manifest = pipeline.prepare(config)
+        encoders = pipeline.build_encoders(config)
+        started = time.perf_counter()
+        report = pipeline.extract_features(config, manifest, encoders)["speech"]
+        seconds[pad] = time.perf_counter() - started
+        rtf = seconds[pad] / max(report.seconds_of_audio, 1e-9) if report.encoded else float("nan")
+        result = pipeline.train(config, manifest, encoders)
+        metrics, _ = pipeline.evaluate(config, manifest, encoders, "test")
+        baseline = pooled_baseline(config, manifest, encoders["speech"].cache_id)
+        rows.append(
+            f"| {'own length' if pad_value is None else f'{pad_value:g} s'} | {seconds[pad]:.1f} | {rtf:.4f} | "
+            f"{result.best_val_uar:.4f} | {metrics['uar']:.4f} | {baseline['val']:.4f} | {baseline['test']:.4f} |"
+        )
+        print(rows[-1], flush=True)
+    ratio = ""
+    if "none" in seconds and "30" in seconds:
+        ratio = f"\nExtraction speed-up of own-length over 30 s padding: **{seconds['30'] / seconds['none']:.1f}x**.\n"
+        print(ratio)
+    body = (
+        header(command_line())
+        + "\nEmoDB, all 535 clips (24.8 min of audio); split: test speakers 15, 16, val 12, 13, train the rest.\n"
+        "Crab = configs/demo.yaml (best epoch by val UAR); LR = mean+std pooled frames + logistic regression.\n\n"
+        "| Whisper input | extract s | RTF | Crab val UAR | Crab test UAR | LR val UAR | LR test UAR |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + ratio
+    )
+    write_section("Whisper tiny.en: own length vs. 30 s padding", body)
+
+
+if __name__ == "__main__":
+    main()
