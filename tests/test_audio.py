@@ -76,13 +76,14 @@ def test_one_bad_file_never_loses_the_others(tmp_path, write_wav):
     silent = write_wav("silent.wav", np.zeros(8000, dtype=np.float32))
     manifest = from_records(
         [{"id": p.stem, "audio": str(p), "label": "x"} for p in [good[0], silent, good[1], good[2]]]
+        + [{"id": "copy_of_g0", "audio": str(good[0]), "label": "x"}]  # same content: encoded once
     )
     store = FeatureStore(tmp_path / "store")
     encoder = _MeanEncoder()
     report = extract(manifest, encoder, store, on_error="skip", batch_size=2)
-    assert report.encoded == 3 and list(report.failures) == ["silent"]
+    assert report.encoded == 3 and report.cached == 1 and list(report.failures) == ["silent"]
     assert "silent audio" in report.failures["silent"]
     again = extract(manifest, encoder, store, on_error="skip")
-    assert again.cached == 3 and again.encoded == 0
+    assert again.cached == 4 and again.encoded == 0
     with pytest.raises(AudioError, match="silent.wav"):
         extract(manifest, _MeanEncoder(), FeatureStore(tmp_path / "other"), on_error="raise")

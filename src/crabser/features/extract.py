@@ -68,6 +68,7 @@ def extract(
     report = ExtractionReport()
     hashes = content_hashes(manifest, encoder.modality)
     pending: list[tuple[str, str, object]] = []
+    pending_digests: set[str] = set()  # identical content (e.g. one sentence read many times) encoded once
 
     def flush() -> None:
         if not pending:
@@ -79,10 +80,11 @@ def extract(
         if progress:
             progress(len(pending))
         pending.clear()
+        pending_digests.clear()
 
     for row in manifest.frame.itertuples(index=False):
         digest = hashes.get(row.id)
-        if digest is not None and store.has(encoder.cache_id, digest):
+        if digest is not None and (store.has(encoder.cache_id, digest) or digest in pending_digests):
             report.cached += 1
             if progress:
                 progress(1)
@@ -102,6 +104,7 @@ def extract(
         if encoder.modality == "speech":
             report.seconds_of_audio += len(item) / (encoder.sample_rate or 16000)
         pending.append((row.id, digest, item))
+        pending_digests.add(digest)
         if len(pending) >= batch_size:
             flush()
     flush()
