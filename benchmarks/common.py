@@ -37,5 +37,7 @@ def write_section(name: str, body: str) -> None:
 
 
 def command_line() -> str:
-    """How this script was invoked."""
-    return "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    """How this script was invoked, as a module run from the repository root."""
+    script = Path(sys.argv[0]).resolve()
+    module = ".".join(script.relative_to(BENCHMARKS.parent).with_suffix("").parts)
+    return " ".join(["python -m", module, *sys.argv[1:]])

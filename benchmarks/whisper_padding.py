@@ -5,7 +5,7 @@ For each padding mode: extract EmoDB speech features with the embedded Whisper t
 from configs/demo.yaml and (2) the pooled mean+std + logistic-regression baseline, selecting
 nothing on test. Prints the speed ratio and writes a table to BENCHMARKS.md.
 
-Usage: python benchmarks/whisper_padding.py [--pads none,30] [--epochs 20]
+Usage (from the repository root): python -m benchmarks.whisper_padding [--pads none,30] [--epochs 20]
 """
 
 from __future__ import annotations
