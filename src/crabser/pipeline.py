@@ -122,12 +122,15 @@ class TrainResult:
     epochs: int
 
 
-def _splits(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str]):
+def _splits(
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str], names: tuple[str, ...]
+):
+    """Cached features of the named splits, read from the store."""
     from crabser.training.datamodule import load_utterances
 
     store = FeatureStore(config.cache_dir)
     splits = {}
-    for split in ("train", "val", "test"):
+    for split in names:
         items, _ = load_utterances(
             manifest.subset(split), store, encoders["speech"].cache_id, encoders["text"].cache_id, labels
         )
@@ -157,7 +160,7 @@ def train(
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     labels = run_labels(config, manifest)
-    splits = _splits(config, manifest, encoders, labels)
+    splits = _splits(config, manifest, encoders, labels, ("train", "val"))
     for split in ("train", "val"):
         if not splits[split]:
             raise CrabserError(f"the {split} split has no utterance with cached features")
@@ -219,8 +222,7 @@ def evaluate(
         raise CrabserError(f"{checkpoint}: no checkpoint; train the run first")
     module = CrabLitModule.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
     labels = module.labels
-    splits = _splits(config, manifest, encoders, labels)
-    items = splits[split]
+    items = _splits(config, manifest, encoders, labels, (split,))[split]
     if not items:
         raise CrabserError(f"the {split} split has no utterance with cached features")
     preds, truths = [], []

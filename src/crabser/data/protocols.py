@@ -26,8 +26,7 @@ def speaker_holdout(
     if "speaker" not in frame or (frame["speaker"] == "").any():
         raise ManifestError("speaker_holdout needs a 'speaker' value on every row")
     speakers = sorted(frame["speaker"].unique())
-    unknown = sorted(set(test_speakers) | set(val_speakers) - set(speakers))
-    unknown = [s for s in unknown if s not in speakers]
+    unknown = sorted((set(test_speakers) | set(val_speakers)) - set(speakers))
     if unknown:
         raise ManifestError(f"unknown speakers {unknown}; the manifest has {speakers}")
     overlap = set(test_speakers) & set(val_speakers)

@@ -85,7 +85,7 @@ def load_utterances(
 
 
 class FeatureDataModule(L.LightningDataModule):
-    """Train / val / test loaders over in-memory cached features."""
+    """Train and validation loaders over in-memory cached features (evaluation reads its split itself)."""
 
     def __init__(
         self, splits: dict[str, list[Utterance]], batch_size: int = 32, seed: int = 0
@@ -107,6 +107,3 @@ class FeatureDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
