@@ -67,24 +67,22 @@ def extract(
     """Encode every utterance not yet in the store; return counts and per-file failures."""
     report = ExtractionReport()
     hashes = content_hashes(manifest, encoder.modality)
-    pending: list[tuple[str, str, object]] = []
-    pending_digests: set[str] = set()  # identical content (e.g. one sentence read many times) encoded once
+    pending: dict[str, object] = {}  # content hash -> input; identical content is encoded once
 
     def flush() -> None:
         if not pending:
             return
-        encoded = encoder.encode([item for _, _, item in pending]).unpadded()
-        for (_, digest, _), features in zip(pending, encoded):
+        encoded = encoder.encode(list(pending.values())).unpadded()
+        for digest, features in zip(pending, encoded):
             store.put(encoder.cache_id, digest, features)
         report.encoded += len(pending)
         if progress:
             progress(len(pending))
         pending.clear()
-        pending_digests.clear()
 
     for row in manifest.frame.itertuples(index=False):
         digest = hashes.get(row.id)
-        if digest is not None and (store.has(encoder.cache_id, digest) or digest in pending_digests):
+        if digest is not None and (store.has(encoder.cache_id, digest) or digest in pending):
             report.cached += 1
             if progress:
                 progress(1)
@@ -103,8 +101,7 @@ def extract(
             continue
         if encoder.modality == "speech":
             report.seconds_of_audio += len(item) / (encoder.sample_rate or 16000)
-        pending.append((row.id, digest, item))
-        pending_digests.add(digest)
+        pending[digest] = item
         if len(pending) >= batch_size:
             flush()
     flush()
