@@ -3,27 +3,57 @@ import math
 import torch
 
 from crabser.features.encoders import pad_batch
-from crabser.models.blocks import AttentionPooling, downsample_frames, masked_mean
-from crabser.models.crab import TAP_NAMES, Crab
+from crabser.models.blocks import AttentionPooling, FeatureNormalizer, downsample_frames, masked_mean
+from crabser.models.crab import TAP_NAMES, Crab, tap_names
 from crabser.training.objective import MLCSObjective
 from crabser.training.optim import cosine_factor, parameter_groups
 
 
-def _crab(**kwargs):
+DIMS = {"speech": 6, "text": 5, "paralinguistic": 4}
+
+
+def _crab(modalities=("speech", "text"), **kwargs):
     torch.manual_seed(0)
-    return Crab(speech_dim=6, text_dim=5, num_classes=3, hidden=8, **kwargs).eval()
+    return Crab({m: DIMS[m] for m in modalities}, num_classes=3, hidden=8, **kwargs).eval()
+
+
+def _inputs(modalities, batch=4):
+    lengths = {"speech": 11, "text": 7, "paralinguistic": 9}
+    features = {m: torch.randn(batch, lengths[m], DIMS[m]) for m in modalities}
+    masks = {m: torch.ones(batch, lengths[m], dtype=torch.bool) for m in modalities}
+    return features, masks
 
 
 def test_shapes_and_taps():
     model = _crab()
-    speech, speech_mask = torch.randn(4, 11, 6), torch.ones(4, 11, dtype=torch.bool)
-    text, text_mask = torch.randn(4, 7, 5), torch.ones(4, 7, dtype=torch.bool)
-    out = model(speech, speech_mask, text, text_mask, return_taps=True)
+    features, masks = _inputs(("speech", "text"))
+    out = model(features, masks, return_taps=True)
     assert out.logits.shape == (4, 3)
     assert set(out.taps) == set(TAP_NAMES)
     for name, dim in model.tap_dims().items():
         assert out.taps[name].shape == (4, dim)
-    assert model(speech, speech_mask, text, text_mask).taps == {}
+    assert model(features, masks).taps == {}
+
+
+def test_unimodal_and_trimodal_variants():
+    text_only = _crab(("text",))
+    assert not len(text_only.cross)  # the cross-modal block is removed
+    out = text_only(*_inputs(("text",)), return_taps=True)
+    assert out.logits.shape == (4, 3) and set(out.taps) == set(tap_names(("text",))) == {"text_unimodal", "text_pooled", "fused"}
+    trimodal = _crab(("speech", "text", "paralinguistic"))
+    assert len(trimodal.cross) == 6  # each modality attends to each other one
+    out = trimodal(*_inputs(("speech", "text", "paralinguistic")), return_taps=True)
+    assert out.logits.shape == (4, 3) and len(out.taps) == 7
+    assert trimodal.classifier_norm.normalized_shape == (3 * 2 * 8,)
+
+
+def test_feature_normalizer_uses_its_statistics():
+    normalizer = FeatureNormalizer((2,))
+    x = torch.tensor([[1.0, 10.0]])
+    assert torch.equal(normalizer(x), x)  # identity until statistics are set
+    normalizer.set_statistics(torch.tensor([1.0, 4.0]), torch.tensor([2.0, 0.0]))
+    torch.testing.assert_close(normalizer(x), torch.tensor([[0.0, 6.0 / 1e-5]]))
+    assert "mean" in normalizer.state_dict()  # saved with the model
 
 
 def test_padding_never_changes_an_utterances_logits():
@@ -31,13 +61,17 @@ def test_padding_never_changes_an_utterances_logits():
     speech = [torch.randn(n, 6) for n in (3, 9, 5)]
     text = [torch.randn(n, 5) for n in (4, 2, 6)]
     for stride in (1, 2):
-        model = _crab(speech_frame_stride=stride)
-        alone = [model(s[None], torch.ones(1, len(s), dtype=torch.bool), t[None], torch.ones(1, len(t), dtype=torch.bool)).logits for s, t in zip(speech, text)]
+        model = _crab(frame_strides={"speech": stride})
+        alone = [
+            model({"speech": s[None], "text": t[None]},
+                  {"speech": torch.ones(1, len(s), dtype=torch.bool), "text": torch.ones(1, len(t), dtype=torch.bool)}).logits
+            for s, t in zip(speech, text)
+        ]
         s_batch, t_batch = pad_batch(speech + [torch.randn(15, 6)]), pad_batch(text + [torch.randn(9, 5)])
         # garbage in the padding must not leak through any mask
         s_batch.features[~s_batch.mask] = 1e3
         t_batch.features[~t_batch.mask] = -1e3
-        batched = model(s_batch.features, s_batch.mask, t_batch.features, t_batch.mask, return_taps=True)
+        batched = model({"speech": s_batch.features, "text": t_batch.features}, {"speech": s_batch.mask, "text": t_batch.mask}, return_taps=True)
         for i, logits in enumerate(alone):
             torch.testing.assert_close(batched.logits[i], logits[0], atol=1e-5, rtol=1e-4)
 
@@ -69,19 +103,20 @@ def test_crab_with_mlcs_fits_a_small_separable_set():
     speech = [centres_s[y] + 0.3 * torch.randn(int(torch.randint(4, 12, ())), 6) for y in labels]
     text = [centres_t[y] + 0.3 * torch.randn(int(torch.randint(2, 6, ())), 5) for y in labels]
     s_batch, t_batch = pad_batch(speech), pad_batch(text)
-    model = Crab(6, 5, classes, hidden=16, dropout=0.0, attention_dropout=0.0)
+    model = Crab({"speech": 6, "text": 5}, classes, hidden=16, dropout=0.0, attention_dropout=0.0)
+    features, masks = {"speech": s_batch.features, "text": t_batch.features}, {"speech": s_batch.mask, "text": t_batch.mask}
     objective = MLCSObjective(model.tap_dims(), torch.ones(classes), leg_dim=8, leg_hidden_unimodal=8, leg_hidden=8)
     optimiser = torch.optim.AdamW(parameter_groups(list(model.parameters()) + list(objective.parameters()), [], 3e-3, 1e-6))
     losses = []
     for _ in range(150):
-        out = model(s_batch.features, s_batch.mask, t_batch.features, t_batch.mask, return_taps=True)
+        out = model(features, masks, return_taps=True)
         parts = objective(out, labels)
         optimiser.zero_grad()
         parts.total.backward()
         optimiser.step()
         losses.append(parts.total.item())
     model.eval()
-    predictions = model(s_batch.features, s_batch.mask, t_batch.features, t_batch.mask).logits.argmax(-1)
+    predictions = model(features, masks).logits.argmax(-1)
     assert (predictions == labels).all()
     assert losses[-1] < 0.7 * losses[0]
     assert parts.ce.item() < 0.1

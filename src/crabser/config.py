@@ -37,7 +37,7 @@ class DataConfig(_Section):
 class EncoderConfig(_Section):
     """One feature extractor; ``model: embedded`` is the offline default shipped in a PyPI package."""
 
-    kind: Literal["whisper-ct2", "hf-speech", "hf-text"]
+    kind: Literal["whisper-ct2", "hf-speech", "hf-text", "egemaps"]
     model: str = "embedded"
     layer: int | Literal["all"] = -1
     pad_to_seconds: float | None = None  #: Whisper only: None = the clip's own length
@@ -62,6 +62,12 @@ class ModelConfig(_Section):
     unimodal_leg_input: Literal["gru", "projection"] = "gru"
     #: average runs of this many speech frames before the bi-GRU (1 = the paper; >1 saves CPU time)
     speech_frame_stride: int = 1
+    #: the input streams, in order ("speech", "text", "paralinguistic"); one = a unimodal Crab
+    modalities: list[Literal["speech", "text", "paralinguistic"]] = ["speech", "text"]
+    #: average runs of this many paralinguistic frames (eGeMAPS LLDs come at 100 Hz)
+    paralinguistic_frame_stride: int = 4
+    #: z-normalise speech and text inputs with the training split's mean/std (reference code)
+    normalize_inputs: bool = True
 
 
 class LossConfig(_Section):
@@ -101,9 +107,14 @@ class RunConfig(_Section):
     data: DataConfig = DataConfig()
     speech: EncoderConfig = EncoderConfig(kind="whisper-ct2")
     text: EncoderConfig = EncoderConfig(kind="hf-text")
+    paralinguistic: EncoderConfig = EncoderConfig(kind="egemaps")
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
+
+    def encoder_config(self, modality: str) -> EncoderConfig:
+        """The encoder settings of one modality."""
+        return getattr(self, modality)
 
     @property
     def run_dir(self) -> Path:

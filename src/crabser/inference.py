@@ -44,18 +44,26 @@ class Recognizer:
 
     @torch.no_grad()
     def predict(self, audio_paths: list[str | Path], texts: list[str | None]) -> list[Prediction]:
-        """Predict each (audio, transcript) pair; AudioError / TranscriptError name the bad input."""
-        speech_encoder, text_encoder = self.encoders["speech"], self.encoders["text"]
-        waves, clean_texts = [], []
-        for path, text in zip(audio_paths, texts):
-            if text is None or not str(text).strip():
-                raise TranscriptError(str(path), "missing transcript: pass --text or put a .txt file beside the audio")
-            waves.append(load_audio(path, speech_encoder.sample_rate or 16000))
-            clean_texts.append(str(text).strip())
-        speech = pad_batch(speech_encoder.encode(waves).unpadded())
-        text = pad_batch(text_encoder.encode(clean_texts).unpadded())
-        logits = self.module.model(speech.features, speech.mask, text.features, text.mask).logits
-        probabilities = logits.softmax(dim=-1)
+        """Predict each (audio, transcript) pair; AudioError / TranscriptError name the bad input.
+
+        A text-only model reads no audio (``audio_paths`` then only name the inputs); a model
+        without a text stream ignores the transcripts.
+        """
+        clean_texts = []
+        if "text" in self.encoders:
+            for path, text in zip(audio_paths, texts):
+                if text is None or not str(text).strip():
+                    raise TranscriptError(str(path), "missing transcript: pass --text or put a .txt file beside the audio")
+                clean_texts.append(str(text).strip())
+        features, masks = {}, {}
+        for modality, encoder in self.encoders.items():
+            if modality == "text":
+                inputs = clean_texts
+            else:
+                inputs = [load_audio(path, encoder.sample_rate or 16000) for path in audio_paths]
+            padded = pad_batch(encoder.encode(inputs).unpadded())
+            features[modality], masks[modality] = padded.features, padded.mask
+        probabilities = self.module.model(features, masks).logits.softmax(dim=-1)
         results = []
         for path, probs in zip(audio_paths, probabilities):
             scores = {label: float(p) for label, p in zip(self.labels, probs)}

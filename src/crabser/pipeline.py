@@ -87,8 +87,8 @@ def load_run_manifest(run_dir: Path) -> Manifest:
 
 
 def build_encoders(config: RunConfig) -> dict[str, Encoder]:
-    """The speech and text encoders of a config, loaded once."""
-    return {"speech": build_encoder(config.speech), "text": build_encoder(config.text)}
+    """The encoders of the config's modalities (model.modalities), loaded once."""
+    return {modality: build_encoder(config.encoder_config(modality)) for modality in config.model.modalities}
 
 
 def extract_features(
@@ -98,14 +98,14 @@ def extract_features(
     store = FeatureStore(config.cache_dir)
     reports = {}
     for modality, encoder in encoders.items():
-        settings = config.speech if modality == "speech" else config.text
+        settings = config.encoder_config(modality)
         started = time.perf_counter()
         advance = progress(f"extract {modality} ({encoder.cache_id})", len(manifest)) if progress else None
         report = extract(manifest, encoder, store, config.data.on_error, settings.batch_size, advance)
         seconds = time.perf_counter() - started
         reports[modality] = report
         record = {**asdict(report), "encoder": encoder.cache_id, "seconds": round(seconds, 2)}
-        if modality == "speech" and report.encoded:
+        if modality != "text" and report.encoded:
             record["real_time_factor"] = round(seconds / max(report.seconds_of_audio, 1e-9), 5)
         _write_json(config.run_dir / f"extraction_{modality}.json", record)
         _record_timing(config.run_dir, f"extract_{modality}", seconds)
@@ -129,13 +129,8 @@ def _splits(
     from crabser.training.datamodule import load_utterances
 
     store = FeatureStore(config.cache_dir)
-    splits = {}
-    for split in names:
-        items, _ = load_utterances(
-            manifest.subset(split), store, encoders["speech"].cache_id, encoders["text"].cache_id, labels
-        )
-        splits[split] = items
-    return splits
+    cache_ids = {modality: encoder.cache_id for modality, encoder in encoders.items()}
+    return {split: load_utterances(manifest.subset(split), store, cache_ids, labels)[0] for split in names}
 
 
 def run_labels(config: RunConfig, manifest: Manifest) -> list[str]:
@@ -152,7 +147,7 @@ def train(
     from lightning.pytorch.loggers import CSVLogger
 
     from crabser.losses import inverse_frequency_weights
-    from crabser.training.datamodule import FeatureDataModule
+    from crabser.training.datamodule import FeatureDataModule, feature_statistics
     from crabser.training.lit_module import CrabLitModule
 
     cfg = config.train
@@ -166,17 +161,21 @@ def train(
             raise CrabserError(f"the {split} split has no utterance with cached features")
     train_labels = torch.tensor([u.label for u in splits["train"]])
     weights = inverse_frequency_weights(train_labels, len(labels)).tolist() if config.loss.class_weights else None
-    first = splits["train"][0]
+    first = splits["train"][0].features
+    speech = first.get("speech")
     module = CrabLitModule(
-        speech_dim=first.speech.shape[-1],
-        text_dim=first.text.shape[-1],
+        input_dims={modality: array.shape[-1] for modality, array in first.items()},
         labels=labels,
         model=config.model.model_dump(),
         loss=config.loss.model_dump(),
         train=cfg.model_dump(),
         class_weights=weights,
-        speech_layers=first.speech.shape[1] if first.speech.ndim == 3 else 0,
+        speech_layers=speech.shape[1] if speech is not None and speech.ndim == 3 else 0,
     )
+    if config.model.normalize_inputs:
+        for modality, normalizer in module.model.normalizers.items():
+            mean, std = feature_statistics([u.features[modality] for u in splits["train"]])
+            normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     datamodule = FeatureDataModule(splits, batch_size=cfg.batch_size, seed=cfg.seed)
     checkpoint_dir = config.run_dir / "checkpoints"
     checkpoint = ModelCheckpoint(

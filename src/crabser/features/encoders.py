@@ -31,7 +31,7 @@ if TYPE_CHECKING:
     from crabser.config import EncoderConfig
 
 EMBEDDED = "embedded"
-Modality = Literal["speech", "text"]
+Modality = Literal["speech", "text", "paralinguistic"]
 
 
 @dataclass

@@ -35,7 +35,7 @@ def content_hashes(manifest: Manifest, modality: str) -> dict[str, str]:
     """Utterance id -> content hash (audio bytes or transcript text); unusable rows are left out."""
     hashes = {}
     for row in manifest.frame.itertuples(index=False):
-        if modality == "speech":
+        if modality != "text":  # speech and paralinguistic encoders read the audio
             try:
                 hashes[row.id] = file_sha256(row.audio)
             except OSError:
@@ -48,7 +48,7 @@ def content_hashes(manifest: Manifest, modality: str) -> dict[str, str]:
 
 
 def _load_input(row, encoder: Encoder):
-    if encoder.modality == "speech":
+    if encoder.modality != "text":
         return load_audio(row.audio, encoder.sample_rate or 16000)
     text = getattr(row, "text", None)
     if not isinstance(text, str) or not text.strip():
@@ -88,7 +88,7 @@ def extract(
                 progress(1)
             continue
         try:
-            if digest is None and encoder.modality == "speech":
+            if digest is None and encoder.modality != "text":
                 raise AudioError(row.audio, "file not found or unreadable")
             item = _load_input(row, encoder)
         except CrabserError as error:
@@ -99,7 +99,7 @@ def extract(
             if progress:
                 progress(1)
             continue
-        if encoder.modality == "speech":
+        if encoder.modality != "text":
             report.seconds_of_audio += len(item) / (encoder.sample_rate or 16000)
         pending[digest] = item
         if len(pending) >= batch_size:

@@ -29,6 +29,26 @@ def downsample_frames(x: torch.Tensor, mask: torch.Tensor, stride: int) -> tuple
     return sums / counts.clamp(min=1.0).unsqueeze(-1), counts > 0
 
 
+class FeatureNormalizer(nn.Module):
+    """Z-normalise features with fixed statistics (buffers saved with the model; identity until set).
+
+    ``shape`` is the trailing feature shape, ``(D,)`` or ``(L, D)`` for stacked layers.
+    """
+
+    def __init__(self, shape: tuple[int, ...]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(shape))
+        self.register_buffer("std", torch.ones(shape))
+
+    def set_statistics(self, mean: torch.Tensor, std: torch.Tensor, floor: float = 1e-5) -> None:
+        """Use these statistics from now on (``std`` is floored to avoid division by ~0)."""
+        self.mean.copy_(torch.as_tensor(mean, dtype=self.mean.dtype))
+        self.std.copy_(torch.as_tensor(std, dtype=self.std.dtype).clamp(min=floor))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class LayerWeightedSum(nn.Module):
     """Learnable softmax-weighted sum of encoder layers: ``(B, T, L, D) -> (B, T, D)``."""
 
@@ -68,7 +88,7 @@ class BiGRU(nn.Module):
 
 
 class CrossModalAttention(nn.Module):
-    """Queries from one modality attend to the other's keys/values; residual added (no FFN)."""
+    """Queries from one modality attend to another's keys/values (the caller adds the residual)."""
 
     def __init__(self, dim: int, heads: int = 1, dropout: float = 0.0) -> None:
         super().__init__()
@@ -78,7 +98,7 @@ class CrossModalAttention(nn.Module):
         self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
     ) -> torch.Tensor:
         attended, _ = self.attention(query, context, context, key_padding_mask=~context_mask, need_weights=False)
-        return query + attended
+        return attended
 
 
 class AttentionPooling(nn.Module):

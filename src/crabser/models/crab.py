@@ -1,6 +1,6 @@
-"""Crab: a bimodal cross-modal transformer head over speech frames and text tokens (paper III-B).
+"""Crab: a cross-modal transformer head over frame/token sequences (paper III-B).
 
-Reads top-down like the paper's figure 1::
+Reads top-down like the paper's figure 1, for the bimodal case (speech ``S``, text ``T``)::
 
     speech (B, Fs, Ds) --FC+LN--> (B, Fs, h) --biGRU--> S (B, Fs, 2h)
     text   (B, L, Dt)  --FC+LN--> (B, L, h)  --biGRU--> T (B, L, 2h)
@@ -8,14 +8,20 @@ Reads top-down like the paper's figure 1::
     C  = [AttnPool(S') ; AttnPool(T')]                            (B, 4h)
     logits = FC(ReLU(FC(LayerNorm(C))))                           (B, classes)
 
-``forward(..., return_taps=True)`` also returns the five representations where MLCS attaches its
-Contrastive Supervision Legs; the legs themselves live in the training objective
-(:class:`crabser.training.objective.MLCSObjective`), so a trained Crab has no leg parameters and
-no leg cost at inference.
+The modalities are a parameter: ``("speech",)`` or ``("text",)`` is the paper's unimodal variant
+(cross-modal block removed, legs at the same places), ``("speech", "text", "paralinguistic")`` a
+trimodal one. With three or more modalities each sequence adds one cross-attention per other
+modality to its residual (``S' = S + sum_n Attn(q=S, kv=n)``) — our choice, the papers describe two.
+
+``forward(..., return_taps=True)`` also returns the representations where MLCS attaches its
+Contrastive Supervision Legs (``<modality>_unimodal``, ``<modality>_pooled``, ``fused``); the legs
+live in the training objective (:class:`crabser.training.objective.MLCSObjective`), so a trained
+Crab has no leg parameters and no leg cost at inference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -25,13 +31,20 @@ from crabser.models.blocks import (
     AttentionPooling,
     BiGRU,
     CrossModalAttention,
+    FeatureNormalizer,
     LayerWeightedSum,
     ModalityProjection,
     downsample_frames,
     masked_mean,
 )
 
-TAP_NAMES = ("speech_unimodal", "text_unimodal", "speech_pooled", "text_pooled", "fused")
+MODALITIES = ("speech", "text", "paralinguistic")
+TAP_NAMES = ("speech_unimodal", "text_unimodal", "speech_pooled", "text_pooled", "fused")  # bimodal
+
+
+def tap_names(modalities: Sequence[str]) -> tuple[str, ...]:
+    """MLCS tap points of a model over these modalities (five for the bimodal paper model)."""
+    return (*(f"{m}_unimodal" for m in modalities), *(f"{m}_pooled" for m in modalities), "fused")
 
 
 @dataclass
@@ -45,15 +58,17 @@ class CrabOutput:
 class Crab(nn.Module):
     """The Crab head.
 
-    ``speech_layers`` > 0 adds a learnable weighted sum over encoder layers (input ``(B, Fs, L, Ds)``).
-    ``speech_frame_stride`` > 1 averages runs of speech frames before the projection (not in the
+    ``input_dims`` maps each modality (in order) to its feature width. ``speech_layers`` > 0 adds
+    a learnable weighted sum over encoder layers (speech input ``(B, Fs, L, Ds)``).
+    ``frame_strides`` averages runs of frames of a modality before its projection (not in the
     paper, which runs the bi-GRU at the encoder's 50 Hz; a CPU budget option, 1 = the paper).
+    Inputs pass through :class:`FeatureNormalizer` buffers (identity until training sets them to
+    the training split's mean/std, as the reference code does; padded positions stay masked).
     """
 
     def __init__(
         self,
-        speech_dim: int,
-        text_dim: int,
+        input_dims: Mapping[str, int],
         num_classes: int,
         hidden: int = 512,
         heads: int = 1,
@@ -61,70 +76,74 @@ class Crab(nn.Module):
         attention_dropout: float = 0.5,
         unimodal_leg_input: str = "gru",
         speech_layers: int = 0,
-        speech_frame_stride: int = 1,
+        frame_strides: Mapping[str, int] | None = None,
     ) -> None:
         super().__init__()
+        unknown = set(input_dims) - set(MODALITIES)
+        if unknown or not input_dims:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(input_dims)}")
+        self.modalities = tuple(input_dims)
         self.hidden = hidden
         self.unimodal_leg_input = unimodal_leg_input
-        self.speech_frame_stride = speech_frame_stride
+        self.frame_strides = {m: (frame_strides or {}).get(m, 1) for m in self.modalities}
         self.speech_layer_sum = LayerWeightedSum(speech_layers) if speech_layers else None
         # unimodal block
-        self.speech_projection = ModalityProjection(speech_dim, hidden)
-        self.text_projection = ModalityProjection(text_dim, hidden)
-        self.speech_gru = BiGRU(hidden)
-        self.text_gru = BiGRU(hidden)
-        # cross-modal block
-        self.speech_to_text = CrossModalAttention(2 * hidden, heads, attention_dropout)
-        self.text_to_speech = CrossModalAttention(2 * hidden, heads, attention_dropout)
-        self.speech_pooling = AttentionPooling(2 * hidden)
-        self.text_pooling = AttentionPooling(2 * hidden)
+        self.normalizers = nn.ModuleDict({
+            m: FeatureNormalizer((speech_layers, d) if m == "speech" and speech_layers else (d,))
+            for m, d in input_dims.items()
+        })
+        self.projections = nn.ModuleDict({m: ModalityProjection(d, hidden) for m, d in input_dims.items()})
+        self.grus = nn.ModuleDict({m: BiGRU(hidden) for m in self.modalities})
+        # cross-modal block: "<query>_to_<context>"
+        self.cross = nn.ModuleDict({
+            f"{m}_to_{n}": CrossModalAttention(2 * hidden, heads, attention_dropout)
+            for m in self.modalities for n in self.modalities if m != n
+        })
+        self.poolings = nn.ModuleDict({m: AttentionPooling(2 * hidden) for m in self.modalities})
         # classifier block
-        self.classifier_norm = nn.LayerNorm(4 * hidden)
-        self.classifier_fc1 = nn.Linear(4 * hidden, hidden)
+        fused_in = 2 * hidden * len(self.modalities)
+        self.classifier_norm = nn.LayerNorm(fused_in)
+        self.classifier_fc1 = nn.Linear(fused_in, hidden)
         self.classifier_out = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
 
     def tap_dims(self) -> dict[str, int]:
         """Width of each MLCS tap point."""
         unimodal = 2 * self.hidden if self.unimodal_leg_input == "gru" else self.hidden
-        return {
-            "speech_unimodal": unimodal,
-            "text_unimodal": unimodal,
-            "speech_pooled": 2 * self.hidden,
-            "text_pooled": 2 * self.hidden,
-            "fused": self.hidden,
-        }
+        dims = {f"{m}_unimodal": unimodal for m in self.modalities}
+        dims.update({f"{m}_pooled": 2 * self.hidden for m in self.modalities})
+        dims["fused"] = self.hidden
+        return dims
 
     def forward(
         self,
-        speech: torch.Tensor,
-        speech_mask: torch.Tensor,
-        text: torch.Tensor,
-        text_mask: torch.Tensor,
+        features: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor],
         return_taps: bool = False,
     ) -> CrabOutput:
-        if self.speech_layer_sum is not None:
-            speech = self.speech_layer_sum(speech)  # (B, Fs, L, Ds) -> (B, Fs, Ds)
-        speech, speech_mask = downsample_frames(speech, speech_mask, self.speech_frame_stride)
-        speech_h = self.speech_projection(speech)  # (B, Fs, h)
-        text_h = self.text_projection(text)  # (B, L, h)
-        speech_seq = self.speech_gru(speech_h, speech_mask)  # (B, Fs, 2h)
-        text_seq = self.text_gru(text_h, text_mask)  # (B, L, 2h)
+        """``features[m]`` ``(B, T_m, D_m)`` with ``masks[m]`` ``(B, T_m)`` (True = real) per modality."""
+        projected, sequences, frame_masks = {}, {}, {}
+        for m in self.modalities:
+            x = self.normalizers[m](features[m])
+            if m == "speech" and self.speech_layer_sum is not None:
+                x = self.speech_layer_sum(x)  # (B, Fs, L, Ds) -> (B, Fs, Ds)
+            x, frame_masks[m] = downsample_frames(x, masks[m], self.frame_strides[m])
+            projected[m] = self.projections[m](x)  # (B, T_m, h)
+            sequences[m] = self.grus[m](projected[m], frame_masks[m])  # (B, T_m, 2h)
 
-        speech_cross = self.speech_to_text(speech_seq, text_seq, text_mask)  # (B, Fs, 2h)
-        text_cross = self.text_to_speech(text_seq, speech_seq, speech_mask)  # (B, L, 2h)
-        speech_pooled = self.speech_pooling(speech_cross, speech_mask)  # (B, 2h)
-        text_pooled = self.text_pooling(text_cross, text_mask)  # (B, 2h)
+        pooled = {}
+        for m in self.modalities:
+            crossed = sequences[m]
+            for n in self.modalities:
+                if n != m:
+                    crossed = crossed + self.cross[f"{m}_to_{n}"](sequences[m], sequences[n], frame_masks[n])
+            pooled[m] = self.poolings[m](crossed, frame_masks[m])  # (B, 2h)
 
-        fused = self.classifier_fc1(self.classifier_norm(torch.cat([speech_pooled, text_pooled], dim=-1)))
+        fused = self.classifier_fc1(self.classifier_norm(torch.cat([pooled[m] for m in self.modalities], dim=-1)))
         logits = self.classifier_out(fused)  # (B, classes)
         if not return_taps:
             return CrabOutput(logits)
-        speech_uni, text_uni = (speech_seq, text_seq) if self.unimodal_leg_input == "gru" else (speech_h, text_h)
-        taps = {
-            "speech_unimodal": masked_mean(speech_uni, speech_mask),
-            "text_unimodal": masked_mean(text_uni, text_mask),
-            "speech_pooled": speech_pooled,
-            "text_pooled": text_pooled,
-            "fused": fused,
-        }
+        unimodal = sequences if self.unimodal_leg_input == "gru" else projected
+        taps = {f"{m}_unimodal": masked_mean(unimodal[m], frame_masks[m]) for m in self.modalities}
+        taps.update({f"{m}_pooled": pooled[m] for m in self.modalities})
+        taps["fused"] = fused
         return CrabOutput(logits, taps)

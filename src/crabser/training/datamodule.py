@@ -1,4 +1,4 @@
-"""Cached features + manifest -> padded batches (speech frames, text tokens, masks, labels).
+"""Cached features + manifest -> padded batches (frames/tokens and masks per modality, labels).
 
 Features are read from the store once and kept in memory (a frozen-encoder run touches each file
 once, not once per epoch). Utterances whose features are missing (their extraction failed) are left
@@ -25,11 +25,10 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class Utterance:
-    """One utterance's cached features and label index."""
+    """One utterance's cached features (modality -> ``(T, ...)`` array) and label index."""
 
     id: str
-    speech: np.ndarray
-    text: np.ndarray
+    features: dict[str, np.ndarray]
     label: int
 
 
@@ -51,34 +50,52 @@ class FeatureDataset(Dataset):
         return torch.tensor([u.label for u in self.items], dtype=torch.long)
 
 
+def feature_statistics(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over all frames of a list of ``(T, ...)`` feature arrays (float64 running sums)."""
+    if not arrays:
+        raise ValueError("feature_statistics needs at least one array")
+    total = np.zeros(arrays[0].shape[1:], dtype=np.float64)
+    squares = np.zeros_like(total)
+    count = 0
+    for array in arrays:
+        values = array.astype(np.float64)
+        total += values.sum(axis=0)
+        squares += (values**2).sum(axis=0)
+        count += len(values)
+    mean = total / count
+    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
+    return mean.astype(np.float32), std.astype(np.float32)
+
+
 def collate(items: list[Utterance]) -> dict:
-    """Pad a list of utterances into a batch dict with boolean masks."""
-    speech = pad_batch([u.speech for u in items])
-    text = pad_batch([u.text for u in items])
+    """Pad a list of utterances into a batch: ``features`` and ``masks`` per modality, ``labels``."""
+    features, masks = {}, {}
+    for modality in items[0].features:
+        padded = pad_batch([u.features[modality] for u in items])
+        features[modality], masks[modality] = padded.features, padded.mask
     return {
         "ids": [u.id for u in items],
-        "speech": speech.features,
-        "speech_mask": speech.mask,
-        "text": text.features,
-        "text_mask": text.mask,
+        "features": features,
+        "masks": masks,
         "labels": torch.tensor([u.label for u in items], dtype=torch.long),
     }
 
 
 def load_utterances(
-    manifest: Manifest, store: FeatureStore, speech_id: str, text_id: str, labels: list[str]
+    manifest: Manifest, store: FeatureStore, cache_ids: dict[str, str], labels: list[str]
 ) -> tuple[list[Utterance], list[str]]:
-    """Utterances with both features cached, and the ids left out for lack of them."""
+    """Utterances with every modality's features cached (``cache_ids``: modality -> encoder cache
+    id), and the ids left out for lack of them."""
     index = {label: i for i, label in enumerate(labels)}
-    speech_hashes = content_hashes(manifest, "speech")
-    text_hashes = content_hashes(manifest, "text")
+    hashes = {modality: content_hashes(manifest, modality) for modality in cache_ids}
     items, missing = [], []
     for row in manifest.frame.itertuples(index=False):
-        s_hash, t_hash = speech_hashes.get(row.id), text_hashes.get(row.id)
-        if s_hash is None or t_hash is None or not store.has(speech_id, s_hash) or not store.has(text_id, t_hash):
+        digests = {modality: hashes[modality].get(row.id) for modality in cache_ids}
+        if any(d is None or not store.has(cache_ids[m], d) for m, d in digests.items()):
             missing.append(row.id)
             continue
-        items.append(Utterance(row.id, store.get(speech_id, s_hash), store.get(text_id, t_hash), index[row.label]))
+        features = {m: store.get(cache_ids[m], d) for m, d in digests.items()}
+        items.append(Utterance(row.id, features, index[row.label]))
     if missing:
         log.warning("%d utterances have no cached features and are left out: %s", len(missing), ", ".join(missing[:10]))
     return items, missing

@@ -16,8 +16,7 @@ class CrabLitModule(L.LightningModule):
 
     def __init__(
         self,
-        speech_dim: int,
-        text_dim: int,
+        input_dims: dict[str, int],
         labels: list[str],
         model: dict,
         loss: dict,
@@ -28,9 +27,9 @@ class CrabLitModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.labels = list(labels)
+        strides = {"speech": model.get("speech_frame_stride", 1), "paralinguistic": model.get("paralinguistic_frame_stride", 1)}
         self.model = Crab(
-            speech_dim,
-            text_dim,
+            input_dims,
             len(labels),
             hidden=model["hidden"],
             heads=model["heads"],
@@ -38,7 +37,7 @@ class CrabLitModule(L.LightningModule):
             attention_dropout=model["attention_dropout"],
             unimodal_leg_input=model["unimodal_leg_input"],
             speech_layers=speech_layers,
-            speech_frame_stride=model.get("speech_frame_stride", 1),
+            frame_strides=strides,
         )
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.objective = MLCSObjective(
@@ -57,12 +56,10 @@ class CrabLitModule(L.LightningModule):
 
     def forward(self, batch: dict) -> torch.Tensor:
         """Class logits of a batch."""
-        return self.model(batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"]).logits
+        return self.model(batch["features"], batch["masks"]).logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        output = self.model(
-            batch["speech"], batch["speech_mask"], batch["text"], batch["text_mask"], return_taps=bool(len(self.objective.legs))
-        )
+        output = self.model(batch["features"], batch["masks"], return_taps=bool(len(self.objective.legs)))
         parts = self.objective(output, batch["labels"])
         size = len(batch["labels"])
         self.log("train_loss", parts.total, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
