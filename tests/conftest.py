@@ -26,6 +26,15 @@ def emodb() -> Path:
     return emodb_root()
 
 
+@pytest.fixture(scope="session")
+def meld_csvs() -> Path:
+    """The real MELD annotation CSVs (../shared/data/meld or $CRABSER_MELD); CI has them beside the clone."""
+    root = Path(os.environ.get("CRABSER_MELD", REPO.parent / "shared" / "data" / "meld"))
+    if not (root / "train_sent_emo.csv").is_file():
+        pytest.skip(f"MELD CSVs not found at {root} (set CRABSER_MELD)")
+    return root
+
+
 def tone(seconds: float = 1.0, rate: int = 16000, freq: float = 220.0, channels: int = 1) -> np.ndarray:
     """A sine tone with a little noise (so it is not silent), shape (n,) or (n, channels)."""
     t = np.arange(int(seconds * rate)) / rate

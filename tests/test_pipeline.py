@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import soundfile as sf
 from typer.testing import CliRunner
@@ -107,3 +108,32 @@ def test_bad_config_is_a_clear_error(tmp_path):
     assert result.exit_code == 2 and "config file not found" in result.output
     result = runner.invoke(app, ["prepare", "-o", "model.hidden=big"])
     assert result.exit_code == 2 and "hidden" in result.output
+
+
+def test_crossval_trains_one_model_per_fold_and_resumes(run):
+    root, _ = run
+    config = root / "crossval.yaml"
+    config.write_text(
+        f"""
+name: cv
+output_dir: {root / 'runs'}
+cache_dir: {root / 'cache'}
+data: {{manifest: {root / 'manifest.csv'}, protocol: folds, folds: 3, val_speakers_per_fold: 1}}
+model: {{hidden: 32, speech_frame_stride: 4}}
+train: {{epochs: 2, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: 2}}
+"""
+    )
+    result = runner.invoke(app, ["crossval", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((root / "runs/cv/crossval.json").read_text())
+    assert sorted(summary["folds"]) == ["0", "1", "2"]
+    utterances = len(pd.read_csv(root / "manifest.csv"))
+    assert summary["pooled"]["n"] == sum(f["n"] for f in summary["folds"].values()) == utterances
+    tested = [set(json.loads((root / f"runs/cv/fold{k}/report/test_metrics.json").read_text())["speakers"]) for k in range(3)]
+    assert set.union(*tested) == set(SPEAKERS) and sum(map(len, tested)) == len(SPEAKERS)  # each speaker tested once
+    assert (root / "runs/cv/report/pooled_confusion.png").is_file()
+    checkpoint = root / "runs/cv/fold0/checkpoints/best.ckpt"
+    stamp = checkpoint.stat().st_mtime_ns
+    again = runner.invoke(app, ["crossval", "--config", str(config)])
+    assert again.exit_code == 0, again.output
+    assert checkpoint.stat().st_mtime_ns == stamp  # finished folds are read back, not retrained

@@ -103,7 +103,8 @@ def prepare(config: ConfigOption = None, override: OverrideOption = None) -> Non
     with _friendly_errors():
         cfg = _load(config, override)
         manifest = pipeline.prepare(cfg)
-    counts = manifest.frame.groupby(["split", "label"]).size().unstack(fill_value=0)
+    by = "split" if "split" in manifest.frame else "fold"
+    counts = manifest.frame.groupby([by, "label"]).size().unstack(fill_value=0)
     console.print(counts.to_string())
     console.print(f"manifest: {cfg.run_dir / 'manifest.csv'} ({len(manifest)} utterances)")
 
@@ -139,6 +140,28 @@ def train(
             pipeline.extract_features(cfg, manifest, encoders, progress)
         result = pipeline.train(cfg, manifest, encoders, resume=resume)
     console.print(f"best val UAR {result.best_val_uar:.4f} · checkpoint {result.best_checkpoint} · {result.seconds:.1f} s")
+
+
+@app.command()
+def crossval(config: ConfigOption = None, override: OverrideOption = None) -> None:
+    """Cross-validate (data.protocol: folds): one model per fold, per-fold + mean ± std + pooled metrics.
+
+    Folds already finished are read back, so an interrupted run resumes where it stopped.
+    """
+    from crabser import pipeline
+
+    def report(fold: int, metrics: dict) -> None:
+        console.print(f"fold {fold}: WAR {metrics['war']:.4f} · UAR {metrics['uar']:.4f} · Macro-F1 {metrics['macro_f1']:.4f} (n={metrics['n']})")
+
+    with _friendly_errors():
+        cfg = _load(config, override)
+        manifest = pipeline.prepare(cfg)
+        encoders = pipeline.build_encoders(cfg)
+        with _progress() as progress:
+            pipeline.extract_features(cfg, manifest, encoders, progress)
+        summary = pipeline.crossval(cfg, manifest, encoders, on_fold=report)
+    console.print(pipeline.crossval_markdown(summary))
+    console.print(f"summary: {cfg.run_dir / 'crossval.md'}")
 
 
 @app.command()

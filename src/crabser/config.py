@@ -23,13 +23,19 @@ class _Section(BaseModel):
 class DataConfig(_Section):
     """Where the utterances come from and how they are split."""
 
-    corpus: str = "emodb"  #: adapter name (emodb, folder, csv); ignored when ``manifest`` is set
+    corpus: str = "emodb"  #: adapter name (crabser.data.corpora.CORPORA); ignored when ``manifest`` is set
     root: str = "data/emodb"  #: the corpus folder (or CSV) handed to the adapter
+    options: dict[str, Any] = {}  #: keyword arguments of the adapter (e.g. IEMOCAP ``classes``)
     manifest: str | None = None  #: an existing manifest (CSV/Parquet) to use instead of an adapter
     labels: list[str] | None = None  #: the class set; None = every label in the manifest
-    protocol: Literal["speaker_holdout", "given"] = "speaker_holdout"  #: given = the manifest's split
+    #: speaker_holdout = named/seeded speakers; given = the corpus's official split;
+    #: folds = group k-fold (``crabser crossval``)
+    protocol: Literal["speaker_holdout", "given", "folds"] = "speaker_holdout"
     test_speakers: list[str] = []
     val_speakers: list[str] = []
+    folds: int | None = None  #: folds: number of folds (None = leave one group out)
+    fold_by: str = "speaker"  #: folds: the grouping column (speaker, session)
+    val_speakers_per_fold: int = 2  #: folds: validation speakers drawn from the training folds
     seed: int = 0  #: draws the held-out speakers when none are named
     on_error: Literal["skip", "raise"] = "skip"  #: bad audio: skip it with a warning, or stop
 

@@ -31,3 +31,13 @@ class ManifestError(CrabserError):
 
 class ConfigError(CrabserError):
     """A configuration value or override that cannot be applied."""
+
+
+class CorpusError(CrabserError):
+    """A corpus folder that does not have the layout its adapter expects; names what is missing."""
+
+    def __init__(self, corpus: str, root: object, problem: str) -> None:
+        super().__init__(f"{corpus} at {root}: {problem}")
+        self.corpus = corpus
+        self.root = str(root)
+        self.problem = problem

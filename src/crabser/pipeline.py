@@ -16,12 +16,13 @@ from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import pandas as pd
 import torch
 
 from crabser.config import RunConfig, dump_config, load_config
 from crabser.data.corpora import get_adapter
 from crabser.data.manifest import Manifest, read_manifest, write_manifest
-from crabser.data.protocols import speaker_holdout
+from crabser.data.protocols import fold_split, group_folds, speaker_holdout
 from crabser.errors import CrabserError
 from crabser.evaluation.metrics import compute_metrics
 from crabser.evaluation.report import write_report
@@ -62,7 +63,7 @@ def prepare(config: RunConfig) -> Manifest:
     if data.manifest:
         manifest = read_manifest(data.manifest, check_files=False)
     else:
-        manifest = get_adapter(data.corpus)(data.root)
+        manifest = get_adapter(data.corpus)(data.root, **data.options)
     if data.labels:
         manifest = Manifest(manifest.frame[manifest.frame["label"].isin(data.labels)])
     manifest.validate(labels=data.labels, check_files=False)
@@ -70,6 +71,8 @@ def prepare(config: RunConfig) -> Manifest:
         manifest = speaker_holdout(
             manifest, data.test_speakers, data.val_speakers, seed=data.seed
         )
+    elif data.protocol == "folds":
+        manifest = group_folds(manifest, data.folds, by=data.fold_by, seed=data.seed)
     elif "split" not in manifest.frame:
         raise CrabserError("protocol 'given' needs a 'split' column in the manifest")
     run_dir = config.run_dir
@@ -150,6 +153,8 @@ def train(
     from crabser.training.datamodule import FeatureDataModule, feature_statistics
     from crabser.training.lit_module import CrabLitModule
 
+    if config.data.protocol == "folds":
+        raise CrabserError("protocol 'folds' trains one model per fold: use `crabser crossval`")
     cfg = config.train
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -224,13 +229,19 @@ def evaluate(
     items = _splits(config, manifest, encoders, labels, (split,))[split]
     if not items:
         raise CrabserError(f"the {split} split has no utterance with cached features")
-    preds, truths = [], []
+    preds, truths, ids = [], [], []
     loader = torch.utils.data.DataLoader(FeatureDataset(items), batch_size=64, collate_fn=collate)
     with torch.no_grad():
         for batch in loader:
             preds.append(module(batch).argmax(dim=-1))
             truths.append(batch["labels"])
-    metrics = compute_metrics(torch.cat(truths).tolist(), torch.cat(preds).tolist(), labels)
+            ids.extend(batch["ids"])
+    truth_list, pred_list = torch.cat(truths).tolist(), torch.cat(preds).tolist()
+    metrics = compute_metrics(truth_list, pred_list, labels)
+    report_dir = config.run_dir / "report"
+    report_dir.mkdir(parents=True, exist_ok=True)
+    with atomic_path(report_dir / f"{split}_predictions.csv") as tmp:
+        pd.DataFrame({"id": ids, "label": [labels[i] for i in truth_list], "prediction": [labels[i] for i in pred_list]}).to_csv(tmp, index=False)
     seconds = time.perf_counter() - started
     _record_timing(config.run_dir, f"evaluate_{split}", seconds)
     speakers = sorted(manifest.subset(split).frame["speaker"].unique().tolist()) if "speaker" in manifest.frame else []
@@ -248,3 +259,77 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
         raise CrabserError(f"{run_dir}: not a run folder (no config.yaml)")
     run_dir = Path(run_dir)
     return load_config(path, [f"output_dir={run_dir.parent}", f"name={run_dir.name}", *(overrides or [])])
+
+
+def fold_config(config: RunConfig, fold: int) -> RunConfig:
+    """The config of one fold's run: ``<name>/fold<k>``, reading its own manifest with a given split."""
+    name = f"{config.name}/fold{fold}"
+    manifest = Path(config.output_dir) / name / "manifest.csv"
+    data = config.data.model_copy(update={"protocol": "given", "manifest": str(manifest)})
+    return config.model_copy(update={"name": name, "data": data})
+
+
+def crossval(
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder],
+    on_fold: Callable[[int, dict], None] | None = None,
+) -> dict:
+    """Train and test one model per fold (folds already done are read back), then summarise.
+
+    ``manifest`` comes from :func:`prepare` (with its ``fold`` column) and its features must be
+    extracted (:func:`extract_features`).
+
+    Returns and writes ``<run>/crossval.json`` and ``crossval.md``: per-fold metrics, their mean and
+    std, and the pooled metrics of all folds' test predictions together.
+    """
+    import numpy as np
+
+    if "fold" not in manifest.frame:
+        raise CrabserError("crossval needs data.protocol: folds (the manifest has no fold column)")
+    labels = run_labels(config, manifest)
+    per_fold, predictions = {}, []
+    for fold in sorted(manifest.frame["fold"].astype(int).unique()):
+        cfg = fold_config(config, int(fold))
+        metrics_path = cfg.run_dir / "report" / "test_metrics.json"
+        if not metrics_path.is_file():
+            fold_manifest = fold_split(manifest, int(fold), config.data.val_speakers_per_fold, config.data.seed)
+            cfg.run_dir.mkdir(parents=True, exist_ok=True)
+            write_manifest(fold_manifest, cfg.run_dir / "manifest.csv")
+            with atomic_path(cfg.run_dir / "config.yaml") as tmp:
+                tmp.write_text(dump_config(cfg))
+            train(cfg, fold_manifest, encoders, resume=True)
+            evaluate(cfg, fold_manifest, encoders, "test")
+        metrics = json.loads(metrics_path.read_text())
+        per_fold[int(fold)] = metrics
+        predictions.append(pd.read_csv(cfg.run_dir / "report" / "test_predictions.csv", dtype=str))
+        if on_fold:
+            on_fold(int(fold), metrics)
+    pooled_frame = pd.concat(predictions)
+    index = {label: i for i, label in enumerate(labels)}
+    pooled = compute_metrics(
+        [index[x] for x in pooled_frame["label"]], [index[x] for x in pooled_frame["prediction"]], labels
+    )
+    keys = ("war", "uar", "macro_f1")
+    summary = {
+        "folds": {fold: {k: m[k] for k in (*keys, "n")} for fold, m in per_fold.items()},
+        "mean": {k: float(np.mean([m[k] for m in per_fold.values()])) for k in keys},
+        "std": {k: float(np.std([m[k] for m in per_fold.values()])) for k in keys},
+        "pooled": {k: pooled[k] for k in (*keys, "n")},
+        "fold_by": config.data.fold_by,
+        "git_commit": git_commit(),
+    }
+    write_report(pooled, config.run_dir / "report", prefix="pooled", extra={"folds": len(per_fold)})
+    _write_json(config.run_dir / "crossval.json", summary)
+    with atomic_path(config.run_dir / "crossval.md") as tmp:
+        tmp.write_text(crossval_markdown(summary))
+    return summary
+
+
+def crossval_markdown(summary: dict) -> str:
+    """Per-fold, mean ± std and pooled metrics as a Markdown table."""
+    lines = ["| fold | WAR | UAR | Macro-F1 | n |", "|---|---|---|---|---|"]
+    for fold, m in summary["folds"].items():
+        lines.append(f"| {fold} | {m['war']:.4f} | {m['uar']:.4f} | {m['macro_f1']:.4f} | {m['n']} |")
+    mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
+    lines.append("| mean ± std | " + " | ".join(f"{mean[k]:.4f} ± {std[k]:.4f}" for k in ("war", "uar", "macro_f1")) + " | |")
+    lines.append("| pooled | " + " | ".join(f"{pooled[k]:.4f}" for k in ("war", "uar", "macro_f1")) + f" | {pooled['n']} |")
+    return "\n".join(lines) + "\n"

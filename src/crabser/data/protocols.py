@@ -2,6 +2,9 @@
 
 Speaker-independent hold-out: the test and validation speakers are named explicitly (so a run is
 reproducible and the validation set never comes from the test speakers), or drawn by seed.
+Group k-fold: a ``fold`` column by speaker or session (leave-one-group-out when k is not given);
+:func:`fold_split` turns one fold into test and carves validation speakers from the other folds.
+Official splits (MELD, MSP-Podcast) come from the corpus adapter (protocol ``given``).
 """
 
 from __future__ import annotations
@@ -43,4 +46,54 @@ def speaker_holdout(
     frame.loc[frame["speaker"].isin(test), "split"] = "test"
     if not (frame["split"] == "train").any():
         raise ManifestError("no training speakers left after holding out test and val speakers")
+    return Manifest(frame)
+
+
+def group_folds(manifest: Manifest, folds: int | None = None, by: str = "speaker", seed: int = 0) -> Manifest:
+    """Assign a ``fold`` column so that every value of ``by`` (speaker, session) is in one fold.
+
+    ``folds=None`` gives one fold per group (leave-one-speaker/session-out). Otherwise the groups,
+    shuffled by ``seed``, are dealt largest-first to the fold with the fewest utterances so far,
+    which keeps folds of similar size (e.g. 6-fold RAVDESS: 4 actors per fold).
+    """
+    frame = manifest.frame.copy()
+    if by not in frame or (frame[by].astype(str) == "").any():
+        raise ManifestError(f"group folds need a {by!r} value on every row")
+    sizes = frame[by].astype(str).value_counts()
+    groups = sorted(sizes.index)
+    if folds is None:
+        assignment = {group: i for i, group in enumerate(groups)}
+    else:
+        if not 2 <= folds <= len(groups):
+            raise ManifestError(f"{folds} folds need between 2 and {len(groups)} {by} groups; there are {len(groups)}")
+        order = list(np.random.default_rng(seed).permutation(groups))
+        order.sort(key=lambda g: -sizes[g])  # stable: ties keep the seeded order
+        load = [0] * folds
+        assignment = {}
+        for group in order:
+            fold = min(range(folds), key=lambda f: (load[f], f))
+            assignment[group] = fold
+            load[fold] += int(sizes[group])
+    frame["fold"] = frame[by].astype(str).map(assignment).astype(int)
+    return Manifest(frame)
+
+
+def fold_split(manifest: Manifest, fold: int, val_speakers: int = 2, seed: int = 0) -> Manifest:
+    """The ``split`` of one fold: that fold is test, ``val_speakers`` speakers drawn from the other
+    folds (never from the test fold) are val, the rest train."""
+    frame = manifest.frame.copy()
+    if "fold" not in frame:
+        raise ManifestError("fold_split needs a 'fold' column; assign folds first")
+    folds = frame["fold"].astype(int)
+    if fold not in set(folds):
+        raise ManifestError(f"fold {fold} is not in the manifest (folds: {sorted(set(folds))})")
+    training = frame[folds != fold]
+    speakers = sorted(training["speaker"].astype(str).unique())
+    if len(speakers) <= val_speakers:
+        raise ManifestError(f"fold {fold}: {len(speakers)} training speakers cannot give {val_speakers} for validation")
+    rng = np.random.default_rng(seed + fold)
+    val = set(rng.choice(speakers, size=val_speakers, replace=False).tolist()) if val_speakers else set()
+    frame["split"] = "train"
+    frame.loc[frame["speaker"].astype(str).isin(val) & (folds != fold), "split"] = "val"
+    frame.loc[folds == fold, "split"] = "test"
     return Manifest(frame)

@@ -5,17 +5,26 @@ from __future__ import annotations
 from collections.abc import Callable
 from crabser.data.manifest import Manifest
 
+#: corpus name -> "<module>.<function>" that builds its manifest from a root folder
+CORPORA = {
+    "emodb": "emodb.prepare",
+    "iemocap": "iemocap.prepare",
+    "meld": "meld.prepare",
+    "msp-podcast": "msp_podcast.prepare",
+    "msp-improv": "msp_improv.prepare",
+    "ravdess": "ravdess.prepare",
+    "crema-d": "crema_d.prepare",
+    "savee": "savee.prepare",
+    "folder": "generic.prepare_folder",
+    "csv": "generic.prepare_csv",
+}
+
 
 def get_adapter(name: str) -> Callable[..., Manifest]:
-    """The ``prepare`` function of a corpus adapter by name (emodb, folder, csv)."""
-    from crabser.data.corpora import emodb, generic
+    """The ``prepare`` function of a corpus adapter by name (see :data:`CORPORA`)."""
+    import importlib
 
-    adapters: dict[str, Callable[..., Manifest]] = {
-        "emodb": emodb.prepare,
-        "folder": generic.prepare_folder,
-        "csv": generic.prepare_csv,
-    }
-    if name not in adapters:
-        raise ValueError(f"unknown corpus {name!r}; known: {', '.join(sorted(adapters))}")
-    return adapters[name]
-
+    if name not in CORPORA:
+        raise ValueError(f"unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))}")
+    module, function = CORPORA[name].rsplit(".", 1)
+    return getattr(importlib.import_module(f"crabser.data.corpora.{module}"), function)

@@ -11,7 +11,10 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.manifest import Manifest, from_records
+from crabser.data.corpora.common import manifest_or_error, require_dir
+from crabser.data.manifest import Manifest
+
+CORPUS = "EmoDB"
 
 EMOTIONS = {
     "W": "anger",
@@ -58,8 +61,7 @@ def parse_name(stem: str) -> dict[str, str] | None:
 def prepare(root: str | Path) -> Manifest:
     """Manifest of every EmoDB file under ``root`` (labels from names, German sentence texts)."""
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"EmoDB folder not found: {root}")
+    require_dir(CORPUS, root, hint="EmoDB audio files named like 03a01Fa.wav")
     files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _AUDIO_SUFFIXES)
     records = []
     for path in files:
@@ -77,8 +79,4 @@ def prepare(root: str | Path) -> Manifest:
                 **{k: fields[k] for k in ("text_code", "version")},
             }
         )
-    if not records:
-        raise FileNotFoundError(
-            f"no EmoDB audio under {root}: expected files named like 03a01Fa.wav or 03a01Fa.flac"
-        )
-    return from_records(records)
+    return manifest_or_error(CORPUS, root, records, "files named like 03a01Fa.wav or 03a01Fa.flac")

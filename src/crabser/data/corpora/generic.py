@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from crabser.data.corpora.common import manifest_or_error, require_dir
 from crabser.data.manifest import Manifest, ManifestError, from_records
+from crabser.errors import CorpusError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
@@ -14,8 +16,7 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 def prepare_folder(root: str | Path) -> Manifest:
     """One utterance per audio file in ``root/<label>/``; a ``<file>.txt`` beside it is its text."""
     root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"folder not found: {root}")
+    require_dir("folder corpus", root, hint="<label>/<file> audio files")
     records = []
     for label_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for path in sorted(label_dir.rglob("*")):
@@ -30,18 +31,14 @@ def prepare_folder(root: str | Path) -> Manifest:
                     "text": transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else None,
                 }
             )
-    if not records:
-        raise FileNotFoundError(
-            f"no audio found under {root}: expected <label>/<file> with suffix in {AUDIO_SUFFIXES}"
-        )
-    return from_records(records)
+    return manifest_or_error("folder corpus", root, records, f"<label>/<file> with suffix in {AUDIO_SUFFIXES}")
 
 
 def prepare_csv(path: str | Path) -> Manifest:
     """Manifest from a CSV with columns path,label and optionally text,speaker,id (paths relative to it)."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"CSV not found: {path}")
+        raise CorpusError("CSV corpus", path, "file not found")
     frame = pd.read_csv(path, dtype=str, keep_default_na=False)
     missing = {"path", "label"} - set(frame.columns)
     if missing:

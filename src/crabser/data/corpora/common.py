@@ -1,0 +1,48 @@
+"""Helpers shared by the corpus adapters: layout checks with clear errors, text clean-up."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+
+from crabser.data.manifest import Manifest, from_records
+from crabser.errors import CorpusError
+
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+_TYPOGRAPHIC = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "—": "-", "–": "-", "…": "...", "\u00a0": " "})
+
+
+def require_dir(corpus: str, root: Path, relative: str = "", hint: str = "") -> Path:
+    """``root/relative`` if it is a folder, else a :class:`CorpusError` naming it and the layout."""
+    path = root / relative if relative else root
+    if not path.is_dir():
+        what = f"folder {relative!r} not found" if relative else "folder not found"
+        raise CorpusError(corpus, root, what + (f"; expected {hint}" if hint else ""))
+    return path
+
+
+def require_file(corpus: str, root: Path, relative: str, hint: str = "") -> Path:
+    """``root/relative`` if it is a file, else a :class:`CorpusError` naming it."""
+    path = root / relative
+    if not path.is_file():
+        raise CorpusError(corpus, root, f"file {relative!r} not found" + (f"; expected {hint}" if hint else ""))
+    return path
+
+
+def audio_files(root: Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
+    """Audio files below ``root``, sorted."""
+    return sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
+def ascii_punctuation(text: str) -> str:
+    """Typographic quotes, dashes and ellipses as ASCII (tokenizers trained on ASCII text prefer it)."""
+    return text.translate(_TYPOGRAPHIC).strip()
+
+
+def manifest_or_error(corpus: str, root: Path, records: Iterable[dict], expected: str) -> Manifest:
+    """The manifest of the records, or a :class:`CorpusError` if there are none."""
+    records = list(records)
+    if not records:
+        raise CorpusError(corpus, root, f"no utterances found; expected {expected}")
+    return from_records(records)
