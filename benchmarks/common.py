@@ -41,3 +41,29 @@ def command_line() -> str:
     script = Path(sys.argv[0]).resolve()
     module = ".".join(script.relative_to(BENCHMARKS.parent).with_suffix("").parts)
     return " ".join(["python -m", module, *sys.argv[1:]])
+
+
+def pooled_baseline(config, manifest, encoder_id: str, modality: str) -> dict[str, dict]:
+    """The simple baseline of REFERENCE.md: mean+std pooled cached features of one modality +
+    class-balanced logistic regression, fit on train; metrics on val and test."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from crabser.evaluation.metrics import compute_metrics
+    from crabser.features.extract import content_hashes
+    from crabser.features.store import FeatureStore
+    from crabser.pipeline import run_labels
+
+    store, labels = FeatureStore(config.cache_dir), run_labels(config, manifest)
+    hashes = content_hashes(manifest, modality)
+    frame = manifest.frame[manifest.frame["id"].isin(hashes)]
+    features = (store.get(encoder_id, hashes[i]) for i in frame["id"])
+    pooled = np.stack([np.concatenate([f.mean(0), f.std(0)]) for f in features])
+    y = np.array([labels.index(label) for label in frame["label"]])
+    split = frame["split"].to_numpy()
+    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced"))
+    model.fit(pooled[split == "train"], y[split == "train"])
+    return {name: compute_metrics(y[split == name], model.predict(pooled[split == name]), labels) for name in ("val", "test")}
+

@@ -13,32 +13,9 @@ from __future__ import annotations
 import argparse
 import time
 
-import numpy as np
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
-
-from benchmarks.common import command_line, header, write_section
+from benchmarks.common import command_line, header, pooled_baseline, write_section
 from crabser import pipeline
 from crabser.config import load_config
-from crabser.evaluation.metrics import compute_metrics
-from crabser.features.extract import content_hashes
-from crabser.features.store import FeatureStore
-
-
-def pooled_baseline(config, manifest, encoder_id: str) -> dict[str, float]:
-    """Mean+std pooled speech features + logistic regression; UAR on val and test."""
-    store, labels = FeatureStore(config.cache_dir), manifest.labels
-    hashes = content_hashes(manifest, "speech")
-    frame = manifest.frame
-    pooled = np.stack([np.concatenate([f.mean(0), f.std(0)]) for f in (store.get(encoder_id, hashes[i]) for i in frame["id"])])
-    y = np.array([labels.index(label) for label in frame["label"]])
-    train = (frame["split"] == "train").to_numpy()
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced")).fit(pooled[train], y[train])
-    return {
-        split: compute_metrics(y[(frame["split"] == split).to_numpy()], model.predict(pooled[(frame["split"] == split).to_numpy()]), labels)["uar"]
-        for split in ("val", "test")
-    }
 
 
 def main() -> None:
@@ -62,7 +39,8 @@ def main() -> None:
         rtf = seconds[pad] / max(report.seconds_of_audio, 1e-9) if report.encoded else float("nan")
         result = pipeline.train(config, manifest, encoders)
         metrics, _ = pipeline.evaluate(config, manifest, encoders, "test")
-        baseline = pooled_baseline(config, manifest, encoders["speech"].cache_id)
+        baseline = pooled_baseline(config, manifest, encoders["speech"].cache_id, "speech")
+        baseline = {split: baseline[split]["uar"] for split in baseline}
         rows.append(
             f"| {'own length' if pad_value is None else f'{pad_value:g} s'} | {seconds[pad]:.1f} | {rtf:.4f} | "
             f"{result.best_val_uar:.4f} | {metrics['uar']:.4f} | {baseline['val']:.4f} | {baseline['test']:.4f} |"

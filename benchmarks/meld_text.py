@@ -1,0 +1,71 @@
+"""MELD text only: Crab's text branch with MLCS on the embedded MiniLM, several seeds, vs. pooled+LR.
+
+Trains configs/meld_text.yaml once per seed on train, selects the epoch on dev (val UAR) and
+evaluates once on test; in the same run fits the REFERENCE.md baseline (MiniLM tokens mean+std
+pooled + class-balanced logistic regression). Prints mean ± std and the ratio to the baseline,
+and writes a table to BENCHMARKS.md.
+
+Usage (from the repository root): python -m benchmarks.meld_text [--seeds 0,1,2] [--epochs 20]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from benchmarks.common import command_line, header, pooled_baseline, write_section
+from crabser import pipeline
+from crabser.config import load_config
+
+PAPER = "paper, RoBERTa-Large text only: WAR .6034, UAR .5381"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seeds", default="0,1,2")
+    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--config", default="configs/meld_text.yaml")
+    args = parser.parse_args()
+    rows, results = [], []
+    for seed in [int(s) for s in args.seeds.split(",")]:
+        config = load_config(args.config, [f"name=meld_text_seed{seed}", f"train.seed={seed}", f"train.epochs={args.epochs}", "train.progress=false"])
+        manifest = pipeline.prepare(config)
+        encoders = pipeline.build_encoders(config)
+        started = time.perf_counter()
+        extraction = pipeline.extract_features(config, manifest, encoders)["text"]
+        extract_seconds = time.perf_counter() - started
+        result = pipeline.train(config, manifest, encoders)
+        metrics, _ = pipeline.evaluate(config, manifest, encoders, "test")
+        results.append(metrics)
+        rows.append(
+            f"| Crab text (MLCS), seed {seed} | {metrics['war']:.4f} | {metrics['uar']:.4f} | {metrics['macro_f1']:.4f} | "
+            f"{result.best_val_uar:.4f} | {extract_seconds:.1f} ({extraction.encoded} encoded) | {result.seconds:.0f} |"
+        )
+        print(rows[-1], flush=True)
+    mean = {k: np.mean([m[k] for m in results]) for k in ("war", "uar", "macro_f1")}
+    std = {k: np.std([m[k] for m in results]) for k in ("war", "uar", "macro_f1")}
+    rows.append("| **Crab text, mean ± std** | " + " | ".join(f"**{mean[k]:.4f} ± {std[k]:.4f}**" for k in ("war", "uar", "macro_f1")) + " | | | |")
+    started = time.perf_counter()
+    baseline = pooled_baseline(config, manifest, encoders["text"].cache_id, "text")
+    lr_seconds = time.perf_counter() - started
+    test = baseline["test"]
+    rows.append(f"| MiniLM mean+std + LR | {test['war']:.4f} | {test['uar']:.4f} | {test['macro_f1']:.4f} | {baseline['val']['uar']:.4f} | | {lr_seconds:.0f} |")
+    ratio = mean["uar"] / test["uar"]
+    summary = f"\nCrab text UAR / baseline UAR = **{ratio:.3f}** ({PAPER}).\n"
+    print("\n".join(rows[-2:]), summary)
+    body = (
+        header(command_line())
+        + "\nMELD official splits: train 9989, dev 1109 (model selection), test 2610; text from the CSVs only.\n"
+        "Time columns: text extraction (cached after the first seed) and training, seconds.\n\n"
+        "| system | test WAR | test UAR | test Macro-F1 | dev UAR | extract s | train s |\n"
+        "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + summary
+    )
+    write_section("MELD text only (embedded MiniLM)", body)
+    print(json.dumps({"mean": mean, "std": std}, default=float))
+
+
+if __name__ == "__main__":
+    main()
