@@ -52,6 +52,15 @@ class EncoderConfig(_Section):
     batch_size: int = 16
 
 
+class ASRConfig(_Section):
+    """Offline ASR for utterances without a transcript (when the text modality is used)."""
+
+    fill_missing: bool = True  #: transcribe rows with no text; False = leave them out of training
+    model: str = "embedded"  #: "embedded" (Whisper tiny.en) or a CTranslate2 Whisper folder
+    language: str | None = "en"  #: multilingual models only; None = detect per clip
+    beam_size: int = 1
+
+
 class ModelConfig(_Section):
     """Crab head sizes (paper: h = 512, one attention head)."""
 
@@ -114,6 +123,7 @@ class RunConfig(_Section):
     speech: EncoderConfig = EncoderConfig(kind="whisper-ct2")
     text: EncoderConfig = EncoderConfig(kind="hf-text")
     paralinguistic: EncoderConfig = EncoderConfig(kind="egemaps")
+    asr: ASRConfig = ASRConfig()
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()

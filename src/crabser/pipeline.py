@@ -67,6 +67,8 @@ def prepare(config: RunConfig) -> Manifest:
     if data.labels:
         manifest = Manifest(manifest.frame[manifest.frame["label"].isin(data.labels)])
     manifest.validate(labels=data.labels, check_files=False)
+    if "text" in config.model.modalities and config.asr.fill_missing:
+        manifest = transcribe_missing(config, manifest)
     if data.protocol == "speaker_holdout":
         manifest = speaker_holdout(
             manifest, data.test_speakers, data.val_speakers, seed=data.seed
@@ -82,6 +84,19 @@ def prepare(config: RunConfig) -> Manifest:
         tmp.write_text(dump_config(config))
     (run_dir / "git_commit.txt").write_text(git_commit() + "\n")
     return manifest
+
+
+def transcribe_missing(config: RunConfig, manifest: Manifest) -> Manifest:
+    """Fill empty transcripts by offline ASR (cached); the model loads only if one is missing."""
+    texts = manifest.frame["text"] if "text" in manifest.frame else None
+    missing = len(manifest) if texts is None else int((~texts.map(lambda t: isinstance(t, str) and bool(t.strip()))).sum())
+    if not missing:
+        return manifest
+    from crabser.features.asr import WhisperASR, fill_missing_transcripts
+
+    log.info("transcribing %d utterances without text (%s)", missing, config.asr.model)
+    asr = WhisperASR(config.asr.model, config.asr.language, config.asr.beam_size, threads=config.train.threads or 0)
+    return fill_missing_transcripts(manifest, asr, FeatureStore(config.cache_dir), config.data.on_error)
 
 
 def load_run_manifest(run_dir: Path) -> Manifest:

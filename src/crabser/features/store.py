@@ -1,4 +1,5 @@
-"""On-disk feature cache: one safetensors file per (encoder, content) pair, written atomically.
+"""On-disk feature cache: one safetensors file per (encoder, content) pair, written atomically;
+ASR transcripts are cached the same way as ``.txt`` files.
 
 The key is the encoder's ``cache_id`` (model, layer, padding, ...) plus the SHA-256 of the audio
 file's bytes or of the transcript's text, so a renamed file is still a hit and an edited one a miss.
@@ -23,10 +24,10 @@ class FeatureStore:
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
 
-    def path(self, encoder_id: str, content_hash: str) -> Path:
-        """Where the features of this content under this encoder live."""
+    def path(self, encoder_id: str, content_hash: str, suffix: str = ".safetensors") -> Path:
+        """Where the features (or, with ``.txt``, the transcript) of this content live."""
         folder = _UNSAFE.sub("_", encoder_id).strip("_")
-        return self.root / folder / content_hash[:2] / f"{content_hash}.safetensors"
+        return self.root / folder / content_hash[:2] / f"{content_hash}{suffix}"
 
     def has(self, encoder_id: str, content_hash: str) -> bool:
         """Whether the features are cached."""
@@ -45,3 +46,15 @@ class FeatureStore:
         if not target.is_file():
             raise KeyError(f"no cached features for {encoder_id} / {content_hash[:12]}")
         return load_file(str(target))["features"]
+
+    def put_text(self, model_id: str, content_hash: str, text: str) -> Path:
+        """Cache a transcript (ASR output) atomically."""
+        target = self.path(model_id, content_hash, ".txt")
+        with atomic_path(target) as tmp:
+            tmp.write_text(text, encoding="utf-8")
+        return target
+
+    def get_text(self, model_id: str, content_hash: str) -> str | None:
+        """A cached transcript, or None."""
+        target = self.path(model_id, content_hash, ".txt")
+        return target.read_text(encoding="utf-8") if target.is_file() else None
