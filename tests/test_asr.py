@@ -12,7 +12,7 @@ from crabser.data.manifest import Manifest
 from crabser.evaluation.wer import edit_distance, normalise_words, word_error_rate
 from crabser.features.asr import WhisperASR, fill_missing_transcripts
 from crabser.features.store import FeatureStore
-from tests.conftest import tone
+from conftest import tone
 
 SPOKEN = Path(__file__).parent / "data" / "espeak_i_wonder_what_this_is_about.flac"
 

@@ -87,3 +87,33 @@ def test_one_bad_file_never_loses_the_others(tmp_path, write_wav):
     assert again.cached == 4 and again.encoded == 0
     with pytest.raises(AudioError, match="silent.wav"):
         extract(manifest, _MeanEncoder(), FeatureStore(tmp_path / "other"), on_error="raise")
+
+
+def _write_mp4(path, seconds: float = 1.0, rate: int = 44100) -> None:
+    """An AAC stereo .mp4 (like MELD's clips) with a 440 Hz tone in both channels."""
+    import av
+
+    t = np.arange(int(seconds * rate)) / rate
+    planar = np.stack([0.3 * np.sin(2 * np.pi * 440 * t)] * 2).astype(np.float32)
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("aac", rate=rate, layout="stereo")
+        for start in range(0, planar.shape[1], 1024):
+            frame = av.AudioFrame.from_ndarray(planar[:, start : start + 1024].copy(), format="fltp", layout="stereo")
+            frame.sample_rate = rate
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+
+
+def test_mp4_audio_track_is_decoded_to_16k_mono(tmp_path):
+    path = tmp_path / "dia0_utt0.mp4"
+    _write_mp4(path)
+    wave = load_audio(path, 16000)
+    assert wave.ndim == 1 and abs(len(wave) / 16000 - 1.0) < 0.1  # AAC adds ~1024 samples of priming
+    spectrum = np.abs(np.fft.rfft(wave))
+    assert abs(np.argmax(spectrum) * 16000 / len(wave) - 440) < 5  # the tone survives decoding
+    broken = tmp_path / "broken.mp4"
+    broken.write_bytes(path.read_bytes()[:200])
+    with pytest.raises(AudioError, match="broken.mp4"):
+        load_audio(broken)

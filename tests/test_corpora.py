@@ -8,7 +8,7 @@ import pytest
 
 from crabser.data.corpora import CORPORA, get_adapter
 from crabser.errors import CorpusError
-from tests.conftest import tone
+from conftest import tone
 
 
 @pytest.fixture

@@ -96,3 +96,17 @@ def test_hf_text_encoder_from_a_local_folder(tiny_bert):
     assert out.features.shape == (2, 4, 12)  # cut at max_tokens
     assert out.mask.sum(1).tolist() == [4, 3]  # [CLS] sad [SEP]
     assert encoder.cache_id.startswith("hf-text:tiny-bert")
+
+
+def test_egemaps_paralinguistic_stream():
+    from crabser.features.paralinguistic import EGeMAPSEncoder
+
+    encoder = EGeMAPSEncoder()
+    batch = encoder.encode([tone(1.0), tone(0.5, freq=330.0)])
+    assert encoder.output_dim == 25 and batch.features.shape[-1] == 25
+    assert batch.mask.sum(dim=1).tolist()[0] in range(96, 101)  # 10 ms hop, 20 ms window
+    assert 45 <= batch.mask.sum(dim=1).tolist()[1] <= 50
+    pitch = encoder.feature_names.index("F0semitoneFrom27.5Hz_sma3nz")
+    voiced = batch.features[0, : int(batch.mask[0].sum()), pitch]
+    # 220 Hz is 12 * log2(220 / 27.5) = 36 semitones above 27.5 Hz
+    assert abs(float(voiced[voiced > 0].median()) - 36.0) < 1.0

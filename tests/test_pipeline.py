@@ -3,6 +3,7 @@
 import json
 
 import numpy as np
+import torch
 import pandas as pd
 import pytest
 import soundfile as sf
@@ -11,6 +12,7 @@ from typer.testing import CliRunner
 from crabser.cli import app
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.data.manifest import Manifest, write_manifest
+from conftest import REPO
 
 runner = CliRunner()
 SPEAKERS = ["03", "08", "09", "10", "11", "16"]
@@ -93,8 +95,17 @@ def test_predict_names_bad_files_without_a_traceback(run, tmp_path):
     result = runner.invoke(app, ["predict", str(silent), "--run", str(root / "runs/e2e"), "--text", "hallo"])
     assert result.exit_code == 1 and "silent.wav: silent audio" in result.output
     assert "Traceback" not in result.output
-    result = runner.invoke(app, ["predict", str(no_text), "--run", str(root / "runs/e2e")])
+    result = runner.invoke(app, ["predict", str(no_text), "--run", str(root / "runs/e2e"), "-o", "asr.fill_missing=false"])
     assert result.exit_code == 1 and "missing transcript" in result.output
+
+
+def test_predict_without_a_transcript_uses_asr(run):
+    root, _ = run
+    spoken = REPO / "tests/data/espeak_i_wonder_what_this_is_about.flac"
+    result = runner.invoke(app, ["predict", str(spoken), "--run", str(root / "runs/e2e"), "--json"])
+    assert result.exit_code == 0, result.output
+    answer = json.loads(result.output.strip().splitlines()[-1])
+    assert answer["text_source"] == "asr" and "wonder" in answer["transcript"].lower()
 
 
 def test_every_command_has_help():
@@ -137,3 +148,19 @@ train: {{epochs: 2, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: 2}
     again = runner.invoke(app, ["crossval", "--config", str(config)])
     assert again.exit_code == 0, again.output
     assert checkpoint.stat().st_mtime_ns == stamp  # finished folds are read back, not retrained
+
+
+def test_trimodal_crab_with_the_paralinguistic_stream(run, emodb):
+    root, config = run
+    overrides = ["-o", "name=tri", "-o", "model.modalities=[speech, text, paralinguistic]", "-o", "train.epochs=2"]
+    result = runner.invoke(app, ["train", "--config", str(config), *overrides])
+    assert result.exit_code == 0, result.output
+    extraction = json.loads((root / "runs/tri/extraction_paralinguistic.json").read_text())
+    assert extraction["encoder"].startswith("egemaps") and extraction["failures"] == {}
+    state = torch.load(root / "runs/tri/checkpoints/best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
+    assert state["model.normalizers.paralinguistic.mean"].shape == (25,)
+    assert "model.cross.paralinguistic_to_speech.attention.in_proj_weight" in state
+    clip = emodb_adapter.prepare(emodb).frame.query("speaker == '16'")["audio"].iloc[0]
+    answer = runner.invoke(app, ["predict", clip, "--run", str(root / "runs/tri"), "--text", "Hallo.", "--json"])
+    assert answer.exit_code == 0, answer.output
+    assert json.loads(answer.output.strip().splitlines()[-1])["label"] in emodb_adapter.LABELS

@@ -190,12 +190,17 @@ def predict(
     run: RunOption,
     text: Annotated[Optional[str], typer.Option(help="Transcript for every file (else FILE.txt beside it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    override: OverrideOption = None,
 ) -> None:
-    """Predict the emotion of audio files with a trained run (label + probability per class)."""
+    """Predict the emotion of audio files with a trained run (label + probability per class).
+
+    Files without a transcript (no --text, no FILE.txt) are transcribed by the run's offline ASR
+    unless ``-o asr.fill_missing=false``.
+    """
     from crabser.inference import Recognizer
 
     with _friendly_errors():
-        recognizer = Recognizer.from_run(run)
+        recognizer = Recognizer.from_run(run, overrides=override)
         results = []
         for path in files:
             sidecar = path.with_suffix(".txt")
@@ -206,7 +211,10 @@ def predict(
                 console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
     if as_json:
         for r in results:
-            typer.echo(json.dumps({"file": r.source, "label": r.label, "probabilities": r.probabilities}))
+            typer.echo(json.dumps({
+                "file": r.source, "label": r.label, "probabilities": r.probabilities,
+                "transcript": r.transcript, "text_source": r.text_source,
+            }))
     elif results:
         table = Table()
         table.add_column("file")

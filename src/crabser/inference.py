@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,42 +20,64 @@ class Prediction:
     source: str
     label: str
     probabilities: dict[str, float]
+    transcript: str | None = None  #: the text the model read (None for a model without text)
+    text_source: str | None = None  #: "given" or "asr"
 
 
 class Recognizer:
     """A trained Crab with its encoders; loads once, predicts many times."""
 
-    def __init__(self, module, encoders: dict[str, Encoder]) -> None:
+    def __init__(self, module, encoders: dict[str, Encoder], asr: Callable[[], object] | None = None) -> None:
+        """``asr`` builds the ASR model used for inputs without a transcript (on first need)."""
         self.module = module.eval()
         self.encoders = encoders
         self.labels: list[str] = list(module.labels)
+        self._asr_factory = asr
+        self._asr = None
+
+    def _transcribe(self, path: str | Path) -> str:
+        if self._asr_factory is None:
+            raise TranscriptError(str(path), "missing transcript: pass --text or put a .txt file beside the audio")
+        if self._asr is None:
+            self._asr = self._asr_factory()
+        text = self._asr.transcribe(load_audio(path, self._asr.sample_rate)).strip()
+        if not text:
+            raise TranscriptError(str(path), "missing transcript and ASR heard no words")
+        return text
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = "best.ckpt") -> Recognizer:
-        """Load the best checkpoint and the encoders of a run folder."""
+    def from_run(cls, run_dir: str | Path, checkpoint: str = "best.ckpt", overrides: list[str] | None = None) -> Recognizer:
+        """Load the best checkpoint and the encoders of a run folder (config ``overrides`` allowed)."""
         from crabser.pipeline import build_encoders, load_run_config
         from crabser.training.lit_module import CrabLitModule
 
-        config = load_run_config(Path(run_dir))
+        config = load_run_config(Path(run_dir), overrides)
         path = config.run_dir / "checkpoints" / checkpoint
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no checkpoint; train the run first")
         module = CrabLitModule.load_from_checkpoint(str(path), map_location="cpu")
-        return cls(module, build_encoders(config))
+        asr = None
+        if config.asr.fill_missing:
+            from crabser.features.asr import WhisperASR
+
+            def asr() -> WhisperASR:
+                return WhisperASR(config.asr.model, config.asr.language, config.asr.beam_size)
+
+        return cls(module, build_encoders(config), asr)
 
     @torch.no_grad()
     def predict(self, audio_paths: list[str | Path], texts: list[str | None]) -> list[Prediction]:
         """Predict each (audio, transcript) pair; AudioError / TranscriptError name the bad input.
 
-        A text-only model reads no audio (``audio_paths`` then only name the inputs); a model
-        without a text stream ignores the transcripts.
+        A missing transcript comes from ASR when the run allows it (``asr.fill_missing``). A
+        text-only model with transcripts reads no audio; a model without text ignores them.
         """
-        clean_texts = []
+        clean_texts, sources = [], []
         if "text" in self.encoders:
             for path, text in zip(audio_paths, texts):
-                if text is None or not str(text).strip():
-                    raise TranscriptError(str(path), "missing transcript: pass --text or put a .txt file beside the audio")
-                clean_texts.append(str(text).strip())
+                given = text is not None and bool(str(text).strip())
+                clean_texts.append(str(text).strip() if given else self._transcribe(path))
+                sources.append("given" if given else "asr")
         features, masks = {}, {}
         for modality, encoder in self.encoders.items():
             if modality == "text":
@@ -65,7 +88,8 @@ class Recognizer:
             features[modality], masks[modality] = padded.features, padded.mask
         probabilities = self.module.model(features, masks).logits.softmax(dim=-1)
         results = []
-        for path, probs in zip(audio_paths, probabilities):
+        for i, (path, probs) in enumerate(zip(audio_paths, probabilities)):
             scores = {label: float(p) for label, p in zip(self.labels, probs)}
-            results.append(Prediction(str(path), max(scores, key=scores.get), scores))
+            transcript, source = (clean_texts[i], sources[i]) if clean_texts else (None, None)
+            results.append(Prediction(str(path), max(scores, key=scores.get), scores, transcript, source))
         return results

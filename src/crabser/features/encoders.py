@@ -268,6 +268,10 @@ def build_encoder(config: EncoderConfig) -> Encoder:
         return WhisperCT2Encoder(config.model, pad_to_seconds=config.pad_to_seconds)
     if config.kind == "hf-speech":
         return HFSpeechEncoder(config.model, layer=config.layer, max_seconds=config.max_seconds)
+    if config.kind == "egemaps":
+        from crabser.features.paralinguistic import EGeMAPSEncoder
+
+        return EGeMAPSEncoder()
     if config.layer == "all":
         raise ValueError("hf-text encoders take one layer, not 'all'")
     return HFTextEncoder(config.model, layer=config.layer, max_tokens=config.max_tokens)
