@@ -5,7 +5,7 @@ evaluates once on test; in the same run fits the REFERENCE.md baseline (MiniLM t
 pooled + class-balanced logistic regression). Prints mean ± std and the ratio to the baseline,
 and writes a table to BENCHMARKS.md.
 
-Usage (from the repository root): python -m benchmarks.meld_text [--seeds 0,1,2] [--epochs 20]
+Usage (from the repository root): python -m benchmarks.meld_text [--seeds 0,1,2] [--epochs 10]
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ PAPER = "paper, RoBERTa-Large text only: WAR .6034, UAR .5381"
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seeds", default="0,1,2")
-    parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--config", default="configs/meld_text.yaml")
     args = parser.parse_args()
     rows, results = [], []

@@ -52,3 +52,42 @@ def write_wav(tmp_path: Path):
         return path
 
     return write
+
+
+@pytest.fixture(scope="session")
+def tiny_wavlm(tmp_path_factory) -> Path:
+    """A tiny random WavLM saved like a hub checkpoint (config, weights, feature extractor)."""
+    import torch
+    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
+
+    folder = tmp_path_factory.mktemp("tiny-wavlm")
+    config = WavLMConfig(
+        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2, num_buckets=8, max_bucket_distance=16,
+    )
+    torch.manual_seed(0)
+    WavLMModel(config).save_pretrained(folder)
+    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_roberta(tmp_path_factory) -> Path:
+    """A tiny random RoBERTa with a byte-level BPE tokenizer trained here on a few sentences."""
+    import torch
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import RobertaConfig, RobertaModel, RobertaTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-roberta")
+    bpe = ByteLevelBPETokenizer()
+    sentences = ["I am happy today.", "Der Lappen liegt auf dem Eisschrank.", "Das will sie am Mittwoch abgeben."]
+    bpe.train_from_iterator(sentences, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    bpe.save_model(str(folder))
+    tokenizer = RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    tokenizer.save_pretrained(folder)
+    torch.manual_seed(0)
+    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=12, num_hidden_layers=2, num_attention_heads=2,
+                           intermediate_size=24, max_position_embeddings=140, pad_token_id=tokenizer.pad_token_id)
+    RobertaModel(config).save_pretrained(folder)
+    return folder

@@ -44,22 +44,6 @@ def test_embedded_minilm_token_features():
     assert torch.all(out.features[1][~out.mask[1]] == 0)
 
 
-@pytest.fixture(scope="module")
-def tiny_wavlm(tmp_path_factory):
-    from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
-
-    folder = tmp_path_factory.mktemp("tiny-wavlm")
-    config = WavLMConfig(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=2, num_buckets=8, max_bucket_distance=16,
-    )
-    torch.manual_seed(0)
-    WavLMModel(config).save_pretrained(folder)
-    Wav2Vec2FeatureExtractor(do_normalize=True, return_attention_mask=True).save_pretrained(folder)
-    return folder
-
-
 def test_hf_speech_encoder_from_a_local_folder(tiny_wavlm):
     encoder = HFSpeechEncoder(str(tiny_wavlm), layer=-1)
     out = encoder.encode([tone(0.5), tone(0.2)])

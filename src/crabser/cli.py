@@ -128,16 +128,23 @@ def train(
     config: ConfigOption = None,
     override: OverrideOption = None,
     resume: Annotated[bool, typer.Option(help="Continue from checkpoints/last.ckpt if present.")] = False,
+    finetune: Annotated[bool, typer.Option(help="Train the speech/text encoders too (train.finetune=true).")] = False,
 ) -> None:
-    """Prepare, extract (cached) and train Crab; keeps best (val UAR) and last checkpoints."""
+    """Prepare, extract (cached) and train Crab; keeps best (val UAR) and last checkpoints.
+
+    With --finetune the encoders train with the head from raw audio (hierarchical LRs); nothing is
+    extracted.
+    """
     from crabser import pipeline
 
     with _friendly_errors():
-        cfg = _load(config, override)
+        cfg = _load(config, [*(override or []), *(["train.finetune=true"] if finetune else [])])
         manifest = pipeline.prepare(cfg)
-        encoders = pipeline.build_encoders(cfg)
-        with _progress() as progress:
-            pipeline.extract_features(cfg, manifest, encoders, progress)
+        encoders = {}
+        if not cfg.train.finetune:
+            encoders = pipeline.build_encoders(cfg)
+            with _progress() as progress:
+                pipeline.extract_features(cfg, manifest, encoders, progress)
         result = pipeline.train(cfg, manifest, encoders, resume=resume)
     console.print(f"best val UAR {result.best_val_uar:.4f} · checkpoint {result.best_checkpoint} · {result.seconds:.1f} s")
 
@@ -176,7 +183,8 @@ def evaluate(
     with _friendly_errors():
         cfg = pipeline.load_run_config(run)
         manifest = pipeline.load_run_manifest(cfg.run_dir)
-        metrics, paths = pipeline.evaluate(cfg, manifest, pipeline.build_encoders(cfg), split)
+        encoders = {} if cfg.train.finetune else pipeline.build_encoders(cfg)
+        metrics, paths = pipeline.evaluate(cfg, manifest, encoders, split)
     if as_json:
         typer.echo(json.dumps({k: metrics[k] for k in ("war", "uar", "macro_f1", "weighted_f1", "n")}))
     else:

@@ -110,6 +110,10 @@ class TrainConfig(_Section):
     strategy: str = "auto"
     precision: str = "32-true"
     threads: int | None = None  #: torch CPU threads; None = leave torch's default
+    #: train the speech/text encoders too (hf-speech / hf-text), from raw audio (training.finetune)
+    finetune: bool = False
+    gradient_checkpointing: bool = True  #: fine-tuning: trade compute for encoder activation memory
+    workers: int = 0  #: fine-tuning: DataLoader worker processes decoding audio
     progress: bool = True
 
 

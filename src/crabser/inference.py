@@ -27,10 +27,15 @@ class Prediction:
 class Recognizer:
     """A trained Crab with its encoders; loads once, predicts many times."""
 
-    def __init__(self, module, encoders: dict[str, Encoder], asr: Callable[[], object] | None = None) -> None:
-        """``asr`` builds the ASR model used for inputs without a transcript (on first need)."""
+    def __init__(
+        self, module, encoders: dict[str, Encoder], asr: Callable[[], object] | None = None,
+        modalities: list[str] | None = None,
+    ) -> None:
+        """``encoders`` are the frozen feature extractors (empty for a fine-tuned module, which
+        carries its own); ``asr`` builds the ASR model for inputs without a transcript (on first need)."""
         self.module = module.eval()
         self.encoders = encoders
+        self.modalities = list(modalities or encoders)
         self.labels: list[str] = list(module.labels)
         self._asr_factory = asr
         self._asr = None
@@ -48,14 +53,11 @@ class Recognizer:
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best.ckpt", overrides: list[str] | None = None) -> Recognizer:
         """Load the best checkpoint and the encoders of a run folder (config ``overrides`` allowed)."""
-        from crabser.pipeline import build_encoders, load_run_config
-        from crabser.training.lit_module import CrabLitModule
+        from crabser.pipeline import build_encoders, load_module, load_run_config
 
         config = load_run_config(Path(run_dir), overrides)
         path = config.run_dir / "checkpoints" / checkpoint
-        if not path.is_file():
-            raise FileNotFoundError(f"{path}: no checkpoint; train the run first")
-        module = CrabLitModule.load_from_checkpoint(str(path), map_location="cpu")
+        module = load_module(path)
         asr = None
         if config.asr.fill_missing:
             from crabser.features.asr import WhisperASR
@@ -63,7 +65,8 @@ class Recognizer:
             def asr() -> WhisperASR:
                 return WhisperASR(config.asr.model, config.asr.language, config.asr.beam_size)
 
-        return cls(module, build_encoders(config), asr)
+        encoders = {} if config.train.finetune else build_encoders(config)
+        return cls(module, encoders, asr, modalities=config.model.modalities)
 
     @torch.no_grad()
     def predict(self, audio_paths: list[str | Path], texts: list[str | None]) -> list[Prediction]:
@@ -73,19 +76,23 @@ class Recognizer:
         text-only model with transcripts reads no audio; a model without text ignores them.
         """
         clean_texts, sources = [], []
-        if "text" in self.encoders:
+        if "text" in self.modalities:
             for path, text in zip(audio_paths, texts):
                 given = text is not None and bool(str(text).strip())
                 clean_texts.append(str(text).strip() if given else self._transcribe(path))
                 sources.append("given" if given else "asr")
-        features, masks = {}, {}
-        for modality, encoder in self.encoders.items():
-            if modality == "text":
-                inputs = clean_texts
-            else:
-                inputs = [load_audio(path, encoder.sample_rate or 16000) for path in audio_paths]
-            padded = pad_batch(encoder.encode(inputs).unpadded())
-            features[modality], masks[modality] = padded.features, padded.mask
+        if not self.encoders:  # fine-tuned: the module's own encoders read raw audio and text
+            waves = [load_audio(path, 16000) for path in audio_paths] if "speech" in self.modalities else []
+            features, masks = self.module.inputs({"waves": waves, "texts": clean_texts})
+        else:
+            features, masks = {}, {}
+            for modality, encoder in self.encoders.items():
+                if modality == "text":
+                    inputs = clean_texts
+                else:
+                    inputs = [load_audio(path, encoder.sample_rate or 16000) for path in audio_paths]
+                padded = pad_batch(encoder.encode(inputs).unpadded())
+                features[modality], masks[modality] = padded.features, padded.mask
         probabilities = self.module.model(features, masks).logits.softmax(dim=-1)
         results = []
         for i, (path, probs) in enumerate(zip(audio_paths, probabilities)):

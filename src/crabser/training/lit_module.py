@@ -54,12 +54,20 @@ class CrabLitModule(L.LightningModule):
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": []}
         self.last_metrics: dict[str, dict] = {}
 
+    def inputs(self, batch: dict) -> tuple[dict, dict]:
+        """Per-modality features and masks of a batch (cached features here; encoders when fine-tuning)."""
+        return batch["features"], batch["masks"]
+
+    def encoder_parameters(self) -> list[torch.nn.Parameter]:
+        """Parameters trained at the encoder LR (none: the encoders are frozen and cached)."""
+        return []
+
     def forward(self, batch: dict) -> torch.Tensor:
         """Class logits of a batch."""
-        return self.model(batch["features"], batch["masks"]).logits
+        return self.model(*self.inputs(batch)).logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        output = self.model(batch["features"], batch["masks"], return_taps=bool(len(self.objective.legs)))
+        output = self.model(*self.inputs(batch), return_taps=bool(len(self.objective.legs)))
         parts = self.objective(output, batch["labels"])
         size = len(batch["labels"])
         self.log("train_loss", parts.total, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
@@ -94,7 +102,7 @@ class CrabLitModule(L.LightningModule):
         cfg = self.train_config
         groups = parameter_groups(
             list(self.model.parameters()) + list(self.objective.parameters()),
-            [],  # frozen encoders: features come from the store
+            self.encoder_parameters(),
             cfg["lr_head"],
             cfg["lr_encoder"],
         )
