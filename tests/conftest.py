@@ -56,14 +56,17 @@ def write_wav(tmp_path: Path):
 
 @pytest.fixture(scope="session")
 def tiny_wavlm(tmp_path_factory) -> Path:
-    """A tiny random WavLM saved like a hub checkpoint (config, weights, feature extractor)."""
+    """A tiny random WavLM saved like a hub checkpoint (config, weights, feature extractor).
+
+    Its CNN strides multiply to 320 samples like the real WavLM (50 frames per second at 16 kHz),
+    so fine-tuning on seconds of audio stays cheap."""
     import torch
     from transformers import Wav2Vec2FeatureExtractor, WavLMConfig, WavLMModel
 
     folder = tmp_path_factory.mktemp("tiny-wavlm")
     config = WavLMConfig(
         hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        conv_dim=(8, 8), conv_kernel=(10, 3), conv_stride=(5, 2), num_conv_pos_embeddings=8,
+        conv_dim=(8, 8, 8), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8), num_conv_pos_embeddings=8,
         num_conv_pos_embedding_groups=2, num_buckets=8, max_bucket_distance=16,
     )
     torch.manual_seed(0)
