@@ -156,3 +156,15 @@ def test_missing_or_empty_corpus_names_the_problem(tmp_path, corpus):
     with pytest.raises(CorpusError) as error:
         get_adapter(corpus)(tmp_path)
     assert str(tmp_path) in str(error.value) and ("not found" in str(error.value) or "no utterances" in str(error.value))
+
+
+@pytest.mark.parametrize("path", sorted(Path(__file__).resolve().parents[1].joinpath("configs").glob("*.yaml")), ids=lambda p: p.name)
+def test_every_shipped_config_is_valid(path):
+    from crabser.config import load_config
+
+    config = load_config(path)
+    assert config.data.corpus in CORPORA
+    if config.train.finetune:
+        from crabser.pipeline import finetune_encoders
+
+        assert finetune_encoders(config)["speech_model"]  # a fine-tunable speech model is named
