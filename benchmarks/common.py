@@ -43,9 +43,10 @@ def command_line() -> str:
     return " ".join(["python -m", module, *sys.argv[1:]])
 
 
-def pooled_baseline(config, manifest, encoder_id: str, modality: str) -> dict[str, dict]:
-    """The simple baseline of REFERENCE.md: mean+std pooled cached features of one modality +
-    class-balanced logistic regression, fit on train; metrics on val and test."""
+def pooled_baseline(config, manifest, encoder_id: str, modality: str, pooling: str = "mean+std") -> dict[str, dict]:
+    """The simple baseline of REFERENCE.md: pooled cached features of one modality + class-balanced
+    logistic regression, fit on train; metrics on val and test. ``pooling``: ``mean+std`` or
+    ``mean`` (standardised), or ``mean-l2`` (unit-length mean, as sentence-transformers embeds)."""
     import numpy as np
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import make_pipeline
@@ -60,10 +61,16 @@ def pooled_baseline(config, manifest, encoder_id: str, modality: str) -> dict[st
     hashes = content_hashes(manifest, modality)
     frame = manifest.frame[manifest.frame["id"].isin(hashes)]
     features = (store.get(encoder_id, hashes[i]) for i in frame["id"])
-    pooled = np.stack([np.concatenate([f.mean(0), f.std(0)]) for f in features])
+    pools = {
+        "mean+std": lambda f: np.concatenate([f.mean(0), f.std(0)]),
+        "mean": lambda f: f.mean(0),
+        "mean-l2": lambda f: f.mean(0) / max(float(np.linalg.norm(f.mean(0))), 1e-12),  # sentence-transformers style
+    }
+    pooled = np.stack([pools[pooling](f) for f in features])
     y = np.array([labels.index(label) for label in frame["label"]])
     split = frame["split"].to_numpy()
-    model = make_pipeline(StandardScaler(), LogisticRegression(max_iter=3000, class_weight="balanced"))
+    classifier = LogisticRegression(max_iter=3000, class_weight="balanced")
+    model = classifier if pooling == "mean-l2" else make_pipeline(StandardScaler(), classifier)
     model.fit(pooled[split == "train"], y[split == "train"])
     return {name: compute_metrics(y[split == name], model.predict(pooled[split == name]), labels) for name in ("val", "test")}
 

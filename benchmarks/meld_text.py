@@ -15,6 +15,7 @@ import json
 import time
 
 import numpy as np
+import pandas as pd
 
 from benchmarks.common import command_line, header, pooled_baseline, write_section
 from crabser import pipeline
@@ -28,6 +29,7 @@ def main() -> None:
     parser.add_argument("--seeds", default="0,1,2")
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--config", default="configs/meld_text.yaml")
+    parser.add_argument("--retrain", action="store_true", help="retrain seeds whose run already finished")
     args = parser.parse_args()
     rows, results = [], []
     for seed in [int(s) for s in args.seeds.split(",")]:
@@ -37,29 +39,40 @@ def main() -> None:
         started = time.perf_counter()
         extraction = pipeline.extract_features(config, manifest, encoders)["text"]
         extract_seconds = time.perf_counter() - started
-        result = pipeline.train(config, manifest, encoders)
-        metrics, _ = pipeline.evaluate(config, manifest, encoders, "test")
+        finished = config.run_dir / "report" / "test_metrics.json"
+        if finished.is_file() and not args.retrain:  # a finished seed is read back (resumable)
+            metrics = json.loads(finished.read_text())
+            log = pd.read_csv(config.run_dir / "logs" / "metrics.csv")
+            best_val, train_seconds = log["val_uar"].max(), json.loads((config.run_dir / "timings.json").read_text())["train"]
+        else:
+            result = pipeline.train(config, manifest, encoders)
+            metrics, _ = pipeline.evaluate(config, manifest, encoders, "test")
+            best_val, train_seconds = result.best_val_uar, result.seconds
         results.append(metrics)
         rows.append(
             f"| Crab text (MLCS), seed {seed} | {metrics['war']:.4f} | {metrics['uar']:.4f} | {metrics['macro_f1']:.4f} | "
-            f"{result.best_val_uar:.4f} | {extract_seconds:.1f} ({extraction.encoded} encoded) | {result.seconds:.0f} |"
+            f"{best_val:.4f} | {extract_seconds:.1f} ({extraction.encoded} encoded) | {train_seconds:.0f} |"
         )
         print(rows[-1], flush=True)
     mean = {k: np.mean([m[k] for m in results]) for k in ("war", "uar", "macro_f1")}
     std = {k: np.std([m[k] for m in results]) for k in ("war", "uar", "macro_f1")}
     rows.append("| **Crab text, mean ± std** | " + " | ".join(f"**{mean[k]:.4f} ± {std[k]:.4f}**" for k in ("war", "uar", "macro_f1")) + " | | | |")
-    started = time.perf_counter()
-    baseline = pooled_baseline(config, manifest, encoders["text"].cache_id, "text")
-    lr_seconds = time.perf_counter() - started
-    test = baseline["test"]
-    rows.append(f"| MiniLM mean+std + LR | {test['war']:.4f} | {test['uar']:.4f} | {test['macro_f1']:.4f} | {baseline['val']['uar']:.4f} | | {lr_seconds:.0f} |")
-    ratio = mean["uar"] / test["uar"]
-    summary = f"\nCrab text UAR / baseline UAR = **{ratio:.3f}** ({PAPER}).\n"
+    best_baseline = 0.0
+    for pooling in ("mean-l2", "mean", "mean+std"):
+        started = time.perf_counter()
+        baseline = pooled_baseline(config, manifest, encoders["text"].cache_id, "text", pooling)
+        lr_seconds = time.perf_counter() - started
+        test = baseline["test"]
+        best_baseline = max(best_baseline, test["uar"])
+        rows.append(f"| MiniLM {pooling} + LR | {test['war']:.4f} | {test['uar']:.4f} | {test['macro_f1']:.4f} | {baseline['val']['uar']:.4f} | | {lr_seconds:.0f} |")
+    ratio = mean["uar"] / best_baseline
+    summary = f"\nCrab text UAR / best baseline UAR = **{ratio:.3f}** ({PAPER}).\n"
     print("\n".join(rows[-2:]), summary)
     body = (
         header(command_line())
         + "\nMELD official splits: train 9989, dev 1109 (model selection), test 2610; text from the CSVs only.\n"
-        "Time columns: text extraction (cached after the first seed) and training, seconds.\n\n"
+        "Time columns: text extraction (cached after the first seed) and training, seconds (seed 0 trained\n"
+        "while other jobs shared the 2 cores).\n\n"
         "| system | test WAR | test UAR | test Macro-F1 | dev UAR | extract s | train s |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n" + summary
     )
