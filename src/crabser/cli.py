@@ -36,7 +36,13 @@ def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug 
         handlers=[RichHandler(console=console, show_path=False)],
     )
     logging.getLogger("crabser").setLevel(logging.DEBUG if verbose else logging.INFO)
-    for noisy in ("lightning.pytorch", "lightning.fabric"):  # its tips and device banners
+
+
+def _quiet_lightning() -> None:
+    """Silence Lightning's tips and device banners (it sets its loggers to INFO when imported)."""
+    import lightning.pytorch  # noqa: F401  (import first: the import resets the levels)
+
+    for noisy in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
@@ -139,6 +145,7 @@ def train(
 
     with _friendly_errors():
         cfg = _load(config, [*(override or []), *(["train.finetune=true"] if finetune else [])])
+        _quiet_lightning()
         manifest = pipeline.prepare(cfg)
         encoders = {}
         if not cfg.train.finetune:
@@ -162,6 +169,7 @@ def crossval(config: ConfigOption = None, override: OverrideOption = None) -> No
 
     with _friendly_errors():
         cfg = _load(config, override)
+        _quiet_lightning()
         manifest = pipeline.prepare(cfg)
         encoders = pipeline.build_encoders(cfg)
         with _progress() as progress:
@@ -247,6 +255,7 @@ def demo(
     started = time.perf_counter()
     with _friendly_errors():
         cfg = _load(config, override)
+        _quiet_lightning()
         manifest = pipeline.prepare(cfg)
         counts = manifest.frame["split"].value_counts()
         console.print(
