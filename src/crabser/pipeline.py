@@ -77,13 +77,18 @@ def prepare(config: RunConfig) -> Manifest:
         manifest = group_folds(manifest, data.folds, by=data.fold_by, seed=data.seed)
     elif "split" not in manifest.frame:
         raise CrabserError("protocol 'given' needs a 'split' column in the manifest")
+    save_run_inputs(config, manifest)
+    return manifest
+
+
+def save_run_inputs(config: RunConfig, manifest: Manifest) -> None:
+    """Write what a run starts from into its folder: manifest, resolved config, git commit."""
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
     write_manifest(manifest, run_dir / "manifest.csv")
     with atomic_path(run_dir / "config.yaml") as tmp:
         tmp.write_text(dump_config(config))
     (run_dir / "git_commit.txt").write_text(git_commit() + "\n")
-    return manifest
 
 
 def transcribe_missing(config: RunConfig, manifest: Manifest) -> Manifest:
@@ -296,7 +301,8 @@ def load_module(checkpoint: Path):
 
     if not checkpoint.is_file():
         raise CrabserError(f"{checkpoint}: no checkpoint; train the run first")
-    hparams = torch.load(checkpoint, map_location="cpu", weights_only=False).get("hyper_parameters", {})
+    # mmap: only the pickled metadata is read here; the weights are read once, by load_from_checkpoint
+    hparams = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True).get("hyper_parameters", {})
     if "encoders" in hparams:
         from crabser.training.finetune import FinetuneLitModule
 
@@ -312,7 +318,8 @@ def evaluate(
     from crabser.training.datamodule import FeatureDataset, collate
 
     started = time.perf_counter()
-    module = load_module(checkpoint or config.run_dir / "checkpoints" / "best.ckpt")
+    checkpoint = checkpoint or config.run_dir / "checkpoints" / "best.ckpt"
+    module = load_module(checkpoint)
     labels = module.labels
     if module.encoder_parameters():  # fine-tuned: raw audio and text through its own encoders
         from crabser.training.finetune import load_raw_utterances
@@ -340,8 +347,8 @@ def evaluate(
     _record_timing(config.run_dir, f"evaluate_{split}", seconds)
     speakers = sorted(manifest.subset(split).frame["speaker"].unique().tolist()) if "speaker" in manifest.frame else []
     paths = write_report(
-        metrics, config.run_dir / "report", prefix=split,
-        extra={"split": split, "speakers": speakers, "checkpoint": str(checkpoint or "best.ckpt"), "git_commit": git_commit()},
+        metrics, report_dir, prefix=split,
+        extra={"split": split, "speakers": speakers, "checkpoint": str(checkpoint), "git_commit": git_commit()},
     )
     return metrics, paths
 
@@ -386,10 +393,7 @@ def crossval(
         metrics_path = cfg.run_dir / "report" / "test_metrics.json"
         if not metrics_path.is_file():
             fold_manifest = fold_split(manifest, int(fold), config.data.val_speakers_per_fold, config.data.seed)
-            cfg.run_dir.mkdir(parents=True, exist_ok=True)
-            write_manifest(fold_manifest, cfg.run_dir / "manifest.csv")
-            with atomic_path(cfg.run_dir / "config.yaml") as tmp:
-                tmp.write_text(dump_config(cfg))
+            save_run_inputs(cfg, fold_manifest)
             train(cfg, fold_manifest, encoders, resume=True)
             evaluate(cfg, fold_manifest, encoders, "test")
         metrics = json.loads(metrics_path.read_text())
