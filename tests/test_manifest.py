@@ -85,3 +85,10 @@ def test_speaker_holdout_is_speaker_disjoint(emodb):
         speaker_holdout(emodb_adapter.prepare(emodb), test_speakers=["99"])
     with pytest.raises(ManifestError, match="both test and val"):
         speaker_holdout(emodb_adapter.prepare(emodb), test_speakers=["15"], val_speakers=["15"])
+
+
+def test_clean_text_treats_blank_and_non_strings_as_missing():
+    from crabser.data.manifest import clean_text
+
+    assert clean_text("  Hallo.\n") == "Hallo."
+    assert clean_text("   ") is None and clean_text(None) is None and clean_text(float("nan")) is None

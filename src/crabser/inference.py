@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 from crabser.data.audio import load_audio
+from crabser.data.manifest import clean_text
 from crabser.errors import TranscriptError
 from crabser.features.encoders import Encoder, pad_batch
 
@@ -78,8 +79,8 @@ class Recognizer:
         clean_texts, sources = [], []
         if "text" in self.modalities:
             for path, text in zip(audio_paths, texts):
-                given = text is not None and bool(str(text).strip())
-                clean_texts.append(str(text).strip() if given else self._transcribe(path))
+                given = clean_text(text)
+                clean_texts.append(given or self._transcribe(path))
                 sources.append("given" if given else "asr")
         if not self.encoders:  # fine-tuned: the module's own encoders read raw audio and text
             waves = [load_audio(path, 16000) for path in audio_paths] if "speech" in self.modalities else []

@@ -21,7 +21,7 @@ import torch
 
 from crabser.config import RunConfig, dump_config, load_config
 from crabser.data.corpora import get_adapter
-from crabser.data.manifest import Manifest, read_manifest, write_manifest
+from crabser.data.manifest import Manifest, clean_text, read_manifest, write_manifest
 from crabser.data.protocols import fold_split, group_folds, speaker_holdout
 from crabser.errors import CrabserError
 from crabser.evaluation.metrics import compute_metrics
@@ -94,7 +94,7 @@ def save_run_inputs(config: RunConfig, manifest: Manifest) -> None:
 def transcribe_missing(config: RunConfig, manifest: Manifest) -> Manifest:
     """Fill empty transcripts by offline ASR (cached); the model loads only if one is missing."""
     texts = manifest.frame["text"] if "text" in manifest.frame else None
-    missing = len(manifest) if texts is None else int((~texts.map(lambda t: isinstance(t, str) and bool(t.strip()))).sum())
+    missing = len(manifest) if texts is None else int(texts.map(clean_text).isna().sum())
     if not missing:
         return manifest
     from crabser.features.asr import WhisperASR, fill_missing_transcripts

@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from crabser.data.audio import load_audio
-from crabser.data.manifest import Manifest
+from crabser.data.manifest import Manifest, clean_text
 from crabser.errors import CrabserError
 from crabser.features.encoders import EMBEDDED, _model_tag
 from crabser.features.store import FeatureStore
@@ -98,7 +98,7 @@ def fill_missing_transcripts(
     frame = manifest.frame.copy()
     if "text" not in frame:
         frame["text"] = None
-    has_text = frame["text"].map(lambda t: isinstance(t, str) and bool(t.strip()))
+    has_text = frame["text"].map(clean_text).notna()
     if "text_source" not in frame:
         frame["text_source"] = ""
     frame["text_source"] = frame["text_source"].fillna("").astype(str)

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crabser.data.audio import load_audio
-from crabser.data.manifest import Manifest
+from crabser.data.manifest import Manifest, clean_text
 from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.features.encoders import Encoder
 from crabser.features.store import FeatureStore
@@ -41,19 +41,19 @@ def content_hashes(manifest: Manifest, modality: str) -> dict[str, str]:
             except OSError:
                 continue
         else:
-            text = getattr(row, "text", None)
-            if isinstance(text, str) and text.strip():
-                hashes[row.id] = text_sha256(text.strip())
+            text = clean_text(getattr(row, "text", None))
+            if text:
+                hashes[row.id] = text_sha256(text)
     return hashes
 
 
 def _load_input(row, encoder: Encoder):
     if encoder.modality != "text":
         return load_audio(row.audio, encoder.sample_rate or 16000)
-    text = getattr(row, "text", None)
-    if not isinstance(text, str) or not text.strip():
+    text = clean_text(getattr(row, "text", None))
+    if text is None:
         raise TranscriptError(row.id, "missing transcript (empty text)")
-    return text.strip()
+    return text
 
 
 def extract(

@@ -21,7 +21,7 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from crabser.data.audio import duration_seconds, load_audio
-from crabser.data.manifest import Manifest
+from crabser.data.manifest import Manifest, clean_text
 from crabser.errors import AudioError, ConfigError
 from crabser.features.encoders import _quiet_transformers, text_model_path
 from crabser.training.lit_module import CrabLitModule
@@ -46,8 +46,7 @@ def load_raw_utterances(manifest: Manifest, labels: list[str], modalities: list[
     index = {label: i for i, label in enumerate(labels)}
     items, skipped = [], []
     for row in manifest.frame.itertuples(index=False):
-        text = getattr(row, "text", None)
-        text = text.strip() if isinstance(text, str) else ""
+        text = clean_text(getattr(row, "text", None)) or ""
         try:
             seconds = duration_seconds(row.audio) if "speech" in modalities else 0.0
         except AudioError as error:
