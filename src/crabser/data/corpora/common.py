@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import re
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from crabser.data.manifest import Manifest, from_records
@@ -33,6 +34,14 @@ def require_file(corpus: str, root: Path, relative: str, hint: str = "") -> Path
 def audio_files(root: Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[Path]:
     """Audio files below ``root``, sorted."""
     return sorted(p for p in root.rglob("*") if p.suffix.lower() in suffixes and p.is_file())
+
+
+def named_audio(root: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path, re.Match[str]]]:
+    """Audio files below ``root`` whose stem matches a corpus's naming ``pattern``, with the match."""
+    for path in audio_files(root):
+        match = pattern.match(path.stem)
+        if match is not None:
+            yield path, match
 
 
 def ascii_punctuation(text: str) -> str:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.corpora.common import audio_files, manifest_or_error, require_dir
+from crabser.data.corpora.common import manifest_or_error, named_audio, require_dir
 from crabser.data.manifest import Manifest
 
 CORPUS = "CREMA-D"
@@ -29,10 +29,7 @@ def prepare(root: str | Path) -> Manifest:
     root = Path(root)
     require_dir(CORPUS, root, hint="AudioWAV/ with files named like 1001_DFA_ANG_XX.wav")
     records = []
-    for path in audio_files(root):
-        match = _NAME.match(path.stem)
-        if match is None:
-            continue
+    for path, match in named_audio(root, _NAME):
         records.append({
             "id": f"cremad_{path.stem}",
             "audio": str(path.resolve()),

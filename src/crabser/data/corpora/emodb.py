@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.corpora.common import manifest_or_error, require_dir
+from crabser.data.corpora.common import audio_files, manifest_or_error, require_dir
 from crabser.data.manifest import Manifest
 
 CORPUS = "EmoDB"
@@ -41,7 +41,6 @@ SENTENCES = {
 GENDER = {"03": "male", "08": "female", "09": "female", "10": "male", "11": "male",
           "12": "male", "13": "female", "14": "female", "15": "male", "16": "female"}
 _NAME = re.compile(r"^(?P<speaker>\d\d)(?P<text>[ab]\d\d)(?P<emotion>[WLEAFTN])(?P<version>[a-z])$")
-_AUDIO_SUFFIXES = (".wav", ".flac")
 
 
 def parse_name(stem: str) -> dict[str, str] | None:
@@ -62,9 +61,8 @@ def prepare(root: str | Path) -> Manifest:
     """Manifest of every EmoDB file under ``root`` (labels from names, German sentence texts)."""
     root = Path(root)
     require_dir(CORPUS, root, hint="EmoDB audio files named like 03a01Fa.wav")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in _AUDIO_SUFFIXES)
     records = []
-    for path in files:
+    for path in audio_files(root):
         fields = parse_name(path.stem)
         if fields is None:
             continue

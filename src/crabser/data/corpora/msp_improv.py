@@ -16,7 +16,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.corpora.common import audio_files, manifest_or_error, require_dir, require_file
+from crabser.data.corpora.common import manifest_or_error, named_audio, require_dir, require_file
 from crabser.data.manifest import Manifest
 
 CORPUS = "MSP-IMPROV"
@@ -41,10 +41,7 @@ def prepare(root: str | Path) -> Manifest:
     require_dir(CORPUS, root, hint="a folder with Evaluation.txt and Audio/")
     labels = read_evaluation(require_file(CORPUS, root, "Evaluation.txt", "the consensus labels"))
     records = []
-    for path in audio_files(require_dir(CORPUS, root, "Audio", "Audio/sessionN/.../MSP-IMPROV-*.wav")):
-        match = _STEM.match(path.stem)
-        if match is None:
-            continue
+    for path, match in named_audio(require_dir(CORPUS, root, "Audio", "Audio/sessionN/.../MSP-IMPROV-*.wav"), _STEM):
         letter = labels.get(path.stem.removeprefix("MSP-IMPROV-"))
         if letter not in EMOTIONS:
             continue

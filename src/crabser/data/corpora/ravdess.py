@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.corpora.common import audio_files, manifest_or_error, require_dir
+from crabser.data.corpora.common import manifest_or_error, named_audio, require_dir
 from crabser.data.manifest import Manifest
 
 CORPUS = "RAVDESS"
@@ -25,9 +25,8 @@ def prepare(root: str | Path) -> Manifest:
     root = Path(root)
     require_dir(CORPUS, root, hint="Actor_NN folders of 03-01-EE-II-SS-RR-AA.wav files")
     records = []
-    for path in audio_files(root):
-        match = _NAME.match(path.stem)
-        if match is None or match["channel"] != "01":
+    for path, match in named_audio(root, _NAME):
+        if match["channel"] != "01":
             continue
         actor = match["actor"]
         records.append({

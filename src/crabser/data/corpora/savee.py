@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.corpora.common import audio_files, manifest_or_error, require_dir
+from crabser.data.corpora.common import manifest_or_error, named_audio, require_dir
 from crabser.data.manifest import Manifest
 
 CORPUS = "SAVEE"
@@ -24,10 +24,9 @@ def prepare(root: str | Path) -> Manifest:
     root = Path(root)
     require_dir(CORPUS, root, hint="AudioData/<speaker>/a01.wav or <speaker>_a01.wav files")
     records = []
-    for path in audio_files(root):
-        match = _NAME.match(path.stem)
-        speaker = match["prefix"] or path.parent.name if match else None
-        if match is None or speaker not in SPEAKERS:
+    for path, match in named_audio(root, _NAME):
+        speaker = match["prefix"] or path.parent.name
+        if speaker not in SPEAKERS:
             continue
         records.append({
             "id": f"savee_{speaker}_{match['emotion']}{match['number']}",
