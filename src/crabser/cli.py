@@ -92,6 +92,16 @@ def _print_metrics(metrics: dict, title: str) -> None:
     console.print(per_class)
 
 
+def _extracted(cfg, manifest) -> tuple[dict, dict]:
+    """Build the run's encoders and fill the feature store under progress bars: (encoders, reports)."""
+    from crabser import pipeline
+
+    encoders = pipeline.build_encoders(cfg)
+    with _progress() as progress:
+        reports = pipeline.extract_features(cfg, manifest, encoders, progress)
+    return encoders, reports
+
+
 def _summarise_extraction(reports: dict) -> None:
     for modality, report in reports.items():
         console.print(
@@ -122,10 +132,7 @@ def extract(config: ConfigOption = None, override: OverrideOption = None) -> Non
 
     with _friendly_errors():
         cfg = _load(config, override)
-        manifest = pipeline.prepare(cfg)
-        encoders = pipeline.build_encoders(cfg)
-        with _progress() as progress:
-            reports = pipeline.extract_features(cfg, manifest, encoders, progress)
+        _, reports = _extracted(cfg, pipeline.prepare(cfg))
     _summarise_extraction(reports)
 
 
@@ -147,11 +154,7 @@ def train(
         cfg = _load(config, [*(override or []), *(["train.finetune=true"] if finetune else [])])
         _quiet_lightning()
         manifest = pipeline.prepare(cfg)
-        encoders = {}
-        if not cfg.train.finetune:
-            encoders = pipeline.build_encoders(cfg)
-            with _progress() as progress:
-                pipeline.extract_features(cfg, manifest, encoders, progress)
+        encoders = {} if cfg.train.finetune else _extracted(cfg, manifest)[0]
         result = pipeline.train(cfg, manifest, encoders, resume=resume)
     console.print(f"best val UAR {result.best_val_uar:.4f} · checkpoint {result.best_checkpoint} · {result.seconds:.1f} s")
 
@@ -171,9 +174,7 @@ def crossval(config: ConfigOption = None, override: OverrideOption = None) -> No
         cfg = _load(config, override)
         _quiet_lightning()
         manifest = pipeline.prepare(cfg)
-        encoders = pipeline.build_encoders(cfg)
-        with _progress() as progress:
-            pipeline.extract_features(cfg, manifest, encoders, progress)
+        encoders, _ = _extracted(cfg, manifest)
         summary = pipeline.crossval(cfg, manifest, encoders, on_fold=report)
     console.print(pipeline.crossval_markdown(summary))
     console.print(f"summary: {cfg.run_dir / 'crossval.md'}")
@@ -262,9 +263,7 @@ def demo(
             f"prepared {len(manifest)} utterances: train {counts.get('train', 0)}, val {counts.get('val', 0)},"
             f" test {counts.get('test', 0)} (speaker-independent)"
         )
-        encoders = pipeline.build_encoders(cfg)
-        with _progress() as progress:
-            reports = pipeline.extract_features(cfg, manifest, encoders, progress)
+        encoders, reports = _extracted(cfg, manifest)
         _summarise_extraction(reports)
         result = pipeline.train(cfg, manifest, encoders)
         console.print(f"trained {result.epochs} epochs in {result.seconds:.1f} s; best val UAR {result.best_val_uar:.4f}")
