@@ -93,7 +93,7 @@ def save_run_inputs(config: RunConfig, manifest: Manifest) -> None:
 
 def transcribe_missing(config: RunConfig, manifest: Manifest) -> Manifest:
     """Fill empty transcripts by offline ASR (cached); the model loads only if one is missing."""
-    texts = manifest.frame["text"] if "text" in manifest.frame else None
+    texts = manifest.frame.get("text")
     missing = len(manifest) if texts is None else int(texts.map(clean_text).isna().sum())
     if not missing:
         return manifest

@@ -13,6 +13,7 @@ is inference-only. Text: any transformers AutoModel (``embedded`` = MiniLM).
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -100,7 +101,7 @@ class LengthBucketSampler(Sampler[list[int]]):
         self.epoch = 0
 
     def __len__(self) -> int:
-        return -(-len(self.durations) // self.batch_size)
+        return math.ceil(len(self.durations) / self.batch_size)
 
     def __iter__(self):
         rng = np.random.default_rng(self.seed + self.epoch)

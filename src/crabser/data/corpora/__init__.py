@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+
 from crabser.data.manifest import Manifest
 
 #: corpus name -> "<module>.<function>" that builds its manifest from a root folder

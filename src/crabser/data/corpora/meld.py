@@ -20,7 +20,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from crabser.data.corpora.common import ascii_punctuation, manifest_or_error, require_dir, require_file
+from crabser.data.corpora.common import (
+    ascii_punctuation,
+    manifest_or_error,
+    require_dir,
+    require_file,
+)
 from crabser.data.manifest import Manifest
 from crabser.errors import CorpusError
 
