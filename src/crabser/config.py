@@ -86,12 +86,17 @@ class ModelConfig(_Section):
 
 
 class LossConfig(_Section):
-    """Weighted CE + alpha * mean MPCL over the legs (paper eq. 8)."""
+    """Classification loss + alpha * mean leg loss (paper eq. 8; the rows of table IV: training.objective)."""
 
+    classifier: Literal["ce", "focal"] = "ce"  #: the loss on the logits
+    focal_gamma: float = 2.0  #: focal loss only
+    class_weights: bool = True  #: w_j = N / N_j from the training split (eq. 9)
+    #: where the supervision legs attach: every tap (MLCS), the classifier's tap only, or nowhere
+    legs: Literal["all", "final", "none"] = "all"
+    leg_loss: Literal["mpcl", "supcon", "ce"] = "mpcl"  #: ce = multi-layer supervision with CE heads
+    supcon_variant: Literal["out", "in"] = "out"  #: leg_loss supcon: Khosla et al.'s L_out or L_in
     alpha: float = 2.0
     tau: float = 0.1
-    mlcs: bool = True  #: False = weighted CE only
-    class_weights: bool = True  #: w_j = N / N_j from the training split (eq. 9)
 
 
 class TrainConfig(_Section):

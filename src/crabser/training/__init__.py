@@ -1,1 +1,1 @@
-"""Training: the MLCS objective, data loading from the feature store, Lightning module and runner."""
+"""Training: the training objectives, data loading from the feature store, Lightning module and runner."""

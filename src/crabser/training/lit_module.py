@@ -1,4 +1,4 @@
-"""Lightning module: Crab + its MLCS objective, hierarchical AdamW, cosine schedule, UAR selection."""
+"""Lightning module: a model + its training objective, hierarchical AdamW, cosine schedule, UAR selection."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import torch
 
 from crabser.evaluation.metrics import compute_metrics
 from crabser.models.crab import Crab
-from crabser.training.objective import MLCSObjective
+from crabser.training.objective import TrainingObjective
 from crabser.training.optim import build_optimizer, parameter_groups
 
 
@@ -40,10 +40,15 @@ class CrabLitModule(L.LightningModule):
             frame_strides=strides,
         )
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.objective = MLCSObjective(
+        self.objective = TrainingObjective(
             self.model.tap_dims(),
             weights,
-            mlcs=loss["mlcs"],
+            len(labels),
+            classifier=loss["classifier"],
+            focal_gamma=loss["focal_gamma"],
+            legs=loss["legs"],
+            leg_loss=loss["leg_loss"],
+            supcon_variant=loss["supcon_variant"],
             alpha=loss["alpha"],
             tau=loss["tau"],
             leg_dim=model["leg_dim"],
@@ -71,9 +76,9 @@ class CrabLitModule(L.LightningModule):
         parts = self.objective(output, batch["labels"])
         size = len(batch["labels"])
         self.log("train_loss", parts.total, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
-        self.log("train_ce", parts.ce, batch_size=size, on_epoch=True, on_step=False)
-        if parts.mlcs is not None:
-            self.log("train_mlcs", parts.mlcs, batch_size=size, on_epoch=True, on_step=False)
+        self.log("train_classification", parts.classification, batch_size=size, on_epoch=True, on_step=False)
+        if parts.legs is not None:
+            self.log("train_legs", parts.legs, batch_size=size, on_epoch=True, on_step=False)
         return parts.total
 
     def _evaluation_step(self, batch: dict, stage: str) -> None:

@@ -1,0 +1,57 @@
+import pytest
+import torch
+
+from crabser.losses import focal_loss, multi_positive_contrastive_loss, supervised_contrastive_loss, weighted_cross_entropy
+from crabser.models.crab import CrabOutput
+from crabser.training.objective import TrainingObjective
+
+TAPS = {"speech_unimodal": 6, "speech_pooled": 8, "fused": 4}
+
+
+def _output(batch=6, classes=3):
+    torch.manual_seed(0)
+    return CrabOutput(torch.randn(batch, classes), {name: torch.randn(batch, dim) for name, dim in TAPS.items()})
+
+
+LABELS = torch.tensor([0, 1, 2, 0, 1, 2])
+
+
+def test_mlcs_total_is_classification_plus_alpha_times_mean_leg_mpcl():
+    objective = TrainingObjective(TAPS, None, 3, alpha=0.5, tau=0.2, leg_dim=5)
+    output = _output()
+    parts = objective(output, LABELS)
+    terms = [multi_positive_contrastive_loss(leg(output.taps[n]), LABELS, 0.2) for n, leg in objective.legs.items()]
+    assert set(objective.legs) == set(TAPS)
+    assert parts.classification.item() == pytest.approx(weighted_cross_entropy(output.logits, LABELS).item())
+    assert parts.total.item() == pytest.approx(parts.classification.item() + 0.5 * sum(t.item() for t in terms) / 3, rel=1e-6)
+
+
+def test_final_only_and_no_legs():
+    final = TrainingObjective(TAPS, None, 3, legs="final")
+    assert list(final.legs) == ["fused"]
+    plain = TrainingObjective(TAPS, torch.tensor([1.0, 2.0, 3.0]), 3, legs="none")
+    output = _output()
+    parts = plain(output, LABELS)
+    assert parts.legs is None and not len(plain.legs)
+    assert parts.total.item() == pytest.approx(weighted_cross_entropy(output.logits, LABELS, torch.tensor([1.0, 2.0, 3.0])).item())
+    with pytest.raises(ValueError, match="fused"):
+        TrainingObjective({"speech_pooled": 8}, None, 3, legs="final")
+
+
+def test_multi_layer_supervision_with_ce_heads():
+    weights = torch.tensor([1.0, 2.0, 3.0])
+    objective = TrainingObjective(TAPS, weights, 3, leg_loss="ce", alpha=1.0)
+    assert all(leg.net[-1].out_features == 3 for leg in objective.legs.values())
+    output = _output()
+    parts = objective(output, LABELS)
+    terms = [weighted_cross_entropy(leg(output.taps[n]), LABELS, weights) for n, leg in objective.legs.items()]
+    assert parts.legs.item() == pytest.approx(sum(t.item() for t in terms) / 3, rel=1e-6)
+
+
+def test_supcon_legs_and_focal_classifier():
+    objective = TrainingObjective(TAPS, None, 3, classifier="focal", focal_gamma=1.5, leg_loss="supcon", supcon_variant="in", tau=0.3)
+    output = _output()
+    parts = objective(output, LABELS)
+    assert parts.classification.item() == pytest.approx(focal_loss(output.logits, LABELS, 1.5).item())
+    terms = [supervised_contrastive_loss(leg(output.taps[n]), LABELS, 0.3, "in") for n, leg in objective.legs.items()]
+    assert parts.legs.item() == pytest.approx(sum(t.item() for t in terms) / 3, rel=1e-6)
