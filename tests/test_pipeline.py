@@ -158,9 +158,53 @@ def test_trimodal_crab_with_the_paralinguistic_stream(run, emodb):
     extraction = json.loads((root / "runs/tri/extraction_paralinguistic.json").read_text())
     assert extraction["encoder"].startswith("egemaps") and extraction["failures"] == {}
     state = torch.load(root / "runs/tri/checkpoints/best.ckpt", map_location="cpu", weights_only=False)["state_dict"]
-    assert state["model.normalizers.paralinguistic.mean"].shape == (25,)
+    assert state["model.input_stage.normalizers.paralinguistic.mean"].shape == (25,)
     assert "model.cross.paralinguistic_to_speech.attention.in_proj_weight" in state
     clip = emodb_adapter.prepare(emodb).frame.query("speaker == '16'")["audio"].iloc[0]
     answer = runner.invoke(app, ["predict", clip, "--run", str(root / "runs/tri"), "--text", "Hallo.", "--json"])
     assert answer.exit_code == 0, answer.output
     assert json.loads(answer.output.strip().splitlines()[-1])["label"] in emodb_adapter.LABELS
+
+
+def test_experiment_grid_runs_each_cell_once_and_summarises(run):
+    root, config = run
+    grid = root / "grid.yaml"
+    grid.write_text(
+        f"""
+name: grid
+base: {config}
+overrides: [train.epochs=2]
+seeds: [0, 1]
+axes:
+  objective:
+    ce: [loss.legs=none, loss.class_weights=false]
+    mlcs: []
+  alpha:
+    "1.0": [loss.alpha=1.0]
+curve: alpha
+"""
+    )
+    result = runner.invoke(app, ["experiment", str(grid)])
+    assert result.exit_code == 0, result.output
+    out = root / "runs/grid"
+    results = pd.read_csv(out / "results.csv", dtype={"alpha": str})
+    assert len(results) == 4 and set(results["cell"]) == {"ce-1.0", "mlcs-1.0"}
+    summary = pd.read_csv(out / "summary.csv", dtype={"alpha": str}).set_index("cell")
+    for cell, runs in results.groupby("cell"):
+        assert summary.loc[cell, "uar_mean"] == pytest.approx(runs["uar"].mean())
+        assert summary.loc[cell, "uar_std"] == pytest.approx(runs["uar"].std(ddof=0))
+        assert summary.loc[cell, "seeds"] == 2
+    ce_config = (out / "ce-1.0/seed1/config.yaml").read_text()
+    assert "legs: none" in ce_config and "class_weights: false" in ce_config and "seed: 1" in ce_config
+    assert "| ce | 1.0 | 2 |" in (out / "results.md").read_text()
+    assert (out / "confusion_mlcs-1.0.png").is_file() and (out / "alpha_curve.png").is_file()
+    silhouette = json.loads((out / "embeddings_mlcs-1.0.json").read_text())["silhouette"]
+    assert set(silhouette) == {"speech_unimodal", "text_unimodal", "speech_pooled", "text_pooled", "fused"}
+    assert all(-1.0 <= s <= 1.0 for s in silhouette.values())
+    # finished cells are read back, not retrained
+    checkpoint = out / "mlcs-1.0/seed0/checkpoints/best.ckpt"
+    stamp = checkpoint.stat().st_mtime_ns
+    again = runner.invoke(app, ["experiment", str(grid)])
+    assert again.exit_code == 0, again.output
+    assert checkpoint.stat().st_mtime_ns == stamp
+    assert pd.read_csv(out / "results.csv")["uar"].tolist() == results["uar"].tolist()

@@ -190,7 +190,7 @@ def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Enc
         speech_layers=speech.shape[1] if speech is not None and speech.ndim == 3 else 0,
     )
     if config.model.normalize_inputs:
-        for modality, normalizer in module.model.normalizers.items():
+        for modality, normalizer in module.model.input_stage.normalizers.items():
             mean, std = feature_statistics([u.features[modality] for u in splits["train"]])
             normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     data = FeatureDataModule(splits, batch_size=config.train.batch_size, seed=config.train.seed)
@@ -310,30 +310,37 @@ def load_module(checkpoint: Path):
     return CrabLitModule.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
 
 
+def split_loader(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], module, split: str):
+    """Batches of a split for a trained module: cached features, or raw audio and text for a
+    fine-tuned module (which runs its own encoders)."""
+    from crabser.training.datamodule import FeatureDataset, collate
+
+    labels = module.labels
+    if module.encoder_parameters():
+        from crabser.training.finetune import load_raw_utterances
+
+        items = load_raw_utterances(manifest.subset(split), labels, config.model.modalities)
+        if not items:
+            raise CrabserError(f"the {split} split has no usable utterance")
+        return _raw_loader(config, items, train=False)
+    items = _splits(config, manifest, encoders, labels, (split,))[split]
+    if not items:
+        raise CrabserError(f"the {split} split has no usable utterance")
+    return torch.utils.data.DataLoader(FeatureDataset(items), batch_size=64, collate_fn=collate)
+
+
 def evaluate(
     config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], split: str = "test",
     checkpoint: Path | None = None,
 ) -> tuple[dict, dict[str, Path]]:
     """Metrics of the best checkpoint on a split, written to ``<run>/report``."""
-    from crabser.training.datamodule import FeatureDataset, collate
-
     started = time.perf_counter()
     checkpoint = checkpoint or config.run_dir / "checkpoints" / "best.ckpt"
     module = load_module(checkpoint)
     labels = module.labels
-    if module.encoder_parameters():  # fine-tuned: raw audio and text through its own encoders
-        from crabser.training.finetune import load_raw_utterances
-
-        items = load_raw_utterances(manifest.subset(split), labels, config.model.modalities)
-        loader = _raw_loader(config, items, train=False) if items else None
-    else:
-        items = _splits(config, manifest, encoders, labels, (split,))[split]
-        loader = torch.utils.data.DataLoader(FeatureDataset(items), batch_size=64, collate_fn=collate)
-    if not items:
-        raise CrabserError(f"the {split} split has no usable utterance")
     preds, truths, ids = [], [], []
     with torch.no_grad():
-        for batch in loader:
+        for batch in split_loader(config, manifest, encoders, module, split):
             preds.append(module(batch).argmax(dim=-1))
             truths.append(batch["labels"])
             ids.extend(batch["ids"])

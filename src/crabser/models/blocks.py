@@ -6,7 +6,6 @@ import math
 
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -60,6 +59,36 @@ class LayerWeightedSum(nn.Module):
         return torch.einsum("btld,l->btd", x, self.logits.softmax(dim=0))
 
 
+class InputStage(nn.Module):
+    """What every model does to its inputs first: z-normalise each modality with fixed statistics,
+    sum stacked speech layers with learnt weights (``speech_layers`` > 0, input ``(B, T, L, D)``),
+    and average runs of ``frame_strides[m]`` frames (a CPU budget option; 1 = every frame)."""
+
+    def __init__(
+        self, input_dims: dict[str, int], speech_layers: int = 0, frame_strides: dict[str, int] | None = None
+    ) -> None:
+        super().__init__()
+        self.modalities = tuple(input_dims)
+        self.frame_strides = {m: (frame_strides or {}).get(m, 1) for m in self.modalities}
+        self.speech_layer_sum = LayerWeightedSum(speech_layers) if speech_layers else None
+        self.normalizers = nn.ModuleDict({
+            m: FeatureNormalizer((speech_layers, d) if m == "speech" and speech_layers else (d,))
+            for m, d in input_dims.items()
+        })
+
+    def forward(
+        self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """Per modality ``(B, T', D)`` features and ``(B, T')`` masks."""
+        out, out_masks = {}, {}
+        for m in self.modalities:
+            x = self.normalizers[m](features[m])
+            if m == "speech" and self.speech_layer_sum is not None:
+                x = self.speech_layer_sum(x)  # (B, T, L, D) -> (B, T, D)
+            out[m], out_masks[m] = downsample_frames(x, masks[m], self.frame_strides[m])
+        return out, out_masks
+
+
 class ModalityProjection(nn.Module):
     """FC to the hidden size, then LayerNorm to bring both modalities to one scale."""
 
@@ -73,18 +102,29 @@ class ModalityProjection(nn.Module):
 
 
 class BiGRU(nn.Module):
-    """One-layer bidirectional GRU over the real frames only (packed), ``(B, T, h) -> (B, T, 2h)``."""
+    """One-layer bidirectional GRU over the real frames only, ``(B, T, h) -> (B, T, 2h)``.
+
+    The backward direction reads each sequence reversed within its own length, so both directions
+    see exactly the real frames (as with a packed sequence); padded outputs are zero. Two
+    unidirectional GRUs on padded batches instead of one on a packed sequence: on a CPU, the packed
+    path's backward pass costs O(T^2) (a full-size zero tensor per time step), about twice the time
+    at T = 110 (BENCHMARKS.md).
+    """
 
     def __init__(self, hidden: int) -> None:
         super().__init__()
-        self.gru = nn.GRU(hidden, hidden, batch_first=True, bidirectional=True)
+        self.forward_gru = nn.GRU(hidden, hidden, batch_first=True)
+        self.backward_gru = nn.GRU(hidden, hidden, batch_first=True)
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        lengths = mask.sum(dim=1).clamp(min=1).cpu()
-        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-        out, _ = self.gru(packed)
-        out, _ = pad_packed_sequence(out, batch_first=True, total_length=x.shape[1])
-        return out
+        steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
+        lengths = mask.sum(dim=1, keepdim=True)  # (B, 1)
+        reverse = lengths - 1 - steps
+        reverse = torch.where(reverse >= 0, reverse, steps).unsqueeze(-1).expand_as(x)  # an involution
+        forward_out, _ = self.forward_gru(x)
+        backward_out, _ = self.backward_gru(x.gather(1, reverse))
+        out = torch.cat([forward_out, backward_out.gather(1, reverse)], dim=-1)  # (B, T, 2h)
+        return out * mask.unsqueeze(-1).to(out.dtype)
 
 
 class CrossModalAttention(nn.Module):

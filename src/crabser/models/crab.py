@@ -15,7 +15,7 @@ modality to its residual (``S' = S + sum_n Attn(q=S, kv=n)``) — our choice, th
 
 ``forward(..., return_taps=True)`` also returns the representations where MLCS attaches its
 Contrastive Supervision Legs (``<modality>_unimodal``, ``<modality>_pooled``, ``fused``); the legs
-live in the training objective (:class:`crabser.training.objective.MLCSObjective`), so a trained
+live in the training objective (:class:`crabser.training.objective.TrainingObjective`), so a trained
 Crab has no leg parameters and no leg cost at inference.
 """
 
@@ -31,10 +31,8 @@ from crabser.models.blocks import (
     AttentionPooling,
     BiGRU,
     CrossModalAttention,
-    FeatureNormalizer,
-    LayerWeightedSum,
+    InputStage,
     ModalityProjection,
-    downsample_frames,
     masked_mean,
 )
 
@@ -49,10 +47,14 @@ def tap_names(modalities: Sequence[str]) -> tuple[str, ...]:
 
 @dataclass
 class CrabOutput:
-    """Logits and, when asked for, the MLCS tap points (name -> ``(B, dim)``)."""
+    """Logits and, when asked for, the tap points (name -> ``(B, dim)``) where supervision legs
+    attach; every model of :mod:`crabser.models.registry` returns one. ``mixup`` is set by a model
+    that mixed its batch internally (:class:`crabser.models.baselines.medusa.Medusa`): the
+    permutation and weight the objective mixes the labels with."""
 
     logits: torch.Tensor
     taps: dict[str, torch.Tensor] = field(default_factory=dict)
+    mixup: tuple[torch.Tensor, float] | None = None
 
 
 class Crab(nn.Module):
@@ -62,7 +64,7 @@ class Crab(nn.Module):
     a learnable weighted sum over encoder layers (speech input ``(B, Fs, L, Ds)``).
     ``frame_strides`` averages runs of frames of a modality before its projection (not in the
     paper, which runs the bi-GRU at the encoder's 50 Hz; a CPU budget option, 1 = the paper).
-    Inputs pass through :class:`FeatureNormalizer` buffers (identity until training sets them to
+    Inputs pass through :class:`InputStage` normalisers (identity until training sets them to
     the training split's mean/std, as the reference code does; padded positions stay masked).
     """
 
@@ -85,13 +87,8 @@ class Crab(nn.Module):
         self.modalities = tuple(input_dims)
         self.hidden = hidden
         self.unimodal_leg_input = unimodal_leg_input
-        self.frame_strides = {m: (frame_strides or {}).get(m, 1) for m in self.modalities}
-        self.speech_layer_sum = LayerWeightedSum(speech_layers) if speech_layers else None
+        self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
         # unimodal block
-        self.normalizers = nn.ModuleDict({
-            m: FeatureNormalizer((speech_layers, d) if m == "speech" and speech_layers else (d,))
-            for m, d in input_dims.items()
-        })
         self.projections = nn.ModuleDict({m: ModalityProjection(d, hidden) for m, d in input_dims.items()})
         self.grus = nn.ModuleDict({m: BiGRU(hidden) for m in self.modalities})
         # cross-modal block: "<query>_to_<context>"
@@ -121,13 +118,10 @@ class Crab(nn.Module):
         return_taps: bool = False,
     ) -> CrabOutput:
         """``features[m]`` ``(B, T_m, D_m)`` with ``masks[m]`` ``(B, T_m)`` (True = real) per modality."""
-        projected, sequences, frame_masks = {}, {}, {}
+        inputs, frame_masks = self.input_stage(features, masks)
+        projected, sequences = {}, {}
         for m in self.modalities:
-            x = self.normalizers[m](features[m])
-            if m == "speech" and self.speech_layer_sum is not None:
-                x = self.speech_layer_sum(x)  # (B, Fs, L, Ds) -> (B, Fs, Ds)
-            x, frame_masks[m] = downsample_frames(x, masks[m], self.frame_strides[m])
-            projected[m] = self.projections[m](x)  # (B, T_m, h)
+            projected[m] = self.projections[m](inputs[m])  # (B, T_m, h)
             sequences[m] = self.grus[m](projected[m], frame_masks[m])  # (B, T_m, 2h)
 
         pooled = {}
