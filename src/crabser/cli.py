@@ -1,4 +1,4 @@
-"""The ``crabser`` command: prepare, extract, train, evaluate, predict, and demo (all of them)."""
+"""The ``crabser`` command: prepare, extract, train, crossval, experiment, evaluate, predict, and demo."""
 
 from __future__ import annotations
 
@@ -178,6 +178,31 @@ def crossval(config: ConfigOption = None, override: OverrideOption = None) -> No
         summary = pipeline.crossval(cfg, manifest, encoders, on_fold=report)
     console.print(pipeline.crossval_markdown(summary))
     console.print(f"summary: {cfg.run_dir / 'crossval.md'}")
+
+
+@app.command()
+def experiment(
+    config: Annotated[Path, typer.Argument(help="Experiment YAML (configs/experiments/*.yaml).")],
+    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, replacing the file's list.")] = None,
+    override: OverrideOption = None,
+) -> None:
+    """Run a grid of runs (axes of overrides x seeds) and write its results table and plots.
+
+    Finished cells are skipped, so an interrupted grid resumes; features are extracted once.
+    """
+    from crabser import experiment as experiments
+
+    def report(cell, result: dict) -> None:
+        levels = ", ".join(f"{axis}={level}" for axis, level in cell.levels)
+        console.print(f"{levels} seed {cell.seed}: WAR {result['war']:.4f} · UAR {result['uar']:.4f} · Macro-F1 {result['macro_f1']:.4f}")
+
+    with _friendly_errors():
+        seed_list = [int(s) for s in seeds.split(",")] if seeds else None
+        grid = experiments.load_experiment(config, seed_list)
+        _quiet_lightning()
+        _, out = experiments.run_experiment(grid, override or [], on_cell=report)
+    console.print((out / "results.md").read_text())
+    console.print(f"results: {out / 'results.md'}")
 
 
 @app.command()

@@ -1,0 +1,223 @@
+"""Experiment grids: a base run config x named axes of overrides x seeds -> one results table.
+
+An experiment file (``configs/experiments/*.yaml``)::
+
+    name: table4_emodb
+    base: configs/emodb_folds.yaml        # a run config (path from the working directory)
+    overrides: [train.epochs=20]          # applied to every cell
+    seeds: [0, 1, 2]
+    axes:                                 # axis -> level -> overrides; cells = product of the levels
+      objective:
+        ce: [loss.legs=none, loss.class_weights=false]
+        mlcs: []
+    curve: null                           # an axis with numeric level names (e.g. alpha): plot it
+    projection: tsne                      # 2-D map of each tap's test embeddings (first seed)
+
+Each cell x seed is one run in ``<output_dir>/<name>/<levels>/seed<k>`` (a cross-validation when
+the base uses ``data.protocol: folds``, else train + test). A finished run leaves ``result.json``
+and is skipped next time, so an interrupted grid resumes; cross-validation also resumes per fold.
+All cells share the base config's feature store: features are extracted once.
+
+Outputs in ``<output_dir>/<name>``: ``results.csv`` (one row per run), ``summary.csv`` and
+``results.md`` (mean ± std over seeds per cell), ``confusion_<cell>.png`` (all seeds' test
+predictions), ``<curve>_curve.png``, and ``embeddings_<cell>.png`` with ``embeddings_<cell>.json``
+(silhouette score of each tap on the test split).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import pandas as pd
+import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from crabser.config import RunConfig, load_config
+from crabser.errors import ConfigError
+from crabser.io import atomic_path
+
+log = logging.getLogger(__name__)
+METRICS = ("war", "uar", "macro_f1")
+
+
+class ExperimentConfig(BaseModel):
+    """A grid of runs (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str
+    base: str
+    overrides: list[str] = []
+    seeds: list[int] = [0]
+    axes: dict[str, dict[str, list[str]]] = {}
+    curve: str | None = None
+    projection: Literal["tsne", "none"] = "tsne"
+
+
+def load_experiment(path: str | Path, seeds: list[int] | None = None) -> ExperimentConfig:
+    """Read an experiment file; ``seeds`` replaces its seed list."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: experiment file not found")
+    try:
+        experiment = ExperimentConfig.model_validate(yaml.safe_load(path.read_text()) or {})
+    except ValidationError as error:
+        raise ConfigError(f"{path}: {error}") from None
+    if experiment.curve and experiment.curve not in experiment.axes:
+        raise ConfigError(f"{path}: curve {experiment.curve!r} is not one of the axes {list(experiment.axes)}")
+    return experiment.model_copy(update={"seeds": seeds}) if seeds else experiment
+
+
+@dataclass(frozen=True)
+class Cell:
+    """One point of the grid: a level per axis, and a seed."""
+
+    levels: tuple[tuple[str, str], ...]
+    seed: int
+
+    @property
+    def name(self) -> str:
+        """The folder name of the cell (its level names joined), without the seed."""
+        return "-".join(level for _, level in self.levels) or "base"
+
+
+def expand(experiment: ExperimentConfig) -> list[Cell]:
+    """Every cell, seed-major (all cells of the first seed first, so a partial grid is balanced)."""
+    axes = [[(axis, level) for level in levels] for axis, levels in experiment.axes.items()]
+    combos = list(itertools.product(*axes))
+    return [Cell(tuple(combo), seed) for seed in experiment.seeds for combo in combos]
+
+
+def cell_config(experiment: ExperimentConfig, cell: Cell, overrides: list[str] | None = None) -> RunConfig:
+    """The run config of one cell: base, experiment overrides, CLI overrides, the levels, the seed."""
+    level_overrides = [item for axis, level in cell.levels for item in experiment.axes[axis][level]]
+    return load_config(
+        experiment.base,
+        [
+            *experiment.overrides, *(overrides or []), *level_overrides,
+            f"train.seed={cell.seed}", f"name={experiment.name}/{cell.name}/seed{cell.seed}",
+        ],
+    )
+
+
+def run_cell(config: RunConfig, encoders: dict) -> dict:
+    """Train and test one cell (cross-validation for ``data.protocol: folds``); its result.json."""
+    from crabser import pipeline
+
+    path = config.run_dir / "result.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    started = time.perf_counter()
+    manifest = pipeline.prepare(config)
+    pipeline.extract_features(config, manifest, encoders)
+    if config.data.protocol == "folds":
+        summary = pipeline.crossval(config, manifest, encoders)
+        result = {**{k: summary["mean"][k] for k in METRICS}, **{f"pooled_{k}": summary["pooled"][k] for k in METRICS}}
+    else:
+        pipeline.train(config, manifest, encoders, resume=True)
+        metrics, _ = pipeline.evaluate(config, manifest, encoders, "test")
+        result = {k: metrics[k] for k in METRICS}
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    result["git_commit"] = pipeline.git_commit()
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _encoder_key(config: RunConfig) -> tuple:
+    return tuple((m, config.encoder_config(m).model_dump_json()) for m in config.model.modalities)
+
+
+def run_experiment(
+    experiment: ExperimentConfig, overrides: list[str] | None = None,
+    on_cell: Callable[[Cell, dict], None] | None = None,
+) -> tuple[pd.DataFrame, Path]:
+    """Run every cell not yet finished (encoders loaded once per encoder setting), then write the
+    tables and plots; returns the per-run results and the experiment folder."""
+    from crabser import pipeline
+
+    encoders: dict[tuple, dict] = {}
+    rows = []
+    for cell in expand(experiment):
+        config = cell_config(experiment, cell, overrides)
+        key = _encoder_key(config)
+        if key not in encoders and not (config.run_dir / "result.json").is_file():
+            encoders[key] = pipeline.build_encoders(config)
+        result = run_cell(config, encoders.get(key, {}))
+        rows.append({**dict(cell.levels), "cell": cell.name, "seed": cell.seed, **result, "run": str(config.run_dir)})
+        if on_cell:
+            on_cell(cell, result)
+    results = pd.DataFrame(rows)
+    return results, write_outputs(experiment, results, overrides)
+
+
+def summarise(results: pd.DataFrame, axes: list[str]) -> pd.DataFrame:
+    """Mean and std (population, ddof 0) over seeds of each metric, per cell, in grid order."""
+    keys = [*axes, "cell"]
+    grouped = results.groupby(keys, sort=False)
+    summary = grouped[list(METRICS)].agg(["mean", "std"])
+    summary.columns = [f"{metric}_{stat}" for metric, stat in summary.columns]
+    for metric in METRICS:  # pandas' std is the sample std; a single seed has no spread (0)
+        summary[f"{metric}_std"] = grouped[metric].std(ddof=0)
+    summary["seeds"] = grouped["seed"].count()
+    return summary.reset_index()
+
+
+def results_markdown(summary: pd.DataFrame, axes: list[str]) -> str:
+    """One row per cell: its levels, WAR / UAR / Macro-F1 as mean ± std over the seeds."""
+    head = [*axes, "seeds", "WAR", "UAR", "Macro-F1"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in summary.itertuples(index=False):
+        values = [str(getattr(row, axis)) for axis in axes] + [str(row.seeds)]
+        values += [f"{getattr(row, f'{m}_mean'):.4f} ± {getattr(row, f'{m}_std'):.4f}" for m in METRICS]
+        lines.append("| " + " | ".join(values) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def write_outputs(experiment: ExperimentConfig, results: pd.DataFrame, overrides: list[str] | None) -> Path:
+    """results.csv, summary.csv, results.md, confusion matrices, the curve and embedding maps."""
+    from crabser.evaluation.plots import plot_curve, plot_pooled_confusion
+
+    out = Path(load_config(experiment.base, [*experiment.overrides, *(overrides or [])]).output_dir) / experiment.name
+    out.mkdir(parents=True, exist_ok=True)
+    axes = list(experiment.axes)
+    summary = summarise(results, axes)
+    for name, frame in (("results.csv", results), ("summary.csv", summary)):
+        with atomic_path(out / name) as tmp:
+            frame.to_csv(tmp, index=False)
+    with atomic_path(out / "results.md") as tmp:
+        tmp.write_text(results_markdown(summary, axes))
+    for cell, runs in results.groupby("cell", sort=False):
+        plot_pooled_confusion([Path(r) for r in runs["run"]], out / f"confusion_{cell}.png", title=str(cell))
+    if experiment.curve:
+        plot_curve(summary, experiment.curve, [a for a in axes if a != experiment.curve], out / f"{experiment.curve}_curve.png")
+    if experiment.projection != "none":
+        first = results[results["seed"] == experiment.seeds[0]]
+        for row in first.itertuples(index=False):
+            target = out / f"embeddings_{row.cell}.png"
+            if not target.is_file():
+                embedding_map(Path(row.run), target)
+    return out
+
+
+def embedding_map(run_dir: Path, path: Path) -> None:
+    """t-SNE map of each tap's test embeddings of a run (fold 0 of a cross-validation)."""
+    from crabser import pipeline
+    from crabser.evaluation.plots import plot_embeddings, tap_embeddings
+
+    if (run_dir / "fold0").is_dir():
+        run_dir = run_dir / "fold0"
+    config = pipeline.load_run_config(run_dir)
+    manifest = pipeline.load_run_manifest(config.run_dir)
+    encoders = {} if config.train.finetune else pipeline.build_encoders(config)
+    taps, labels = tap_embeddings(config, manifest, encoders, "test")
+    scores = plot_embeddings(taps, labels, path, title=str(run_dir))
+    with atomic_path(path.with_suffix(".json")) as tmp:
+        tmp.write_text(json.dumps({"run": str(run_dir), "silhouette": scores}, indent=2))
