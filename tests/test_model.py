@@ -61,7 +61,7 @@ def test_unimodal_and_trimodal_variants():
     assert len(trimodal.cross) == 6  # each modality attends to each other one
     out = trimodal(*_inputs(("speech", "text", "paralinguistic")), return_taps=True)
     assert out.logits.shape == (4, 3) and len(out.taps) == 7
-    assert trimodal.classifier_norm.normalized_shape == (3 * 2 * 8,)
+    assert trimodal.classifier.norm.normalized_shape == (3 * 2 * 8,)
 
 
 def test_feature_normalizer_uses_its_statistics():

@@ -55,3 +55,18 @@ def test_supcon_legs_and_focal_classifier():
     assert parts.classification.item() == pytest.approx(focal_loss(output.logits, LABELS, 1.5).item())
     terms = [supervised_contrastive_loss(leg(output.taps[n]), LABELS, 0.3, "in") for n, leg in objective.legs.items()]
     assert parts.legs.item() == pytest.approx(sum(t.item() for t in terms) / 3, rel=1e-6)
+
+
+def test_mixup_output_mixes_the_labels():
+    weights = torch.tensor([1.0, 2.0, 3.0])
+    objective = TrainingObjective(TAPS, weights, 3, legs="none")
+    output = _output()
+    permutation = torch.tensor([1, 0, 3, 2, 5, 4])
+    mixed = CrabOutput(output.logits, {}, (permutation, 0.25))
+    one_hot = torch.nn.functional.one_hot(LABELS, 3).float()
+    soft = 0.25 * one_hot + 0.75 * one_hot[permutation]
+    log_p = output.logits.log_softmax(-1)
+    expected = -(soft * weights * log_p).sum() / (soft * weights).sum()
+    assert objective(mixed, LABELS).total.item() == pytest.approx(expected.item(), rel=1e-6)
+    with pytest.raises(ValueError, match="unmixed"):
+        TrainingObjective(TAPS, None, 3)(mixed, LABELS)

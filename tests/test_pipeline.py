@@ -208,3 +208,29 @@ curve: alpha
     assert again.exit_code == 0, again.output
     assert checkpoint.stat().st_mtime_ns == stamp
     assert pd.read_csv(out / "results.csv")["uar"].tolist() == results["uar"].tolist()
+
+
+@pytest.mark.parametrize(
+    "system",
+    [
+        ["model.name=wavlm_baseline", "model.modalities=[speech]"],
+        ["model.name=focalser", "loss.classifier=focal"],
+        ["model.name=memocmt"],
+        ["model.name=medusa", "model.mixup_alpha=0.4"],
+    ],
+    ids=lambda s: s[0].split("=")[1],
+)
+def test_compared_systems_train_evaluate_and_predict_on_real_audio(run, system, emodb):
+    root, config = run
+    name = system[0].split("=")[1]
+    overrides = [*system, "loss.legs=none", "train.epochs=2", f"name={name}"]
+    result = runner.invoke(app, ["train", "--config", str(config), *[x for o in overrides for x in ("-o", o)]])
+    assert result.exit_code == 0, result.output
+    run_dir = root / "runs" / name
+    evaluated = runner.invoke(app, ["evaluate", "--run", str(run_dir), "--json"])
+    assert evaluated.exit_code == 0, evaluated.output
+    assert json.loads(evaluated.output.strip().splitlines()[-1])["n"] > 0
+    clip = str(emodb / "wav" / "16a01Wb.wav")
+    predicted = runner.invoke(app, ["predict", clip, "--run", str(run_dir), "--json", "--text", "Der Lappen liegt auf dem Eisschrank."])
+    assert predicted.exit_code == 0, predicted.output
+    assert '"label"' in predicted.output

@@ -62,9 +62,10 @@ class ASRConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """Crab head sizes (paper: h = 512, one attention head)."""
+    """The model (crabser.models.registry) and its sizes (Crab paper: h = 512, one attention head)."""
 
-    name: Literal["crab"] = "crab"
+    #: crab, or a compared system: wavlm_baseline, focalser, memocmt, medusa
+    name: Literal["crab", "wavlm_baseline", "focalser", "memocmt", "medusa"] = "crab"
     hidden: int = 512
     heads: int = 1
     dropout: float = 0.5
@@ -83,6 +84,8 @@ class ModelConfig(_Section):
     paralinguistic_frame_stride: int = 4
     #: z-normalise speech and text inputs with the training split's mean/std (reference code)
     normalize_inputs: bool = True
+    aggregation: Literal["min", "mean", "max"] = "min"  #: memocmt: pooling of the fused sequence
+    mixup_alpha: float = 0.0  #: medusa: MixUp of the branch embeddings, lambda ~ Beta(a, a); 0 = off
 
 
 class LossConfig(_Section):

@@ -155,6 +155,37 @@ class AttentionPooling(nn.Module):
         return torch.einsum("bt,btd->bd", weights, x)
 
 
+class AttentiveStatisticsPooling(nn.Module):
+    """Attentive statistics pooling (Okabe et al., Interspeech 2018): frame scores
+    e_t = v . tanh(W x_t + b), weights softmax over real frames, output [weighted mean ; weighted std]
+    ``(B, T, D) -> (B, 2D)``."""
+
+    def __init__(self, dim: int, attention_hidden: int = 128) -> None:
+        super().__init__()
+        self.score = nn.Sequential(nn.Linear(dim, attention_hidden), nn.Tanh(), nn.Linear(attention_hidden, 1))
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        weights = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf")).softmax(dim=1).unsqueeze(-1)
+        mean = (weights * x).sum(dim=1)
+        variance = (weights * x.pow(2)).sum(dim=1) - mean.pow(2)
+        return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=-1)
+
+
+class ClassifierHead(nn.Module):
+    """LayerNorm -> FC (the ``fused`` tap, before its ReLU) -> ReLU -> Dropout -> FC to the classes."""
+
+    def __init__(self, input_dim: int, hidden: int, num_classes: int, dropout: float) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(input_dim)
+        self.fc1 = nn.Linear(input_dim, hidden)
+        self.out = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits, fused)``."""
+        fused = self.fc1(self.norm(x))
+        return self.out(fused), fused
+
+
 class ContrastiveSupervisionLeg(nn.Module):
     """CSL: FC -> ReLU -> FC into the contrastive space (training only)."""
 

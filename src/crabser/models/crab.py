@@ -30,6 +30,7 @@ from torch import nn
 from crabser.models.blocks import (
     AttentionPooling,
     BiGRU,
+    ClassifierHead,
     CrossModalAttention,
     InputStage,
     ModalityProjection,
@@ -98,10 +99,7 @@ class Crab(nn.Module):
         })
         self.poolings = nn.ModuleDict({m: AttentionPooling(2 * hidden) for m in self.modalities})
         # classifier block
-        fused_in = 2 * hidden * len(self.modalities)
-        self.classifier_norm = nn.LayerNorm(fused_in)
-        self.classifier_fc1 = nn.Linear(fused_in, hidden)
-        self.classifier_out = nn.Sequential(nn.ReLU(), nn.Dropout(dropout), nn.Linear(hidden, num_classes))
+        self.classifier = ClassifierHead(2 * hidden * len(self.modalities), hidden, num_classes, dropout)
 
     def tap_dims(self) -> dict[str, int]:
         """Width of each MLCS tap point."""
@@ -132,8 +130,7 @@ class Crab(nn.Module):
                     crossed = crossed + self.cross[f"{m}_to_{n}"](sequences[m], sequences[n], frame_masks[n])
             pooled[m] = self.poolings[m](crossed, frame_masks[m])  # (B, 2h)
 
-        fused = self.classifier_fc1(self.classifier_norm(torch.cat([pooled[m] for m in self.modalities], dim=-1)))
-        logits = self.classifier_out(fused)  # (B, classes)
+        logits, fused = self.classifier(torch.cat([pooled[m] for m in self.modalities], dim=-1))  # (B, classes), (B, h)
         if not return_taps:
             return CrabOutput(logits)
         unimodal = sequences if self.unimodal_leg_input == "gru" else projected

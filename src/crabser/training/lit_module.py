@@ -6,7 +6,7 @@ import lightning as L
 import torch
 
 from crabser.evaluation.metrics import compute_metrics
-from crabser.models.crab import Crab
+from crabser.models.registry import build_model
 from crabser.training.objective import TrainingObjective
 from crabser.training.optim import build_optimizer, parameter_groups
 
@@ -27,18 +27,7 @@ class CrabLitModule(L.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.labels = list(labels)
-        strides = {"speech": model.get("speech_frame_stride", 1), "paralinguistic": model.get("paralinguistic_frame_stride", 1)}
-        self.model = Crab(
-            input_dims,
-            len(labels),
-            hidden=model["hidden"],
-            heads=model["heads"],
-            dropout=model["dropout"],
-            attention_dropout=model["attention_dropout"],
-            unimodal_leg_input=model["unimodal_leg_input"],
-            speech_layers=speech_layers,
-            frame_strides=strides,
-        )
+        self.model = build_model(model, input_dims, len(labels), speech_layers)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         self.objective = TrainingObjective(
             self.model.tap_dims(),

@@ -95,6 +95,8 @@ class TrainingObjective(nn.Module):
         """(Weighted) CE or focal loss; ``targets`` are class indices or soft labels ``(B, C)``."""
         if self.classifier == "focal":
             return focal_loss(logits, targets, self.focal_gamma, self.class_weights)
+        if targets.ndim == 2:  # soft labels: focal with gamma 0 is CE, with the same weighted mean
+            return focal_loss(logits, targets, 0.0, self.class_weights)
         return weighted_cross_entropy(logits, targets, self.class_weights)
 
     def leg_term(self, embedding: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -106,7 +108,14 @@ class TrainingObjective(nn.Module):
         return multi_positive_contrastive_loss(embedding, labels, self.tau)
 
     def forward(self, output: CrabOutput, labels: torch.Tensor) -> LossParts:
-        classification = self.classification_loss(output.logits, labels)
+        targets = labels
+        if output.mixup is not None:  # the model mixed its batch: mix the labels the same way
+            if len(self.legs):
+                raise ValueError("supervision legs need unmixed batches: use loss.legs: none with model.mixup_alpha")
+            permutation, lam = output.mixup
+            one_hot = torch.nn.functional.one_hot(labels, output.logits.shape[-1]).to(output.logits.dtype)
+            targets = lam * one_hot + (1.0 - lam) * one_hot[permutation]
+        classification = self.classification_loss(output.logits, targets)
         if not len(self.legs):
             return LossParts(classification, classification, None)
         terms = [self.leg_term(leg(output.taps[name]), labels) for name, leg in self.legs.items()]

@@ -1,0 +1,55 @@
+"""WavLM baseline (Odyssey 2024 SER challenge baseline; Crab paper section IV-1): SSL frames ->
+attentive statistics pooling -> classification head. Speech only.
+
+The challenge baseline fine-tunes WavLM-Large and reads its last layer; here the encoder is
+whatever ``speech`` is (frozen features, or fine-tuned with ``train.finetune``). The head's
+details are our reading of the baseline: a linear projection of the frames to ``hidden`` with
+LayerNorm (so a 1024-d WavLM and a 384-d Whisper give heads of one size), attentive statistics
+pooling (Okabe et al. 2018), then the same LayerNorm -> FC -> ReLU -> Dropout -> FC head as Crab.
+Taps: ``speech_pooled`` (the pooled statistics) and ``fused`` (the head's first layer).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from crabser.models.blocks import AttentiveStatisticsPooling, ClassifierHead, InputStage, ModalityProjection
+from crabser.models.crab import CrabOutput
+
+
+class WavLMBaseline(nn.Module):
+    """Attentive statistics pooling over one modality's frames, then a classification head."""
+
+    def __init__(
+        self,
+        input_dims: Mapping[str, int],
+        num_classes: int,
+        hidden: int = 512,
+        dropout: float = 0.5,
+        speech_layers: int = 0,
+        frame_strides: Mapping[str, int] | None = None,
+    ) -> None:
+        super().__init__()
+        if list(input_dims) != ["speech"]:
+            raise ValueError(f"the WavLM baseline is speech only (model.modalities: [speech]), got {list(input_dims)}")
+        self.modalities = ("speech",)
+        self.hidden = hidden
+        self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
+        self.projection = ModalityProjection(input_dims["speech"], hidden)
+        self.pooling = AttentiveStatisticsPooling(hidden)
+        self.classifier = ClassifierHead(2 * hidden, hidden, num_classes, dropout)
+
+    def tap_dims(self) -> dict[str, int]:
+        """Width of each tap point."""
+        return {"speech_pooled": 2 * self.hidden, "fused": self.hidden}
+
+    def forward(
+        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], return_taps: bool = False
+    ) -> CrabOutput:
+        inputs, frame_masks = self.input_stage(features, masks)
+        pooled = self.pooling(self.projection(inputs["speech"]), frame_masks["speech"])  # (B, 2h)
+        logits, fused = self.classifier(pooled)
+        return CrabOutput(logits, {"speech_pooled": pooled, "fused": fused} if return_taps else {})

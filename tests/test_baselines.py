@@ -1,0 +1,94 @@
+"""The compared systems: built by name, shapes and taps, padding-invariant, and able to learn."""
+
+import pytest
+import torch
+
+from crabser.config import ModelConfig
+from crabser.features.encoders import pad_batch
+from crabser.models.registry import MODELS, build_model
+from crabser.training.objective import TrainingObjective
+
+DIMS = {"speech": 6, "text": 5}
+MODALITIES = {"wavlm_baseline": ("speech",), "focalser": ("speech", "text"), "memocmt": ("speech", "text"), "medusa": ("speech", "text"), "crab": ("speech", "text")}
+
+
+def _model(name, **overrides):
+    torch.manual_seed(0)
+    config = ModelConfig(name=name, hidden=16, heads=2, dropout=0.0, attention_dropout=0.0, **overrides).model_dump()
+    return build_model(config, {m: DIMS[m] for m in MODALITIES[name]}, num_classes=3)
+
+
+def _batch(modalities, lengths, pad_to=None):
+    torch.manual_seed(1)
+    features, masks = {}, {}
+    for m in modalities:
+        items = [torch.randn(n, DIMS[m]) for n in lengths[m]]
+        batch = pad_batch(items)
+        x, mask = batch.features, batch.mask
+        if pad_to:  # extra padded frames full of junk must change nothing
+            extra = pad_to - x.shape[1]
+            junk = 100 * torch.randn(len(items), extra, DIMS[m], generator=torch.Generator().manual_seed(9))
+            x = torch.cat([x, junk], dim=1)
+            mask = torch.cat([mask, torch.zeros(len(items), extra, dtype=torch.bool)], dim=1)
+        features[m], masks[m] = x, mask
+    return features, masks
+
+
+LENGTHS = {"speech": [9, 4, 7], "text": [3, 5, 2]}
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_shapes_taps_and_padding(name):
+    model = _model(name).eval()
+    features, masks = _batch(model.modalities, LENGTHS)
+    out = model(features, masks, return_taps=True)
+    assert out.logits.shape == (3, 3)
+    assert "fused" in out.taps
+    for tap, dim in model.tap_dims().items():
+        assert out.taps[tap].shape == (3, dim)
+    padded = model(*_batch(model.modalities, LENGTHS, pad_to=12))
+    assert torch.allclose(out.logits, padded.logits, atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["wavlm_baseline", "focalser", "memocmt", "medusa"])
+def test_each_system_fits_a_small_separable_set(name):
+    overrides = {"mixup_alpha": 0.4} if name == "medusa" else {}
+    model = _model(name, **overrides)
+    torch.manual_seed(2)
+    classes, n = 3, 24
+    labels = torch.arange(n) % classes
+    centres = {m: torch.randn(classes, d) * 2 for m, d in DIMS.items()}
+    features, masks = {}, {}
+    for m in model.modalities:
+        batch = pad_batch([centres[m][y] + 0.3 * torch.randn(int(torch.randint(2, 9, ())), DIMS[m]) for y in labels])
+        features[m], masks[m] = batch.features, batch.mask
+    objective = TrainingObjective(model.tap_dims(), None, classes, classifier="focal" if name == "focalser" else "ce", legs="none")
+    optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(120):
+        parts = objective(model(features, masks), labels)
+        optimiser.zero_grad()
+        parts.total.backward()
+        optimiser.step()
+        losses.append(parts.total.item())
+    model.eval()
+    assert (model(features, masks).logits.argmax(-1) == labels).all()
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_medusa_mixes_only_in_training_and_others_refuse_mixup():
+    model = _model("medusa", mixup_alpha=0.4)
+    features, masks = _batch(model.modalities, LENGTHS)
+    permutation, lam = model.train()(features, masks).mixup
+    assert sorted(permutation.tolist()) == [0, 1, 2] and 0.0 <= lam <= 1.0
+    assert model.eval()(features, masks).mixup is None
+    with pytest.raises(ValueError, match="Medusa"):
+        _model("crab", mixup_alpha=0.4)
+
+
+def test_systems_check_their_modalities():
+    config = ModelConfig(name="memocmt").model_dump()
+    with pytest.raises(ValueError, match="bimodal"):
+        build_model(config, {"text": 5}, 3)
+    with pytest.raises(ValueError, match="speech only"):
+        build_model(ModelConfig(name="wavlm_baseline").model_dump(), {"speech": 6, "text": 5}, 3)

@@ -1,0 +1,72 @@
+"""Experiment grids: expansion, per-cell configs, the summary table, and the shipped grid files."""
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from crabser.errors import ConfigError
+from crabser.experiment import ExperimentConfig, cell_config, expand, load_experiment, results_markdown, summarise
+from conftest import REPO
+
+
+def _grid(tmp_path, **extra):
+    base = tmp_path / "base.yaml"
+    base.write_text("name: base\noutput_dir: out\nloss: {alpha: 2.0}\n")
+    return ExperimentConfig(
+        name="g", base=str(base), seeds=[0, 1], overrides=["train.epochs=3"],
+        axes={"objective": {"ce": ["loss.legs=none"], "mlcs": []}, "alpha": {"0.5": ["loss.alpha=0.5"], "1": ["loss.alpha=1"]}},
+        **extra,
+    )
+
+
+def test_cells_are_seed_major_with_level_overrides(tmp_path):
+    grid = _grid(tmp_path)
+    cells = expand(grid)
+    assert len(cells) == 8
+    assert [c.seed for c in cells] == [0] * 4 + [1] * 4
+    assert [c.name for c in cells[:4]] == ["ce-0.5", "ce-1", "mlcs-0.5", "mlcs-1"]
+    config = cell_config(grid, cells[1], ["train.lr_head=0.01"])
+    assert config.loss.legs == "none" and config.loss.alpha == 1.0
+    assert config.train.epochs == 3 and config.train.lr_head == 0.01 and config.train.seed == 0
+    assert str(config.run_dir) == "out/g/ce-1/seed0"
+
+
+def test_summary_is_mean_and_population_std_over_seeds(tmp_path):
+    results = pd.DataFrame({
+        "objective": ["ce", "ce", "mlcs"], "cell": ["ce", "ce", "mlcs"], "seed": [0, 1, 0],
+        "war": [0.5, 0.7, 0.6], "uar": [0.4, 0.8, 0.5], "macro_f1": [0.3, 0.5, 0.45],
+    })
+    summary = summarise(results, ["objective"]).set_index("cell")
+    assert summary.loc["ce", "uar_mean"] == pytest.approx(0.6)
+    assert summary.loc["ce", "uar_std"] == pytest.approx(0.2)
+    assert summary.loc["mlcs", "uar_std"] == 0.0 and summary.loc["mlcs", "seeds"] == 1
+    table = results_markdown(summary.reset_index(), ["objective"])
+    assert "| ce | 2 | 0.6000 ± 0.1000 | 0.6000 ± 0.2000 | 0.4000 ± 0.1000 |" in table
+
+
+def test_bad_experiment_files_are_clear_errors(tmp_path):
+    missing = tmp_path / "nope.yaml"
+    with pytest.raises(ConfigError, match="not found"):
+        load_experiment(missing)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nbase: b.yaml\naxes: {objective: {ce: []}}\ncurve: alpha\n")
+    with pytest.raises(ConfigError, match="curve 'alpha'"):
+        load_experiment(bad)
+    bad.write_text("name: x\nbase: b.yaml\ngrid: {}\n")
+    with pytest.raises(ConfigError, match="grid"):
+        load_experiment(bad)
+
+
+@pytest.mark.parametrize("path", sorted((REPO / "configs/experiments").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_grids_give_valid_run_configs(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    grid = load_experiment(path)
+    cells = expand(grid)
+    assert len(cells) == len(grid.seeds) * pd.Series([len(v) for v in grid.axes.values()]).prod()
+    names = set()
+    for cell in cells:
+        config = cell_config(grid, cell)
+        names.add(str(config.run_dir))
+    assert len(names) == len(cells)  # no two cells share a run folder
+    assert Path(grid.base).is_file()
