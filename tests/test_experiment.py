@@ -4,10 +4,17 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from conftest import REPO
 
 from crabser.errors import ConfigError
-from crabser.experiment import ExperimentConfig, cell_config, expand, load_experiment, results_markdown, summarise
-from conftest import REPO
+from crabser.experiment import (
+    ExperimentConfig,
+    cell_config,
+    expand,
+    load_experiment,
+    results_markdown,
+    summarise,
+)
 
 
 def _grid(tmp_path, **extra):

@@ -1,7 +1,12 @@
 import pytest
 import torch
 
-from crabser.losses import focal_loss, multi_positive_contrastive_loss, supervised_contrastive_loss, weighted_cross_entropy
+from crabser.losses import (
+    focal_loss,
+    multi_positive_contrastive_loss,
+    supervised_contrastive_loss,
+    weighted_cross_entropy,
+)
 from crabser.models.crab import CrabOutput
 from crabser.training.objective import TrainingObjective
 

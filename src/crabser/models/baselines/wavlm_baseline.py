@@ -16,7 +16,12 @@ from collections.abc import Mapping
 import torch
 from torch import nn
 
-from crabser.models.blocks import AttentiveStatisticsPooling, ClassifierHead, InputStage, ModalityProjection
+from crabser.models.blocks import (
+    AttentiveStatisticsPooling,
+    ClassifierHead,
+    InputStage,
+    ModalityProjection,
+)
 from crabser.models.crab import CrabOutput
 
 
