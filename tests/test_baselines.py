@@ -9,7 +9,7 @@ from crabser.models.registry import MODELS, build_model
 from crabser.training.objective import TrainingObjective
 
 DIMS = {"speech": 6, "text": 5}
-MODALITIES = {"wavlm_baseline": ("speech",), "focalser": ("speech", "text"), "memocmt": ("speech", "text"), "medusa": ("speech", "text"), "crab": ("speech", "text")}
+MODALITIES = {"wavlm_baseline": ("speech",), "focalser": ("speech", "text"), "memocmt": ("speech", "text"), "medusa": ("speech", "text"), "crab": ("speech", "text"), "mll": ("speech",)}
 
 
 def _model(name, **overrides):
@@ -92,3 +92,35 @@ def test_systems_check_their_modalities():
         build_model(config, {"text": 5}, 3)
     with pytest.raises(ValueError, match="speech only"):
         build_model(ModelConfig(name="wavlm_baseline").model_dump(), {"speech": 6, "text": 5}, 3)
+
+
+def test_multi_loss_model_and_objective_fit_and_cluster():
+    from crabser.config import LossConfig
+    from crabser.training.objective import build_objective
+
+    model = _model("mll")
+    torch.manual_seed(2)
+    classes, n = 3, 24
+    labels = torch.arange(n) % classes
+    centres = torch.randn(classes, DIMS["speech"]) * 2
+    batch = pad_batch([centres[y] + 0.3 * torch.randn(int(torch.randint(2, 9, ())), DIMS["speech"]) for y in labels])
+    features, masks = {"speech": batch.features}, {"speech": batch.mask}
+    config = ModelConfig(name="mll", hidden=16, heads=2).model_dump()
+    objective = build_objective(LossConfig(name="multi_loss").model_dump(), config, model.tap_dims(), None, classes)
+    out = model(features, masks, return_taps=True)
+    frames, frame_mask = out.frames
+    assert frames.shape == (n, batch.features.shape[1], 64) and torch.equal(frame_mask, batch.mask)
+    assert out.taps["center"].shape == (n, 64)
+    optimiser = torch.optim.Adam([*model.parameters(), *objective.parameters()], lr=3e-3)
+    first = None
+    for _ in range(120):
+        parts = objective(model(features, masks, return_taps=True), labels)
+        optimiser.zero_grad()
+        parts.total.backward()
+        optimiser.step()
+        first = first if first is not None else (parts.classification.item(), parts.legs.item())
+    model.eval()
+    assert (model(features, masks).logits.argmax(-1) == labels).all()
+    assert parts.classification.item() < 0.3 * first[0] and parts.legs.item() < first[1]
+    with pytest.raises(ValueError, match="model.name: mll"):
+        objective(_model("crab")(*_batch(("speech", "text"), LENGTHS), return_taps=True), labels[:3])

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from crabser.cli import app
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.data.manifest import Manifest, write_manifest
-from crabser.training.finetune import LengthBucketSampler, RawDataset, RawUtterance
+from crabser.training.finetune import LengthBucketSampler, RawDataset, RawUtterance, collate_raw
 
 runner = CliRunner()
 
@@ -96,3 +96,36 @@ def test_whisper_ct2_cannot_be_finetuned(finetuned):
     root, config, _ = finetuned
     result = runner.invoke(app, ["train", "--config", str(config), "--finetune", "-o", "speech.kind=whisper-ct2", "-o", "name=bad"])
     assert result.exit_code == 2 and "fine-tuning needs speech.kind: hf-speech" in result.output
+
+
+def test_eam_items_carry_the_mixed_in_label_and_weight(write_wav):
+    rng = np.random.default_rng(0)
+    items = [
+        RawUtterance(f"u{k}", str(write_wav(f"u{k}.wav", 0.3 * rng.standard_normal(16000).astype(np.float32))), "t", k, 1.0)
+        for k in range(3)
+    ]
+    train = RawDataset(items, None, train=True, seed=1, eam=True)
+    batch = collate_raw([train[k] for k in range(3)])
+    assert batch["mix_labels"].shape == (3,) and (batch["mix_labels"] != batch["labels"]).all()  # always another utterance
+    assert ((batch["mix_lambdas"] > 0) & (batch["mix_lambdas"] < 0.5)).all()
+    assert not np.allclose(batch["waves"][0], RawDataset(items, None, train=False)[0]["wave"])
+    assert "mix_labels" not in collate_raw([RawDataset(items, None, train=False, eam=True)[0]])  # never in evaluation
+
+
+def test_multi_loss_model_trains_with_eam_on_raw_audio(finetuned):
+    root, config, _ = finetuned
+    overrides = [
+        "name=mll", "model.name=mll", "model.modalities=[speech]", "model.heads=4", "loss.name=multi_loss",
+        "train.eam=true", "train.optimizer=adam", "train.schedule=exponential", "train.lr_encoder=1.0e-4",
+    ]
+    result = runner.invoke(app, ["train", "--config", str(config), "--finetune", *[x for o in overrides for x in ("-o", o)]])
+    assert result.exit_code == 0, result.output
+    checkpoint = torch.load(root / "runs/mll/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    groups = checkpoint["optimizer_states"][0]["param_groups"]
+    assert [g["name"] for g in groups] == ["head", "encoders", "centers"]
+    # own LR, and one 7/8 decay shared by all groups (the last checkpoint precedes the last epoch's step)
+    assert groups[2]["lr"] == pytest.approx(5e-3 * 0.875) and groups[0]["lr"] == pytest.approx(1e-3 * 0.875)
+    metrics = (root / "runs/mll/logs/metrics.csv").read_text()
+    assert "train_legs" in metrics  # the center + frame SupCon part was computed
+    frozen = runner.invoke(app, ["train", "--config", str(config), "-o", "train.eam=true", "-o", "name=eam_frozen"])
+    assert frozen.exit_code == 2 and "needs raw audio" in frozen.output

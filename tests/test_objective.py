@@ -75,3 +75,15 @@ def test_mixup_output_mixes_the_labels():
     assert objective(mixed, LABELS).total.item() == pytest.approx(expected.item(), rel=1e-6)
     with pytest.raises(ValueError, match="unmixed"):
         TrainingObjective(TAPS, None, 3)(mixed, LABELS)
+
+
+def test_eam_mix_gives_soft_targets_and_legs_use_the_dominant_label():
+    objective = TrainingObjective(TAPS, None, 3, legs="final", alpha=1.0)
+    output = _output()
+    others, lambdas = torch.tensor([1, 2, 0, 1, 2, 0]), torch.full((6,), 0.2)
+    parts = objective(output, LABELS, (others, lambdas))
+    soft = 0.8 * torch.nn.functional.one_hot(LABELS, 3) + 0.2 * torch.nn.functional.one_hot(others, 3)
+    expected = -(soft * output.logits.log_softmax(-1)).sum(-1).mean()
+    assert parts.classification.item() == pytest.approx(expected.item(), rel=1e-6)
+    leg = multi_positive_contrastive_loss(objective.legs["fused"](output.taps["fused"]), LABELS, objective.tau)
+    assert parts.legs.item() == pytest.approx(leg.item(), rel=1e-6)

@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -21,9 +21,9 @@ from crabser.errors import CrabserError
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="Speech emotion recognition with Crab (MLCS).")
 console = Console()
 
-ConfigOption = Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML run config.")]
+ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")]
 OverrideOption = Annotated[
-    Optional[list[str]], typer.Option("--override", "-o", help="key.sub=value, e.g. train.epochs=5 (repeatable).")
+    list[str] | None, typer.Option("--override", "-o", help="key.sub=value, e.g. train.epochs=5 (repeatable).")
 ]
 RunOption = Annotated[Path, typer.Option("--run", "-r", help="Run folder (holds config.yaml and checkpoints).")]
 
@@ -183,7 +183,7 @@ def crossval(config: ConfigOption = None, override: OverrideOption = None) -> No
 @app.command()
 def experiment(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (configs/experiments/*.yaml).")],
-    seeds: Annotated[Optional[str], typer.Option(help="Comma-separated seeds, replacing the file's list.")] = None,
+    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, replacing the file's list.")] = None,
     override: OverrideOption = None,
 ) -> None:
     """Run a grid of runs (axes of overrides x seeds) and write its results table and plots.
@@ -230,7 +230,7 @@ def evaluate(
 def predict(
     files: Annotated[list[Path], typer.Argument(help="Audio files.")],
     run: RunOption,
-    text: Annotated[Optional[str], typer.Option(help="Transcript for every file (else FILE.txt beside it).")] = None,
+    text: Annotated[str | None, typer.Option(help="Transcript for every file (else FILE.txt beside it).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
     override: OverrideOption = None,
 ) -> None:

@@ -64,8 +64,9 @@ class ASRConfig(_Section):
 class ModelConfig(_Section):
     """The model (crabser.models.registry) and its sizes (Crab paper: h = 512, one attention head)."""
 
-    #: crab, or a compared system: wavlm_baseline, focalser, memocmt, medusa
-    name: Literal["crab", "wavlm_baseline", "focalser", "memocmt", "medusa"] = "crab"
+    #: crab, a compared system (wavlm_baseline, focalser, memocmt, medusa), or mll (multi-loss
+    #: learning; train it with loss.name: multi_loss)
+    name: Literal["crab", "wavlm_baseline", "focalser", "memocmt", "medusa", "mll"] = "crab"
     hidden: int = 512
     heads: int = 1
     dropout: float = 0.5
@@ -86,11 +87,14 @@ class ModelConfig(_Section):
     normalize_inputs: bool = True
     aggregation: Literal["min", "mean", "max"] = "min"  #: memocmt: pooling of the fused sequence
     mixup_alpha: float = 0.0  #: medusa: MixUp of the branch embeddings, lambda ~ Beta(a, a); 0 = off
+    embedding_dim: int = 64  #: mll: the center-loss and frame SupCon space (the paper: 64)
 
 
 class LossConfig(_Section):
-    """Classification loss + alpha * mean leg loss (paper eq. 8; the rows of table IV: training.objective)."""
+    """Classification loss + alpha * mean leg loss (paper eq. 8; the rows of table IV: training.objective),
+    or (``name: multi_loss``) the multi-loss paper's KL + focal + center + frame SupCon."""
 
+    name: Literal["standard", "multi_loss"] = "standard"
     classifier: Literal["ce", "focal"] = "ce"  #: the loss on the logits
     focal_gamma: float = 2.0  #: focal loss only
     class_weights: bool = True  #: w_j = N / N_j from the training split (eq. 9)
@@ -100,6 +104,10 @@ class LossConfig(_Section):
     supcon_variant: Literal["out", "in"] = "out"  #: leg_loss supcon: Khosla et al.'s L_out or L_in
     alpha: float = 2.0
     tau: float = 0.1
+    #: multi_loss: weights of KL, focal, center and frame-level SupCon (eq. 11; the paper gives none)
+    multi_loss_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
+    center_lr: float = 5.0e-3  #: multi_loss: the class centres' own learning rate (the paper's)
+    max_frames: int = 4096  #: multi_loss: frames sampled per batch for the frame SupCon (memory bound)
 
 
 class TrainConfig(_Section):
@@ -123,6 +131,12 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = True  #: fine-tuning: trade compute for encoder activation memory
     workers: int = 0  #: fine-tuning: DataLoader worker processes decoding audio
     progress: bool = True
+    optimizer: Literal["adamw", "adam"] = "adamw"  #: adam (no weight decay) for the multi-loss recipe
+    #: cosine to min_lr_ratio (Crab), or exponential: x lr_decay per epoch (multi-loss: 7/8)
+    schedule: Literal["cosine", "exponential"] = "cosine"
+    lr_decay: float = 0.875
+    #: energy-adaptive mixup of training waveforms (data.augment); needs raw audio: train.finetune
+    eam: bool = False
 
 
 class RunConfig(_Section):

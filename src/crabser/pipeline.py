@@ -221,7 +221,9 @@ def finetune_encoders(config: RunConfig) -> dict:
 def _raw_loader(config: RunConfig, items: list, train: bool):
     from crabser.training.finetune import LengthBucketSampler, RawDataset, collate_raw
 
-    dataset = RawDataset(items, config.speech.max_seconds, train, "speech" in config.model.modalities, config.train.seed)
+    dataset = RawDataset(
+        items, config.speech.max_seconds, train, "speech" in config.model.modalities, config.train.seed, eam=train and config.train.eam
+    )
     sampler = LengthBucketSampler([i.seconds for i in items], config.train.batch_size, shuffle=train, seed=config.train.seed)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=config.train.workers)
 
@@ -261,6 +263,8 @@ def train(
         torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     labels = run_labels(config, manifest)
+    if cfg.eam and not cfg.finetune:
+        raise CrabserError("train.eam mixes waveforms, so it needs raw audio: set train.finetune: true (cached features cannot be mixed)")
     if cfg.finetune:
         module, train_loader, val_loader = _finetune_setup(config, manifest, labels)
     else:

@@ -27,7 +27,7 @@ def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequen
     row_sums = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(counts, row_sums, out=np.zeros(counts.shape, dtype=float), where=row_sums > 0)
     return {
-        "n": int(len(y_true)),
+        "n": len(y_true),
         "war": float((y_true == y_pred).mean()),
         "uar": float(recall[present].mean()),
         "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),

@@ -51,11 +51,13 @@ class CrabOutput:
     """Logits and, when asked for, the tap points (name -> ``(B, dim)``) where supervision legs
     attach; every model of :mod:`crabser.models.registry` returns one. ``mixup`` is set by a model
     that mixed its batch internally (:class:`crabser.models.baselines.medusa.Medusa`): the
-    permutation and weight the objective mixes the labels with."""
+    permutation and weight the objective mixes the labels with. ``frames`` are frame-level
+    embeddings ``(B, T, e)`` and their mask, for frame-level losses (:mod:`crabser.models.mll`)."""
 
     logits: torch.Tensor
     taps: dict[str, torch.Tensor] = field(default_factory=dict)
     mixup: tuple[torch.Tensor, float] | None = None
+    frames: tuple[torch.Tensor, torch.Tensor] | None = None
 
 
 class Crab(nn.Module):

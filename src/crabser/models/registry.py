@@ -1,4 +1,4 @@
-"""Models by name (``model.name``): Crab and the systems it is compared with.
+"""Models by name (``model.name``): Crab, the systems it is compared with, and the multi-loss model.
 
 Every model takes the per-modality input widths and the class count, exposes ``modalities``,
 ``input_stage`` (normalisers set from the training split), ``tap_dims()`` (where supervision legs
@@ -17,8 +17,9 @@ from crabser.models.baselines.medusa import Medusa
 from crabser.models.baselines.memocmt import MemoCMT
 from crabser.models.baselines.wavlm_baseline import WavLMBaseline
 from crabser.models.crab import Crab
+from crabser.models.mll import MultiLossSER
 
-MODELS = ("crab", "wavlm_baseline", "focalser", "memocmt", "medusa")
+MODELS = ("crab", "wavlm_baseline", "focalser", "memocmt", "medusa", "mll")
 
 
 def build_model(config: Mapping, input_dims: Mapping[str, int], num_classes: int, speech_layers: int = 0) -> nn.Module:
@@ -44,4 +45,9 @@ def build_model(config: Mapping, input_dims: Mapping[str, int], num_classes: int
         )
     if name == "medusa":
         return Medusa(input_dims, num_classes, mixup_alpha=config["mixup_alpha"], **common)
+    if name == "mll":
+        return MultiLossSER(
+            input_dims, num_classes, heads=config["heads"], attention_dropout=config["attention_dropout"],
+            embedding_dim=config["embedding_dim"], **common,
+        )
     raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")

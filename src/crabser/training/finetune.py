@@ -22,6 +22,7 @@ from torch import nn
 from torch.utils.data import Dataset, Sampler
 
 from crabser.data.audio import duration_seconds, load_audio
+from crabser.data.augment import energy_adaptive_mixup
 from crabser.data.manifest import Manifest, clean_text
 from crabser.errors import AudioError, ConfigError
 from crabser.features.encoders import _quiet_transformers, text_model_path
@@ -63,33 +64,54 @@ def load_raw_utterances(manifest: Manifest, labels: list[str], modalities: list[
 
 
 class RawDataset(Dataset):
-    """Decodes audio on access and crops it to ``max_seconds`` (random crop when ``train``)."""
+    """Decodes audio on access and crops it to ``max_seconds`` (random crop when ``train``).
 
-    def __init__(self, items: list[RawUtterance], max_seconds: float | None, train: bool, uses_audio: bool = True, seed: int = 0) -> None:
+    With ``eam`` (training only), each utterance gets a segment of another random training
+    utterance overlaid by energy-adaptive mixup (:mod:`crabser.data.augment`); the item then carries
+    that utterance's label and its weight (``mix_label``, ``mix_lambda``) for the soft target.
+    """
+
+    def __init__(
+        self, items: list[RawUtterance], max_seconds: float | None, train: bool, uses_audio: bool = True,
+        seed: int = 0, eam: bool = False,
+    ) -> None:
         self.items, self.max_seconds, self.train, self.uses_audio = items, max_seconds, train, uses_audio
+        self.eam = eam and train and uses_audio and len(items) > 1
         self.rng = np.random.default_rng(seed)
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict:
-        item = self.items[index]
+    def _wave(self, item: RawUtterance) -> np.ndarray:
         wave = load_audio(item.audio, SAMPLE_RATE) if self.uses_audio else np.zeros(0, dtype=np.float32)
         limit = int(self.max_seconds * SAMPLE_RATE) if self.max_seconds else None
         if limit and len(wave) > limit:
             start = int(self.rng.integers(0, len(wave) - limit + 1)) if self.train else 0
             wave = wave[start : start + limit]
-        return {"id": item.id, "wave": wave, "text": item.text, "label": item.label}
+        return wave
+
+    def __getitem__(self, index: int) -> dict:
+        item = self.items[index]
+        sample = {"id": item.id, "wave": self._wave(item), "text": item.text, "label": item.label}
+        if self.eam:
+            other = self.items[(index + int(self.rng.integers(1, len(self.items)))) % len(self.items)]
+            sample["wave"], sample["mix_lambda"] = energy_adaptive_mixup(sample["wave"], self._wave(other), self.rng)
+            sample["mix_label"] = other.label
+        return sample
 
 
 def collate_raw(items: list[dict]) -> dict:
-    """A raw batch: ids, waves (list), texts (list), labels."""
-    return {
+    """A raw batch: ids, waves (list), texts (list), labels (and the EAM labels and weights)."""
+    batch = {
         "ids": [i["id"] for i in items],
         "waves": [i["wave"] for i in items],
         "texts": [i["text"] for i in items],
         "labels": torch.tensor([i["label"] for i in items], dtype=torch.long),
     }
+    if "mix_label" in items[0]:
+        batch["mix_labels"] = torch.tensor([i["mix_label"] for i in items], dtype=torch.long)
+        batch["mix_lambdas"] = torch.tensor([i["mix_lambda"] for i in items], dtype=torch.float32)
+    return batch
 
 
 class LengthBucketSampler(Sampler[list[int]]):

@@ -7,7 +7,7 @@ import torch
 
 from crabser.evaluation.metrics import compute_metrics
 from crabser.models.registry import build_model
-from crabser.training.objective import TrainingObjective
+from crabser.training.objective import build_objective
 from crabser.training.optim import build_optimizer, parameter_groups
 
 
@@ -29,21 +29,7 @@ class CrabLitModule(L.LightningModule):
         self.labels = list(labels)
         self.model = build_model(model, input_dims, len(labels), speech_layers)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.objective = TrainingObjective(
-            self.model.tap_dims(),
-            weights,
-            len(labels),
-            classifier=loss["classifier"],
-            focal_gamma=loss["focal_gamma"],
-            legs=loss["legs"],
-            leg_loss=loss["leg_loss"],
-            supcon_variant=loss["supcon_variant"],
-            alpha=loss["alpha"],
-            tau=loss["tau"],
-            leg_dim=model["leg_dim"],
-            leg_hidden_unimodal=model["leg_hidden_unimodal"],
-            leg_hidden=model["leg_hidden"],
-        )
+        self.objective = build_objective(loss, model, self.model.tap_dims(), weights, len(labels))
         self.train_config = train
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": []}
         self.last_metrics: dict[str, dict] = {}
@@ -61,8 +47,9 @@ class CrabLitModule(L.LightningModule):
         return self.model(*self.inputs(batch)).logits
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
-        output = self.model(*self.inputs(batch), return_taps=bool(len(self.objective.legs)))
-        parts = self.objective(output, batch["labels"])
+        output = self.model(*self.inputs(batch), return_taps=self.objective.wants_taps)
+        mix = (batch["mix_labels"], batch["mix_lambdas"]) if "mix_labels" in batch else None
+        parts = self.objective(output, batch["labels"], mix)
         size = len(batch["labels"])
         self.log("train_loss", parts.total, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
         self.log("train_classification", parts.classification, batch_size=size, on_epoch=True, on_step=False)
@@ -94,11 +81,12 @@ class CrabLitModule(L.LightningModule):
 
     def configure_optimizers(self):
         cfg = self.train_config
-        groups = parameter_groups(
-            list(self.model.parameters()) + list(self.objective.parameters()),
-            self.encoder_parameters(),
-            cfg["lr_head"],
-            cfg["lr_encoder"],
+        own = self.objective.parameter_groups()  # e.g. the center loss's centres, at their own LR
+        taken = {id(p) for group in own for p in group["params"]}
+        head = [p for p in [*self.model.parameters(), *self.objective.parameters()] if id(p) not in taken]
+        groups = parameter_groups(head, self.encoder_parameters(), cfg["lr_head"], cfg["lr_encoder"]) + own
+        optimizer, scheduler = build_optimizer(
+            groups, cfg["weight_decay"], cfg["epochs"], cfg["min_lr_ratio"],
+            optimizer=cfg.get("optimizer", "adamw"), schedule=cfg.get("schedule", "cosine"), lr_decay=cfg.get("lr_decay", 0.875),
         )
-        optimizer, scheduler = build_optimizer(groups, cfg["weight_decay"], cfg["epochs"], cfg["min_lr_ratio"])
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

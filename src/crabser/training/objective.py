@@ -40,10 +40,30 @@ from crabser.losses import (
     supervised_contrastive_loss,
     weighted_cross_entropy,
 )
+from crabser.losses.center import center_loss
+from crabser.losses.kl import kl_divergence
 from crabser.models.blocks import ContrastiveSupervisionLeg
 from crabser.models.crab import CrabOutput
 
 FINAL_TAP = "fused"
+Mix = tuple[torch.Tensor, torch.Tensor]  # waveform mixup (EAM): the mixed-in labels and their weights
+
+
+def soft_targets(output: CrabOutput, labels: torch.Tensor, mix: Mix | None) -> torch.Tensor:
+    """Class indices, or soft labels ``(B, C)`` when the model (MixUp) or the data (EAM) mixed the
+    batch: y = (1 - lambda) y_i + lambda y_j."""
+    if output.mixup is None and mix is None:
+        return labels
+    one_hot = torch.nn.functional.one_hot(labels, output.logits.shape[-1]).to(output.logits.dtype)
+    targets = one_hot
+    if mix is not None:
+        other, lam = mix
+        lam = lam.to(one_hot.dtype).unsqueeze(-1)
+        targets = (1.0 - lam) * targets + lam * torch.nn.functional.one_hot(other, one_hot.shape[-1]).to(one_hot.dtype)
+    if output.mixup is not None:
+        permutation, weight = output.mixup
+        targets = weight * targets + (1.0 - weight) * targets[permutation]
+    return targets
 
 
 @dataclass
@@ -91,6 +111,15 @@ class TrainingObjective(nn.Module):
             for name, dim in taps.items()
         })
 
+    @property
+    def wants_taps(self) -> bool:
+        """Whether the model must return its taps in training."""
+        return bool(len(self.legs))
+
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser groups of its own (none: the legs train at the head's LR)."""
+        return []
+
     def classification_loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """(Weighted) CE or focal loss; ``targets`` are class indices or soft labels ``(B, C)``."""
         if self.classifier == "focal":
@@ -107,17 +136,88 @@ class TrainingObjective(nn.Module):
             return supervised_contrastive_loss(embedding, labels, self.tau, self.supcon_variant)
         return multi_positive_contrastive_loss(embedding, labels, self.tau)
 
-    def forward(self, output: CrabOutput, labels: torch.Tensor) -> LossParts:
-        targets = labels
-        if output.mixup is not None:  # the model mixed its batch: mix the labels the same way
-            if len(self.legs):
-                raise ValueError("supervision legs need unmixed batches: use loss.legs: none with model.mixup_alpha")
-            permutation, lam = output.mixup
-            one_hot = torch.nn.functional.one_hot(labels, output.logits.shape[-1]).to(output.logits.dtype)
-            targets = lam * one_hot + (1.0 - lam) * one_hot[permutation]
+    def forward(self, output: CrabOutput, labels: torch.Tensor, mix: Mix | None = None) -> LossParts:
+        targets = soft_targets(output, labels, mix)
+        if output.mixup is not None and len(self.legs):
+            raise ValueError("supervision legs need unmixed batches: use loss.legs: none with model.mixup_alpha")
         classification = self.classification_loss(output.logits, targets)
         if not len(self.legs):
             return LossParts(classification, classification, None)
-        terms = [self.leg_term(leg(output.taps[name]), labels) for name, leg in self.legs.items()]
+        dominant = targets.argmax(dim=-1) if targets.ndim == 2 else labels  # EAM: the utterance's own label
+        terms = [self.leg_term(leg(output.taps[name]), dominant) for name, leg in self.legs.items()]
         leg_mean = torch.stack(terms).mean()
         return LossParts(classification + self.alpha * leg_mean, classification, leg_mean)
+
+
+class MultiLossObjective(nn.Module):
+    """The multi-loss learning objective (eq. 11): w1 KL + w2 focal on the (soft) labels, w3 center
+    loss on the model's ``center`` tap, w4 SupCon over the batch's frames (each frame carries its
+    utterance's dominant label).
+
+    The centres are a parameter with their own learning rate (:meth:`parameter_groups`). The frame
+    SupCon normalises the embeddings (as Khosla et al.) and, above ``max_frames`` frames, uses a
+    random sample of them: the similarity matrix grows with (B x T)^2. The paper gives no loss
+    weights (all 1 here) and no temperature (``tau``, 0.1 here).
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        embedding_dim: int,
+        weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0),
+        focal_gamma: float = 2.0,
+        tau: float = 0.1,
+        center_lr: float = 5e-3,
+        max_frames: int = 4096,
+    ) -> None:
+        super().__init__()
+        self.weights = tuple(weights)
+        self.focal_gamma = focal_gamma
+        self.tau = tau
+        self.center_lr = center_lr
+        self.max_frames = max_frames
+        self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.1)
+        self.legs = nn.ModuleDict()  # no supervision legs: the model needs its taps for the center loss
+
+    @property
+    def wants_taps(self) -> bool:
+        return True
+
+    def parameter_groups(self) -> list[dict]:
+        """The centres' own optimiser group."""
+        return [{"params": [self.centers], "lr": self.center_lr, "name": "centers", "weight_decay": 0.0}]
+
+    def frame_supcon(self, frames: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """SupCon over every real frame of the batch, labelled with its utterance's label."""
+        flat = frames[mask]  # (N, e)
+        frame_labels = labels.unsqueeze(1).expand_as(mask)[mask]
+        if len(flat) > self.max_frames:
+            keep = torch.randperm(len(flat), device=flat.device)[: self.max_frames]
+            flat, frame_labels = flat[keep], frame_labels[keep]
+        return supervised_contrastive_loss(flat, frame_labels, self.tau)
+
+    def forward(self, output: CrabOutput, labels: torch.Tensor, mix: Mix | None = None) -> LossParts:
+        if output.frames is None or "center" not in output.taps:
+            raise ValueError("the multi-loss objective needs model.name: mll (center and frame embeddings)")
+        targets = soft_targets(output, labels, mix)
+        dominant = targets.argmax(dim=-1) if targets.ndim == 2 else labels
+        w_kl, w_focal, w_center, w_supcon = self.weights
+        classification = w_kl * kl_divergence(output.logits, targets) + w_focal * focal_loss(output.logits, targets, self.focal_gamma)
+        auxiliary = w_center * center_loss(output.taps["center"], dominant, self.centers)
+        auxiliary = auxiliary + w_supcon * self.frame_supcon(*output.frames, dominant)
+        return LossParts(classification + auxiliary, classification, auxiliary)
+
+
+def build_objective(loss: dict, model: dict, tap_dims: dict[str, int], class_weights: torch.Tensor | None, num_classes: int) -> nn.Module:
+    """The objective of a run from its ``loss`` and ``model`` config dumps."""
+    if loss.get("name", "standard") == "multi_loss":
+        return MultiLossObjective(
+            num_classes, model["embedding_dim"], tuple(loss["multi_loss_weights"]), loss["focal_gamma"],
+            loss["tau"], loss["center_lr"], loss["max_frames"],
+        )
+    return TrainingObjective(
+        tap_dims, class_weights, num_classes,
+        classifier=loss["classifier"], focal_gamma=loss["focal_gamma"], legs=loss["legs"], leg_loss=loss["leg_loss"],
+        supcon_variant=loss["supcon_variant"], alpha=loss["alpha"], tau=loss["tau"],
+        leg_dim=model["leg_dim"], leg_hidden_unimodal=model["leg_hidden_unimodal"], leg_hidden=model["leg_hidden"],
+    )

@@ -1,4 +1,4 @@
-"""Hierarchical learning rates and the cosine schedule.
+"""Hierarchical learning rates and the schedules (cosine; exponential for the multi-loss recipe).
 
 The head (Crab and its legs) and the pre-trained encoders get separate AdamW parameter groups
 (paper: head 1e-5, encoders 1e-6). The cosine decay is one multiplicative factor applied to every
@@ -33,11 +33,18 @@ def cosine_factor(epoch: int, total_epochs: int, min_ratio: float) -> float:
 
 
 def build_optimizer(
-    groups: list[dict], weight_decay: float, total_epochs: int, min_lr_ratio: float
+    groups: list[dict], weight_decay: float, total_epochs: int, min_lr_ratio: float,
+    optimizer: str = "adamw", schedule: str = "cosine", lr_decay: float = 0.875,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
-    """AdamW with a per-epoch cosine schedule shared by every group."""
-    optimizer = torch.optim.AdamW(groups, weight_decay=weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda epoch: cosine_factor(epoch, total_epochs, min_lr_ratio)
-    )
-    return optimizer, scheduler
+    """AdamW (Crab) or Adam without weight decay (multi-loss), with one per-epoch schedule shared by
+    every group: cosine down to ``min_lr_ratio``, or exponential decay by ``lr_decay`` per epoch
+    (multi-loss learning: 7/8 per epoch until the 20th)."""
+    if optimizer == "adam":
+        built = torch.optim.Adam(groups)
+    else:
+        built = torch.optim.AdamW(groups, weight_decay=weight_decay)
+    if schedule == "exponential":
+        factor = lambda epoch: lr_decay ** min(epoch, total_epochs)
+    else:
+        factor = lambda epoch: cosine_factor(epoch, total_epochs, min_lr_ratio)
+    return built, torch.optim.lr_scheduler.LambdaLR(built, factor)
