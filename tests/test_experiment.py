@@ -77,3 +77,13 @@ def test_shipped_grids_give_valid_run_configs(path, monkeypatch):
         names.add(str(config.run_dir))
     assert len(names) == len(cells)  # no two cells share a run folder
     assert Path(grid.base).is_file()
+
+
+def test_only_keeps_the_named_levels(tmp_path):
+    grid = _grid(tmp_path)
+    cells = expand(grid, {"objective": ["mlcs"]})
+    assert [c.name for c in cells] == ["mlcs-0.5", "mlcs-1"] * 2
+    with pytest.raises(ConfigError, match="no such axis or level"):
+        expand(grid, {"objective": ["focal"]})
+    with pytest.raises(ConfigError, match="no such axis or level"):
+        expand(grid, {"model": ["crab"]})

@@ -23,7 +23,7 @@ console = Console()
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")]
 OverrideOption = Annotated[
-    list[str] | None, typer.Option("--override", "-o", help="key.sub=value, e.g. train.epochs=5 (repeatable).")
+    list[str] | None, typer.Option("--override", "-o", metavar="KEY=VALUE", help="key.sub=value, e.g. train.epochs=5 (repeatable).")
 ]
 RunOption = Annotated[Path, typer.Option("--run", "-r", help="Run folder (holds config.yaml and checkpoints).")]
 
@@ -184,6 +184,9 @@ def crossval(config: ConfigOption = None, override: OverrideOption = None) -> No
 def experiment(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (configs/experiments/*.yaml).")],
     seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, replacing the file's list.")] = None,
+    only: Annotated[
+        list[str] | None, typer.Option(metavar="AXIS=LEVELS", help="Run only these levels of an axis: axis=level1,level2 (repeatable).")
+    ] = None,
     override: OverrideOption = None,
 ) -> None:
     """Run a grid of runs (axes of overrides x seeds) and write its results table and plots.
@@ -199,8 +202,12 @@ def experiment(
     with _friendly_errors():
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
         grid = experiments.load_experiment(config, seed_list)
+        selected = {}
+        for item in only or []:
+            axis, _, levels = item.partition("=")
+            selected[axis.strip()] = [level.strip() for level in levels.split(",") if level.strip()]
         _quiet_lightning()
-        _, out = experiments.run_experiment(grid, override or [], on_cell=report)
+        _, out = experiments.run_experiment(grid, override or [], on_cell=report, only=selected)
     console.print((out / "results.md").read_text())
     console.print(f"results: {out / 'results.md'}")
 

@@ -88,9 +88,18 @@ class Cell:
         return "-".join(level for _, level in self.levels) or "base"
 
 
-def expand(experiment: ExperimentConfig) -> list[Cell]:
-    """Every cell, seed-major (all cells of the first seed first, so a partial grid is balanced)."""
-    axes = [[(axis, level) for level in levels] for axis, levels in experiment.axes.items()]
+def expand(experiment: ExperimentConfig, only: dict[str, list[str]] | None = None) -> list[Cell]:
+    """Every cell, seed-major (all cells of the first seed first, so a partial grid is balanced);
+    ``only`` keeps the named levels of some axes (``{"objective": ["ce", "mlcs"]}``)."""
+    only = only or {}
+    for axis, levels in only.items():
+        unknown = [level for level in levels if level not in experiment.axes.get(axis, {})]
+        if axis not in experiment.axes or unknown:
+            raise ConfigError(f"--only {axis}={','.join(levels)}: the grid has no such axis or level")
+    axes = [
+        [(axis, level) for level in levels if axis not in only or level in only[axis]]
+        for axis, levels in experiment.axes.items()
+    ]
     combos = list(itertools.product(*axes))
     return [Cell(tuple(combo), seed) for seed in experiment.seeds for combo in combos]
 
@@ -137,7 +146,7 @@ def _encoder_key(config: RunConfig) -> tuple:
 
 def run_experiment(
     experiment: ExperimentConfig, overrides: list[str] | None = None,
-    on_cell: Callable[[Cell, dict], None] | None = None,
+    on_cell: Callable[[Cell, dict], None] | None = None, only: dict[str, list[str]] | None = None,
 ) -> tuple[pd.DataFrame, Path]:
     """Run every cell not yet finished (encoders loaded once per encoder setting), then write the
     tables and plots; returns the per-run results and the experiment folder."""
@@ -145,7 +154,10 @@ def run_experiment(
 
     encoders: dict[tuple, dict] = {}
     rows = []
+    selected = set(expand(experiment, only))
     for cell in expand(experiment):
+        if cell not in selected and not (cell_config(experiment, cell, overrides).run_dir / "result.json").is_file():
+            continue  # outside --only and not run before; finished cells outside it still go in the tables
         config = cell_config(experiment, cell, overrides)
         key = _encoder_key(config)
         if key not in encoders and not (config.run_dir / "result.json").is_file():
