@@ -87,3 +87,10 @@ def test_only_keeps_the_named_levels(tmp_path):
         expand(grid, {"objective": ["focal"]})
     with pytest.raises(ConfigError, match="no such axis or level"):
         expand(grid, {"model": ["crab"]})
+
+
+def test_report_only_needs_finished_cells(tmp_path):
+    from crabser.experiment import run_experiment
+
+    with pytest.raises(ConfigError, match="no finished cell"):
+        run_experiment(_grid(tmp_path), report_only=True)

@@ -208,6 +208,9 @@ curve: alpha
     assert again.exit_code == 0, again.output
     assert checkpoint.stat().st_mtime_ns == stamp
     assert pd.read_csv(out / "results.csv")["uar"].tolist() == results["uar"].tolist()
+    partial = runner.invoke(app, ["experiment", str(grid), "--report-only", "--seeds", "0,1,2"])  # seed 2 never ran
+    assert partial.exit_code == 0, partial.output
+    assert len(pd.read_csv(out / "results.csv")) == 4 and not (out / "mlcs-1.0/seed2").exists()
 
 
 @pytest.mark.parametrize(

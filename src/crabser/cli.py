@@ -187,6 +187,7 @@ def experiment(
     only: Annotated[
         list[str] | None, typer.Option(metavar="AXIS=LEVELS", help="Run only these levels of an axis: axis=level1,level2 (repeatable).")
     ] = None,
+    report_only: Annotated[bool, typer.Option(help="Tabulate the finished cells; run nothing.")] = False,
     override: OverrideOption = None,
 ) -> None:
     """Run a grid of runs (axes of overrides x seeds) and write its results table and plots.
@@ -207,7 +208,7 @@ def experiment(
             axis, _, levels = item.partition("=")
             selected[axis.strip()] = [level.strip() for level in levels.split(",") if level.strip()]
         _quiet_lightning()
-        _, out = experiments.run_experiment(grid, override or [], on_cell=report, only=selected)
+        _, out = experiments.run_experiment(grid, override or [], on_cell=report, only=selected, report_only=report_only)
     console.print((out / "results.md").read_text())
     console.print(f"results: {out / 'results.md'}")
 

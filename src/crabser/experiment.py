@@ -147,18 +147,20 @@ def _encoder_key(config: RunConfig) -> tuple:
 def run_experiment(
     experiment: ExperimentConfig, overrides: list[str] | None = None,
     on_cell: Callable[[Cell, dict], None] | None = None, only: dict[str, list[str]] | None = None,
+    report_only: bool = False,
 ) -> tuple[pd.DataFrame, Path]:
     """Run every cell not yet finished (encoders loaded once per encoder setting), then write the
-    tables and plots; returns the per-run results and the experiment folder."""
+    tables and plots; returns the per-run results and the experiment folder. ``report_only``
+    tabulates the finished cells and runs nothing (e.g. while the grid runs elsewhere)."""
     from crabser import pipeline
 
     encoders: dict[tuple, dict] = {}
     rows = []
-    selected = set(expand(experiment, only))
+    selected = set() if report_only else set(expand(experiment, only))
     for cell in expand(experiment):
-        if cell not in selected and not (cell_config(experiment, cell, overrides).run_dir / "result.json").is_file():
-            continue  # outside --only and not run before; finished cells outside it still go in the tables
         config = cell_config(experiment, cell, overrides)
+        if cell not in selected and not (config.run_dir / "result.json").is_file():
+            continue  # not to be run now and not run before; finished cells always go in the tables
         key = _encoder_key(config)
         if key not in encoders and not (config.run_dir / "result.json").is_file():
             encoders[key] = pipeline.build_encoders(config)
@@ -166,6 +168,8 @@ def run_experiment(
         rows.append({**dict(cell.levels), "cell": cell.name, "seed": cell.seed, **result, "run": str(config.run_dir)})
         if on_cell:
             on_cell(cell, result)
+    if not rows:
+        raise ConfigError(f"experiment {experiment.name!r}: no finished cell to report")
     results = pd.DataFrame(rows)
     return results, write_outputs(experiment, results, overrides)
 

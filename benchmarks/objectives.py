@@ -1,0 +1,93 @@
+"""Crab table IV on the data here: training objectives (CE, WCE, CE + MPCL, MLS + CE, MLCS with
+SupCon, MLCS), 3 seeds, on MELD text only and on EmoDB speaker folds, against CE as the baseline.
+
+Runs (or reads back, the grids resume) configs/experiments/table4_meld_text.yaml and
+table4_emodb.yaml through ``crabser.experiment``, then writes a BENCHMARKS.md section: the
+mean ± std table of each grid, MLCS / CE UAR ratio, and the paired MLCS - CE UAR differences
+(per seed on MELD; per seed and fold on EmoDB, where the folds pair the runs) with a Wilcoxon
+signed-rank test: does MLCS beat CE beyond the seed spread?
+
+Usage (from the repository root):
+    python -m benchmarks.objectives [--only objective=mlcs,ce] [--threads 1] [--grids meld,emodb] [--report-only]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from benchmarks.common import command_line, header, write_section
+from crabser.experiment import load_experiment, results_markdown, run_experiment, summarise
+
+GRIDS = {"meld": "configs/experiments/table4_meld_text.yaml", "emodb": "configs/experiments/table4_emodb.yaml"}
+PAPER = "paper (MELD, WavLM-L + RoBERTa-L fine-tuned) UAR: CE .5253, CE+MPCL .5375, MLS+CE .5539, MLCS w/ SCL .5534, MLCS .5565"
+
+
+def paired_uar(results: pd.DataFrame, a: str, b: str) -> np.ndarray:
+    """UAR(a) - UAR(b) for every (seed, fold) both have; per seed when the runs have no folds."""
+    diffs = []
+    for seed in sorted(set(results["seed"])):
+        runs = {}
+        for cell in (a, b):
+            row = results[(results["cell"] == cell) & (results["seed"] == seed)]
+            if row.empty:
+                break
+            summary = Path(row["run"].iloc[0]) / "crossval.json"
+            runs[cell] = (
+                {k: v["uar"] for k, v in json.loads(summary.read_text())["folds"].items()}
+                if summary.is_file() else {"all": float(row["uar"].iloc[0])}
+            )
+        if len(runs) == 2:
+            diffs += [runs[a][k] - runs[b][k] for k in runs[a] if k in runs[b]]
+    return np.array(diffs)
+
+
+def comparison(results: pd.DataFrame, baseline: str = "ce") -> str:
+    """MLCS-family vs. CE: UAR ratio of the means, paired differences, Wilcoxon p."""
+    from scipy.stats import wilcoxon
+
+    means = results.groupby("cell")["uar"].mean()
+    lines = ["| vs. CE | UAR ratio | paired UAR diff (mean ± std) | wins / pairs | Wilcoxon p |", "|---|---|---|---|---|"]
+    for cell in means.index:
+        if cell == baseline or baseline not in means:
+            continue
+        diffs = paired_uar(results, cell, baseline)
+        if not len(diffs):
+            continue
+        p = wilcoxon(diffs).pvalue if len(diffs) >= 3 and np.any(diffs) else float("nan")
+        lines.append(
+            f"| {cell} | {means[cell] / means[baseline]:.3f} | {diffs.mean():+.4f} ± {diffs.std():.4f} | "
+            f"{int((diffs > 0).sum())} / {len(diffs)} | {p:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--only", action="append", default=[], help="axis=level1,level2 (as crabser experiment --only)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    parser.add_argument("--grids", default="meld,emodb")
+    parser.add_argument("--report-only", action="store_true", help="tabulate finished runs only (a grid running elsewhere)")
+    args = parser.parse_args()
+    only = {axis: levels.split(",") for axis, _, levels in (item.partition("=") for item in args.only)}
+    overrides = ["train.progress=false"] + ([f"train.threads={args.threads}"] if args.threads else [])
+    body = [header(command_line()), PAPER, ""]
+    for key in args.grids.split(","):
+        grid = load_experiment(GRIDS[key])
+        results, out = run_experiment(grid, overrides, only=only, report_only=args.report_only)
+        summary = summarise(results, list(grid.axes))
+        body += [f"### {grid.name} ({GRIDS[key]}), per-seed score = " + ("mean over folds" if "pooled_uar" in results else "test"), ""]
+        body += [results_markdown(summary, list(grid.axes)), comparison(results)]
+        seconds = results["seconds"].sum()
+        body += [f"{len(results)} runs, {seconds / 60:.0f} min of training and testing in all; tables and plots in `{out}`.", ""]
+        print(results_markdown(summary, list(grid.axes)))
+        print(comparison(results))
+    write_section("Training objectives (Crab table IV)", "\n".join(body))
+
+
+if __name__ == "__main__":
+    main()
