@@ -143,8 +143,8 @@ class TrainingObjective(nn.Module):
         classification = self.classification_loss(output.logits, targets)
         if not len(self.legs):
             return LossParts(classification, classification, None)
-        dominant = targets.argmax(dim=-1) if targets.ndim == 2 else labels  # EAM: the utterance's own label
-        terms = [self.leg_term(leg(output.taps[name]), dominant) for name, leg in self.legs.items()]
+        # under EAM the legs see each utterance's own label: its weight 1 - lambda is always > 1/2
+        terms = [self.leg_term(leg(output.taps[name]), labels) for name, leg in self.legs.items()]
         leg_mean = torch.stack(terms).mean()
         return LossParts(classification + self.alpha * leg_mean, classification, leg_mean)
 
@@ -200,7 +200,7 @@ class MultiLossObjective(nn.Module):
         if output.frames is None or "center" not in output.taps:
             raise ValueError("the multi-loss objective needs model.name: mll (center and frame embeddings)")
         targets = soft_targets(output, labels, mix)
-        dominant = targets.argmax(dim=-1) if targets.ndim == 2 else labels
+        dominant = labels  # EAM keeps each utterance's own label above 1/2 (lambda < 1/2)
         w_kl, w_focal, w_center, w_supcon = self.weights
         classification = w_kl * kl_divergence(output.logits, targets) + w_focal * focal_loss(output.logits, targets, self.focal_gamma)
         auxiliary = w_center * center_loss(output.taps["center"], dominant, self.centers)
