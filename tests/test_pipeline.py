@@ -220,6 +220,7 @@ curve: alpha
         ["model.name=focalser", "loss.classifier=focal"],
         ["model.name=memocmt"],
         ["model.name=medusa", "model.mixup_alpha=0.4"],
+        ["model.name=crab", "train.sampler=neutral_expressive"],
     ],
     ids=lambda s: s[0].split("=")[1],
 )

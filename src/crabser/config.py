@@ -137,6 +137,10 @@ class TrainConfig(_Section):
     lr_decay: float = 0.875
     #: energy-adaptive mixup of training waveforms (data.augment); needs raw audio: train.finetune
     eam: bool = False
+    #: training batches: shuffle, every class alike, or neutral_share neutral (data.sampling)
+    sampler: Literal["shuffle", "class_balanced", "neutral_expressive"] = "shuffle"
+    neutral_label: str = "neutral"  #: neutral_expressive: the neutral class
+    neutral_share: float = 0.5  #: neutral_expressive: its share of each batch (StackingSER: 0.5)
 
 
 class RunConfig(_Section):

@@ -169,6 +169,20 @@ def _class_weights(config: RunConfig, train_labels: list[int], num_classes: int)
     return inverse_frequency_weights(torch.tensor(train_labels), num_classes).tolist()
 
 
+def balanced_batches(config: RunConfig, labels: list[int], names: list[str]):
+    """The training batch sampler ``train.sampler`` asks for (None = plain shuffling)."""
+    from crabser.data.sampling import class_balanced_sampler, neutral_expressive_sampler
+
+    cfg = config.train
+    if cfg.sampler == "class_balanced":
+        return class_balanced_sampler(labels, cfg.batch_size, cfg.seed)
+    if cfg.sampler == "neutral_expressive":
+        if cfg.neutral_label not in names:
+            raise CrabserError(f"train.neutral_label {cfg.neutral_label!r} is not a class of this run ({', '.join(names)})")
+        return neutral_expressive_sampler(labels, names.index(cfg.neutral_label), cfg.batch_size, cfg.neutral_share, cfg.seed)
+    return None
+
+
 def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str]):
     """Crab on cached features: module (with input statistics) and train/val loaders."""
     from crabser.training.datamodule import FeatureDataModule, feature_statistics
@@ -193,7 +207,8 @@ def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Enc
         for modality, normalizer in module.model.input_stage.normalizers.items():
             mean, std = feature_statistics([u.features[modality] for u in splits["train"]])
             normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
-    data = FeatureDataModule(splits, batch_size=config.train.batch_size, seed=config.train.seed)
+    sampler = balanced_batches(config, [u.label for u in splits["train"]], labels)
+    data = FeatureDataModule(splits, batch_size=config.train.batch_size, seed=config.train.seed, train_sampler=sampler)
     return module, data.train_dataloader(), data.val_dataloader()
 
 
@@ -218,13 +233,15 @@ def finetune_encoders(config: RunConfig) -> dict:
     }
 
 
-def _raw_loader(config: RunConfig, items: list, train: bool):
+def _raw_loader(config: RunConfig, items: list, train: bool, labels: list[str] | None = None):
     from crabser.training.finetune import LengthBucketSampler, RawDataset, collate_raw
 
     dataset = RawDataset(
         items, config.speech.max_seconds, train, "speech" in config.model.modalities, config.train.seed, eam=train and config.train.eam
     )
-    sampler = LengthBucketSampler([i.seconds for i in items], config.train.batch_size, shuffle=train, seed=config.train.seed)
+    sampler = balanced_batches(config, [i.label for i in items], labels) if train and labels else None
+    if sampler is None:  # batches of similar durations (balanced batches cannot be bucketed too)
+        sampler = LengthBucketSampler([i.seconds for i in items], config.train.batch_size, shuffle=train, seed=config.train.seed)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=config.train.workers)
 
 
@@ -244,7 +261,7 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str]):
         train=config.train.model_dump(),
         class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels)),
     )
-    return module, _raw_loader(config, splits["train"], True), _raw_loader(config, splits["val"], False)
+    return module, _raw_loader(config, splits["train"], True, labels), _raw_loader(config, splits["val"], False)
 
 
 def train(

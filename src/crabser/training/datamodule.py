@@ -105,12 +105,15 @@ class FeatureDataModule(L.LightningDataModule):
     """Train and validation loaders over in-memory cached features (evaluation reads its split itself)."""
 
     def __init__(
-        self, splits: dict[str, list[Utterance]], batch_size: int = 32, seed: int = 0
+        self, splits: dict[str, list[Utterance]], batch_size: int = 32, seed: int = 0, train_sampler=None
     ) -> None:
+        """``train_sampler``: a batch sampler for the training split (:mod:`crabser.data.sampling`);
+        None = plain shuffling."""
         super().__init__()
         self.datasets = {name: FeatureDataset(items) for name, items in splits.items()}
         self.batch_size = batch_size
         self.seed = seed
+        self.train_sampler = train_sampler
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         generator = torch.Generator().manual_seed(self.seed)
@@ -120,6 +123,8 @@ class FeatureDataModule(L.LightningDataModule):
         )
 
     def train_dataloader(self) -> DataLoader:
+        if self.train_sampler is not None:
+            return DataLoader(self.datasets["train"], batch_sampler=self.train_sampler, collate_fn=collate)
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
