@@ -6,7 +6,11 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from crabser.data.sampling import GroupBalancedBatchSampler, class_balanced_sampler, neutral_expressive_sampler
+from crabser.data.sampling import (
+    GroupBalancedBatchSampler,
+    class_balanced_sampler,
+    neutral_expressive_sampler,
+)
 
 # an imbalanced set like MELD: class 0 (neutral) 47 %, class 4 2.7 %
 LABELS = np.repeat(np.arange(7), [470, 120, 27, 170, 27, 70, 116]).tolist()

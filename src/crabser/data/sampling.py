@@ -44,7 +44,7 @@ class GroupBalancedBatchSampler(Sampler[list[int]]):
     def _counts(self) -> dict[int, int]:
         """Places per group in one batch: floors of the exact shares, the rest drawn by their remainders."""
         exact = {g: p * self.batch_size for g, p in self.proportions.items()}
-        counts = {g: int(math.floor(v)) for g, v in exact.items()}
+        counts = {g: math.floor(v) for g, v in exact.items()}
         left = self.batch_size - sum(counts.values())
         if left:
             names = list(exact)
@@ -70,7 +70,7 @@ class GroupBalancedBatchSampler(Sampler[list[int]]):
 
 def class_balanced_sampler(labels: Sequence[int], batch_size: int, seed: int = 0) -> GroupBalancedBatchSampler:
     """Every class present gets the same share of each batch."""
-    present = sorted(set(int(y) for y in labels))
+    present = sorted({int(y) for y in labels})
     return GroupBalancedBatchSampler(labels, batch_size, {y: 1.0 for y in present}, seed)
 
 
