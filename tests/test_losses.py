@@ -111,3 +111,12 @@ def test_focal_loss_with_gamma_zero_is_weighted_ce_and_takes_soft_targets():
     )
     one_hot = torch.nn.functional.one_hot(targets, 4).float()
     assert focal_loss(logits, one_hot, 2.0).item() == pytest.approx(focal_loss(logits, targets, 2.0).item(), rel=1e-6)
+
+
+def test_neutral_soft_margin_loss_hand_computed():
+    from crabser.losses.soft_margin import neutral_soft_margin_loss
+
+    scores = torch.tensor([2.0, -1.0, 0.5])
+    labels = torch.tensor([3, 0, 1])  # neutral = 3: targets +1, -1, -1
+    expected = (math.log1p(math.exp(-2.0)) + math.log1p(math.exp(-1.0)) + math.log1p(math.exp(0.5))) / 3
+    assert neutral_soft_margin_loss(scores, labels, neutral=3).item() == pytest.approx(expected, rel=1e-6)

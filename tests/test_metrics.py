@@ -34,3 +34,20 @@ def test_report_files_are_written(tmp_path):
     assert json.loads(paths["metrics"].read_text())["war"] == pytest.approx(2 / 3)
     assert paths["confusion"].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| y | 1.000 | 0.500 |" in paths["per_class_md"].read_text()
+
+
+def test_balanced_bootstrap_draws_equal_classes_and_summarises_macro_f1():
+    from crabser.evaluation.bootstrap import balanced_bootstrap
+
+    y_true = [0] * 50 + [1] * 10
+    perfect = balanced_bootstrap(y_true, y_true, n_subsets=20)
+    assert perfect["macro_f1_mean"] == 1.0 and perfect["macro_f1_std"] == 0.0 and perfect["per_class"] == 10
+    # every class-1 item is predicted 0, so every subset has F1(1) = 0 and F1(0) = 2/3: macro 1/3
+    always_zero = balanced_bootstrap(y_true, [0] * 60, n_subsets=20)
+    assert always_zero["macro_f1_mean"] == pytest.approx(1 / 3)
+    # 5 of the 50 class-0 items wrong: subsets differ, the interval brackets the mean
+    noisy = [1 if i < 5 else y for i, y in enumerate(y_true)]
+    result = balanced_bootstrap(y_true, noisy, n_subsets=200, per_class=8, seed=1)
+    assert result["per_class"] == 8 and result["macro_f1_min"] < result["macro_f1_mean"] < result["macro_f1_max"] == 1.0
+    assert result["macro_f1_ci"][0] <= result["macro_f1_mean"] <= result["macro_f1_ci"][1]
+    assert balanced_bootstrap(y_true, noisy, n_subsets=50, seed=3) == balanced_bootstrap(y_true, noisy, n_subsets=50, seed=3)

@@ -87,3 +87,17 @@ def test_eam_mix_gives_soft_targets_and_legs_use_the_dominant_label():
     assert parts.classification.item() == pytest.approx(expected.item(), rel=1e-6)
     leg = multi_positive_contrastive_loss(objective.legs["fused"](output.taps["fused"]), LABELS, objective.tau)
     assert parts.legs.item() == pytest.approx(leg.item(), rel=1e-6)
+
+
+def test_soft_margin_term_is_added_for_neutral_vs_expressive():
+    from crabser.losses.soft_margin import neutral_soft_margin_loss
+
+    objective = TrainingObjective(TAPS, None, 3, legs="none", soft_margin_weight=0.5, neutral_index=2)
+    assert objective.wants_taps
+    output = _output()
+    parts = objective(output, LABELS)
+    margin = neutral_soft_margin_loss(objective.margin_head(output.taps["fused"]).squeeze(-1), LABELS, 2)
+    expected = weighted_cross_entropy(output.logits, LABELS).item() + 0.5 * margin.item()
+    assert parts.total.item() == pytest.approx(expected, rel=1e-6)
+    with pytest.raises(ValueError, match="neutral class"):
+        TrainingObjective(TAPS, None, 3, soft_margin_weight=1.0)

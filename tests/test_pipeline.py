@@ -62,6 +62,9 @@ def test_checkpoints_and_report_and_above_chance(run):
     assert metrics["uar"] > 0.4  # chance is 1/7
     report = json.loads((run_dir / "report/test_metrics.json").read_text())
     assert report["speakers"] == ["16"] and len(report["confusion"]) == 7
+    boot = report["balanced_bootstrap"]  # the smallest class of speaker 16 sets the subset size
+    assert boot["subsets"] == 100 and boot["per_class"] == min(c["support"] for c in report["per_class"].values() if c["support"])
+    assert boot["macro_f1_min"] <= metrics["balanced_macro_f1"] <= boot["macro_f1_max"]
     assert (run_dir / "report/test_confusion.png").is_file()
     assert (run_dir / "config.yaml").is_file() and (run_dir / "git_commit.txt").is_file()
 

@@ -228,9 +228,17 @@ def evaluate(
         encoders = {} if cfg.train.finetune else pipeline.build_encoders(cfg)
         metrics, paths = pipeline.evaluate(cfg, manifest, encoders, split)
     if as_json:
-        typer.echo(json.dumps({k: metrics[k] for k in ("war", "uar", "macro_f1", "weighted_f1", "n")}))
+        summary = {k: metrics[k] for k in ("war", "uar", "macro_f1", "weighted_f1", "n")}
+        summary["balanced_macro_f1"] = metrics["balanced_bootstrap"]["macro_f1_mean"]
+        typer.echo(json.dumps(summary))
     else:
         _print_metrics(metrics, f"{split} ({cfg.run_dir})")
+        boot = metrics["balanced_bootstrap"]
+        console.print(
+            f"balanced bootstrap ({boot['subsets']} subsets x {boot['per_class']} per class): Macro-F1 "
+            f"{boot['macro_f1_mean']:.4f} ± {boot['macro_f1_std']:.4f}, 95 % interval "
+            f"[{boot['macro_f1_ci'][0]:.4f}, {boot['macro_f1_ci'][1]:.4f}]"
+        )
         console.print(f"report: {paths['metrics'].parent}")
 
 

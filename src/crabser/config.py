@@ -104,6 +104,8 @@ class LossConfig(_Section):
     supcon_variant: Literal["out", "in"] = "out"  #: leg_loss supcon: Khosla et al.'s L_out or L_in
     alpha: float = 2.0
     tau: float = 0.1
+    #: StackingSER's neutral (train.neutral_label) vs. expressive soft-margin term; 0 = off, theirs: 1
+    soft_margin_weight: float = 0.0
     #: multi_loss: weights of KL, focal, center and frame-level SupCon (eq. 11; the paper gives none)
     multi_loss_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
     center_lr: float = 5.0e-3  #: multi_loss: the class centres' own learning rate (the paper's)

@@ -24,6 +24,7 @@ from crabser.data.corpora import get_adapter
 from crabser.data.manifest import Manifest, clean_text, read_manifest, write_manifest
 from crabser.data.protocols import fold_split, group_folds, speaker_holdout
 from crabser.errors import CrabserError
+from crabser.evaluation.bootstrap import balanced_bootstrap
 from crabser.evaluation.metrics import compute_metrics
 from crabser.evaluation.report import write_report
 from crabser.features.encoders import Encoder, build_encoder
@@ -367,6 +368,7 @@ def evaluate(
             ids.extend(batch["ids"])
     truth_list, pred_list = torch.cat(truths).tolist(), torch.cat(preds).tolist()
     metrics = compute_metrics(truth_list, pred_list, labels)
+    metrics["balanced_bootstrap"] = balanced_bootstrap(truth_list, pred_list)  # beside the plain metrics
     report_dir = config.run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(report_dir / f"{split}_predictions.csv") as tmp:

@@ -29,7 +29,9 @@ class CrabLitModule(L.LightningModule):
         self.labels = list(labels)
         self.model = build_model(model, input_dims, len(labels), speech_layers)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-        self.objective = build_objective(loss, model, self.model.tap_dims(), weights, len(labels))
+        neutral = train.get("neutral_label", "neutral")
+        neutral_index = self.labels.index(neutral) if neutral in self.labels else None
+        self.objective = build_objective(loss, model, self.model.tap_dims(), weights, len(labels), neutral_index)
         self.train_config = train
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": []}
         self.last_metrics: dict[str, dict] = {}

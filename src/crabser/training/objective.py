@@ -15,6 +15,9 @@ MLCS (Crab)         ce          all       mpcl        true
 FocalSER            focal       none      (unused)    true
 ==================  ==========  ========  ==========  ==============
 
+``soft_margin_weight`` > 0 adds StackingSER's neutral-vs-expressive soft-margin term (a one-output
+head on the ``fused`` tap, training only) to the classification loss.
+
 ``legs: final`` attaches one leg at the classifier's tap (``fused``, the first classifier layer's
 output): contrastive learning "applied solely at the classifier block". ``leg_loss: ce`` makes each
 leg a small classifier (FC -> ReLU -> FC to the classes) trained with the same (weighted) CE: the
@@ -42,6 +45,7 @@ from crabser.losses import (
 )
 from crabser.losses.center import center_loss
 from crabser.losses.kl import kl_divergence
+from crabser.losses.soft_margin import neutral_soft_margin_loss
 from crabser.models.blocks import ContrastiveSupervisionLeg
 from crabser.models.crab import CrabOutput
 
@@ -93,6 +97,8 @@ class TrainingObjective(nn.Module):
         leg_dim: int = 512,
         leg_hidden_unimodal: int = 256,
         leg_hidden: int = 512,
+        soft_margin_weight: float = 0.0,
+        neutral_index: int | None = None,
     ) -> None:
         super().__init__()
         self.classifier = classifier
@@ -110,11 +116,19 @@ class TrainingObjective(nn.Module):
             name: ContrastiveSupervisionLeg(dim, leg_hidden_unimodal if name.endswith("_unimodal") else leg_hidden, output_dim)
             for name, dim in taps.items()
         })
+        # StackingSER's neutral-vs-expressive head on the classifier's tap (training only)
+        self.soft_margin_weight = soft_margin_weight
+        self.neutral_index = neutral_index
+        self.margin_head = None
+        if soft_margin_weight > 0:
+            if neutral_index is None or FINAL_TAP not in tap_dims:
+                raise ValueError(f"the soft-margin loss needs a neutral class and the model's {FINAL_TAP!r} tap")
+            self.margin_head = nn.Linear(tap_dims[FINAL_TAP], 1)
 
     @property
     def wants_taps(self) -> bool:
         """Whether the model must return its taps in training."""
-        return bool(len(self.legs))
+        return bool(len(self.legs)) or self.margin_head is not None
 
     def parameter_groups(self) -> list[dict]:
         """Optimiser groups of its own (none: the legs train at the head's LR)."""
@@ -141,6 +155,9 @@ class TrainingObjective(nn.Module):
         if output.mixup is not None and len(self.legs):
             raise ValueError("supervision legs need unmixed batches: use loss.legs: none with model.mixup_alpha")
         classification = self.classification_loss(output.logits, targets)
+        if self.margin_head is not None:
+            scores = self.margin_head(output.taps[FINAL_TAP]).squeeze(-1)
+            classification = classification + self.soft_margin_weight * neutral_soft_margin_loss(scores, labels, self.neutral_index)
         if not len(self.legs):
             return LossParts(classification, classification, None)
         # under EAM the legs see each utterance's own label: its weight 1 - lambda is always > 1/2
@@ -208,7 +225,10 @@ class MultiLossObjective(nn.Module):
         return LossParts(classification + auxiliary, classification, auxiliary)
 
 
-def build_objective(loss: dict, model: dict, tap_dims: dict[str, int], class_weights: torch.Tensor | None, num_classes: int) -> nn.Module:
+def build_objective(
+    loss: dict, model: dict, tap_dims: dict[str, int], class_weights: torch.Tensor | None, num_classes: int,
+    neutral_index: int | None = None,
+) -> nn.Module:
     """The objective of a run from its ``loss`` and ``model`` config dumps."""
     if loss.get("name", "standard") == "multi_loss":
         return MultiLossObjective(
@@ -220,4 +240,5 @@ def build_objective(loss: dict, model: dict, tap_dims: dict[str, int], class_wei
         classifier=loss["classifier"], focal_gamma=loss["focal_gamma"], legs=loss["legs"], leg_loss=loss["leg_loss"],
         supcon_variant=loss["supcon_variant"], alpha=loss["alpha"], tau=loss["tau"],
         leg_dim=model["leg_dim"], leg_hidden_unimodal=model["leg_hidden_unimodal"], leg_hidden=model["leg_hidden"],
+        soft_margin_weight=loss.get("soft_margin_weight", 0.0), neutral_index=neutral_index,
     )
