@@ -241,3 +241,33 @@ def test_compared_systems_train_evaluate_and_predict_on_real_audio(run, system, 
     predicted = runner.invoke(app, ["predict", clip, "--run", str(run_dir), "--json", "--text", "Der Lappen liegt auf dem Eisschrank."])
     assert predicted.exit_code == 0, predicted.output
     assert '"label"' in predicted.output
+
+
+def test_stacking_two_base_models_scores_and_predicts(run, tmp_path, emodb):
+    root, config = run
+    stack_file = tmp_path / "stack.yaml"
+    stack_file.write_text(
+        f"""
+name: stack
+base: {config}
+overrides: [train.epochs=2]
+models:
+  bimodal: []
+  speech: ["model.modalities=[speech]"]
+fit_on: val
+forest: {{trees: 20, min_samples_leaf: 2, min_samples_split: 2, folds: 3}}
+bootstrap_subsets: 20
+"""
+    )
+    result = runner.invoke(app, ["stack", str(stack_file)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((root / "runs/stack/stack.json").read_text())
+    assert set(summary["metrics"]) == {"bimodal", "speech", "stack"}
+    for scores in summary["metrics"].values():
+        assert 0.0 <= scores["test"]["macro_f1"] <= 1.0 and 0.0 <= scores["val"]["balanced_macro_f1"] <= 1.0
+    assert "| stack |" in (root / "runs/stack/stacking.md").read_text()
+    clip = str(emodb / "wav" / "16a01Wb.wav")
+    predicted = runner.invoke(app, ["predict", clip, "--run", str(root / "runs/stack"), "--json", "--text", "Der Lappen liegt auf dem Eisschrank."])
+    assert predicted.exit_code == 0, predicted.output
+    answer = json.loads(predicted.output.strip().splitlines()[-1])
+    assert answer["label"] in summary["labels"] and sum(answer["probabilities"].values()) == pytest.approx(1.0)

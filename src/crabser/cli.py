@@ -1,4 +1,4 @@
-"""The ``crabser`` command: prepare, extract, train, crossval, experiment, evaluate, predict, and demo."""
+"""The ``crabser`` command: prepare, extract, train, crossval, experiment, stack, evaluate, predict, demo."""
 
 from __future__ import annotations
 
@@ -214,6 +214,27 @@ def experiment(
 
 
 @app.command()
+def stack(
+    config: Annotated[Path, typer.Argument(help="Stacking YAML (configs/stacking*.yaml).")],
+    override: OverrideOption = None,
+) -> None:
+    """StackingSER: train (or reuse) the base models, stack their logits with random forests, and
+    score base models and stack (Macro-F1 and balanced-bootstrap Macro-F1 on val and test).
+
+    The stack folder works with `crabser predict --run` like a single run.
+    """
+    from crabser import stacking
+
+    with _friendly_errors():
+        stack_config = stacking.load_stack_config(config)
+        _quiet_lightning()
+        summary = stacking.run_stack(stack_config, override or [])
+    console.print(stacking.stacking_markdown(summary["metrics"]))
+    console.print(f"out-of-fold Macro-F1 of the forests ({summary['fit_on']}): {summary['out_of_fold_macro_f1']:.4f}")
+    console.print(f"stack: {Path(next(iter(summary['models'].values()))).parent}")
+
+
+@app.command()
 def evaluate(
     run: RunOption,
     split: Annotated[str, typer.Option(help="Split to evaluate: test or val.")] = "test",
@@ -255,10 +276,10 @@ def predict(
     Files without a transcript (no --text, no FILE.txt) are transcribed by the run's offline ASR
     unless ``-o asr.fill_missing=false``.
     """
-    from crabser.inference import Recognizer
+    from crabser.inference import load_recognizer
 
     with _friendly_errors():
-        recognizer = Recognizer.from_run(run, overrides=override)
+        recognizer = load_recognizer(run, overrides=override)
         results = []
         for path in files:
             sidecar = path.with_suffix(".txt")

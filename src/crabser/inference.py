@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from crabser.data.audio import load_audio
@@ -69,19 +70,20 @@ class Recognizer:
         encoders = {} if config.train.finetune else build_encoders(config)
         return cls(module, encoders, asr, modalities=config.model.modalities)
 
-    @torch.no_grad()
-    def predict(self, audio_paths: list[str | Path], texts: list[str | None]) -> list[Prediction]:
-        """Predict each (audio, transcript) pair; AudioError / TranscriptError name the bad input.
-
-        A missing transcript comes from ASR when the run allows it (``asr.fill_missing``). A
-        text-only model with transcripts reads no audio; a model without text ignores them.
-        """
+    def resolve_texts(self, audio_paths: list[str | Path], texts: list[str | None]) -> tuple[list[str], list[str]]:
+        """The transcript of each input (given, or from ASR when the run allows it) and its source;
+        empty lists for a model without text."""
         clean_texts, sources = [], []
         if "text" in self.modalities:
             for path, text in zip(audio_paths, texts):
                 given = clean_text(text)
                 clean_texts.append(given or self._transcribe(path))
                 sources.append("given" if given else "asr")
+        return clean_texts, sources
+
+    @torch.no_grad()
+    def logits(self, audio_paths: list[str | Path], clean_texts: list[str]) -> torch.Tensor:
+        """Class logits ``(n, classes)`` of the inputs, with their resolved transcripts."""
         if not self.encoders:  # fine-tuned: the module's own encoders read raw audio and text
             waves = [load_audio(path, 16000) for path in audio_paths] if "speech" in self.modalities else []
             features, masks = self.module.inputs({"waves": waves, "texts": clean_texts})
@@ -94,10 +96,58 @@ class Recognizer:
                     inputs = [load_audio(path, encoder.sample_rate or 16000) for path in audio_paths]
                 padded = pad_batch(encoder.encode(inputs).unpadded())
                 features[modality], masks[modality] = padded.features, padded.mask
-        probabilities = self.module.model(features, masks).logits.softmax(dim=-1)
-        results = []
-        for i, (path, probs) in enumerate(zip(audio_paths, probabilities)):
-            scores = {label: float(p) for label, p in zip(self.labels, probs)}
-            transcript, source = (clean_texts[i], sources[i]) if clean_texts else (None, None)
-            results.append(Prediction(str(path), max(scores, key=scores.get), scores, transcript, source))
-        return results
+        return self.module.model(features, masks).logits
+
+    def predict(self, audio_paths: list[str | Path], texts: list[str | None]) -> list[Prediction]:
+        """Predict each (audio, transcript) pair; AudioError / TranscriptError name the bad input.
+
+        A missing transcript comes from ASR when the run allows it (``asr.fill_missing``). A
+        text-only model with transcripts reads no audio; a model without text ignores them.
+        """
+        clean_texts, sources = self.resolve_texts(audio_paths, texts)
+        probabilities = self.logits(audio_paths, clean_texts).softmax(dim=-1)
+        return _predictions(audio_paths, probabilities.numpy(), self.labels, clean_texts, sources)
+
+
+def _predictions(audio_paths, probabilities, labels: list[str], clean_texts: list[str], sources: list[str]) -> list[Prediction]:
+    results = []
+    for i, (path, probs) in enumerate(zip(audio_paths, probabilities)):
+        scores = {label: float(p) for label, p in zip(labels, probs)}
+        transcript, source = (clean_texts[i], sources[i]) if clean_texts else (None, None)
+        results.append(Prediction(str(path), max(scores, key=scores.get), scores, transcript, source))
+    return results
+
+
+class StackedRecognizer:
+    """A stacked ensemble (``crabser stack``): base models' logits -> the averaged random forests."""
+
+    def __init__(self, bases: list[Recognizer], forest, labels: list[str]) -> None:
+        self.bases, self.forest, self.labels = bases, forest, list(labels)
+
+    @classmethod
+    def from_run(cls, stack_dir: str | Path) -> StackedRecognizer:
+        """Load the base runs and the forests of a stack folder."""
+        import json
+
+        import joblib
+
+        summary = json.loads((Path(stack_dir) / "stack.json").read_text())
+        bases = [Recognizer.from_run(run) for run in summary["models"].values()]
+        return cls(bases, joblib.load(Path(stack_dir) / "stack.joblib"), summary["labels"])
+
+    def predict(self, audio_paths: list[str | Path], texts: list[str | None]) -> list[Prediction]:
+        """As :meth:`Recognizer.predict`; transcripts are resolved once (by the first base with text)."""
+        readers = [b for b in self.bases if "text" in b.modalities]
+        clean_texts, sources = readers[0].resolve_texts(audio_paths, texts) if readers else ([], [])
+        logits = [b.logits(audio_paths, clean_texts if "text" in b.modalities else []).numpy() for b in self.bases]
+        probabilities = self.forest.predict_proba(np.concatenate(logits, axis=1))
+        return _predictions(audio_paths, probabilities, self.labels, clean_texts, sources)
+
+
+def load_recognizer(run_dir: str | Path, overrides: list[str] | None = None) -> Recognizer | StackedRecognizer:
+    """The recognizer of a run folder or of a stack folder."""
+    from crabser.stacking import is_stack
+
+    if is_stack(run_dir):
+        return StackedRecognizer.from_run(run_dir)
+    return Recognizer.from_run(run_dir, overrides=overrides)

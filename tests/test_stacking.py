@@ -1,0 +1,37 @@
+"""The random-forest stacker on synthetic base-model outputs."""
+
+import numpy as np
+import pytest
+
+from crabser.evaluation.stacking import ForestSettings, StackedForest, balanced_subset
+
+
+def test_balanced_subset_takes_the_same_count_of_every_class():
+    labels = [0] * 30 + [1] * 8 + [2] * 12
+    subset = balanced_subset(labels, None, seed=0)
+    assert np.bincount(np.asarray(labels)[subset]).tolist() == [8, 8, 8]
+    assert np.bincount(np.asarray(labels)[balanced_subset(labels, 5, seed=0)]).tolist() == [5, 5, 5]
+    assert len(set(subset.tolist())) == len(subset)
+
+
+def test_stack_learns_which_base_model_to_trust():
+    rng = np.random.default_rng(0)
+    n, classes = 600, 3
+    y = rng.integers(0, classes, n)
+    good = np.eye(classes)[y] * 3 + rng.normal(0, 1.0, (n, classes))  # informative logits
+    noise = rng.normal(0, 1.0, (n, classes))  # a useless base model
+    features = np.concatenate([noise, good], axis=1)
+    train, test = slice(0, 400), slice(400, n)
+    forest = StackedForest(ForestSettings(trees=50, folds=5), classes).fit(features[train], y[train])
+    assert len(forest.forests) == 5 and 0.0 < forest.out_of_fold_macro_f1 <= 1.0
+    proba = forest.predict_proba(features[test])
+    assert proba.shape == (200, classes) and np.allclose(proba.sum(axis=1), 1.0)
+    stacked = (proba.argmax(1) == y[test]).mean()
+    assert stacked > 0.85 and stacked > (noise[test].argmax(1) == y[test]).mean() + 0.4
+    importance = np.mean([f.feature_importances_ for f in forest.forests], axis=0)
+    assert importance[classes:].sum() > 0.8  # the forests lean on the informative model's logits
+
+
+def test_stack_needs_two_items_per_class():
+    with pytest.raises(ValueError, match="two items"):
+        StackedForest(ForestSettings(), 2).fit(np.zeros((3, 2)), [0, 0, 1])
