@@ -1,5 +1,7 @@
 """The random-forest stacker on synthetic base-model outputs."""
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -35,3 +37,13 @@ def test_stack_learns_which_base_model_to_trust():
 def test_stack_needs_two_items_per_class():
     with pytest.raises(ValueError, match="two items"):
         StackedForest(ForestSettings(), 2).fit(np.zeros((3, 2)), [0, 0, 1])
+
+
+@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs/stacking").glob("*.yaml")), ids=lambda p: p.name)
+def test_shipped_stacking_files_give_valid_base_runs(path, monkeypatch):
+    from crabser.stacking import base_config, load_stack_config
+
+    monkeypatch.chdir(path.parents[2])
+    stack = load_stack_config(path)
+    runs = {str(base_config(stack, model).run_dir) for model in stack.models}
+    assert len(runs) == len(stack.models) >= 2

@@ -215,7 +215,7 @@ def experiment(
 
 @app.command()
 def stack(
-    config: Annotated[Path, typer.Argument(help="Stacking YAML (configs/stacking*.yaml).")],
+    config: Annotated[Path, typer.Argument(help="Stacking YAML (configs/stacking/*.yaml).")],
     override: OverrideOption = None,
 ) -> None:
     """StackingSER: train (or reuse) the base models, stack their logits with random forests, and

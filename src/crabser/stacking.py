@@ -1,6 +1,6 @@
 """``crabser stack``: StackingSER as a workflow (../shared/papers/stacking-ser.md).
 
-A stacking file (``configs/stacking*.yaml``)::
+A stacking file (``configs/stacking/*.yaml``)::
 
     name: stacking_emodb
     base: configs/demo.yaml              # a run config with a train / val / test split
