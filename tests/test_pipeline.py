@@ -271,3 +271,32 @@ bootstrap_subsets: 20
     assert predicted.exit_code == 0, predicted.output
     answer = json.loads(predicted.output.strip().splitlines()[-1])
     assert answer["label"] in summary["labels"] and sum(answer["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_stacking_over_speaker_folds_pools_the_folds(run, tmp_path):
+    root, config = run
+    stack_file = tmp_path / "stack_folds.yaml"
+    stack_file.write_text(
+        f"""
+name: stack_folds
+base: {config}
+overrides: [train.epochs=1, data.protocol=folds, data.folds=3, data.val_speakers_per_fold=1]
+models:
+  bimodal: []
+  speech: ["model.modalities=[speech]"]
+forest: {{trees: 10, min_samples_leaf: 2, min_samples_split: 2, folds: 2}}
+bootstrap_subsets: 10
+"""
+    )
+    result = runner.invoke(app, ["stack", str(stack_file)])
+    assert result.exit_code == 0, result.output
+    out = root / "runs/stack_folds"
+    summary = json.loads((out / "stack.json").read_text())
+    assert summary["folds"] == 3 and not (out / "stack.joblib").exists()
+    tested = [pd.read_csv(out / f"fold{k}/speech/report/test_predictions.csv") for k in range(3)]
+    assert sum(len(t) for t in tested) == len(pd.read_csv(out / "folds/manifest.csv"))  # every clip tested once
+    for k in range(3):
+        manifest = pd.read_csv(out / f"fold{k}/bimodal/manifest.csv", dtype=str)
+        assert set(manifest[manifest["split"] == "test"]["speaker"]).isdisjoint(manifest[manifest["split"] != "test"]["speaker"])
+    refused = runner.invoke(app, ["predict", "x.wav", "--run", str(out)])
+    assert refused.exit_code == 2 and "for evaluation" in refused.output

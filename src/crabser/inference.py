@@ -11,7 +11,7 @@ import torch
 
 from crabser.data.audio import load_audio
 from crabser.data.manifest import clean_text
-from crabser.errors import TranscriptError
+from crabser.errors import CrabserError, TranscriptError
 from crabser.features.encoders import Encoder, pad_batch
 
 
@@ -132,6 +132,8 @@ class StackedRecognizer:
         import joblib
 
         summary = json.loads((Path(stack_dir) / "stack.json").read_text())
+        if summary.get("folds"):
+            raise CrabserError(f"{stack_dir}: a cross-validated stack (one per fold) is for evaluation; stack on one split to predict")
         bases = [Recognizer.from_run(run) for run in summary["models"].values()]
         return cls(bases, joblib.load(Path(stack_dir) / "stack.joblib"), summary["labels"])
 

@@ -18,7 +18,9 @@ every base model, with the balanced bootstrap Macro-F1 (100 class-balanced subse
 ``<output_dir>/<name>``: ``stack.json`` (base runs, labels, metrics), ``stack.joblib`` (the
 forests), ``stacking.md``. ``crabser predict --run <output_dir>/<name>`` uses the stack like a
 single model. ``fit_on: val`` fits the forest on held-out logits instead (base models are
-confident on their own training data); a choice to measure, not assume.
+confident on their own training data); a choice to measure, not assume. A base config with
+``data.protocol: folds`` gives a speaker-independent cross-validated stack: one set of base runs
+and one stack per fold (``<name>/fold<k>/<model>``), scored on all folds' predictions pooled.
 """
 
 from __future__ import annotations
@@ -84,11 +86,13 @@ def load_stack_config(path: str | Path) -> StackConfig:
     return stack
 
 
-def base_config(stack: StackConfig, model: str, overrides: list[str] | None = None) -> RunConfig:
-    """The run config of one base model."""
-    config = load_config(stack.base, [*stack.overrides, *(overrides or []), *stack.models[model], f"name={stack.name}/{model}"])
-    if config.data.protocol == "folds":
-        raise ConfigError("stacking needs one train / val / test split: use data.protocol speaker_holdout or given")
+def base_config(stack: StackConfig, model: str, overrides: list[str] | None = None, fold: int | None = None) -> RunConfig:
+    """The run config of one base model (of one fold when the base config uses folds)."""
+    name = f"{stack.name}/{model}" if fold is None else f"{stack.name}/fold{fold}/{model}"
+    config = load_config(stack.base, [*stack.overrides, *(overrides or []), *stack.models[model], f"name={name}"])
+    if fold is not None:  # the fold's manifest, written by run_stack, with its train / val / test split
+        manifest = str(config.run_dir / "manifest.csv")
+        config = config.model_copy(update={"data": config.data.model_copy(update={"protocol": "given", "manifest": manifest})})
     return config
 
 
@@ -115,62 +119,116 @@ def _scores(labels: np.ndarray, predictions: np.ndarray, names: list[str], subse
     return {k: metrics[k] for k in ("war", "uar", "macro_f1")} | {"balanced_macro_f1": boot["macro_f1_mean"], "balanced_ci": boot["macro_f1_ci"]}
 
 
-def run_stack(stack: StackConfig, overrides: list[str] | None = None) -> dict:
-    """Train (or reuse) the base models, fit the stacked forest, score everything; save the stack."""
-    import joblib
+class _Encoders:
+    """Encoders loaded once per encoder setting, shared by the base models."""
 
+    def __init__(self) -> None:
+        self.loaded: dict[tuple, dict] = {}
+
+    def __call__(self, config: RunConfig) -> dict:
+        from crabser import pipeline
+
+        if config.train.finetune:
+            return {}
+        key = tuple((m, config.encoder_config(m).model_dump_json()) for m in config.model.modalities)
+        if key not in self.loaded:
+            self.loaded[key] = pipeline.build_encoders(config)
+        return self.loaded[key]
+
+
+def _base_outputs(config: RunConfig, manifest, encoders: dict) -> dict[str, tuple]:
+    """Train (unless finished) and test one base run; its logits on every split."""
     from crabser import pipeline
 
-    outputs: dict[str, dict[str, tuple]] = {}
-    runs, labels = {}, None
-    for model in stack.models:
-        config = base_config(stack, model, overrides)
-        manifest = pipeline.prepare(config)
-        encoders = {} if config.train.finetune else pipeline.build_encoders(config)
-        if not config.train.finetune:
-            pipeline.extract_features(config, manifest, encoders)
-        if not (config.run_dir / "report" / "test_metrics.json").is_file():
-            pipeline.train(config, manifest, encoders, resume=True)
-            pipeline.evaluate(config, manifest, encoders, "test")
-        outputs[model] = {split: split_logits(config, manifest, encoders, split) for split in SPLITS}
-        runs[model] = str(config.run_dir)
-        model_labels = pipeline.run_labels(config, manifest)
-        if labels is not None and model_labels != labels:
-            raise CrabserError(f"base model {model!r} has classes {model_labels}, the others {labels}")
-        labels = model_labels
-    features, truths = {}, {}
-    for split in SPLITS:  # utterances every base model has, in one order
-        common = sorted(set.intersection(*(set(outputs[m][split][0]) for m in stack.models)))
+    if not config.train.finetune:
+        pipeline.extract_features(config, manifest, encoders)
+    if not (config.run_dir / "report" / "test_metrics.json").is_file():
+        pipeline.train(config, manifest, encoders, resume=True)
+        pipeline.evaluate(config, manifest, encoders, "test")
+    return {split: split_logits(config, manifest, encoders, split) for split in SPLITS}
+
+
+def _aligned(outputs: dict[str, dict[str, tuple]], models: list[str]) -> tuple[dict, dict, dict]:
+    """Per split: the utterances every base model scored (ids), their concatenated logits, labels."""
+    ids, features, truths = {}, {}, {}
+    for split in SPLITS:
+        common = sorted(set.intersection(*(set(outputs[m][split][0]) for m in models)))
         if not common:
             raise CrabserError(f"no {split} utterance has outputs from every base model")
         columns = []
-        for model in stack.models:
-            ids, logits, truth = outputs[model][split]
-            index = {utterance: i for i, utterance in enumerate(ids)}
+        for model in models:
+            utterances, logits, truth = outputs[model][split]
+            index = {u: i for i, u in enumerate(utterances)}
             rows = [index[u] for u in common]
             columns.append(logits[rows])
             truths[split] = truth[rows]
-        features[split] = np.concatenate(columns, axis=1)
-    forest = StackedForest(ForestSettings(**stack.forest.model_dump()), num_classes=len(labels))
-    forest.fit(features[stack.fit_on], truths[stack.fit_on])
-    width = len(labels)
-    table = {}
-    for k, model in enumerate(stack.models):
-        table[model] = {
-            split: _scores(truths[split], features[split][:, k * width : (k + 1) * width].argmax(1), labels, stack.bootstrap_subsets)
+        ids[split], features[split] = common, np.concatenate(columns, axis=1)
+    return ids, features, truths
+
+
+def run_stack(stack: StackConfig, overrides: list[str] | None = None) -> dict:
+    """Train (or reuse) the base models, fit the stacked forests, score everything; save the stack.
+
+    With ``data.protocol: folds`` in the base config, every fold gets its base runs and its own
+    stack (``<name>/fold<k>``), and the scores are those of all folds' test predictions pooled (val
+    scores pooled likewise); such a stack is for evaluation, not for ``predict``.
+    """
+    import joblib
+
+    from crabser import pipeline
+    from crabser.data.protocols import fold_split
+
+    models = list(stack.models)
+    first = load_config(stack.base, [*stack.overrides, *(overrides or [])])
+    out = Path(first.output_dir) / stack.name
+    encoders = _Encoders()
+    folds: list[int | None] = [None]
+    if first.data.protocol == "folds":
+        manifest = pipeline.prepare(first.model_copy(update={"name": f"{stack.name}/folds"}))
+        folds = sorted(int(k) for k in manifest.frame["fold"].unique())
+    pooled: dict[str, dict[str, list]] = {split: {"truth": [], **{m: [] for m in [*models, "stack"]}} for split in ("val", "test")}
+    labels, forests, oof = None, [], []
+    for fold in folds:
+        outputs = {}
+        for model in models:
+            config = base_config(stack, model, overrides, fold)
+            if fold is None:
+                manifest_k = pipeline.prepare(config)
+            else:
+                manifest_k = fold_split(manifest, fold, first.data.val_speakers_per_fold, first.data.seed)
+                pipeline.save_run_inputs(config, manifest_k)
+            outputs[model] = _base_outputs(config, manifest_k, encoders(config))
+            model_labels = pipeline.run_labels(config, manifest_k)
+            if labels is not None and model_labels != labels:
+                raise CrabserError(f"base model {model!r} has classes {model_labels}, the others {labels}")
+            labels = model_labels
+        _, features, truths = _aligned(outputs, models)
+        forest = StackedForest(ForestSettings(**stack.forest.model_dump()), num_classes=len(labels))
+        forest.fit(features[stack.fit_on], truths[stack.fit_on])
+        forests.append(forest)
+        oof.append(forest.out_of_fold_macro_f1)
+        width = len(labels)
+        for split in ("val", "test"):
+            pooled[split]["truth"].append(truths[split])
+            for k, model in enumerate(models):
+                pooled[split][model].append(features[split][:, k * width : (k + 1) * width].argmax(1))
+            pooled[split]["stack"].append(forest.predict_proba(features[split]).argmax(1))
+    table = {
+        name: {
+            split: _scores(np.concatenate(pooled[split]["truth"]), np.concatenate(pooled[split][name]), labels, stack.bootstrap_subsets)
             for split in ("val", "test")
         }
-    table["stack"] = {
-        split: _scores(truths[split], forest.predict_proba(features[split]).argmax(1), labels, stack.bootstrap_subsets)
-        for split in ("val", "test")
+        for name in [*models, "stack"]
     }
-    out = Path(load_config(stack.base, [*stack.overrides, *(overrides or [])]).output_dir) / stack.name
     out.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out / "stack.joblib") as tmp:
-        joblib.dump(forest, tmp)
+    if folds == [None]:
+        with atomic_path(out / "stack.joblib") as tmp:
+            joblib.dump(forests[0], tmp)
+    runs = {m: str(base_config(stack, m, overrides, folds[0]).run_dir) for m in models}
     summary = {
-        "labels": labels, "models": runs, "fit_on": stack.fit_on, "forest": asdict(forest.settings),
-        "out_of_fold_macro_f1": forest.out_of_fold_macro_f1, "metrics": table, "git_commit": pipeline.git_commit(),
+        "labels": labels, "models": runs, "folds": len(folds) if folds != [None] else None, "fit_on": stack.fit_on,
+        "forest": asdict(forests[0].settings), "out_of_fold_macro_f1": float(np.mean(oof)), "metrics": table,
+        "git_commit": pipeline.git_commit(),
     }
     with atomic_path(out / "stack.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=2))
