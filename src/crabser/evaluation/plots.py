@@ -4,8 +4,9 @@ representations where the supervision legs attach.
 The maps project the model's tap representations (the inputs of the legs, which every model
 has whatever its objective, so CE and MLCS runs can be compared) with t-SNE (scikit-learn,
 perplexity min(30, (n - 1) / 3), PCA initialisation, seed 0) and report the silhouette score of
-the true labels in the original space: higher means emotions form tighter, better separated
-clusters, the effect the Crab paper attributes to MLCS.
+the true labels in the original space, with cosine distance (the geometry the contrastive losses
+shape): higher means emotions form tighter, better separated clusters, the effect the Crab paper
+attributes to MLCS.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def plot_embeddings(taps: dict[str, np.ndarray], labels: list[str], path: Path, 
     scores = {}
     for ax, name in zip(axes[0], names):
         x = taps[name]
-        scores[name] = float(silhouette_score(x, y)) if len(classes) > 1 else float("nan")
+        scores[name] = float(silhouette_score(x, y, metric="cosine")) if len(classes) > 1 else float("nan")
         perplexity = max(2.0, min(30.0, (len(x) - 1) / 3))
         points = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(x)
         for k, label in enumerate(classes):
