@@ -140,10 +140,6 @@ def run_cell(config: RunConfig, encoders: dict) -> dict:
     return result
 
 
-def _encoder_key(config: RunConfig) -> tuple:
-    return tuple((m, config.encoder_config(m).model_dump_json()) for m in config.model.modalities)
-
-
 def run_experiment(
     experiment: ExperimentConfig, overrides: list[str] | None = None,
     on_cell: Callable[[Cell, dict], None] | None = None, only: dict[str, list[str]] | None = None,
@@ -154,17 +150,15 @@ def run_experiment(
     tabulates the finished cells and runs nothing (e.g. while the grid runs elsewhere)."""
     from crabser import pipeline
 
-    encoders: dict[tuple, dict] = {}
+    encoders = pipeline.EncoderCache()
     rows = []
     selected = set() if report_only else set(expand(experiment, only))
     for cell in expand(experiment):
         config = cell_config(experiment, cell, overrides)
         if cell not in selected and not (config.run_dir / "result.json").is_file():
             continue  # not to be run now and not run before; finished cells always go in the tables
-        key = _encoder_key(config)
-        if key not in encoders and not (config.run_dir / "result.json").is_file():
-            encoders[key] = pipeline.build_encoders(config)
-        result = run_cell(config, encoders.get(key, {}))
+        finished = (config.run_dir / "result.json").is_file()
+        result = run_cell(config, {} if finished else encoders(config))
         rows.append({**dict(cell.levels), "cell": cell.name, "seed": cell.seed, **result, "run": str(config.run_dir)})
         if on_cell:
             on_cell(cell, result)

@@ -115,6 +115,22 @@ def build_encoders(config: RunConfig) -> dict[str, Encoder]:
     return {modality: build_encoder(config.encoder_config(modality)) for modality in config.model.modalities}
 
 
+class EncoderCache:
+    """Encoders loaded once per encoder setting and shared by many runs (grids, stacks); a
+    fine-tuning run gets none (its module carries its own)."""
+
+    def __init__(self) -> None:
+        self.loaded: dict[tuple, dict[str, Encoder]] = {}
+
+    def __call__(self, config: RunConfig) -> dict[str, Encoder]:
+        if config.train.finetune:
+            return {}
+        key = tuple((m, config.encoder_config(m).model_dump_json()) for m in config.model.modalities)
+        if key not in self.loaded:
+            self.loaded[key] = build_encoders(config)
+        return self.loaded[key]
+
+
 def extract_features(
     config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], progress: Progress | None = None
 ) -> dict[str, ExtractionReport]:

@@ -119,23 +119,6 @@ def _scores(labels: np.ndarray, predictions: np.ndarray, names: list[str], subse
     return {k: metrics[k] for k in ("war", "uar", "macro_f1")} | {"balanced_macro_f1": boot["macro_f1_mean"], "balanced_ci": boot["macro_f1_ci"]}
 
 
-class _Encoders:
-    """Encoders loaded once per encoder setting, shared by the base models."""
-
-    def __init__(self) -> None:
-        self.loaded: dict[tuple, dict] = {}
-
-    def __call__(self, config: RunConfig) -> dict:
-        from crabser import pipeline
-
-        if config.train.finetune:
-            return {}
-        key = tuple((m, config.encoder_config(m).model_dump_json()) for m in config.model.modalities)
-        if key not in self.loaded:
-            self.loaded[key] = pipeline.build_encoders(config)
-        return self.loaded[key]
-
-
 def _base_outputs(config: RunConfig, manifest, encoders: dict) -> dict[str, tuple]:
     """Train (unless finished) and test one base run; its logits on every split."""
     from crabser import pipeline
@@ -181,7 +164,7 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None) -> dict:
     models = list(stack.models)
     first = load_config(stack.base, [*stack.overrides, *(overrides or [])])
     out = Path(first.output_dir) / stack.name
-    encoders = _Encoders()
+    encoders = pipeline.EncoderCache()
     folds: list[int | None] = [None]
     if first.data.protocol == "folds":
         manifest = pipeline.prepare(first.model_copy(update={"name": f"{stack.name}/folds"}))
