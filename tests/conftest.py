@@ -94,3 +94,37 @@ def tiny_roberta(tmp_path_factory) -> Path:
                            intermediate_size=24, max_position_embeddings=140, pad_token_id=tokenizer.pad_token_id)
     RobertaModel(config).save_pretrained(folder)
     return folder
+
+
+E2E_SPEAKERS = ["03", "08", "09", "10", "11", "16"]
+
+
+@pytest.fixture(scope="session")
+def run(tmp_path_factory, emodb):
+    """A small bimodal Crab trained through the CLI on six real EmoDB speakers (test 16, val 11)."""
+    from crabser.data.corpora import emodb as emodb_adapter
+    from crabser.data.manifest import Manifest, write_manifest
+
+    root = tmp_path_factory.mktemp("e2e")
+    full = emodb_adapter.prepare(emodb).frame
+    write_manifest(Manifest(full[full["speaker"].isin(E2E_SPEAKERS)]), root / "manifest.csv")
+    config = root / "config.yaml"
+    config.write_text(
+        f"""
+name: e2e
+output_dir: {root / 'runs'}
+cache_dir: {root / 'cache'}
+data: {{manifest: {root / 'manifest.csv'}, test_speakers: ["16"], val_speakers: ["11"]}}
+speech: {{kind: whisper-ct2}}
+text: {{kind: hf-text}}
+model: {{hidden: 64, speech_frame_stride: 4, dropout: 0.1, attention_dropout: 0.1}}
+train: {{epochs: 12, batch_size: 32, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: 2}}
+"""
+    )
+    from typer.testing import CliRunner
+
+    from crabser.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    return root, config

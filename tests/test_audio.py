@@ -1,12 +1,17 @@
+import io
+
 import numpy as np
 import pytest
+import soundfile as sf
+from conftest import tone
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from crabser.data.audio import load_audio
+from crabser.data.audio import decode_audio, load_audio, stream_audio
 from crabser.data.manifest import from_records
 from crabser.errors import AudioError
 from crabser.features.extract import extract
 from crabser.features.store import FeatureStore
-from conftest import tone
 
 
 def test_stereo_is_downmixed_and_44k_resampled(write_wav):
@@ -117,3 +122,131 @@ def test_mp4_audio_track_is_decoded_to_16k_mono(tmp_path):
     broken.write_bytes(path.read_bytes()[:200])
     with pytest.raises(AudioError, match="broken.mp4"):
         load_audio(broken)
+
+
+# --- decode_audio: bytes and arrays, the inputs of Recognizer.predict and the service ---------------
+
+
+
+def _wav_bytes(wave: np.ndarray, rate: int = 16000, fmt: str = "WAV") -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format=fmt)
+    return buffer.getvalue()
+
+
+def test_bytes_path_and_array_decode_to_the_same_wave(write_wav):
+    wave = tone(0.7)
+    path = write_wav("same.wav", wave)
+    from_path = decode_audio(path)
+    assert np.array_equal(decode_audio(path.read_bytes()), from_path)
+    assert np.allclose(decode_audio((wave, 16000)), from_path, atol=1e-4)
+    assert np.allclose(decode_audio(wave, sample_rate=16000), from_path, atol=1e-4)
+
+
+@pytest.mark.parametrize("rate", [8000, 22050, 48000])
+def test_any_rate_is_resampled_to_16k(rate):
+    wave = tone(1.0, rate=rate)
+    for source in (_wav_bytes(wave, rate), (wave, rate)):
+        out = decode_audio(source, 16000)
+        assert abs(len(out) - 16000) <= 2
+        spectrum = np.abs(np.fft.rfft(out))
+        assert abs(np.argmax(spectrum) * 16000 / len(out) - 220) < 3  # the 220 Hz tone survives
+
+
+def test_stereo_arrays_either_layout_and_int16_are_mono_float():
+    stereo = tone(0.5, channels=2)
+    expected = stereo.mean(axis=1)
+    assert np.allclose(decode_audio((stereo, 16000)), expected, atol=1e-6)
+    assert np.allclose(decode_audio((stereo.T.copy(), 16000)), expected, atol=1e-6)  # (channels, samples)
+    ints = (expected * 32768).astype(np.int16)
+    assert np.allclose(decode_audio((ints, 16000)), expected, atol=1e-4)
+
+
+def test_flac_and_ogg_bytes_decode():
+    wave = tone(0.5)
+    assert np.allclose(decode_audio(_wav_bytes(wave, fmt="FLAC")), wave, atol=1e-4)
+    assert len(decode_audio(_wav_bytes(wave, fmt="OGG"))) == pytest.approx(8000, abs=400)
+
+
+@pytest.mark.parametrize(
+    "source, kwargs, problem",
+    [
+        (b"", {}, "empty file"),
+        (b"hello, this is not audio" * 10, {}, "not audio or an unsupported format"),
+        (np.zeros(16000, dtype=np.float32), {"sample_rate": 16000}, "silent"),
+        (np.zeros(0, dtype=np.float32), {"sample_rate": 16000}, "empty audio"),
+        (np.array([0.1, np.nan] * 8000, dtype=np.float32), {"sample_rate": 16000}, "NaN or infinite"),
+        (np.array([0.1, np.inf] * 8000, dtype=np.float32), {"sample_rate": 16000}, "NaN or infinite"),
+        (tone(0.5), {}, "needs its sample rate"),
+        (tone(0.5), {"sample_rate": 3}, "implausible sample rate"),
+        (np.zeros((2, 2, 2), dtype=np.float32), {"sample_rate": 16000}, "1-D or 2-D"),
+        (np.array(["a"] * 400), {"sample_rate": 16000}, "dtype"),
+        (12345, {}, "not audio"),
+    ],
+)
+def test_bad_inputs_raise_a_named_error(source, kwargs, problem):
+    with pytest.raises(AudioError, match=problem) as caught:
+        decode_audio(source, name="clip-x", **kwargs)
+    assert "clip-x" in str(caught.value)
+
+
+def test_truncated_bytes_keep_what_is_there_or_fail_by_name(write_wav):
+    data = write_wav("t.wav", tone(1.0)).read_bytes()
+    with pytest.raises(AudioError, match="up.wav"):
+        decode_audio(data[:30], name="up.wav")  # header cut: nothing decodable
+    assert 0 < len(decode_audio(data[: len(data) // 2], name="half.wav")) < 16000  # samples cut: the first half
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.binary(max_size=4096))
+def test_fuzzed_bytes_decode_or_raise_audio_error(data):
+    try:
+        out = decode_audio(data, name="fuzz")
+    except AudioError as error:
+        assert "fuzz" in str(error)
+    else:
+        assert out.dtype == np.float32 and out.ndim == 1 and np.isfinite(out).all()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(min_size=44, max_size=2048), st.integers(min_value=0, max_value=43))
+def test_fuzzed_wav_headers_decode_or_raise_audio_error(noise, cut):
+    header = _wav_bytes(tone(0.1))[:44]
+    data = header[:cut] + noise
+    try:
+        decode_audio(data, name="hdr")
+    except AudioError:
+        pass
+
+
+def test_stream_audio_blocks_join_to_the_whole_wave(write_wav):
+    wave = tone(5.0, rate=44100)
+    path = write_wav("long44.wav", wave, rate=44100)
+    blocks, duration = stream_audio(path, 16000, block_seconds=1.0)
+    joined = np.concatenate(list(blocks))
+    whole = decode_audio(path)
+    assert duration == pytest.approx(5.0)
+    assert abs(len(joined) - len(whole)) <= 2
+    n = min(len(joined), len(whole))
+    assert np.abs(joined[100 : n - 100] - whole[100 : n - 100]).max() < 1e-2  # streaming vs one-shot resampler
+
+
+def test_browser_webm_opus_bytes_decode():
+    """What the web page's microphone recording sends (MediaRecorder: WebM / Opus)."""
+    av = pytest.importorskip("av", reason="PyAV decodes WebM (crabser[video]; in the dev extras CI installs)")
+    buffer = io.BytesIO()
+    with av.open(buffer, "w", format="webm") as container:
+        stream = container.add_stream("libopus", rate=48000)
+        stream.layout = "mono"
+        wave = tone(1.0, rate=48000, freq=440)[None, :]
+        for i in range(0, wave.shape[1], 960):
+            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i : i + 960]), format="fltp", layout="mono")
+            frame.sample_rate = 48000
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    out = decode_audio(buffer.getvalue(), name="recording.webm")
+    assert abs(len(out) - 16000) < 400
+    spectrum = np.abs(np.fft.rfft(out))
+    assert abs(np.argmax(spectrum) * 16000 / len(out) - 440) < 5

@@ -18,29 +18,6 @@ runner = CliRunner()
 SPEAKERS = ["03", "08", "09", "10", "11", "16"]
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory, emodb):
-    root = tmp_path_factory.mktemp("e2e")
-    full = emodb_adapter.prepare(emodb).frame
-    write_manifest(Manifest(full[full["speaker"].isin(SPEAKERS)]), root / "manifest.csv")
-    config = root / "config.yaml"
-    config.write_text(
-        f"""
-name: e2e
-output_dir: {root / 'runs'}
-cache_dir: {root / 'cache'}
-data: {{manifest: {root / 'manifest.csv'}, test_speakers: ["16"], val_speakers: ["11"]}}
-speech: {{kind: whisper-ct2}}
-text: {{kind: hf-text}}
-model: {{hidden: 64, speech_frame_stride: 4, dropout: 0.1, attention_dropout: 0.1}}
-train: {{epochs: 12, batch_size: 32, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: 2}}
-"""
-    )
-    result = runner.invoke(app, ["train", "--config", str(config)])
-    assert result.exit_code == 0, result.output
-    return root, config
-
-
 def test_features_are_cached_and_reused(run):
     root, config = run
     extraction = json.loads((root / "runs/e2e/extraction_speech.json").read_text())

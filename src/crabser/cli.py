@@ -1,4 +1,4 @@
-"""The ``crabser`` command: prepare, extract, train, crossval, experiment, stack, evaluate, predict, demo."""
+"""The ``crabser`` command: prepare, extract, train, crossval, experiment, stack, evaluate, predict, export, serve, demo."""
 
 from __future__ import annotations
 
@@ -263,29 +263,46 @@ def evaluate(
         console.print(f"report: {paths['metrics'].parent}")
 
 
+ModelOption = Annotated[
+    str,
+    typer.Option("--model", "-m", "--run", "-r", help="'default' (the packaged EmoDB model), a run, checkpoint, exported model or stack folder."),
+]
+
+
 @app.command()
 def predict(
     files: Annotated[list[Path], typer.Argument(help="Audio files.")],
-    run: RunOption,
+    model: ModelOption = "default",
     text: Annotated[str | None, typer.Option(help="Transcript for every file (else FILE.txt beside it).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines (with --segment: one JSON timeline per file).")] = False,
+    segment: Annotated[bool, typer.Option("--segment", help="Long recordings: split on voice activity and predict a timeline.")] = False,
+    segment_mode: Annotated[str, typer.Option(help="vad (voice activity) or fixed (windows with overlap).")] = "vad",
+    window: Annotated[float, typer.Option(help="--segment-mode fixed: window length, seconds.")] = 4.0,
+    hop: Annotated[float, typer.Option(help="--segment-mode fixed: hop between windows, seconds.")] = 2.0,
+    out: Annotated[Path | None, typer.Option("--out", help="--segment: folder for <file>.timeline.csv/.json/.png.")] = None,
     override: OverrideOption = None,
 ) -> None:
-    """Predict the emotion of audio files with a trained run (label + probability per class).
+    """Predict the emotion of audio files (label + probability per class).
 
-    Files without a transcript (no --text, no FILE.txt) are transcribed by the run's offline ASR
-    unless ``-o asr.fill_missing=false``.
+    Without --model the packaged default model is used (speech only, trained on the German acted
+    EmoDB; see the README). For a model with text, files without a transcript (no --text, no
+    FILE.txt) are transcribed by the offline ASR unless ``-o asr.fill_missing=false``.
     """
-    from crabser.inference import load_recognizer
+    from crabser.inference import Recognizer
 
     with _friendly_errors():
-        recognizer = load_recognizer(run, overrides=override)
+        if segment_mode not in ("vad", "fixed"):
+            raise CrabserError(f"--segment-mode must be vad or fixed, got {segment_mode!r}")
+        recognizer = Recognizer.load(model, overrides=override)
+        if segment:
+            failed = _predict_segments(recognizer, files, segment_mode, window, hop, out, as_json)
+            raise typer.Exit(1 if failed else 0)
         results = []
         for path in files:
             sidecar = path.with_suffix(".txt")
             transcript = text if text is not None else (sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None)
             try:
-                results.append(recognizer.predict([path], [transcript])[0])
+                results.append(recognizer.predict(path, transcript))
             except CrabserError as error:
                 console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
     if as_json:
@@ -293,7 +310,7 @@ def predict(
             typer.echo(json.dumps({
                 "file": r.source, "label": r.label, "probabilities": r.probabilities,
                 "transcript": r.transcript, "text_source": r.text_source,
-            }))
+            }, ensure_ascii=False))
     elif results:
         table = Table()
         table.add_column("file")
@@ -305,6 +322,89 @@ def predict(
         console.print(table)
     if len(results) < len(files):
         raise typer.Exit(1)
+
+
+def _predict_segments(recognizer, files: list[Path], mode: str, window: float, hop: float, out: Path | None, as_json: bool) -> int:
+    """--segment: a timeline per file (table or JSON), written as CSV, JSON and PNG; returns the failures."""
+    from crabser import segment as seg
+
+    settings = seg.SegmentSettings(mode=mode, window=window, hop=hop)
+    failed = 0
+    for path in files:
+        title = path.name
+        try:
+            with _progress() as progress:
+                advance, done = None, 0.0
+
+                def report(seconds: float, total: float, title: str = title) -> None:
+                    nonlocal advance, done
+                    advance = advance or progress(title, max(1, round(total)))
+                    advance(max(0, round(seconds) - round(done)))
+                    done = seconds
+
+                entries = seg.predict_timeline(recognizer, path, settings, report)
+        except CrabserError as error:
+            console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            failed += 1
+            continue
+        folder = out or path.parent
+        folder.mkdir(parents=True, exist_ok=True)
+        outputs = {ext: folder / f"{path.stem}.timeline.{ext}" for ext in ("json", "csv", "png")}
+        outputs["json"].write_text(seg.timeline_json(entries), encoding="utf-8")
+        seg.write_timeline_csv(entries, recognizer.labels, outputs["csv"])
+        seg.plot_timeline(entries, recognizer.labels, outputs["png"], title=path.name)
+        if as_json:
+            typer.echo(json.dumps({"file": str(path), "segments": json.loads(seg.timeline_json(entries))}, ensure_ascii=False))
+            continue
+        table = Table(title=f"{path} ({len(entries)} segments)")
+        for column in ("start", "end", "label", "p", "transcript"):
+            table.add_column(column)
+        for e in entries:
+            p = f"{e.probabilities[e.label]:.2f}" if e.label else ""
+            table.add_row(f"{e.start:.2f}", f"{e.end:.2f}", e.label or f"[red]{e.error}[/]", p, e.transcript or "")
+        console.print(table)
+        console.print(f"timeline: {outputs['csv']} (.json, .png beside it)")
+    return failed
+
+
+@app.command()
+def export(
+    run: RunOption,
+    out: Annotated[Path, typer.Option("--out", help="Folder to write the model to.")],
+    half: Annotated[bool, typer.Option(help="Store the weights in fp16 (half the size).")] = True,
+) -> None:
+    """Export a run's best model as a small folder (weights, labels, encoder config) for predict/serve."""
+    from crabser.inference import export_model
+
+    with _friendly_errors():
+        folder = export_model(run, out, half=half)
+    size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
+    console.print(f"model: {folder} ({size:.2f} MB)")
+
+
+@app.command()
+def serve(
+    model: ModelOption = "default",
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Predictions run at once (the rest queue).")] = 1,
+    queue: Annotated[int, typer.Option(help="Requests allowed to wait; more get 503.")] = 32,
+    max_mb: Annotated[float, typer.Option(help="Largest upload, MB (413 above).")] = 20.0,
+    max_seconds: Annotated[float, typer.Option(help="Longest audio for /v1/predict, seconds (413 above).")] = 60.0,
+    max_segment_seconds: Annotated[float, typer.Option(help="Longest audio for /v1/predict/segments, seconds.")] = 1200.0,
+) -> None:
+    """Serve a model over HTTP: POST /v1/predict, /v1/predict/segments, GET /v1/labels, /health, a web page at /."""
+    import uvicorn
+
+    from crabser.serve import ServiceSettings, create_app
+
+    with _friendly_errors():
+        settings = ServiceSettings(
+            model=model, workers=workers, queue=queue, max_bytes=int(max_mb * 1e6),
+            max_seconds=max_seconds, max_segment_seconds=max_segment_seconds,
+        )
+        application = create_app(settings)
+    uvicorn.run(application, host=host, port=port, log_level="info")
 
 
 @app.command()

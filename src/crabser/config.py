@@ -204,3 +204,12 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
 def dump_config(config: RunConfig) -> str:
     """The resolved config as YAML."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
+    """The resolved config stored in a run folder."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
+    run_dir = Path(run_dir)
+    return load_config(path, [f"output_dir={run_dir.parent}", f"name={run_dir.name}", *(overrides or [])])

@@ -1,18 +1,40 @@
-"""Using a trained run: :class:`Recognizer` turns audio (+ transcript) into a label and probabilities."""
+"""Using a trained model: ``Recognizer.load(path_or_name).predict(audio, text)``.
+
+``Recognizer.load`` takes ``"default"`` (the model shipped in the package, see
+:mod:`crabser.pretrained`), a run folder, a checkpoint file inside one, an exported model folder
+(``crabser export``) or a stack folder (``crabser stack``). ``predict`` takes a file path, the
+bytes of an audio file, or a numpy array with its sample rate (see
+:func:`crabser.data.audio.decode_audio`), and an optional transcript.
+
+Documented answers to partial inputs:
+
+- a model with text and no transcript given: the transcript comes from the offline ASR (embedded
+  Whisper tiny.en) when the run allows it (``asr.fill_missing``), else TranscriptError;
+- a model with speech and no audio (text only): AudioError ("this model needs audio");
+- a text-only model with a transcript reads no audio; a model without text ignores the transcript
+  (``Prediction.transcript`` is None);
+- an empty or whitespace transcript counts as missing.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
+import soxr
 import torch
 
-from crabser.data.audio import load_audio
+from crabser.data.audio import AudioInput, decode_audio
 from crabser.data.manifest import clean_text
-from crabser.errors import CrabserError, TranscriptError
+from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.features.encoders import Encoder, pad_batch
+
+SAMPLE_RATE = 16000  #: every input is decoded once to 16 kHz mono; encoders at other rates resample
+DEFAULT = "default"  #: the name of the packaged model
+EXPORT_FORMAT = "crabser-model/1"
 
 
 @dataclass
@@ -25,9 +47,108 @@ class Prediction:
     transcript: str | None = None  #: the text the model read (None for a model without text)
     text_source: str | None = None  #: "given" or "asr"
 
+    def to_dict(self) -> dict:
+        """A JSON-ready dict."""
+        return asdict(self)
 
-class Recognizer:
-    """A trained Crab with its encoders; loads once, predicts many times."""
+
+def _input_name(audio: object, index: int) -> str:
+    if isinstance(audio, (str, Path)):
+        return str(audio)
+    return "<text>" if audio is None else f"<input {index}>"
+
+
+class _Predictor:
+    """What every recognizer shares: input decoding, transcripts, ``predict`` / ``predict_batch``."""
+
+    labels: list[str]
+    modalities: list[str]
+    _asr_factory: Callable[[], object] | None = None
+    _asr = None
+
+    @property
+    def needs_audio(self) -> bool:
+        """Whether the model reads the audio (speech or paralinguistic stream)."""
+        return bool({"speech", "paralinguistic"} & set(self.modalities))
+
+    def probabilities(self, waves: list[np.ndarray | None], texts: list[str]) -> np.ndarray:
+        """Class probabilities ``(n, classes)`` of decoded 16 kHz waves and resolved transcripts."""
+        raise NotImplementedError
+
+    def predict(
+        self, audio: AudioInput | None = None, text: str | None = None, *, sample_rate: int | None = None, name: str | None = None
+    ) -> Prediction:
+        """Predict one input: ``audio`` (path, bytes, or array with ``sample_rate``) and/or ``text``."""
+        return self.predict_batch([audio], [text], sample_rate=sample_rate, names=[name] if name else None)[0]
+
+    def predict_batch(
+        self,
+        audios: Sequence[AudioInput | None],
+        texts: Sequence[str | None] | None = None,
+        *,
+        sample_rate: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[Prediction]:
+        """Predict many inputs in one forward pass; AudioError / TranscriptError name the bad one."""
+        texts = list(texts) if texts is not None else [None] * len(audios)
+        names = list(names) if names is not None else [_input_name(a, i) for i, a in enumerate(audios)]
+        if not (len(audios) == len(texts) == len(names)):
+            raise ValueError(f"got {len(audios)} audio inputs, {len(texts)} transcripts and {len(names)} names")
+        if not audios:
+            return []
+        given = [clean_text(t) if t is not None else "" for t in texts]
+        waves = [self._wave(a, given[i], sample_rate, names[i]) for i, a in enumerate(audios)]
+        resolved, sources = [], []
+        if "text" in self.modalities:
+            for wave, text, name in zip(waves, given, names):
+                resolved.append(text or self._transcribe(wave, name))
+                sources.append("given" if text else "asr")
+        probabilities = self.probabilities(waves, resolved)
+        results = []
+        for i, probs in enumerate(probabilities):
+            scores = {label: float(p) for label, p in zip(self.labels, probs)}
+            transcript, source = (resolved[i], sources[i]) if resolved else (None, None)
+            results.append(Prediction(names[i], max(scores, key=scores.get), scores, transcript, source))
+        return results
+
+    def _wave(self, audio: AudioInput | None, text: str, sample_rate: int | None, name: str) -> np.ndarray | None:
+        """The 16 kHz wave of an input, or None where the model needs none (text-only with text)."""
+        if audio is None:
+            if self.needs_audio:
+                kinds = " + ".join(self.modalities)
+                raise AudioError(name, f"this model ({kinds}) needs audio; got only a transcript")
+            if not text:
+                raise TranscriptError(name, "no audio and no transcript")
+            return None
+        if not self.needs_audio and text:
+            return None  # a text-only model with its transcript: the audio is not read
+        return decode_audio(audio, SAMPLE_RATE, sample_rate=sample_rate, name=name)
+
+    def _transcribe(self, wave: np.ndarray | None, name: str) -> str:
+        if self._asr_factory is None:
+            raise TranscriptError(name, "missing transcript: give the text (--text, FILE.txt) or use a model that allows ASR")
+        if self._asr is None:
+            self._asr = self._asr_factory()
+        text = clean_text(self._asr.transcribe(wave))
+        if not text:
+            raise TranscriptError(name, "missing transcript and ASR heard no words")
+        return text
+
+
+class ExportedModule(torch.nn.Module):
+    """An exported model for inference: the network and its labels, without training state."""
+
+    def __init__(self, hparams: dict, weights: dict[str, torch.Tensor]) -> None:
+        from crabser.models.registry import build_model
+
+        super().__init__()
+        self.labels = list(hparams["labels"])
+        self.model = build_model(hparams["model"], hparams["input_dims"], len(self.labels), hparams.get("speech_layers", 0))
+        self.model.load_state_dict(weights)
+
+
+class Recognizer(_Predictor):
+    """A trained model with its encoders; loads once, predicts many times."""
 
     def __init__(
         self, module, encoders: dict[str, Encoder], asr: Callable[[], object] | None = None,
@@ -42,24 +163,52 @@ class Recognizer:
         self._asr_factory = asr
         self._asr = None
 
-    def _transcribe(self, path: str | Path) -> str:
-        if self._asr_factory is None:
-            raise TranscriptError(str(path), "missing transcript: pass --text or put a .txt file beside the audio")
-        if self._asr is None:
-            self._asr = self._asr_factory()
-        text = self._asr.transcribe(load_audio(path, self._asr.sample_rate)).strip()
-        if not text:
-            raise TranscriptError(str(path), "missing transcript and ASR heard no words")
-        return text
+    @staticmethod
+    def load(path_or_name: str | Path = DEFAULT, overrides: list[str] | None = None) -> Recognizer | StackedRecognizer:
+        """The recognizer of ``"default"`` (the packaged model), a run folder, a checkpoint file, an
+        exported model folder or a stack folder."""
+        if str(path_or_name) == DEFAULT:
+            from crabser.pretrained import default_model_dir
+
+            path_or_name = default_model_dir()
+        path = Path(path_or_name)
+        if path.is_file() and path.suffix == ".ckpt":
+            return Recognizer.from_run(path.parent.parent, checkpoint=path.name, overrides=overrides)
+        if not path.is_dir():
+            raise CrabserError(f"{path}: no such model (give 'default', a run, checkpoint, exported model or stack folder)")
+        if (path / "stack.json").is_file():
+            return StackedRecognizer.from_run(path)
+        if (path / "model.json").is_file():
+            return Recognizer.from_export(path, overrides)
+        return Recognizer.from_run(path, overrides=overrides)
 
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best.ckpt", overrides: list[str] | None = None) -> Recognizer:
-        """Load the best checkpoint and the encoders of a run folder (config ``overrides`` allowed)."""
-        from crabser.pipeline import build_encoders, load_module, load_run_config
+        """Load a checkpoint (the best by default) and the encoders of a run folder (config ``overrides`` allowed)."""
+        from crabser.pipeline import load_module, load_run_config
 
         config = load_run_config(Path(run_dir), overrides)
-        path = config.run_dir / "checkpoints" / checkpoint
-        module = load_module(path)
+        module = load_module(config.run_dir / "checkpoints" / checkpoint)
+        return cls._with_config(module, config)
+
+    @classmethod
+    def from_export(cls, folder: str | Path, overrides: list[str] | None = None) -> Recognizer:
+        """Load a folder written by :func:`export_model` (plain PyTorch: no Lightning import, a fast start)."""
+        from safetensors.torch import load_file
+
+        from crabser.config import load_run_config
+
+        folder = Path(folder)
+        meta = json.loads((folder / "model.json").read_text())
+        if meta.get("format") != EXPORT_FORMAT:
+            raise CrabserError(f"{folder}: unknown model format {meta.get('format')!r} (expected {EXPORT_FORMAT})")
+        weights = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
+        return cls._with_config(ExportedModule(meta["hparams"], weights), load_run_config(folder, overrides))
+
+    @classmethod
+    def _with_config(cls, module, config) -> Recognizer:
+        from crabser.features.encoders import build_encoders
+
         asr = None
         if config.asr.fill_missing:
             from crabser.features.asr import WhisperASR
@@ -70,65 +219,39 @@ class Recognizer:
         encoders = {} if config.train.finetune else build_encoders(config)
         return cls(module, encoders, asr, modalities=config.model.modalities)
 
-    def resolve_texts(self, audio_paths: list[str | Path], texts: list[str | None]) -> tuple[list[str], list[str]]:
-        """The transcript of each input (given, or from ASR when the run allows it) and its source;
-        empty lists for a model without text."""
-        clean_texts, sources = [], []
-        if "text" in self.modalities:
-            for path, text in zip(audio_paths, texts):
-                given = clean_text(text)
-                clean_texts.append(given or self._transcribe(path))
-                sources.append("given" if given else "asr")
-        return clean_texts, sources
-
     @torch.no_grad()
-    def logits(self, audio_paths: list[str | Path], clean_texts: list[str]) -> torch.Tensor:
-        """Class logits ``(n, classes)`` of the inputs, with their resolved transcripts."""
+    def logits(self, waves: list[np.ndarray | None], texts: list[str]) -> torch.Tensor:
+        """Class logits ``(n, classes)`` of 16 kHz waves and resolved transcripts."""
         if not self.encoders:  # fine-tuned: the module's own encoders read raw audio and text
-            waves = [load_audio(path, 16000) for path in audio_paths] if "speech" in self.modalities else []
-            features, masks = self.module.inputs({"waves": waves, "texts": clean_texts})
+            features, masks = self.module.inputs({"waves": waves if "speech" in self.modalities else [], "texts": texts})
         else:
             features, masks = {}, {}
             for modality, encoder in self.encoders.items():
                 if modality == "text":
-                    inputs = clean_texts
+                    inputs = texts
                 else:
-                    inputs = [load_audio(path, encoder.sample_rate or 16000) for path in audio_paths]
+                    rate = encoder.sample_rate or SAMPLE_RATE
+                    inputs = [w if rate == SAMPLE_RATE else soxr.resample(w, SAMPLE_RATE, rate) for w in waves]
                 padded = pad_batch(encoder.encode(inputs).unpadded())
                 features[modality], masks[modality] = padded.features, padded.mask
         return self.module.model(features, masks).logits
 
-    def predict(self, audio_paths: list[str | Path], texts: list[str | None]) -> list[Prediction]:
-        """Predict each (audio, transcript) pair; AudioError / TranscriptError name the bad input.
-
-        A missing transcript comes from ASR when the run allows it (``asr.fill_missing``). A
-        text-only model with transcripts reads no audio; a model without text ignores them.
-        """
-        clean_texts, sources = self.resolve_texts(audio_paths, texts)
-        probabilities = self.logits(audio_paths, clean_texts).softmax(dim=-1)
-        return _predictions(audio_paths, probabilities.numpy(), self.labels, clean_texts, sources)
+    def probabilities(self, waves: list[np.ndarray | None], texts: list[str]) -> np.ndarray:
+        return self.logits(waves, texts).softmax(dim=-1).numpy()
 
 
-def _predictions(audio_paths, probabilities, labels: list[str], clean_texts: list[str], sources: list[str]) -> list[Prediction]:
-    results = []
-    for i, (path, probs) in enumerate(zip(audio_paths, probabilities)):
-        scores = {label: float(p) for label, p in zip(labels, probs)}
-        transcript, source = (clean_texts[i], sources[i]) if clean_texts else (None, None)
-        results.append(Prediction(str(path), max(scores, key=scores.get), scores, transcript, source))
-    return results
-
-
-class StackedRecognizer:
+class StackedRecognizer(_Predictor):
     """A stacked ensemble (``crabser stack``): base models' logits -> the averaged random forests."""
 
     def __init__(self, bases: list[Recognizer], forest, labels: list[str]) -> None:
         self.bases, self.forest, self.labels = bases, forest, list(labels)
+        self.modalities = sorted({m for b in bases for m in b.modalities})
+        readers = [b for b in bases if "text" in b.modalities]
+        self._asr_factory = readers[0]._asr_factory if readers else None
 
     @classmethod
     def from_run(cls, stack_dir: str | Path) -> StackedRecognizer:
         """Load the base runs and the forests of a stack folder."""
-        import json
-
         import joblib
 
         summary = json.loads((Path(stack_dir) / "stack.json").read_text())
@@ -137,19 +260,45 @@ class StackedRecognizer:
         bases = [Recognizer.from_run(run) for run in summary["models"].values()]
         return cls(bases, joblib.load(Path(stack_dir) / "stack.joblib"), summary["labels"])
 
-    def predict(self, audio_paths: list[str | Path], texts: list[str | None]) -> list[Prediction]:
-        """As :meth:`Recognizer.predict`; transcripts are resolved once (by the first base with text)."""
-        readers = [b for b in self.bases if "text" in b.modalities]
-        clean_texts, sources = readers[0].resolve_texts(audio_paths, texts) if readers else ([], [])
-        logits = [b.logits(audio_paths, clean_texts if "text" in b.modalities else []).numpy() for b in self.bases]
-        probabilities = self.forest.predict_proba(np.concatenate(logits, axis=1))
-        return _predictions(audio_paths, probabilities, self.labels, clean_texts, sources)
+    def probabilities(self, waves: list[np.ndarray | None], texts: list[str]) -> np.ndarray:
+        """Transcripts are resolved once for all bases; each base reads what it needs."""
+        logits = [b.logits(waves, texts if "text" in b.modalities else []).numpy() for b in self.bases]
+        return self.forest.predict_proba(np.concatenate(logits, axis=1))
 
 
-def load_recognizer(run_dir: str | Path, overrides: list[str] | None = None) -> Recognizer | StackedRecognizer:
-    """The recognizer of a run folder or of a stack folder."""
-    from crabser.stacking import is_stack
+def load_recognizer(path_or_name: str | Path = DEFAULT, overrides: list[str] | None = None) -> Recognizer | StackedRecognizer:
+    """Same as :meth:`Recognizer.load`."""
+    return Recognizer.load(path_or_name, overrides)
 
-    if is_stack(run_dir):
-        return StackedRecognizer.from_run(run_dir)
-    return Recognizer.from_run(run_dir, overrides=overrides)
+
+def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, checkpoint: str = "best.ckpt") -> Path:
+    """Write a run's model as a small folder: ``model.safetensors`` (fp16 when ``half``; only the
+    model's weights, no optimiser or loss state), ``model.json`` (format, hyper-parameters, labels)
+    and ``config.yaml`` (encoders, ASR). ``Recognizer.load(out_dir)`` reads it."""
+    import yaml
+    from safetensors.torch import save_file
+
+    from crabser.io import atomic_path
+    from crabser.pipeline import git_commit, load_module, load_run_config
+
+    config = load_run_config(Path(run_dir))
+    module = load_module(config.run_dir / "checkpoints" / checkpoint)
+    if module.encoder_parameters():
+        raise CrabserError(f"{run_dir}: a fine-tuned run carries its encoders; load the run folder instead of exporting it")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in module.model.state_dict().items()}
+    with atomic_path(out / "model.safetensors") as tmp:
+        save_file(state, str(tmp))
+    meta = {
+        "format": EXPORT_FORMAT, "labels": module.labels, "dtype": "float16" if half else "float32",
+        "hparams": dict(module.hparams), "source_run": str(config.run_dir), "git_commit": git_commit(),
+    }
+    with atomic_path(out / "model.json") as tmp:
+        tmp.write_text(json.dumps(meta, indent=2))
+    run_config = config.model_dump(mode="json")
+    with atomic_path(out / "config.yaml") as tmp:
+        tmp.write_text(yaml.safe_dump(run_config, sort_keys=False))
+    for name in ("model.safetensors", "model.json", "config.yaml"):
+        (out / name).chmod(0o644)  # readable by whoever installs or serves it (temp files are 0600)
+    return out

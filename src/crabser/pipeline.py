@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from crabser.config import RunConfig, dump_config, load_config
+from crabser.config import RunConfig, dump_config, load_config, load_run_config  # noqa: F401 (re-exported)
 from crabser.data.corpora import get_adapter
 from crabser.data.manifest import Manifest, clean_text, read_manifest, write_manifest
 from crabser.data.protocols import fold_split, group_folds, speaker_holdout
@@ -27,7 +27,7 @@ from crabser.errors import CrabserError
 from crabser.evaluation.bootstrap import balanced_bootstrap
 from crabser.evaluation.metrics import compute_metrics
 from crabser.evaluation.report import write_report
-from crabser.features.encoders import Encoder, build_encoder
+from crabser.features.encoders import Encoder, build_encoders
 from crabser.features.extract import ExtractionReport, extract
 from crabser.features.store import FeatureStore
 from crabser.io import atomic_path
@@ -108,11 +108,6 @@ def transcribe_missing(config: RunConfig, manifest: Manifest) -> Manifest:
 def load_run_manifest(run_dir: Path) -> Manifest:
     """The manifest a run was prepared with."""
     return read_manifest(run_dir / "manifest.csv", check_files=False)
-
-
-def build_encoders(config: RunConfig) -> dict[str, Encoder]:
-    """The encoders of the config's modalities (model.modalities), loaded once."""
-    return {modality: build_encoder(config.encoder_config(modality)) for modality in config.model.modalities}
 
 
 class EncoderCache:
@@ -397,15 +392,6 @@ def evaluate(
         extra={"split": split, "speakers": speakers, "checkpoint": str(checkpoint), "git_commit": git_commit()},
     )
     return metrics, paths
-
-
-def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:
-    """The resolved config stored in a run folder."""
-    path = Path(run_dir) / "config.yaml"
-    if not path.is_file():
-        raise CrabserError(f"{run_dir}: not a run folder (no config.yaml)")
-    run_dir = Path(run_dir)
-    return load_config(path, [f"output_dir={run_dir.parent}", f"name={run_dir.name}", *(overrides or [])])
 
 
 def fold_config(config: RunConfig, fold: int) -> RunConfig:

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 if TYPE_CHECKING:
-    from crabser.config import EncoderConfig
+    from crabser.config import EncoderConfig, RunConfig
 
 EMBEDDED = "embedded"
 Modality = Literal["speech", "text", "paralinguistic"]
@@ -283,3 +283,8 @@ def build_encoder(config: EncoderConfig) -> Encoder:
     if config.layer == "all":
         raise ValueError("hf-text encoders take one layer, not 'all'")
     return HFTextEncoder(config.model, layer=config.layer, max_tokens=config.max_tokens)
+
+
+def build_encoders(config: RunConfig) -> dict[str, Encoder]:
+    """The encoders of the config's modalities (model.modalities), loaded once."""
+    return {modality: build_encoder(config.encoder_config(modality)) for modality in config.model.modalities}

@@ -1,0 +1,111 @@
+"""Recognizer: load anything crabser writes, predict on paths, bytes and arrays, partial inputs, export."""
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from crabser.data.audio import decode_audio
+from crabser.data.corpora import emodb as emodb_adapter
+from crabser.errors import AudioError, CrabserError, TranscriptError
+from crabser.inference import Recognizer, export_model
+from crabser.pretrained import default_model_dir
+
+TEXT = "Der Lappen liegt auf dem Eisschrank."
+
+
+@pytest.fixture(scope="module")
+def recognizer(run):
+    root, _ = run
+    return Recognizer.load(root / "runs/e2e", overrides=["asr.fill_missing=false"])
+
+
+@pytest.fixture(scope="module")
+def clips(emodb):
+    frame = emodb_adapter.prepare(emodb).frame
+    return list(frame[frame["speaker"] == "16"]["audio"][:4])
+
+
+def _probs(prediction) -> np.ndarray:
+    return np.array(list(prediction.probabilities.values()))
+
+
+def test_path_bytes_and_array_give_the_same_prediction(recognizer, clips):
+    path = clips[0]
+    wave, rate = sf.read(path, dtype="float32")
+    by_path = recognizer.predict(path, TEXT)
+    with open(path, "rb") as handle:
+        by_bytes = recognizer.predict(handle.read(), TEXT)
+    by_array = recognizer.predict(wave, TEXT, sample_rate=rate)
+    by_tuple = recognizer.predict((wave, rate), TEXT)
+    for other in (by_bytes, by_array, by_tuple):
+        assert other.label == by_path.label
+        assert np.allclose(_probs(other), _probs(by_path), atol=1e-5)
+    assert by_path.source == path and by_bytes.source == "<input 0>"
+    assert by_path.transcript == TEXT and by_path.text_source == "given"
+    assert sum(by_path.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+    assert set(by_path.probabilities) == set(recognizer.labels)
+
+
+def test_8k_and_48k_stereo_versions_of_a_clip_agree(recognizer, clips):
+    wave = decode_audio(clips[1])
+    import soxr
+
+    reference = _probs(recognizer.predict((wave, 16000), TEXT))
+    low = soxr.resample(wave, 16000, 8000)
+    stereo48 = np.stack([soxr.resample(wave, 16000, 48000)] * 2, axis=1)
+    assert np.abs(_probs(recognizer.predict((stereo48, 48000), TEXT)) - reference).max() < 0.05
+    narrowband = recognizer.predict((low, 8000), TEXT)  # telephone band: still a valid answer
+    assert narrowband.label in recognizer.labels
+
+
+def test_a_batch_gives_what_one_by_one_gives(recognizer, clips):
+    batch = recognizer.predict_batch(clips, [TEXT] * len(clips))
+    for path, prediction in zip(clips, batch):
+        alone = recognizer.predict(path, TEXT)
+        assert prediction.source == path and prediction.label == alone.label
+        assert np.allclose(_probs(prediction), _probs(alone), atol=1e-4)
+    assert recognizer.predict_batch([]) == []
+    with pytest.raises(ValueError, match="2 audio inputs, 1 transcripts"):
+        recognizer.predict_batch(clips[:2], [TEXT])
+
+
+def test_partial_inputs_get_the_documented_answers(recognizer, clips):
+    with pytest.raises(AudioError, match="needs audio; got only a transcript"):
+        recognizer.predict(None, TEXT)  # text-only request to a bimodal model
+    with pytest.raises(TranscriptError, match="missing transcript"):
+        recognizer.predict(clips[0])  # audio-only, ASR turned off for this recognizer
+    with pytest.raises(TranscriptError, match="missing transcript"):
+        recognizer.predict(clips[0], "   \n")  # an empty transcript counts as missing
+    unicode = recognizer.predict(clips[0], "Grüße aus Köln — 😀 «ja»")
+    assert unicode.transcript == "Grüße aus Köln — 😀 «ja»"
+    with pytest.raises(AudioError, match="silent"):
+        recognizer.predict(np.zeros(16000, dtype=np.float32), TEXT, sample_rate=16000, name="quiet")
+
+
+def test_load_takes_run_checkpoint_and_export_folders(run, recognizer, clips, tmp_path):
+    root, _ = run
+    reference = recognizer.predict(clips[2], TEXT)
+    by_checkpoint = Recognizer.load(root / "runs/e2e/checkpoints/best.ckpt").predict(clips[2], TEXT)
+    assert np.allclose(_probs(by_checkpoint), _probs(reference), atol=1e-6)
+    folder = export_model(root / "runs/e2e", tmp_path / "exported", half=True)
+    checkpoint_bytes = (root / "runs/e2e/checkpoints/best.ckpt").stat().st_size
+    assert (folder / "model.safetensors").stat().st_size < checkpoint_bytes / 2  # fp16, no optimiser state
+    exported = Recognizer.load(folder)
+    assert exported.labels == recognizer.labels
+    assert np.abs(_probs(exported.predict(clips[2], TEXT)) - _probs(reference)).max() < 0.02  # fp16 weights
+    with pytest.raises(CrabserError, match="no such model"):
+        Recognizer.load(tmp_path / "nowhere")
+
+
+def test_the_packaged_default_model_is_small_and_recognises_emodb(clips, emodb):
+    folder = default_model_dir()
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 10_000_000
+    model = Recognizer.load()
+    assert model.modalities == ["speech"] and set(model.labels) == set(emodb_adapter.LABELS)
+    prediction = model.predict(clips[0], "ignored by a speech-only model")
+    assert prediction.transcript is None and prediction.text_source is None
+    frame = emodb_adapter.prepare(emodb).frame
+    sample = frame.groupby("label").head(3)  # 21 clips; the model saw them in training, so most are right
+    predicted = model.predict_batch(list(sample["audio"]))
+    correct = sum(p.label == label for p, label in zip(predicted, sample["label"]))
+    assert correct >= 15, correct
