@@ -131,6 +131,21 @@ def test_segments_give_a_timeline_and_check_their_limits(client, emodb, model):
     assert too_long.status_code == 413 and "40 s" in too_long.json()["detail"]
 
 
+def test_a_bimodal_model_answers_text_only_and_audio_only_requests(run, clip):
+    """Text only: 422 (it needs audio). Audio only: the offline ASR supplies the transcript."""
+    root, _ = run
+    client = TestClient(create_app(LIMITS, recognizer=Recognizer.load(root / "runs/e2e")), raise_server_exceptions=False)
+    text_only = client.post("/v1/predict", data={"text": "Der Lappen liegt auf dem Eisschrank."})
+    assert text_only.status_code == 422 and "needs audio" in text_only.json()["detail"]
+    with open(clip, "rb") as handle:
+        audio_only = client.post("/v1/predict", files={"audio": ("clip.wav", handle, "audio/wav")})
+    assert audio_only.status_code == 200, audio_only.text
+    assert audio_only.json()["text_source"] == "asr" and audio_only.json()["transcript"]
+    with open(clip, "rb") as handle:
+        both = client.post("/v1/predict", files={"audio": ("clip.wav", handle, "audio/wav")}, data={"text": "Grüße 😀"})
+    assert both.json()["transcript"] == "Grüße 😀" and both.json()["text_source"] == "given"
+
+
 def test_an_unexpected_failure_is_a_500_without_a_traceback(model):
     class Broken:
         labels, modalities, needs_audio = model.labels, model.modalities, True

@@ -48,7 +48,8 @@ def page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox"])
+        fake_microphone = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a beeping test source
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *fake_microphone])
         yield browser.new_page(viewport={"width": 1000, "height": 900})
         browser.close()
 
@@ -106,3 +107,16 @@ def test_a_bad_upload_shows_the_reason(server, page, tmp_path):
     page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
     assert page.inner_text("#error").startswith("422: notes.wav: not audio")
     assert page.is_hidden("#result")
+
+
+def test_recording_from_the_microphone_is_sent_and_answered(server, page):
+    """Record (Chromium's fake microphone), stop, predict: the WebM/Opus upload is decoded and answered."""
+    page.goto(server)
+    page.click("#record")
+    page.wait_for_timeout(1500)
+    page.click("#stop")
+    page.wait_for_function("document.getElementById('recorded').textContent.includes('kB')", timeout=10_000)
+    page.click("#submit")
+    page.wait_for_selector("#result:not([hidden])", timeout=60_000)
+    assert len(page.query_selector_all("#bars .row")) == 7
+    assert page.inner_text("#error") == ""
