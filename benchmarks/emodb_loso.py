@@ -91,8 +91,8 @@ def main() -> None:
         f"(0 when every fold was read back), eGeMAPS + SVM {svm_seconds:.0f} s. SVM C per fold: {chosen}.\n"
     )
     body += (
-        "The SVM standardises on the training fold only, as specified; eGeMAPS' authors (Eyben et al. 2016) "
-        "standardise per speaker, test speaker included, and report higher EmoDB figures for it. That uses the test "
+        "The SVM standardises on the training fold only, as specified; published eGeMAPS results on EmoDB "
+        "often standardise per speaker, test speaker included, which gives higher figures. That uses the test "
         "speaker's statistics, so it is not done here; the Crab side does not use it either.\n"
     )
     write_section("EmoDB leave-one-speaker-out: Crab vs. eGeMAPS + linear SVM", body)
