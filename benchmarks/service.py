@@ -94,6 +94,7 @@ def segment_rtf(model: str, minutes: float) -> dict:
     """Real-time factor of --segment vs. predicting the same clips directly, and peak RSS."""
     import psutil
 
+    from crabser.data.audio import stream_audio
     from crabser.inference import Recognizer
     from crabser.segment import SegmentSettings, predict_timeline
 
@@ -111,7 +112,7 @@ def segment_rtf(model: str, minutes: float) -> dict:
         watcher = threading.Thread(target=watch, daemon=True)
         watcher.start()
         t = time.perf_counter()
-        entries = predict_timeline(recognizer, path, SegmentSettings())
+        entries = predict_timeline(recognizer, *stream_audio(path), SegmentSettings())
         seconds = time.perf_counter() - t
         stop.set()
         watcher.join()

@@ -9,7 +9,7 @@ from conftest import tone
 from typer.testing import CliRunner
 
 from crabser.cli import app
-from crabser.data.audio import decode_audio
+from crabser.data.audio import decode_audio, stream_audio
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.errors import TranscriptError
 from crabser.inference import Prediction
@@ -102,7 +102,8 @@ def test_timeline_batches_segments_and_keeps_going_past_a_failed_one(tmp_path):
     sf.write(path, wave, RATE)
     recognizer = _FakeRecognizer(fail_at=6.0)
     seen = []
-    entries = predict_timeline(recognizer, path, SegmentSettings(mode="fixed", batch_size=3), progress=lambda d, t: seen.append((d, t)))
+    blocks, total = stream_audio(path)
+    entries = predict_timeline(recognizer, blocks, total, SegmentSettings(mode="fixed", batch_size=3), progress=lambda d, t: seen.append((d, t)))
     assert [e.start for e in entries] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
     assert [e.label for e in entries] == ["loud", "loud", "loud", None, "soft", "soft", "soft"]
     assert "ASR heard no words" in entries[3].error

@@ -7,6 +7,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -242,9 +243,10 @@ def evaluate(
 ) -> None:
     """Evaluate a run's best checkpoint on a split and write its report."""
     from crabser import pipeline
+    from crabser.config import load_run_config
 
     with _friendly_errors():
-        cfg = pipeline.load_run_config(run)
+        cfg = load_run_config(run)
         manifest = pipeline.load_run_manifest(cfg.run_dir)
         encoders = {} if cfg.train.finetune else pipeline.build_encoders(cfg)
         metrics, paths = pipeline.evaluate(cfg, manifest, encoders, split)
@@ -327,6 +329,7 @@ def predict(
 def _predict_segments(recognizer, files: list[Path], mode: str, window: float, hop: float, out: Path | None, as_json: bool) -> int:
     """--segment: a timeline per file (table or JSON), written as CSV, JSON and PNG; returns the failures."""
     from crabser import segment as seg
+    from crabser.data.audio import stream_audio
 
     settings = seg.SegmentSettings(mode=mode, window=window, hop=hop)
     failed = 0
@@ -342,7 +345,8 @@ def _predict_segments(recognizer, files: list[Path], mode: str, window: float, h
                     advance(max(0, round(seconds) - round(done)))
                     done = seconds
 
-                entries = seg.predict_timeline(recognizer, path, settings, report)
+                blocks, total = stream_audio(path, seg.SAMPLE_RATE)
+                entries = seg.predict_timeline(recognizer, blocks, total, settings, report)
         except CrabserError as error:
             console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
             failed += 1
@@ -354,7 +358,7 @@ def _predict_segments(recognizer, files: list[Path], mode: str, window: float, h
         seg.write_timeline_csv(entries, recognizer.labels, outputs["csv"])
         seg.plot_timeline(entries, recognizer.labels, outputs["png"], title=path.name)
         if as_json:
-            typer.echo(json.dumps({"file": str(path), "segments": json.loads(seg.timeline_json(entries))}, ensure_ascii=False))
+            typer.echo(json.dumps({"file": str(path), "segments": [asdict(e) for e in entries]}, ensure_ascii=False))
             continue
         table = Table(title=f"{path} ({len(entries)} segments)")
         for column in ("start", "end", "label", "p", "transcript"):

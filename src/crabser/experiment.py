@@ -39,7 +39,7 @@ import pandas as pd
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from crabser.config import RunConfig, load_config
+from crabser.config import RunConfig, load_config, load_run_config
 from crabser.errors import ConfigError
 from crabser.io import atomic_path
 
@@ -224,7 +224,7 @@ def embedding_map(run_dir: Path, path: Path) -> None:
 
     if (run_dir / "fold0").is_dir():
         run_dir = run_dir / "fold0"
-    config = pipeline.load_run_config(run_dir)
+    config = load_run_config(run_dir)
     manifest = pipeline.load_run_manifest(config.run_dir)
     encoders = {} if config.train.finetune else pipeline.build_encoders(config)
     taps, labels = tap_embeddings(config, manifest, encoders, "test")

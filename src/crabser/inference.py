@@ -185,7 +185,8 @@ class Recognizer(_Predictor):
     @classmethod
     def from_run(cls, run_dir: str | Path, checkpoint: str = "best.ckpt", overrides: list[str] | None = None) -> Recognizer:
         """Load a checkpoint (the best by default) and the encoders of a run folder (config ``overrides`` allowed)."""
-        from crabser.pipeline import load_module, load_run_config
+        from crabser.config import load_run_config
+        from crabser.pipeline import load_module
 
         config = load_run_config(Path(run_dir), overrides)
         module = load_module(config.run_dir / "checkpoints" / checkpoint)
@@ -266,20 +267,15 @@ class StackedRecognizer(_Predictor):
         return self.forest.predict_proba(np.concatenate(logits, axis=1))
 
 
-def load_recognizer(path_or_name: str | Path = DEFAULT, overrides: list[str] | None = None) -> Recognizer | StackedRecognizer:
-    """Same as :meth:`Recognizer.load`."""
-    return Recognizer.load(path_or_name, overrides)
-
-
 def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, checkpoint: str = "best.ckpt") -> Path:
     """Write a run's model as a small folder: ``model.safetensors`` (fp16 when ``half``; only the
     model's weights, no optimiser or loss state), ``model.json`` (format, hyper-parameters, labels)
     and ``config.yaml`` (encoders, ASR). ``Recognizer.load(out_dir)`` reads it."""
-    import yaml
     from safetensors.torch import save_file
 
+    from crabser.config import dump_config, load_run_config
     from crabser.io import atomic_path
-    from crabser.pipeline import git_commit, load_module, load_run_config
+    from crabser.pipeline import git_commit, load_module
 
     config = load_run_config(Path(run_dir))
     module = load_module(config.run_dir / "checkpoints" / checkpoint)
@@ -296,9 +292,8 @@ def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, ch
     }
     with atomic_path(out / "model.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
-    run_config = config.model_dump(mode="json")
     with atomic_path(out / "config.yaml") as tmp:
-        tmp.write_text(yaml.safe_dump(run_config, sort_keys=False))
+        tmp.write_text(dump_config(config))
     for name in ("model.safetensors", "model.json", "config.yaml"):
         (out / name).chmod(0o644)  # readable by whoever installs or serves it (temp files are 0600)
     return out

@@ -19,7 +19,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from crabser.config import RunConfig, dump_config, load_config, load_run_config  # noqa: F401 (re-exported)
+from crabser.config import RunConfig, dump_config
 from crabser.data.corpora import get_adapter
 from crabser.data.manifest import Manifest, clean_text, read_manifest, write_manifest
 from crabser.data.protocols import fold_split, group_folds, speaker_holdout

@@ -28,7 +28,7 @@ from typing import Literal
 
 import numpy as np
 
-from crabser.data.audio import SILENCE_PEAK, stream_audio
+from crabser.data.audio import SILENCE_PEAK
 from crabser.errors import CrabserError
 
 SAMPLE_RATE = 16000
@@ -125,14 +125,15 @@ def window_segments(blocks: Iterator[np.ndarray], settings: SegmentSettings) -> 
 
 def predict_timeline(
     recognizer,
-    source: str | Path | bytes,
+    blocks: Iterator[np.ndarray],
+    total: float,
     settings: SegmentSettings | None = None,
     progress: Callable[[float, float], None] | None = None,
-    name: str | None = None,
 ) -> list[TimelineEntry]:
-    """Segment a recording and predict every segment; ``progress(seconds done, total)`` after each batch."""
+    """Segment a recording (the 16 kHz ``blocks`` and duration from :func:`~crabser.data.audio.stream_audio`,
+    opened by the caller, who may check the duration first) and predict every segment;
+    ``progress(seconds done, total)`` after each batch."""
     settings = settings or SegmentSettings()
-    blocks, total = stream_audio(source, SAMPLE_RATE, name=name)
     cut = vad_segments if settings.mode == "vad" else window_segments
     entries: list[TimelineEntry] = []
     batch: list[tuple[float, np.ndarray]] = []

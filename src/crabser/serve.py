@@ -81,6 +81,8 @@ def _answer_models():
     """The response schemas (pydantic; imported with FastAPI, which is an optional dependency)."""
     from pydantic import BaseModel
 
+    from crabser.segment import TimelineEntry
+
     class ErrorAnswer(BaseModel):
         detail: str
 
@@ -92,19 +94,11 @@ def _answer_models():
         text_source: str | None = None
         seconds: float
 
-    class SegmentAnswer(BaseModel):
-        start: float
-        end: float
-        label: str | None
-        probabilities: dict[str, float]
-        transcript: str | None = None
-        error: str | None = None
-
     class TimelineAnswer(BaseModel):
         source: str
         duration: float
         labels: list[str]
-        segments: list[SegmentAnswer]
+        segments: list[TimelineEntry]
 
     return ErrorAnswer, PredictionAnswer, TimelineAnswer
 
@@ -193,11 +187,11 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         from crabser.data.audio import stream_audio
         from crabser.segment import SegmentSettings, predict_timeline
 
-        _, total = stream_audio(data, 16000, name=name)
+        blocks, total = stream_audio(data, 16000, name=name)
         if total > settings.max_segment_seconds:
             raise TooLarge(f"{name}: audio is {total:.1f} s long, over the limit of {settings.max_segment_seconds:g} s")
         cut = SegmentSettings(mode=mode, window=window, hop=hop)  # type: ignore[arg-type]
-        entries = locked(predict_timeline, recognizer, data, cut, None, name)
+        entries = locked(predict_timeline, recognizer, blocks, total, cut)
         return {"source": name, "duration": round(total, 3), "labels": recognizer.labels, "segments": [asdict(e) for e in entries]}
 
     @app.get("/health", summary="Liveness and the model served")

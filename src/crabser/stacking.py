@@ -233,8 +233,3 @@ def stacking_markdown(table: dict) -> str:
             cells += [f"{s['macro_f1']:.4f}", f"{s['balanced_macro_f1']:.4f} [{s['balanced_ci'][0]:.3f}, {s['balanced_ci'][1]:.3f}]"]
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {scores['test']['uar']:.4f} |")
     return "\n".join(lines) + "\n"
-
-
-def is_stack(run_dir: str | Path) -> bool:
-    """Whether a folder holds a stacked ensemble (stack.json)."""
-    return (Path(run_dir) / "stack.json").is_file()

@@ -17,6 +17,7 @@ stop, or skip the file with a warning and go on with the others (see ``features.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 from collections.abc import Iterator
 from pathlib import Path
@@ -115,12 +116,12 @@ def _decode_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
     try:
         return sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-        first_error = error
+        libsndfile_error = error
+    if importlib.util.find_spec("av") is None:  # no FFmpeg to try: libsndfile's answer is the answer
+        raise AudioError(label, f"not audio or an unsupported format ({libsndfile_error})")
     try:
         return _decode_container(io.BytesIO(data), label)
-    except AudioError as error:
-        if "needs PyAV" in error.problem:
-            raise AudioError(label, f"not audio or an unsupported format ({first_error})") from None
+    except AudioError:
         raise AudioError(label, "not audio or an unsupported format (neither libsndfile nor FFmpeg can decode it)") from None
 
 
