@@ -94,3 +94,14 @@ def test_egemaps_paralinguistic_stream():
     voiced = batch.features[0, : int(batch.mask[0].sum()), pitch]
     # 220 Hz is 12 * log2(220 / 27.5) = 36 semitones above 27.5 Hz
     assert abs(float(voiced[voiced > 0].median()) - 36.0) < 1.0
+
+
+@pytest.mark.parametrize("pad", [None, 30])
+def test_whisper_batch_gives_each_clip_what_it_gets_alone(whisper, pad):
+    encoder = whisper if pad is None else WhisperCT2Encoder(pad_to_seconds=pad)
+    clips = [tone(1.0), tone(1.0, freq=330.0), tone(2.5), tone(31.0, freq=150.0)]
+    together = encoder.encode(clips).unpadded()
+    for clip, batched in zip(clips, together):
+        alone = encoder.encode([clip]).unpadded()[0]
+        assert batched.shape == alone.shape
+        np.testing.assert_allclose(batched, alone, atol=1e-4)

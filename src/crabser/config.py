@@ -50,6 +50,7 @@ class EncoderConfig(_Section):
     max_seconds: float | None = None  #: speech: crop longer clips (the reference crops at 12 s)
     max_tokens: int = 128  #: text: tokens kept (the reference uses 128)
     batch_size: int = 16
+    bucket_batches: int = 8  #: inputs sorted by length within this many batches (1 = manifest order)
 
 
 class ASRConfig(_Section):

@@ -136,7 +136,7 @@ def extract_features(
         settings = config.encoder_config(modality)
         started = time.perf_counter()
         advance = progress(f"extract {modality} ({encoder.cache_id})", len(manifest)) if progress else None
-        report = extract(manifest, encoder, store, config.data.on_error, settings.batch_size, advance)
+        report = extract(manifest, encoder, store, config.data.on_error, settings.batch_size, advance, settings.bucket_batches)
         seconds = time.perf_counter() - started
         reports[modality] = report
         record = {**asdict(report), "encoder": encoder.cache_id, "seconds": round(seconds, 2)}

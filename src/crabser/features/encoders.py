@@ -136,33 +136,51 @@ class WhisperCT2Encoder:
         self.cache_id = f"{tag}:last:{pad}"
 
     def _probe_dim(self) -> int:
-        return int(self._encode_window(np.zeros(3200, dtype=np.float32) + 1e-3).shape[-1])
+        return int(self._encode_windows([np.zeros(3200, dtype=np.float32) + 1e-3])[0].shape[-1])
 
-    def _encode_window(self, wave: np.ndarray) -> np.ndarray:
-        """Encode at most 30 s; returns ``(frames, D)`` for the clip's own frames only."""
-        import ctranslate2
-
-        own_frames = max(2, math.ceil(len(wave) / self._HOP))
+    def _frames(self, samples: int) -> tuple[int, int]:
+        """Mel frames of a window of ``samples``: its own (even) count and the model input's."""
+        own_frames = max(2, math.ceil(samples / self._HOP))
         own_frames += own_frames % 2
         target = own_frames
         if self.pad_to_seconds is not None:
             target = max(own_frames, int(self.pad_to_seconds * self.sample_rate / self._HOP))
             target += target % 2
-        padded = np.zeros(target * self._HOP, dtype=np.float32)
-        padded[: len(wave)] = wave
-        mel = self.features(padded, sampling_rate=self.sample_rate, return_tensors="np")["input_features"]
-        mel = np.ascontiguousarray(mel[:, :, :target], dtype=np.float32)
-        out = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(mel), to_cpu=True))
-        return out[0, : own_frames // 2]
+        return own_frames, target
+
+    def _encode_windows(self, waves: list[np.ndarray]) -> list[np.ndarray]:
+        """Encode windows of at most 30 s; ``(frames, D)`` per window, its own frames only.
+
+        Windows whose model input has the same length go through the model in one call; that is
+        exact (no window is padded for another), and with 30 s padding it batches every short clip.
+        """
+        import ctranslate2
+
+        frames = [self._frames(len(wave)) for wave in waves]
+        groups: dict[int, list[int]] = {}
+        for index, (_, target) in enumerate(frames):
+            groups.setdefault(target, []).append(index)
+        outputs: list[np.ndarray] = [np.empty(0)] * len(waves)
+        for target, members in groups.items():
+            mels = []
+            for index in members:
+                padded = np.zeros(target * self._HOP, dtype=np.float32)
+                padded[: len(waves[index])] = waves[index]
+                mel = self.features(padded, sampling_rate=self.sample_rate, return_tensors="np")["input_features"]
+                mels.append(mel[0, :, :target])
+            stacked = np.ascontiguousarray(np.stack(mels), dtype=np.float32)
+            encoded = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(stacked), to_cpu=True))
+            for row, index in enumerate(members):
+                outputs[index] = encoded[row, : frames[index][0] // 2]
+        return outputs
 
     def encode(self, batch: list[np.ndarray]) -> EncodedBatch:
-        """Encode each clip alone (exact: no cross-clip padding); clips over 30 s in 30 s windows."""
+        """Encode a batch of clips; clips over 30 s in 30 s windows, joined again."""
         window = int(self._WINDOW_S * self.sample_rate)
-        outputs = []
-        for wave in batch:
-            pieces = [self._encode_window(wave[s : s + window]) for s in range(0, len(wave), window)]
-            outputs.append(np.concatenate(pieces, axis=0))
-        return pad_batch(outputs)
+        spans = [range(0, max(len(wave), 1), window) for wave in batch]
+        pieces = [wave[start : start + window] for wave, starts in zip(batch, spans) for start in starts]
+        encoded = iter(self._encode_windows(pieces))
+        return pad_batch([np.concatenate([next(encoded) for _ in starts], axis=0) for starts in spans])
 
 
 class HFSpeechEncoder:

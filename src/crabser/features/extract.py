@@ -1,5 +1,9 @@
 """Batch feature extraction from a manifest into the feature store, resumable and fault-tolerant.
 
+Inputs are read ``bucket_batches`` batches at a time, sorted by length inside that window and
+encoded in batches of similar length (length bucketing), so a batch pads little; the window
+bounds the memory held. With ``bucket_batches=1`` batches follow the manifest order.
+
 Already-cached utterances are skipped (a second run does no encoding). A bad audio file or a
 missing transcript is recorded in the report and, with ``on_error="skip"``, logged as a warning
 while the other files go on; with ``on_error="raise"`` the first one stops the run.
@@ -63,6 +67,7 @@ def extract(
     on_error: str = "skip",
     batch_size: int = 16,
     progress: Callable[[int], None] | None = None,
+    bucket_batches: int = 8,
 ) -> ExtractionReport:
     """Encode every utterance not yet in the store; return counts and per-file failures."""
     report = ExtractionReport()
@@ -70,14 +75,15 @@ def extract(
     pending: dict[str, object] = {}  # content hash -> input; identical content is encoded once
 
     def flush() -> None:
-        if not pending:
-            return
-        encoded = encoder.encode(list(pending.values())).unpadded()
-        for digest, features in zip(pending, encoded):
-            store.put(encoder.cache_id, digest, features)
-        report.encoded += len(pending)
-        if progress:
-            progress(len(pending))
+        by_length = sorted(pending.items(), key=lambda item: len(item[1]))
+        for start in range(0, len(by_length), batch_size):
+            chunk = by_length[start : start + batch_size]
+            encoded = encoder.encode([item for _, item in chunk]).unpadded()
+            for (digest, _), features in zip(chunk, encoded):
+                store.put(encoder.cache_id, digest, features)
+            report.encoded += len(chunk)
+            if progress:
+                progress(len(chunk))
         pending.clear()
 
     for row in manifest.frame.itertuples(index=False):
@@ -102,7 +108,7 @@ def extract(
         if encoder.modality != "text":
             report.seconds_of_audio += len(item) / (encoder.sample_rate or 16000)
         pending[digest] = item
-        if len(pending) >= batch_size:
+        if len(pending) >= batch_size * max(1, bucket_batches):
             flush()
     flush()
     return report

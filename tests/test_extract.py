@@ -1,0 +1,61 @@
+"""Feature extraction: length bucketing changes the batches, never the cached features."""
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from crabser.data.manifest import Manifest
+from crabser.features.encoders import pad_batch
+from crabser.features.extract import content_hashes, extract
+from crabser.features.store import FeatureStore
+
+
+class RecordingTextEncoder:
+    """One feature row per character (value = its code), recording every batch it is given."""
+
+    modality = "text"
+    sample_rate = None
+    cache_id = "recording-text"
+
+    def __init__(self) -> None:
+        self.batches: list[list[str]] = []
+
+    def encode(self, batch: list[str]):
+        self.batches.append(list(batch))
+        return pad_batch([torch.tensor([[float(ord(c))] for c in text]) for text in batch])
+
+
+def _manifest(texts: list[str]) -> Manifest:
+    return Manifest(pd.DataFrame({"id": [f"u{i}" for i in range(len(texts))], "audio": "", "label": "x", "text": texts}))
+
+
+def _padding(batches: list[list[str]]) -> int:
+    return sum(max(map(len, b)) * len(b) - sum(map(len, b)) for b in batches)
+
+
+@pytest.mark.parametrize("bucket_batches", [1, 4])
+def test_bucketing_changes_batches_not_features(tmp_path, bucket_batches):
+    rng = np.random.default_rng(0)
+    texts = ["w" * int(n) + str(i) for i, n in enumerate(rng.integers(1, 60, size=37))]
+    manifest, encoder = _manifest(texts), RecordingTextEncoder()
+    store = FeatureStore(tmp_path / str(bucket_batches))
+    report = extract(manifest, encoder, store, batch_size=4, bucket_batches=bucket_batches)
+    assert report.encoded == 37 and sorted(t for b in encoder.batches for t in b) == sorted(texts)
+    assert max(map(len, encoder.batches)) == 4
+    hashes = content_hashes(manifest, "text")
+    for row in manifest.frame.itertuples():
+        assert store.get(encoder.cache_id, hashes[row.id])[:, 0].tolist() == [float(ord(c)) for c in row.text]
+    if bucket_batches == 1:  # manifest order: the batches are consecutive rows
+        assert encoder.batches[0] == sorted(texts[:4], key=len)
+
+
+def test_bucketing_pads_less_than_manifest_order(tmp_path):
+    rng = np.random.default_rng(1)
+    texts = ["w" * int(n) + str(i) for i, n in enumerate(rng.integers(1, 60, size=64))]
+    padding = {}
+    for window in (1, 8):
+        encoder = RecordingTextEncoder()
+        extract(_manifest(texts), encoder, FeatureStore(tmp_path / str(window)), batch_size=8, bucket_batches=window)
+        padding[window] = _padding(encoder.batches)
+    assert padding[8] < padding[1] / 3
