@@ -10,7 +10,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "BENCHMARKS.md"
+REPO = Path(__file__).resolve().parents[1]
+#: where tables go; ``--quick`` runs (benchmarks.run_all) write to BENCHMARKS.quick.md instead
+BENCHMARKS = Path(os.environ.get("CRABSER_BENCHMARKS_MD", REPO / "BENCHMARKS.md"))
 
 
 def machine() -> str:
@@ -39,7 +41,7 @@ def write_section(name: str, body: str) -> None:
 def command_line() -> str:
     """How this script was invoked, as a module run from the repository root."""
     script = Path(sys.argv[0]).resolve()
-    module = ".".join(script.relative_to(BENCHMARKS.parent).with_suffix("").parts)
+    module = ".".join(script.relative_to(REPO).with_suffix("").parts)
     return " ".join(["python -m", module, *sys.argv[1:]])
 
 

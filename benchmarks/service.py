@@ -28,9 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import command_line, header, write_section
-
-REPO = Path(__file__).resolve().parents[1]
+from benchmarks.common import REPO, command_line, header, write_section
 
 
 def three_second_clip() -> Path:

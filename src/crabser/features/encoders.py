@@ -110,6 +110,7 @@ class WhisperCT2Encoder:
     frame_rate = 50.0
     _HOP = 160
     _WINDOW_S = 30.0
+    windows_per_call = 8  #: equal-length windows encoded in one CTranslate2 call
 
     def __init__(
         self,
@@ -151,8 +152,9 @@ class WhisperCT2Encoder:
     def _encode_windows(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         """Encode windows of at most 30 s; ``(frames, D)`` per window, its own frames only.
 
-        Windows whose model input has the same length go through the model in one call; that is
-        exact (no window is padded for another), and with 30 s padding it batches every short clip.
+        Windows whose model input has the same length go through the model together, at most
+        ``windows_per_call`` at a time; that is exact (no window is padded for another), and with
+        30 s padding it batches every short clip. Each extra 30 s window held costs about 100 MB.
         """
         import ctranslate2
 
@@ -161,7 +163,9 @@ class WhisperCT2Encoder:
         for index, (_, target) in enumerate(frames):
             groups.setdefault(target, []).append(index)
         outputs: list[np.ndarray] = [np.empty(0)] * len(waves)
-        for target, members in groups.items():
+        calls = [members[i : i + self.windows_per_call] for members in groups.values() for i in range(0, len(members), self.windows_per_call)]
+        for members in calls:
+            target = frames[members[0]][1]
             mels = []
             for index in members:
                 padded = np.zeros(target * self._HOP, dtype=np.float32)
