@@ -1,10 +1,11 @@
-# Two entry points: `make demo` and `make test`. Both create .venv and install crabser first.
+# Entry points: `make demo`, `make test`, `make bench` (every benchmark, tables into BENCHMARKS.md)
+# and `make bench-quick` (smoke-sized, into BENCHMARKS.quick.md). All create .venv and install crabser first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test clean
+.PHONY: setup demo test bench bench-quick bench-deps clean
 
 setup: $(STAMP)
 
@@ -21,6 +22,16 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# benchmarks.asr_wer synthesises speech with espeak-ng (Debian), installed here when missing.
+bench-deps: setup
+	command -v espeak-ng >/dev/null || { apt-get install -y -q espeak-ng || { apt-get update -q && apt-get install -y -q espeak-ng; }; }
+
+bench: bench-deps
+	$(BIN)/python -m benchmarks.run_all
+
+bench-quick: bench-deps
+	$(BIN)/python -m benchmarks.run_all --quick
 
 clean:
 	rm -rf runs cache

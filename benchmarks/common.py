@@ -11,8 +11,36 @@ import sys
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
-#: where tables go; ``--quick`` runs (benchmarks.run_all) write to BENCHMARKS.quick.md instead
-BENCHMARKS = Path(os.environ.get("CRABSER_BENCHMARKS_MD", REPO / "BENCHMARKS.md"))
+BENCHMARKS = REPO / "BENCHMARKS.md"
+
+
+QUICK_OUTPUT = "runs/quick"  #: a --quick run's run folders, apart from the full runs they would stand in for
+
+
+def quick_overrides(quick: bool) -> list[str]:
+    """Config overrides of a ``--quick`` run: its own output folder (a one-epoch run never answers
+    for a full one when a benchmark resumes)."""
+    return [f"output_dir={QUICK_OUTPUT}"] if quick else []
+
+
+def quick_meld_manifest(config, sizes: dict[str, int] | None = None, seed: int = 0) -> str:
+    """A small MELD manifest for ``--quick`` runs: per split, ``sizes`` utterances drawn
+    stratified by label from the official split; returns its path (for ``data.manifest``)."""
+    import pandas as pd
+
+    from crabser import pipeline
+    from crabser.data.manifest import Manifest, write_manifest
+
+    sizes = sizes or {"train": 700, "val": 200, "test": 300}
+    frame = pipeline.prepare(config.model_copy(update={"name": "meld_quick_full"})).frame
+    parts = []
+    for split, size in sizes.items():
+        rows = frame[frame["split"] == split]
+        parts.append(rows.groupby("label").sample(frac=size / len(rows), random_state=seed))
+    target = Path(QUICK_OUTPUT) / "meld_quick_manifest.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(Manifest(pd.concat(parts, ignore_index=True)), target)
+    return str(target)
 
 
 def machine() -> str:
@@ -31,11 +59,12 @@ def header(command: str) -> str:
 
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section ``## name`` of BENCHMARKS.md with ``body``."""
-    text = BENCHMARKS.read_text() if BENCHMARKS.is_file() else "# Benchmarks\n"
+    target = Path(os.environ.get("CRABSER_BENCHMARKS_MD", BENCHMARKS))  # quick runs: BENCHMARKS.quick.md
+    text = target.read_text() if target.is_file() else "# Benchmarks\n"
     section = f"## {name}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
     text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    BENCHMARKS.write_text(text)
+    target.write_text(text)
 
 
 def command_line() -> str:

@@ -8,7 +8,8 @@ Whisper tiny.en on each clip's own length; the packaged model's settings) run by
 ``crabser crossval`` on the same folds (finished folds are read back). Both are scored on the
 pooled predictions of all ten held-out speakers: UAR, WAR, Macro-F1 and per-class recall.
 
-Usage (from the repository root): python -m benchmarks.emodb_loso [--config configs/default_model.yaml]
+Usage (from the repository root): python -m benchmarks.emodb_loso [--config configs/default_model.yaml] [--quick]
+(``--quick``: 2 speaker folds, 2 epochs, in runs/quick: a smoke run, not the benchmark.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import command_line, header, write_section
+from benchmarks.common import command_line, header, quick_overrides, write_section
 from crabser import pipeline
 from crabser.config import load_config
 from crabser.evaluation.metrics import compute_metrics
@@ -56,8 +57,10 @@ def svm_loso(features: np.ndarray, labels: np.ndarray, folds: np.ndarray) -> tup
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default_model.yaml")
+    parser.add_argument("--quick", action="store_true", help="2 speaker folds, 2 epochs, in runs/quick")
     args = parser.parse_args()
-    config = load_config(args.config, [])
+    quick = ["data.folds=2", "train.epochs=2", "train.progress=false"] if args.quick else []
+    config = load_config(args.config, [*quick, *quick_overrides(args.quick)])
     manifest = pipeline.prepare(config)
     encoders = pipeline.build_encoders(config)
     pipeline.extract_features(config, manifest, encoders)
@@ -79,7 +82,7 @@ def main() -> None:
     svm = compute_metrics(y.tolist(), predicted.tolist(), labels)
 
     rows = [("Crab, speech only (configs/default_model.yaml)", crab), ("eGeMAPS functionals + linear SVM", svm)]
-    body = header(command_line()) + f"- folds: {len(summary['folds'])} (one per speaker), seed {config.train.seed}; scores on all 535 clips pooled\n\n"
+    body = header(command_line()) + f"- folds: {len(summary['folds'])} ({'one per speaker' if config.data.folds is None else 'speaker groups'}), seed {config.train.seed}; scores on all 535 clips pooled\n\n"
     body += "| system | UAR | WAR | Macro-F1 | " + " | ".join(f"recall {label}" for label in labels) + " |\n"
     body += "|---|---|---|---|" + "---|" * len(labels) + "\n"
     for name, m in rows:

@@ -6,7 +6,8 @@ TF-IDF (word 1-2 grams, sublinear tf) + class-weighted logistic regression with 
 UAR, and the REFERENCE.md baselines (MiniLM tokens pooled + class-balanced logistic regression).
 Prints mean ± std and the ratio to the best baseline, and writes a table to BENCHMARKS.md.
 
-Usage (from the repository root): python -m benchmarks.meld_text [--seeds 0,1,2] [--epochs 10]
+Usage (from the repository root): python -m benchmarks.meld_text [--seeds 0,1,2] [--epochs 10] [--quick]
+(``--quick``: seed 0, 1 epoch, 700/200/300 utterances drawn from train/dev/test, in runs/quick.)
 """
 
 from __future__ import annotations
@@ -18,7 +19,14 @@ import time
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import command_line, header, pooled_baseline, write_section
+from benchmarks.common import (
+    command_line,
+    header,
+    pooled_baseline,
+    quick_meld_manifest,
+    quick_overrides,
+    write_section,
+)
 from crabser import pipeline
 from crabser.config import load_config
 
@@ -55,10 +63,15 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--config", default="configs/meld_text.yaml")
     parser.add_argument("--retrain", action="store_true", help="retrain seeds whose run already finished")
+    parser.add_argument("--quick", action="store_true", help="seed 0, 1 epoch, a 1200-utterance subset, in runs/quick")
     args = parser.parse_args()
+    quick = quick_overrides(args.quick)
+    if args.quick:
+        args.seeds, args.epochs = "0", 1
+        quick.append("data.manifest=" + quick_meld_manifest(load_config(args.config, quick)))
     rows, results = [], []
     for seed in [int(s) for s in args.seeds.split(",")]:
-        config = load_config(args.config, [f"name=meld_text_seed{seed}", f"train.seed={seed}", f"train.epochs={args.epochs}", "train.progress=false"])
+        config = load_config(args.config, [f"name=meld_text_seed{seed}", f"train.seed={seed}", f"train.epochs={args.epochs}", "train.progress=false", *quick])
         manifest = pipeline.prepare(config)
         encoders = pipeline.build_encoders(config)
         started = time.perf_counter()
@@ -100,9 +113,11 @@ def main() -> None:
     ratio = mean["uar"] / best_baseline
     summary = f"\nCrab text UAR / best baseline UAR = **{ratio:.3f}** ({PAPER}).\n"
     print("\n".join(rows[-5:]), summary)
+    counts = manifest.frame["split"].value_counts()
     body = (
         header(command_line())
-        + "\nMELD official splits: train 9989, dev 1109 (model selection), test 2610; text from the CSVs only.\n"
+        + f"\nMELD {'official splits' if not args.quick else 'subset of the official splits'}: train {counts['train']}, dev {counts['val']} (model selection), "
+        f"test {counts['test']}; text from the CSVs only.\n"
         "Time columns: text extraction (cached after the first seed) and training, seconds.\n"
         "\n"
         "| system | test WAR | test UAR | test Macro-F1 | dev UAR | extract s | train s |\n"

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from benchmarks.common import REPO, command_line, header, write_section
+from benchmarks.common import QUICK_OUTPUT, REPO, command_line, header, write_section
 
 EMODB = REPO / "data" / "emodb"
 MELD_TRAIN = Path(os.environ.get("CRABSER_MELD", REPO.parent / "shared" / "data" / "meld")) / "train_sent_emo.csv"
@@ -302,7 +302,7 @@ def size_scaling(sizes: list[int], threads: int, epochs: int) -> list[dict]:
     return rows
 
 
-def plot(sizes: list[dict], lengths: list[dict]) -> None:
+def plot(sizes: list[dict], lengths: list[dict], target: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -321,13 +321,13 @@ def plot(sizes: list[dict], lengths: list[dict]) -> None:
         axis.grid(alpha=0.3)
         axis.legend()
     figure.tight_layout()
-    PLOT.parent.mkdir(exist_ok=True)
-    figure.savefig(PLOT, dpi=100)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(target, dpi=100)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="16 clips per encoder, 2 epochs, sizes 16/32/64, lengths to 8 s")
+    parser.add_argument("--quick", action="store_true", help="8 clips per encoder, 2 epochs, sizes 8/16/32, lengths to 4 s; plot in runs/quick")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -340,9 +340,10 @@ def main() -> None:
     from crabser import pipeline
 
     torch.set_num_threads(args.threads)
-    clips, epochs = (16, 2) if args.quick else (96, 5)
-    sizes = [16, 32, 64] if args.quick else [134, 268, 535]
-    lengths = [1, 2, 4, 8] if args.quick else [1, 2, 4, 8, 16, 30]
+    clips, epochs = (8, 2) if args.quick else (96, 5)
+    sizes = [8, 16, 32] if args.quick else [134, 268, 535]
+    lengths = [1, 2, 4] if args.quick else [1, 2, 4, 8, 16, 30]
+    target = REPO / QUICK_OUTPUT / PLOT.name if args.quick else PLOT
     extraction_rows, _ = extraction_table(clips, args.threads)
 
     config = training_config("speed_train", 20 if not args.quick else 2, args.threads)
@@ -358,7 +359,7 @@ def main() -> None:
     print(inference, flush=True)
     size_rows = size_scaling(sizes, args.threads, 2)
     length_rows = length_scaling(lengths)
-    plot(size_rows, length_rows)
+    plot(size_rows, length_rows, target)
 
     body = header(command_line()) + (
         f"- torch threads: {args.threads}\n\n### Feature extraction ({clips} EmoDB clips; MiniLM: {clips} MELD utterances)\n\n"
@@ -382,7 +383,7 @@ def main() -> None:
         + "\n".join(f"| {r['clips']} | {r['extract_s']:.1f} | {r['train_utts']} | {r['epoch_s']:.2f} |" for r in size_rows)
         + "\n\n| clip length s | Whisper encode s | predict s (warm) |\n|---|---|---|\n"
         + "\n".join(f"| {r['seconds']:g} | {r['extract']:.3f} | {r['predict']:.3f} |" for r in length_rows)
-        + f"\n\n![scaling]({PLOT.relative_to(REPO)})\n"
+        + f"\n\n![scaling]({target.relative_to(REPO)})\n"
     )
     write_section("Speed: extraction, training, inference, scaling", body)
 

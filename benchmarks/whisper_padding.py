@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks.common import command_line, header, pooled_baseline, write_section
+from benchmarks.common import command_line, header, pooled_baseline, quick_overrides, write_section
 from crabser import pipeline
 from crabser.config import load_config
 
@@ -22,14 +22,17 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--pads", default="none,30")
     parser.add_argument("--epochs", type=int, default=20)
+    parser.add_argument("--quick", action="store_true", help="own length only, 2 epochs, in runs/quick")
     args = parser.parse_args()
+    if args.quick:
+        args.pads, args.epochs = "none", 2
     rows, seconds, crab_val = [], {}, {}
     for pad in args.pads.split(","):
         pad_value = None if pad == "none" else float(pad)
         config = load_config(
             "configs/demo.yaml",
             [f"name=bench_pad_{pad}", f"speech.pad_to_seconds={pad if pad_value else 'null'}",
-             f"train.epochs={args.epochs}", "train.progress=false", "cache_dir=cache/bench_features"],
+             f"train.epochs={args.epochs}", "train.progress=false", "cache_dir=cache/bench_features", *quick_overrides(args.quick)],
         )
         manifest = pipeline.prepare(config)
         encoders = pipeline.build_encoders(config)

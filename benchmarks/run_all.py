@@ -1,0 +1,72 @@
+"""Every benchmark, one after another (``make bench``; ``make bench-quick`` for ``--quick``).
+
+Each script runs in its own process with the arguments below; a failing one is reported and the
+others go on. The full run writes its tables into BENCHMARKS.md and a timing table of its own;
+``--quick`` passes ``--quick`` to every script (smoke-sized runs in runs/quick) and writes to
+BENCHMARKS.quick.md, so a quick run never replaces a measured table.
+
+``--long`` adds the benchmarks too long for ``make bench`` (StackingSER, about 100 minutes).
+
+Usage (from the repository root): python -m benchmarks.run_all [--quick] [--long] [--only speed,service]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+from benchmarks.common import REPO, command_line, header, write_section
+
+#: name -> arguments of the full run (make bench); --quick replaces them with ["--quick"]
+BENCHMARKS = {
+    "bigru": [],
+    "asr_wer": [],
+    "speed": [],
+    "service": [],
+    "whisper_padding": [],
+    "emodb_loso": [],
+    "meld_text": [],
+    "objectives": [],
+}
+LONG = {"stacking": []}  #: only with --long (or --only)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="smoke-sized runs, tables to BENCHMARKS.quick.md")
+    parser.add_argument("--long", action="store_true", help="add " + ", ".join(LONG))
+    parser.add_argument("--only", help="comma-separated benchmark names (default: all, --long adds the long ones)")
+    args = parser.parse_args()
+    known = BENCHMARKS | LONG
+    names = args.only.split(",") if args.only else [*BENCHMARKS, *(LONG if args.long else [])]
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise SystemExit(f"unknown benchmark(s) {unknown}; known: {', '.join(known)}")
+    env = dict(os.environ)
+    if args.quick:
+        env["CRABSER_BENCHMARKS_MD"] = str(REPO / "BENCHMARKS.quick.md")
+    rows, failed, started_all = [], [], time.perf_counter()
+    for name in names:
+        command = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else known[name])]
+        print(f"== {' '.join(command[1:])}", flush=True)
+        started = time.perf_counter()
+        code = subprocess.run(command, cwd=REPO, env=env, check=False).returncode
+        seconds = time.perf_counter() - started
+        rows.append(f"| `{' '.join(command[2:])}` | {seconds / 60:.1f} | {'ok' if code == 0 else f'failed ({code})'} |")
+        if code:
+            failed.append(name)
+        print(f"== {name}: {seconds:.0f} s, exit {code}", flush=True)
+    total = (time.perf_counter() - started_all) / 60
+    table = "| benchmark | minutes | result |\n|---|---|---|\n" + "\n".join(rows) + f"\n| **all** | **{total:.1f}** | |\n"
+    print(table)
+    os.environ.update(env)
+    write_section("make bench" + (" --quick" if args.quick else ""), header(command_line()) + "\n" + table)
+    if failed:
+        raise SystemExit(f"failed: {', '.join(failed)}")
+
+
+if __name__ == "__main__":
+    main()
