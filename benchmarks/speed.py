@@ -58,7 +58,7 @@ def emodb_frame(count: int | None = None, seed: int = 0) -> pd.DataFrame:
 
 def meld_texts(count: int) -> list[str]:
     """``count`` distinct MELD training utterances (text only), in file order."""
-    from crabser.data.manifest import clean_text
+    from crabser.data.text import clean_text
 
     texts = pd.read_csv(MELD_TRAIN)["Utterance"].map(clean_text).dropna().drop_duplicates()
     return texts.head(count).tolist()

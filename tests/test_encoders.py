@@ -107,3 +107,19 @@ def test_whisper_batch_gives_each_clip_what_it_gets_alone(whisper, pad):
         alone = encoder.encode([clip]).unpadded()[0]
         assert batched.shape == alone.shape
         np.testing.assert_allclose(batched, alone, atol=1e-4)
+
+
+@pytest.mark.parametrize("seconds, frames", [(1.0, 100), (3.1, 310), (3.1, 3000), (30.0, 3000)])
+def test_numpy_log_mel_equals_transformers_whisper_features(seconds, frames):
+    from transformers import WhisperFeatureExtractor
+
+    from crabser.features.log_mel import log_mel
+
+    wave = np.random.default_rng(3).normal(0, 0.1, int(seconds * 16000)).astype(np.float32) + tone(seconds, freq=440.0)
+    padded = np.zeros(max(frames * 160, len(wave)), dtype=np.float32)
+    padded[: len(wave)] = wave
+    reference = WhisperFeatureExtractor(feature_size=80)(padded, sampling_rate=16000, return_tensors="np")["input_features"][0, :, :frames]
+    ours = log_mel(padded, frames)
+    assert ours.shape == (80, frames) and ours.dtype == np.float32
+    np.testing.assert_allclose(ours, reference, atol=5e-5)
+    assert log_mel(wave[:8000], 50).max() == pytest.approx(log_mel(wave[:8000], 100).max())  # the silence after adds nothing

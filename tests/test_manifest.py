@@ -88,7 +88,7 @@ def test_speaker_holdout_is_speaker_disjoint(emodb):
 
 
 def test_clean_text_treats_blank_and_non_strings_as_missing():
-    from crabser.data.manifest import clean_text
+    from crabser.data.text import clean_text
 
     assert clean_text("  Hallo.\n") == "Hallo."
     assert clean_text("   ") is None and clean_text(None) is None and clean_text(float("nan")) is None

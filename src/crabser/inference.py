@@ -28,7 +28,7 @@ import soxr
 import torch
 
 from crabser.data.audio import AudioInput, decode_audio
-from crabser.data.manifest import clean_text
+from crabser.data.text import clean_text
 from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.features.encoders import Encoder, pad_batch
 

@@ -21,8 +21,9 @@ import torch
 
 from crabser.config import RunConfig, dump_config
 from crabser.data.corpora import get_adapter
-from crabser.data.manifest import Manifest, clean_text, read_manifest, write_manifest
+from crabser.data.manifest import Manifest, read_manifest, write_manifest
 from crabser.data.protocols import fold_split, group_folds, speaker_holdout
+from crabser.data.text import clean_text
 from crabser.errors import CrabserError
 from crabser.evaluation.bootstrap import balanced_bootstrap
 from crabser.evaluation.metrics import compute_metrics

@@ -140,13 +140,6 @@ def write_manifest(manifest: Manifest, path: str | Path) -> Path:
     return path
 
 
-def clean_text(value: object) -> str | None:
-    """A transcript stripped of outer whitespace, or None when it is missing or blank."""
-    if not isinstance(value, str):
-        return None
-    return value.strip() or None
-
-
 def from_records(records: Iterable[dict]) -> Manifest:
     """Build a manifest from dict rows (used by corpus adapters)."""
     return Manifest(pd.DataFrame(list(records)))

@@ -17,9 +17,11 @@ from pathlib import Path
 import numpy as np
 
 from crabser.data.audio import load_audio
-from crabser.data.manifest import Manifest, clean_text
+from crabser.data.manifest import Manifest
+from crabser.data.text import clean_text
 from crabser.errors import CrabserError
 from crabser.features.encoders import EMBEDDED, whisper_model_path
+from crabser.features.log_mel import log_mel
 from crabser.features.store import FeatureStore
 from crabser.io import file_sha256
 
@@ -37,7 +39,6 @@ class WhisperASR:
     ) -> None:
         import ctranslate2
         from tokenizers import Tokenizer
-        from transformers import WhisperFeatureExtractor
 
         path, tag = whisper_model_path(model_path)
         if not (path / "model.bin").is_file():
@@ -45,7 +46,7 @@ class WhisperASR:
         config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
         self.model = ctranslate2.models.Whisper(str(path), device="cpu", intra_threads=threads)
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
-        self.features = WhisperFeatureExtractor(feature_size=int(config.get("num_mel_bins", 80)))
+        self.n_mels = int(config.get("num_mel_bins", 80))
         self.language = language
         self.beam_size = beam_size
         self.cache_id = f"asr:{tag}:{language or 'auto'}:beam{beam_size}"
@@ -69,8 +70,7 @@ class WhisperASR:
             window = np.zeros(self._WINDOW, dtype=np.float32)
             chunk = wave[start : start + self._WINDOW]
             window[: len(chunk)] = chunk
-            mel = self.features(window, sampling_rate=self.sample_rate, return_tensors="np")["input_features"]
-            mel = ctranslate2.StorageView.from_array(np.ascontiguousarray(mel, dtype=np.float32))
+            mel = ctranslate2.StorageView.from_array(np.ascontiguousarray(log_mel(window, 3000, self.n_mels)[None]))
             result = self.model.generate(mel, [self._prompt(mel)], beam_size=self.beam_size, max_length=224)
             pieces.append(self.tokenizer.decode(result[0].sequences_ids[0], skip_special_tokens=True).strip())
         return " ".join(p for p in pieces if p)

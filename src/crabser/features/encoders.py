@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 import numpy as np
 import torch
 
+from crabser.features.log_mel import log_mel
+
 if TYPE_CHECKING:
     from crabser.config import EncoderConfig, RunConfig
 
@@ -120,7 +122,6 @@ class WhisperCT2Encoder:
         compute_type: str = "float32",
     ) -> None:
         import ctranslate2
-        from transformers import WhisperFeatureExtractor
 
         model_path, tag = whisper_model_path(model_path)
         if pad_to_seconds is not None and not 0 < pad_to_seconds <= self._WINDOW_S:
@@ -131,7 +132,6 @@ class WhisperCT2Encoder:
         self.model = ctranslate2.models.Whisper(
             str(model_path), device="cpu", compute_type=compute_type, intra_threads=threads or torch.get_num_threads()
         )
-        self.features = WhisperFeatureExtractor(feature_size=self.n_mels)
         self.output_dim = self._probe_dim()
         pad = "own" if pad_to_seconds is None else f"pad{pad_to_seconds:g}"
         self.cache_id = f"{tag}:last:{pad}"
@@ -166,13 +166,7 @@ class WhisperCT2Encoder:
         calls = [members[i : i + self.windows_per_call] for members in groups.values() for i in range(0, len(members), self.windows_per_call)]
         for members in calls:
             target = frames[members[0]][1]
-            mels = []
-            for index in members:
-                padded = np.zeros(target * self._HOP, dtype=np.float32)
-                padded[: len(waves[index])] = waves[index]
-                mel = self.features(padded, sampling_rate=self.sample_rate, return_tensors="np")["input_features"]
-                mels.append(mel[0, :, :target])
-            stacked = np.ascontiguousarray(np.stack(mels), dtype=np.float32)
+            stacked = np.ascontiguousarray(np.stack([log_mel(waves[index], target, self.n_mels) for index in members]))
             encoded = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(stacked), to_cpu=True))
             for row, index in enumerate(members):
                 outputs[index] = encoded[row, : frames[index][0] // 2]

@@ -16,7 +16,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from crabser.data.audio import load_audio
-from crabser.data.manifest import Manifest, clean_text
+from crabser.data.manifest import Manifest
+from crabser.data.text import clean_text
 from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.features.encoders import Encoder
 from crabser.features.store import FeatureStore

@@ -23,7 +23,8 @@ from torch.utils.data import Dataset, Sampler
 
 from crabser.data.audio import duration_seconds, load_audio
 from crabser.data.augment import energy_adaptive_mixup
-from crabser.data.manifest import Manifest, clean_text
+from crabser.data.manifest import Manifest
+from crabser.data.text import clean_text
 from crabser.errors import AudioError, ConfigError
 from crabser.features.encoders import _quiet_transformers, text_model_path
 from crabser.training.lit_module import CrabLitModule
