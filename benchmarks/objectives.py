@@ -10,6 +10,10 @@ signed-rank test: does MLCS beat CE beyond the seed spread?
 Usage (from the repository root):
     python -m benchmarks.objectives [--only objective=mlcs,ce] [--threads 1] [--grids meld,emodb] [--report-only] [--quick]
 
+``--budget`` (what ``make bench`` runs, about 15 minutes): MLCS, CE and CE + MPCL, 3 seeds; MELD
+for 4 epochs; EmoDB on the demo's speaker split (test 15, 16; val 12, 13) instead of 5 folds, on
+own-length Whisper; in runs/budget, written to its own BENCHMARKS.md section. The full grids
+(about 3.5 hours on 2 cores) are the run without flags.
 ``--quick`` is a smoke run in runs/quick: MLCS and CE, seed 0, 1 epoch, EmoDB in 2 speaker folds
 on own-length Whisper, MELD on a 1200-utterance subset.
 """
@@ -40,6 +44,15 @@ PAPER = "paper (MELD, WavLM-L + RoBERTa-L fine-tuned) UAR: CE .5253, CE+MPCL .53
 QUICK = {  # per grid, the --quick run's data
     "emodb": lambda grid: ["data.folds=2", "speech.pad_to_seconds=null"],
     "meld": lambda grid: ["data.manifest=" + quick_meld_manifest(load_config(grid.base, quick_overrides(True)))],
+}
+
+
+BUDGET = {  # per grid, the --budget run's settings
+    "meld": ["train.epochs=4"],
+    "emodb": [
+        "data.protocol=speaker_holdout", "data.test_speakers=['15','16']", "data.val_speakers=['12','13']",
+        "speech.pad_to_seconds=null",
+    ],
 }
 
 
@@ -89,17 +102,22 @@ def main() -> None:
     parser.add_argument("--grids", default="meld,emodb")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished runs only (a grid running elsewhere)")
     parser.add_argument("--quick", action="store_true", help="MLCS and CE, seed 0, 1 epoch, small data, in runs/quick")
+    parser.add_argument("--budget", action="store_true", help="MLCS, CE, CE+MPCL; MELD 4 epochs; EmoDB one split (make bench)")
     args = parser.parse_args()
     only = {axis: levels.split(",") for axis, _, levels in (item.partition("=") for item in args.only)}
     overrides = ["train.progress=false", *quick_overrides(args.quick)] + ([f"train.threads={args.threads}"] if args.threads else [])
     if args.quick:
         only, overrides = {"objective": ["mlcs", "ce"]}, [*overrides, "train.epochs=1"]
+    elif args.budget:
+        only, overrides = {"objective": ["mlcs", "ce", "ce_mpcl"]}, [*overrides, "output_dir=runs/budget"]
     body = [header(command_line()), PAPER, ""]
     for key in args.grids.split(","):
         grid, grid_overrides = load_experiment(GRIDS[key]), list(overrides)
         if args.quick:
             grid = grid.model_copy(update={"seeds": [0]})
             grid_overrides += QUICK[key](grid)
+        elif args.budget:
+            grid_overrides += BUDGET[key]
         results, out = run_experiment(grid, grid_overrides, only=only, report_only=args.report_only)
         summary = summarise(results, list(grid.axes))
         body += [f"### {grid.name} ({GRIDS[key]}), per-seed score = " + ("mean over folds" if "pooled_uar" in results else "test"), ""]
@@ -108,7 +126,7 @@ def main() -> None:
         body += [f"{len(results)} runs, {seconds / 60:.0f} min of training and testing in all; tables and plots in `{out}`.", ""]
         print(results_markdown(summary, list(grid.axes)))
         print(comparison(results))
-    write_section("Training objectives (Crab table IV)", "\n".join(body))
+    write_section("Training objectives (Crab table IV)" + (", make bench budget" if args.budget else ""), "\n".join(body))
 
 
 if __name__ == "__main__":
