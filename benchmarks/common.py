@@ -59,7 +59,15 @@ def header(command: str) -> str:
 
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section ``## name`` of BENCHMARKS.md with ``body``."""
+    import fcntl
+
     target = Path(os.environ.get("CRABSER_BENCHMARKS_MD", BENCHMARKS))  # quick runs: BENCHMARKS.quick.md
+    with open(target.with_suffix(".lock"), "w") as lock:  # benchmarks running side by side take turns
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        _replace_section(target, name, body)
+
+
+def _replace_section(target: Path, name: str, body: str) -> None:
     text = target.read_text() if target.is_file() else "# Benchmarks\n"
     section = f"## {name}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)

@@ -167,6 +167,21 @@ class RereadingDataset:
         return Utterance(item.id, {"speech": self.store.get(self.cache_id, self.digests[item.id])}, item.label)
 
 
+def training_inputs(config, clips: int | None = None):
+    """The split manifest (all clips, or ``clips`` drawn with a fixed seed) with its features
+    extracted, and the encoders."""
+    from crabser import pipeline
+    from crabser.data.manifest import Manifest
+
+    manifest = pipeline.prepare(config)
+    if clips is not None:
+        keep = manifest.frame["id"].isin(set(emodb_frame(clips)["id"]))
+        manifest = Manifest(manifest.frame[keep].reset_index(drop=True))
+    encoders = pipeline.build_encoders(config)
+    pipeline.extract_features(config, manifest, encoders)
+    return manifest, encoders
+
+
 def epoch_rates(config, manifest, encoders, epochs: int) -> dict:
     """Utterances per second of a hand-written epoch loop, features in memory vs. re-read each epoch."""
     import torch
@@ -283,18 +298,12 @@ def length_scaling(lengths: list[float]) -> list[dict]:
 
 def size_scaling(sizes: list[int], threads: int, epochs: int) -> list[dict]:
     """Per corpus size: Whisper (own length) extraction in a fresh process and one training epoch."""
-    from crabser import pipeline
-    from crabser.data.manifest import Manifest
 
     rows = []
     for size in sizes:
         extraction = run_worker("extract", "Whisper tiny.en, own length", "batched + bucketed", str(size), str(threads))
         config = training_config(f"speed_size{size}", epochs, threads)
-        full = pipeline.prepare(config)
-        keep = full.frame[full.frame["id"].isin(set(emodb_frame(size)["id"]))]
-        manifest = Manifest(keep.reset_index(drop=True))
-        encoders = pipeline.build_encoders(config)
-        pipeline.extract_features(config, manifest, encoders)
+        manifest, encoders = training_inputs(config, size)
         rates = epoch_rates(config, manifest, encoders, epochs)
         epoch_s = rates["utterances"] / rates["rates"]["in memory (crabser)"]
         rows.append({"clips": size, "extract_s": extraction["seconds"], "train_utts": rates["utterances"], "epoch_s": epoch_s})
@@ -327,7 +336,7 @@ def plot(sizes: list[dict], lengths: list[dict], target: Path) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="8 clips per encoder, 2 epochs, sizes 8/16/32, lengths to 4 s; plot in runs/quick")
+    parser.add_argument("--quick", action="store_true", help="8 clips per encoder, 64 for training, 2 epochs, sizes 8/16/32, lengths to 4 s; plot in runs/quick")
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -337,7 +346,6 @@ def main() -> None:
         return
     import torch
 
-    from crabser import pipeline
 
     torch.set_num_threads(args.threads)
     clips, epochs = (8, 2) if args.quick else (96, 5)
@@ -347,9 +355,7 @@ def main() -> None:
     extraction_rows, _ = extraction_table(clips, args.threads)
 
     config = training_config("speed_train", 20 if not args.quick else 2, args.threads)
-    manifest = pipeline.prepare(config)
-    encoders = pipeline.build_encoders(config)
-    pipeline.extract_features(config, manifest, encoders)
+    manifest, encoders = training_inputs(config, 64 if args.quick else None)
     rates = epoch_rates(config, manifest, encoders, epochs)
     trained = pipeline_training(config, manifest, encoders)
     ours, naive = rates["rates"]["in memory (crabser)"], rates["rates"]["re-read every epoch (naive)"]
