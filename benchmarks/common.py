@@ -43,6 +43,18 @@ def quick_meld_manifest(config, sizes: dict[str, int] | None = None, seed: int =
     return str(target)
 
 
+def quick_emodb_manifest(speakers: tuple[str, ...] = ("03", "08", "09", "10")) -> str:
+    """Four speakers' clips (two men, two women) for a --quick run, as a manifest file."""
+    from crabser.data.corpora import emodb
+    from crabser.data.manifest import Manifest, write_manifest
+
+    frame = emodb.prepare(REPO / "data" / "emodb").frame
+    target = Path(QUICK_OUTPUT) / "emodb_quick_manifest.csv"
+    target.parent.mkdir(parents=True, exist_ok=True)
+    write_manifest(Manifest(frame[frame["speaker"].isin(speakers)]), target)
+    return str(target)
+
+
 def machine() -> str:
     """One line describing this machine."""
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
@@ -59,15 +71,7 @@ def header(command: str) -> str:
 
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section ``## name`` of BENCHMARKS.md with ``body``."""
-    import fcntl
-
     target = Path(os.environ.get("CRABSER_BENCHMARKS_MD", BENCHMARKS))  # quick runs: BENCHMARKS.quick.md
-    with open(target.with_suffix(".lock"), "w") as lock:  # benchmarks running side by side take turns
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        _replace_section(target, name, body)
-
-
-def _replace_section(target: Path, name: str, body: str) -> None:
     text = target.read_text() if target.is_file() else "# Benchmarks\n"
     section = f"## {name}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)

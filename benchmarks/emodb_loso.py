@@ -16,11 +16,16 @@ from __future__ import annotations
 
 import argparse
 import time
-from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import QUICK_OUTPUT, command_line, header, quick_overrides, write_section
+from benchmarks.common import (
+    command_line,
+    header,
+    quick_emodb_manifest,
+    quick_overrides,
+    write_section,
+)
 from crabser import pipeline
 from crabser.config import load_config
 from crabser.evaluation.metrics import compute_metrics
@@ -55,24 +60,12 @@ def svm_loso(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, speake
     return predicted, chosen
 
 
-def quick_emodb_manifest(speakers: tuple[str, ...] = ("03", "08", "09", "10")) -> str:
-    """Four speakers' clips (two men, two women) for a --quick run, as a manifest file."""
-    from crabser.data.corpora import emodb
-    from crabser.data.manifest import Manifest, write_manifest
-
-    frame = emodb.prepare("data/emodb").frame
-    target = Path(QUICK_OUTPUT) / "emodb_quick_manifest.csv"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    write_manifest(Manifest(frame[frame["speaker"].isin(speakers)]), target)
-    return str(target)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/default_model.yaml")
     parser.add_argument("--quick", action="store_true", help="2 speaker folds, 2 epochs, in runs/quick")
     args = parser.parse_args()
-    quick = ["data.folds=2", "train.epochs=2", "train.progress=false", "data.manifest=" + quick_emodb_manifest()] if args.quick else []
+    quick = ["data.folds=2", "data.val_speakers_per_fold=1", "train.epochs=2", "train.progress=false", "data.manifest=" + quick_emodb_manifest()] if args.quick else []
     config = load_config(args.config, [*quick, *quick_overrides(args.quick)])
     manifest = pipeline.prepare(config)
     encoders = pipeline.build_encoders(config)

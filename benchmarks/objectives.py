@@ -14,8 +14,8 @@ Usage (from the repository root):
 for 4 epochs; EmoDB on the demo's speaker split (test 15, 16; val 12, 13) instead of 5 folds, on
 own-length Whisper; in runs/budget, written to its own BENCHMARKS.md section. The full grids
 (about 3.5 hours on 2 cores) are the run without flags.
-``--quick`` is a smoke run in runs/quick: MLCS and CE, seed 0, 1 epoch, EmoDB in 2 speaker folds
-on own-length Whisper, MELD on a 1200-utterance subset.
+``--quick`` is a smoke run in runs/quick: MLCS and CE, seed 0, 1 epoch, 4 EmoDB speakers in 2
+folds on own-length Whisper, MELD on a 1200-utterance subset.
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ import pandas as pd
 from benchmarks.common import (
     command_line,
     header,
+    quick_emodb_manifest,
     quick_meld_manifest,
     quick_overrides,
     write_section,
@@ -42,7 +43,9 @@ PAPER = "paper (MELD, WavLM-L + RoBERTa-L fine-tuned) UAR: CE .5253, CE+MPCL .53
 
 
 QUICK = {  # per grid, the --quick run's data
-    "emodb": lambda grid: ["data.folds=2", "speech.pad_to_seconds=null"],
+    "emodb": lambda grid: [
+        "data.folds=2", "data.val_speakers_per_fold=1", "speech.pad_to_seconds=null", "data.manifest=" + quick_emodb_manifest(),
+    ],
     "meld": lambda grid: ["data.manifest=" + quick_meld_manifest(load_config(grid.base, quick_overrides(True)))],
 }
 

@@ -2,9 +2,8 @@
 
 Each script runs in its own process with the arguments below; a failing one is reported and the
 others go on. The full run writes its tables into BENCHMARKS.md and a timing table of its own;
-``--quick`` passes ``--quick`` to every script (smoke-sized runs in runs/quick, two at a time,
-their output in runs/quick/logs) and writes to BENCHMARKS.quick.md, so a quick run never replaces
-a measured table; its timings are a smoke test's, not measurements.
+``--quick`` passes ``--quick`` to every script (smoke-sized runs in runs/quick) and writes to
+BENCHMARKS.quick.md, so a quick run never replaces a measured table.
 
 ``--long`` adds the benchmarks too long for ``make bench`` (StackingSER, about 100 minutes).
 
@@ -19,7 +18,7 @@ import subprocess
 import sys
 import time
 
-from benchmarks.common import QUICK_OUTPUT, REPO, command_line, header, write_section
+from benchmarks.common import REPO, command_line, header, write_section
 
 #: name -> arguments of the full run (make bench); --quick replaces them with ["--quick"]
 BENCHMARKS = {
@@ -49,37 +48,19 @@ def main() -> None:
     env = dict(os.environ)
     if args.quick:
         env["CRABSER_BENCHMARKS_MD"] = str(REPO / "BENCHMARKS.quick.md")
-    jobs = 2 if args.quick else 1  # quick runs are smoke runs: two at a time; full runs alone, for clean timings
-    rows, failed, started_all = {}, [], time.perf_counter()
-    logs = REPO / QUICK_OUTPUT / "logs"
-    running: dict[str, tuple[subprocess.Popen, float]] = {}
-    pending = list(names)
-    while pending or running:
-        while pending and len(running) < jobs:
-            name = pending.pop(0)
-            command = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else known[name])]
-            print(f"== {' '.join(command[1:])}", flush=True)
-            output = None
-            if jobs > 1:
-                logs.mkdir(parents=True, exist_ok=True)
-                output = (logs / f"{name}.log").open("w")
-            process = subprocess.Popen(command, cwd=REPO, env=env, stdout=output, stderr=subprocess.STDOUT if output else None)
-            running[name] = (process, time.perf_counter())
-        time.sleep(0.2)
-        for name, (process, started) in list(running.items()):
-            code = process.poll()
-            if code is None:
-                continue
-            del running[name]
-            seconds = time.perf_counter() - started
-            rows[name] = f"| `benchmarks.{name} {' '.join(['--quick'] if args.quick else known[name])}` | {seconds / 60:.1f} | {'ok' if code == 0 else f'failed ({code})'} |"
-            if code:
-                failed.append(name)
-                if jobs > 1:
-                    print((logs / f"{name}.log").read_text()[-3000:])
-            print(f"== {name}: {seconds:.0f} s, exit {code}", flush=True)
+    rows, failed, started_all = [], [], time.perf_counter()
+    for name in names:
+        command = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else known[name])]
+        print(f"== {' '.join(command[1:])}", flush=True)
+        started = time.perf_counter()
+        code = subprocess.run(command, cwd=REPO, env=env, check=False).returncode
+        seconds = time.perf_counter() - started
+        rows.append(f"| `{' '.join(command[2:])}` | {seconds / 60:.1f} | {'ok' if code == 0 else f'failed ({code})'} |")
+        if code:
+            failed.append(name)
+        print(f"== {name}: {seconds:.0f} s, exit {code}", flush=True)
     total = (time.perf_counter() - started_all) / 60
-    table = "| benchmark | minutes | result |\n|---|---|---|\n" + "\n".join(rows[name] for name in names) + f"\n| **all** | **{total:.1f}** | |\n"
+    table = "| benchmark | minutes | result |\n|---|---|---|\n" + "\n".join(rows) + f"\n| **all** | **{total:.1f}** | |\n"
     print(table)
     os.environ.update(env)
     write_section("make bench" + (" --quick" if args.quick else ""), header(command_line()) + "\n" + table)
