@@ -44,12 +44,12 @@ def quick_meld_manifest(config, sizes: dict[str, int] | None = None, seed: int =
 
 
 def quick_emodb_manifest(speakers: tuple[str, ...] = ("03", "08", "09", "10")) -> str:
-    """Four speakers' clips (two men, two women) for a --quick run, as a manifest file."""
+    """Some EmoDB speakers' clips (by default two men, two women) for a --quick run, as a manifest file."""
     from crabser.data.corpora import emodb
     from crabser.data.manifest import Manifest, write_manifest
 
     frame = emodb.prepare(REPO / "data" / "emodb").frame
-    target = Path(QUICK_OUTPUT) / "emodb_quick_manifest.csv"
+    target = Path(QUICK_OUTPUT) / f"emodb_quick_{'_'.join(speakers)}.csv"
     target.parent.mkdir(parents=True, exist_ok=True)
     write_manifest(Manifest(frame[frame["speaker"].isin(speakers)]), target)
     return str(target)

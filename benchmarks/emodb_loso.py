@@ -53,7 +53,8 @@ def svm_loso(features: np.ndarray, labels: np.ndarray, folds: np.ndarray, speake
     for fold in np.unique(folds):
         test = folds == fold
         model = make_pipeline(StandardScaler(), LinearSVC(class_weight="balanced", max_iter=50000))
-        search = GridSearchCV(model, {"linearsvc__C": [1e-3, 1e-2, 1e-1, 1.0]}, scoring="balanced_accuracy", cv=GroupKFold(3))
+        inner = GroupKFold(min(3, len(np.unique(speakers[~test]))))  # 3, or fewer when few speakers train
+        search = GridSearchCV(model, {"linearsvc__C": [1e-3, 1e-2, 1e-1, 1.0]}, scoring="balanced_accuracy", cv=inner)
         search.fit(features[~test], labels[~test], groups=speakers[~test])
         predicted[test] = search.predict(features[test])
         chosen.append(search.best_params_["linearsvc__C"])

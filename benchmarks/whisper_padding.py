@@ -13,7 +13,14 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks.common import command_line, header, pooled_baseline, quick_overrides, write_section
+from benchmarks.common import (
+    command_line,
+    header,
+    pooled_baseline,
+    quick_emodb_manifest,
+    quick_overrides,
+    write_section,
+)
 from crabser import pipeline
 from crabser.config import load_config
 
@@ -34,7 +41,9 @@ def main() -> None:
             [f"name=bench_pad_{pad}", f"speech.pad_to_seconds={pad if pad_value else 'null'}",
              f"train.epochs={args.epochs}", "train.progress=false", *quick_overrides(args.quick),
              # its own feature cache, so the extraction time is measured from scratch (not in --quick)
-             *([] if args.quick else ["cache_dir=cache/bench_features"])],
+             *([] if args.quick else ["cache_dir=cache/bench_features"]),
+             # --quick: six speakers, the demo's val and test ones among them
+             *(["data.manifest=" + quick_emodb_manifest(("03", "10", "12", "13", "15", "16"))] if args.quick else [])],
         )
         manifest = pipeline.prepare(config)
         encoders = pipeline.build_encoders(config)
