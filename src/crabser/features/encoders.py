@@ -112,7 +112,9 @@ class WhisperCT2Encoder:
     frame_rate = 50.0
     _HOP = 160
     _WINDOW_S = 30.0
-    windows_per_call = 8  #: equal-length windows encoded in one CTranslate2 call
+    #: equal-length windows encoded in one CTranslate2 call. 1 by default: on 2 CPU cores, 8 at a
+    #: time gave no speed-up for 30 s padding (0.99x) and doubled peak memory (BENCHMARKS.md, speed)
+    windows_per_call = 1
 
     def __init__(
         self,
@@ -154,7 +156,8 @@ class WhisperCT2Encoder:
 
         Windows whose model input has the same length go through the model together, at most
         ``windows_per_call`` at a time; that is exact (no window is padded for another), and with
-        30 s padding it batches every short clip. Each extra 30 s window held costs about 100 MB.
+        30 s padding it can batch every short clip (worth trying on more cores or a GPU). Each extra
+        30 s window held costs about 70 MB.
         """
         import ctranslate2
 
