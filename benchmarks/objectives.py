@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -101,7 +102,8 @@ def comparison(results: pd.DataFrame, baseline: str = "ce") -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--only", action="append", default=[], help="axis=level1,level2 (as crabser experiment --only)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads per run with --jobs 1 (more jobs: cores / jobs each)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs side by side (crabser experiment --jobs); 1 = one after another")
     parser.add_argument("--grids", default="meld,emodb")
     parser.add_argument("--report-only", action="store_true", help="tabulate finished runs only (a grid running elsewhere)")
     parser.add_argument("--quick", action="store_true", help="MLCS and CE, seed 0, 1 epoch, small data, in runs/quick")
@@ -121,12 +123,17 @@ def main() -> None:
             grid_overrides += QUICK[key](grid)
         elif args.budget:
             grid_overrides += BUDGET[key]
-        results, out = run_experiment(grid, grid_overrides, only=only, report_only=args.report_only)
+        started = time.perf_counter()
+        results, out = run_experiment(grid, grid_overrides, only=only, report_only=args.report_only, jobs=args.jobs)
+        wall = time.perf_counter() - started
         summary = summarise(results, list(grid.axes))
         body += [f"### {grid.name} ({GRIDS[key]}), per-seed score = " + ("mean over folds" if "pooled_uar" in results else "test"), ""]
         body += [results_markdown(summary, list(grid.axes)), comparison(results)]
         seconds = results["seconds"].sum()
-        body += [f"{len(results)} runs, {seconds / 60:.0f} min of training and testing in all; tables and plots in `{out}`.", ""]
+        body += [
+            f"{len(results)} runs, {seconds / 60:.0f} min of training and testing in all, {wall / 60:.0f} min of wall time "
+            f"in this run with --jobs {args.jobs} (finished runs are read back); tables and plots in `{out}`.", "",
+        ]
         print(results_markdown(summary, list(grid.axes)))
         print(comparison(results))
     write_section("Training objectives (Crab table IV)" + (", make bench budget" if args.budget else ""), "\n".join(body))

@@ -130,6 +130,32 @@ train: {{epochs: 2, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: 2}
     assert checkpoint.stat().st_mtime_ns == stamp  # finished folds are read back, not retrained
 
 
+def test_crossval_with_jobs_gives_the_same_folds_as_one_at_a_time(run):
+    """Two folds side by side (spawned processes, stand-ins for the encoders) train exactly as the
+    same folds one after another with the same thread count."""
+    from crabser.parallel import threads_per_job
+
+    root, _ = run
+    config = root / "crossval_jobs.yaml"
+    config.write_text(
+        f"""
+output_dir: {root / 'runs'}
+cache_dir: {root / 'cache'}
+data: {{manifest: {root / 'manifest.csv'}, protocol: folds, folds: 3, val_speakers_per_fold: 1}}
+model: {{hidden: 32, speech_frame_stride: 4}}
+train: {{epochs: 2, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: {threads_per_job(2)}}}
+"""
+    )
+    one = runner.invoke(app, ["crossval", "--config", str(config), "-o", "name=cv_one"])
+    assert one.exit_code == 0, one.output
+    both = runner.invoke(app, ["crossval", "--config", str(config), "-o", "name=cv_jobs", "--jobs", "2"])
+    assert both.exit_code == 0, both.output
+    assert all(f"fold {k}: WAR" in both.output for k in range(3))
+    sequential = json.loads((root / "runs/cv_one/crossval.json").read_text())
+    parallel = json.loads((root / "runs/cv_jobs/crossval.json").read_text())
+    assert parallel["folds"] == sequential["folds"] and parallel["pooled"] == sequential["pooled"]
+
+
 def test_trimodal_crab_with_the_paralinguistic_stream(run, emodb):
     root, config = run
     overrides = ["-o", "name=tri", "-o", "model.modalities=[speech, text, paralinguistic]", "-o", "train.epochs=2"]
@@ -191,6 +217,16 @@ curve: alpha
     partial = runner.invoke(app, ["experiment", str(grid), "--report-only", "--seeds", "0,1,2"])  # seed 2 never ran
     assert partial.exit_code == 0, partial.output
     assert len(pd.read_csv(out / "results.csv")) == 4 and not (out / "mlcs-1.0/seed2").exists()
+    # two cells side by side give the results of the same cells one after another at that thread count
+    from crabser.parallel import threads_per_job
+
+    threads = ["-o", f"train.threads={threads_per_job(2)}", "--seeds", "0"]
+    one = runner.invoke(app, ["experiment", str(grid), *threads, "-o", "output_dir=" + str(root / "runs_one")])
+    both = runner.invoke(app, ["experiment", str(grid), *threads, "-o", "output_dir=" + str(root / "runs_jobs"), "--jobs", "2"])
+    assert one.exit_code == 0 and both.exit_code == 0, one.output + both.output
+    sequential = pd.read_csv(root / "runs_one/grid/results.csv")
+    parallel = pd.read_csv(root / "runs_jobs/grid/results.csv")
+    assert len(parallel) == 2 and parallel[["cell", "uar", "war"]].equals(sequential[["cell", "uar", "war"]])
 
 
 @pytest.mark.parametrize(

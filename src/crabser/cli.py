@@ -26,6 +26,9 @@ ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML 
 OverrideOption = Annotated[
     list[str] | None, typer.Option("--override", "-o", metavar="KEY=VALUE", help="key.sub=value, e.g. train.epochs=5 (repeatable).")
 ]
+JobsOption = Annotated[
+    int, typer.Option("--jobs", "-j", min=1, help="Runs trained side by side, each in its own process with cores/jobs torch threads.")
+]
 RunOption = Annotated[Path, typer.Option("--run", "-r", help="Run folder (holds config.yaml and checkpoints).")]
 
 
@@ -161,7 +164,7 @@ def train(
 
 
 @app.command()
-def crossval(config: ConfigOption = None, override: OverrideOption = None) -> None:
+def crossval(config: ConfigOption = None, override: OverrideOption = None, jobs: JobsOption = 1) -> None:
     """Cross-validate (data.protocol: folds): one model per fold, per-fold + mean ± std + pooled metrics.
 
     Folds already finished are read back, so an interrupted run resumes where it stopped.
@@ -176,7 +179,7 @@ def crossval(config: ConfigOption = None, override: OverrideOption = None) -> No
         _quiet_lightning()
         manifest = pipeline.prepare(cfg)
         encoders, _ = _extracted(cfg, manifest)
-        summary = pipeline.crossval(cfg, manifest, encoders, on_fold=report)
+        summary = pipeline.crossval(cfg, manifest, encoders, on_fold=report, jobs=jobs)
     console.print(pipeline.crossval_markdown(summary))
     console.print(f"summary: {cfg.run_dir / 'crossval.md'}")
 
@@ -190,6 +193,7 @@ def experiment(
     ] = None,
     report_only: Annotated[bool, typer.Option(help="Tabulate the finished cells; run nothing.")] = False,
     override: OverrideOption = None,
+    jobs: JobsOption = 1,
 ) -> None:
     """Run a grid of runs (axes of overrides x seeds) and write its results table and plots.
 
@@ -209,7 +213,7 @@ def experiment(
             axis, _, levels = item.partition("=")
             selected[axis.strip()] = [level.strip() for level in levels.split(",") if level.strip()]
         _quiet_lightning()
-        _, out = experiments.run_experiment(grid, override or [], on_cell=report, only=selected, report_only=report_only)
+        _, out = experiments.run_experiment(grid, override or [], on_cell=report, only=selected, report_only=report_only, jobs=jobs)
     console.print((out / "results.md").read_text())
     console.print(f"results: {out / 'results.md'}")
 

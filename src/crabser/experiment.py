@@ -116,8 +116,9 @@ def cell_config(experiment: ExperimentConfig, cell: Cell, overrides: list[str] |
     )
 
 
-def run_cell(config: RunConfig, encoders: dict) -> dict:
-    """Train and test one cell (cross-validation for ``data.protocol: folds``); its result.json."""
+def run_cell(config: RunConfig, encoders: dict, extract: bool = True) -> dict:
+    """Train and test one cell (cross-validation for ``data.protocol: folds``); its result.json.
+    ``extract=False``: the features are in the store already (``encoders`` may be stand-ins)."""
     from crabser import pipeline
 
     path = config.run_dir / "result.json"
@@ -125,13 +126,14 @@ def run_cell(config: RunConfig, encoders: dict) -> dict:
         return json.loads(path.read_text())
     started = time.perf_counter()
     manifest = pipeline.prepare(config)
-    pipeline.extract_features(config, manifest, encoders)
+    if extract:
+        pipeline.extract_features(config, manifest, encoders)
     if config.data.protocol == "folds":
         summary = pipeline.crossval(config, manifest, encoders)
         result = {**{k: summary["mean"][k] for k in METRICS}, **{f"pooled_{k}": summary["pooled"][k] for k in METRICS}}
     else:
-        pipeline.train(config, manifest, encoders, resume=True)
-        metrics, _ = pipeline.evaluate(config, manifest, encoders, "test")
+        pipeline.train_and_test(config, manifest, encoders)
+        metrics = json.loads((config.run_dir / "report" / "test_metrics.json").read_text())
         result = {k: metrics[k] for k in METRICS}
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["git_commit"] = pipeline.git_commit()
@@ -143,27 +145,51 @@ def run_cell(config: RunConfig, encoders: dict) -> dict:
 def run_experiment(
     experiment: ExperimentConfig, overrides: list[str] | None = None,
     on_cell: Callable[[Cell, dict], None] | None = None, only: dict[str, list[str]] | None = None,
-    report_only: bool = False,
+    report_only: bool = False, jobs: int = 1,
 ) -> tuple[pd.DataFrame, Path]:
     """Run every cell not yet finished (encoders loaded once per encoder setting), then write the
     tables and plots; returns the per-run results and the experiment folder. ``report_only``
-    tabulates the finished cells and runs nothing (e.g. while the grid runs elsewhere)."""
+    tabulates the finished cells and runs nothing (e.g. while the grid runs elsewhere). ``jobs`` > 1
+    extracts every cell's features here first, then trains that many cells side by side
+    (:mod:`crabser.parallel`); every cell runs even if one fails."""
     from crabser import pipeline
+    from crabser.parallel import run_jobs, stored_features
 
     encoders = pipeline.EncoderCache()
-    rows = []
     selected = set() if report_only else set(expand(experiment, only))
+    configs, pending = {}, {}
     for cell in expand(experiment):
         config = cell_config(experiment, cell, overrides)
-        if cell not in selected and not (config.run_dir / "result.json").is_file():
-            continue  # not to be run now and not run before; finished cells always go in the tables
         finished = (config.run_dir / "result.json").is_file()
-        result = run_cell(config, {} if finished else encoders(config))
-        rows.append({**dict(cell.levels), "cell": cell.name, "seed": cell.seed, **result, "run": str(config.run_dir)})
-        if on_cell:
-            on_cell(cell, result)
-    if not rows:
+        if cell not in selected and not finished:
+            continue  # not to be run now and not run before; finished cells always go in the tables
+        configs[cell] = config
+        if finished:
+            continue
+        if jobs > 1:
+            loaded = encoders(config)
+            pipeline.extract_features(config, pipeline.prepare(config), loaded)
+            pending[cell] = (pipeline.for_job(config, jobs), stored_features(loaded), False)
+        else:
+            pending[cell] = (config, encoders(config), True)
+    if not configs:
         raise ConfigError(f"experiment {experiment.name!r}: no finished cell to report")
+
+    def result_of(cell: Cell) -> dict:
+        return json.loads((configs[cell].run_dir / "result.json").read_text())
+
+    def report(cell: Cell) -> None:
+        if on_cell:
+            on_cell(cell, result_of(cell))
+
+    for cell in configs:  # finished before: reported first
+        if cell not in pending:
+            report(cell)
+    run_jobs(run_cell, pending, jobs, on_done=report)
+    rows = [
+        {**dict(cell.levels), "cell": cell.name, "seed": cell.seed, **result_of(cell), "run": str(config.run_dir)}
+        for cell, config in configs.items()
+    ]
     results = pd.DataFrame(rows)
     return results, write_outputs(experiment, results, overrides)
 

@@ -403,37 +403,67 @@ def fold_config(config: RunConfig, fold: int) -> RunConfig:
     return config.model_copy(update={"name": name, "data": data})
 
 
+def for_job(config: RunConfig, jobs: int) -> RunConfig:
+    """A run's config for one of ``jobs`` side-by-side processes: its share of the torch threads and
+    no progress bar (``jobs`` <= 1: unchanged)."""
+    from crabser.parallel import threads_per_job
+
+    if jobs <= 1:
+        return config
+    train = config.train.model_copy(update={"threads": threads_per_job(jobs), "progress": False})
+    return config.model_copy(update={"train": train})
+
+
+def train_and_test(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder]) -> None:
+    """Train a run (resuming) and score its best checkpoint on the test split."""
+    train(config, manifest, encoders, resume=True)
+    evaluate(config, manifest, encoders, "test")
+
+
 def crossval(
     config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder],
-    on_fold: Callable[[int, dict], None] | None = None,
+    on_fold: Callable[[int, dict], None] | None = None, jobs: int = 1,
 ) -> dict:
     """Train and test one model per fold (folds already done are read back), then summarise.
 
     ``manifest`` comes from :func:`prepare` (with its ``fold`` column) and its features must be
-    extracted (:func:`extract_features`).
+    extracted (:func:`extract_features`). ``jobs`` > 1 trains that many folds side by side
+    (:mod:`crabser.parallel`); every fold runs even if one fails.
 
     Returns and writes ``<run>/crossval.json`` and ``crossval.md``: per-fold metrics, their mean and
     std, and the pooled metrics of all folds' test predictions together.
     """
     import numpy as np
 
+    from crabser.parallel import run_jobs, stored_features
+
     if "fold" not in manifest.frame:
         raise CrabserError("crossval needs data.protocol: folds (the manifest has no fold column)")
     labels = run_labels(config, manifest)
-    per_fold, predictions = {}, []
-    for fold in sorted(manifest.frame["fold"].astype(int).unique()):
-        cfg = fold_config(config, int(fold))
-        metrics_path = cfg.run_dir / "report" / "test_metrics.json"
-        if not metrics_path.is_file():
-            fold_manifest = fold_split(manifest, int(fold), config.data.val_speakers_per_fold, config.data.seed)
-            save_run_inputs(cfg, fold_manifest)
-            train(cfg, fold_manifest, encoders, resume=True)
-            evaluate(cfg, fold_manifest, encoders, "test")
-        metrics = json.loads(metrics_path.read_text())
-        per_fold[int(fold)] = metrics
-        predictions.append(pd.read_csv(cfg.run_dir / "report" / "test_predictions.csv", dtype=str))
+    folds = [int(fold) for fold in sorted(manifest.frame["fold"].astype(int).unique())]
+    configs = {fold: fold_config(config, fold) for fold in folds}
+
+    def metrics_of(fold: int) -> dict:
+        return json.loads((configs[fold].run_dir / "report" / "test_metrics.json").read_text())
+
+    pending = {}
+    for fold in folds:
+        if not (configs[fold].run_dir / "report" / "test_metrics.json").is_file():
+            fold_manifest = fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed)
+            job_config = for_job(configs[fold], jobs)  # the saved config.yaml names the threads it ran with
+            save_run_inputs(job_config, fold_manifest)
+            pending[fold] = (job_config, fold_manifest, stored_features(encoders) if jobs > 1 else encoders)
+
+    def report(fold: int) -> None:
         if on_fold:
-            on_fold(int(fold), metrics)
+            on_fold(fold, metrics_of(fold))
+
+    for fold in folds:  # finished before: reported first
+        if fold not in pending:
+            report(fold)
+    run_jobs(train_and_test, pending, jobs, on_done=report)
+    per_fold = {fold: metrics_of(fold) for fold in folds}
+    predictions = [pd.read_csv(configs[fold].run_dir / "report" / "test_predictions.csv", dtype=str) for fold in folds]
     pooled_frame = pd.concat(predictions)
     index = {label: i for i, label in enumerate(labels)}
     pooled = compute_metrics(

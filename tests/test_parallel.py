@@ -1,0 +1,41 @@
+"""Independent runs side by side: every job runs, failures wait for the others, threads are shared out."""
+
+from pathlib import Path
+
+import pytest
+
+from crabser.parallel import run_jobs, stored_features, threads_per_job
+
+
+def _record(path: str, value: str) -> None:
+    """A job: append ``value`` and this process's torch thread count to ``path``; ``bad`` fails."""
+    import torch
+
+    if value == "bad":
+        raise ValueError(f"job {value} failed")
+    with open(path, "a") as handle:
+        handle.write(f"{value}:{torch.get_num_threads()}\n")
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_every_job_runs_and_the_first_failure_is_raised_after(tmp_path, jobs):
+    log = tmp_path / "log.txt"
+    done = []
+    arguments = {"a": (str(log), "a"), "b": (str(log), "bad"), "c": (str(log), "c"), "d": (str(log), "d")}
+    with pytest.raises(ValueError, match="job bad failed"):
+        run_jobs(_record, arguments, jobs, on_done=done.append)
+    lines = sorted(Path(log).read_text().split())
+    assert [line.split(":")[0] for line in lines] == ["a", "c", "d"]  # the jobs after the failure ran too
+    assert sorted(done) == ["a", "c", "d"]
+    if jobs > 1:  # each process got its share of the cores
+        assert {line.split(":")[1] for line in lines} == {str(threads_per_job(jobs))}
+
+
+def test_threads_are_shared_and_stand_ins_keep_the_cache_id(monkeypatch):
+    monkeypatch.setattr("os.cpu_count", lambda: 8)
+    assert [threads_per_job(j) for j in (1, 2, 3, 8, 16)] == [8, 4, 2, 1, 1]
+
+    class Encoder:
+        cache_id = "whisper:last:own"
+
+    assert stored_features({"speech": Encoder()})["speech"].cache_id == "whisper:last:own"
