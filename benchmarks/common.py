@@ -84,7 +84,9 @@ def header(command: str) -> str:
 
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section ``## name`` of BENCHMARKS.md with ``body``."""
-    target = Path(os.environ.get("CRABSER_BENCHMARKS_MD", BENCHMARKS))  # quick runs: BENCHMARKS.quick.md
+    # a --quick run never replaces a measured table, whether run_all started it or a user did
+    default = BENCHMARKS.with_name("BENCHMARKS.quick.md") if "--quick" in sys.argv[1:] else BENCHMARKS
+    target = Path(os.environ.get("CRABSER_BENCHMARKS_MD", default))
     text = target.read_text() if target.is_file() else "# Benchmarks\n"
     section = f"## {name}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)

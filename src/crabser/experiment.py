@@ -157,15 +157,15 @@ def run_experiment(
 
     encoders = pipeline.EncoderCache()
     selected = set() if report_only else set(expand(experiment, only))
-    configs, pending = {}, {}
+    configs = {}
     for cell in expand(experiment):
         config = cell_config(experiment, cell, overrides)
-        finished = (config.run_dir / "result.json").is_file()
-        if cell not in selected and not finished:
-            continue  # not to be run now and not run before; finished cells always go in the tables
-        configs[cell] = config
-        if finished:
-            continue
+        if cell in selected or (config.run_dir / "result.json").is_file():
+            configs[cell] = config  # cells not to be run now and not run before stay out of the tables
+    todo = [cell for cell, config in configs.items() if not (config.run_dir / "result.json").is_file()]
+    jobs, pending = max(1, min(jobs, len(todo))), {}
+    for cell in todo:
+        config = configs[cell]
         if jobs > 1:
             loaded = encoders(config)
             pipeline.extract_features(config, pipeline.prepare(config), loaded)

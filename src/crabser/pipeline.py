@@ -446,13 +446,14 @@ def crossval(
     def metrics_of(fold: int) -> dict:
         return json.loads((configs[fold].run_dir / "report" / "test_metrics.json").read_text())
 
+    todo = [fold for fold in folds if not (configs[fold].run_dir / "report" / "test_metrics.json").is_file()]
+    jobs = max(1, min(jobs, len(todo)))
     pending = {}
-    for fold in folds:
-        if not (configs[fold].run_dir / "report" / "test_metrics.json").is_file():
-            fold_manifest = fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed)
-            job_config = for_job(configs[fold], jobs)  # the saved config.yaml names the threads it ran with
-            save_run_inputs(job_config, fold_manifest)
-            pending[fold] = (job_config, fold_manifest, stored_features(encoders) if jobs > 1 else encoders)
+    for fold in todo:
+        fold_manifest = fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed)
+        job_config = for_job(configs[fold], jobs)  # the saved config.yaml names the threads it ran with
+        save_run_inputs(job_config, fold_manifest)
+        pending[fold] = (job_config, fold_manifest, stored_features(encoders) if jobs > 1 else encoders)
 
     def report(fold: int) -> None:
         if on_fold:
