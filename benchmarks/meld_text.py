@@ -30,7 +30,7 @@ from benchmarks.common import (
 )
 from crabser import pipeline
 from crabser.config import load_config
-from crabser.parallel import run_jobs, stored_features
+from crabser.parallel import jobs_for, run_jobs, stored_features
 
 PAPER = "paper, RoBERTa-Large text only: WAR .6034, UAR .5381"
 
@@ -84,7 +84,7 @@ def main() -> None:
     extraction = pipeline.extract_features(config, manifest, encoders)["text"]  # one feature set for every seed
     extract_seconds = time.perf_counter() - started
     todo = [seed for seed, c in configs.items() if args.retrain or not (c.run_dir / "report" / "test_metrics.json").is_file()]
-    jobs, pending = max(1, min(args.jobs, len(todo))), {}  # finished seeds are read back
+    jobs, pending = jobs_for(args.jobs, len(todo)), {}  # finished seeds are read back
     for seed in todo:
         if args.retrain:
             shutil.rmtree(configs[seed].run_dir, ignore_errors=True)

@@ -27,7 +27,7 @@ from benchmarks.common import (
 )
 from crabser import pipeline
 from crabser.config import load_config
-from crabser.parallel import run_jobs, stored_features
+from crabser.parallel import jobs_for, run_jobs, stored_features
 
 
 def main() -> None:
@@ -59,7 +59,7 @@ def main() -> None:
         seconds[pad] = time.perf_counter() - started
         rtf = seconds[pad] / max(report.seconds_of_audio, 1e-9) if report.encoded else float("nan")
         prepared[pad] = (config, manifest, encoders, rtf)
-    jobs = max(1, min(args.jobs, len(prepared)))
+    jobs = jobs_for(args.jobs, len(prepared))
     run_jobs(  # the trainings side by side (--jobs), on the cached features
         pipeline.train_and_test,
         {pad: (pipeline.for_job(config, jobs), manifest, stored_features(encoders) if jobs > 1 else encoders)

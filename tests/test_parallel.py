@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from crabser.parallel import run_jobs, stored_features, threads_per_job
+from crabser.parallel import jobs_for, run_jobs, stored_features, threads_per_job
 
 
 def _record(path: str, value: str) -> None:
@@ -39,3 +39,10 @@ def test_threads_are_shared_and_stand_ins_keep_the_cache_id(monkeypatch):
         cache_id = "whisper:last:own"
 
     assert stored_features({"speech": Encoder()})["speech"].cache_id == "whisper:last:own"
+
+
+def test_finished_runs_are_reported_first_and_jobs_never_exceed_the_runs(tmp_path):
+    done = []
+    run_jobs(_record, {"a": (str(tmp_path / "log.txt"), "a")}, 2, on_done=done.append, finished=["x", "y"])
+    assert done == ["x", "y", "a"]
+    assert [jobs_for(2, 1), jobs_for(2, 5), jobs_for(3, 0), jobs_for(1, 4)] == [1, 2, 1, 1]

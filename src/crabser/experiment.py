@@ -153,7 +153,7 @@ def run_experiment(
     extracts every cell's features here first, then trains that many cells side by side
     (:mod:`crabser.parallel`); every cell runs even if one fails."""
     from crabser import pipeline
-    from crabser.parallel import run_jobs, stored_features
+    from crabser.parallel import jobs_for, run_jobs, stored_features
 
     encoders = pipeline.EncoderCache()
     selected = set() if report_only else set(expand(experiment, only))
@@ -163,7 +163,7 @@ def run_experiment(
         if cell in selected or (config.run_dir / "result.json").is_file():
             configs[cell] = config  # cells not to be run now and not run before stay out of the tables
     todo = [cell for cell, config in configs.items() if not (config.run_dir / "result.json").is_file()]
-    jobs, pending = max(1, min(jobs, len(todo))), {}
+    jobs, pending = jobs_for(jobs, len(todo)), {}
     for cell in todo:
         config = configs[cell]
         if jobs > 1:
@@ -182,10 +182,7 @@ def run_experiment(
         if on_cell:
             on_cell(cell, result_of(cell))
 
-    for cell in configs:  # finished before: reported first
-        if cell not in pending:
-            report(cell)
-    run_jobs(run_cell, pending, jobs, on_done=report)
+    run_jobs(run_cell, pending, jobs, on_done=report, finished=[cell for cell in configs if cell not in pending])
     rows = [
         {**dict(cell.levels), "cell": cell.name, "seed": cell.seed, **result_of(cell), "run": str(config.run_dir)}
         for cell, config in configs.items()

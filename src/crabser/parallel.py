@@ -13,7 +13,7 @@ finished runs are on disk and a re-run resumes from them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -44,18 +44,28 @@ def _start_job(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
+def jobs_for(jobs: int, pending: int) -> int:
+    """The processes worth starting for ``pending`` runs (fewer runs than jobs: one per run)."""
+    return max(1, min(jobs, pending))
+
+
 def run_jobs(
     function: Callable[..., object],
     arguments: dict[Hashable, tuple],
     jobs: int = 1,
     on_done: Callable[[Hashable], None] | None = None,
+    finished: Iterable[Hashable] = (),
 ) -> None:
     """Call ``function(*arguments[key])`` for every key: here, one after another, when ``jobs`` <= 1
-    (or one call), else in ``jobs`` spawned processes; ``on_done(key)`` after each success.
+    (or one call), else in ``jobs`` spawned processes; ``on_done(key)`` after each success, and
+    first for each key of ``finished`` (runs done before, read back).
 
     ``function`` must be importable (module level) when ``jobs`` > 1. Raises the first failure
     (in key order) after every call has finished.
     """
+    for key in finished:
+        if on_done:
+            on_done(key)
     failures: dict[Hashable, BaseException] = {}
     if jobs <= 1 or len(arguments) <= 1:
         for key, args in arguments.items():

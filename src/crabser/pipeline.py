@@ -435,7 +435,7 @@ def crossval(
     """
     import numpy as np
 
-    from crabser.parallel import run_jobs, stored_features
+    from crabser.parallel import jobs_for, run_jobs, stored_features
 
     if "fold" not in manifest.frame:
         raise CrabserError("crossval needs data.protocol: folds (the manifest has no fold column)")
@@ -447,7 +447,7 @@ def crossval(
         return json.loads((configs[fold].run_dir / "report" / "test_metrics.json").read_text())
 
     todo = [fold for fold in folds if not (configs[fold].run_dir / "report" / "test_metrics.json").is_file()]
-    jobs = max(1, min(jobs, len(todo)))
+    jobs = jobs_for(jobs, len(todo))
     pending = {}
     for fold in todo:
         fold_manifest = fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed)
@@ -459,10 +459,7 @@ def crossval(
         if on_fold:
             on_fold(fold, metrics_of(fold))
 
-    for fold in folds:  # finished before: reported first
-        if fold not in pending:
-            report(fold)
-    run_jobs(train_and_test, pending, jobs, on_done=report)
+    run_jobs(train_and_test, pending, jobs, on_done=report, finished=[fold for fold in folds if fold not in pending])
     per_fold = {fold: metrics_of(fold) for fold in folds}
     predictions = [pd.read_csv(configs[fold].run_dir / "report" / "test_predictions.csv", dtype=str) for fold in folds]
     pooled_frame = pd.concat(predictions)
