@@ -12,22 +12,9 @@ from typer.testing import CliRunner
 from crabser.cli import app
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.data.manifest import Manifest, write_manifest
-from crabser.training.finetune import LengthBucketSampler, RawDataset, RawUtterance, collate_raw
+from crabser.training.finetune import RawDataset, RawUtterance, collate_raw
 
 runner = CliRunner()
-
-
-def test_length_buckets_cover_every_item_once_and_group_similar_durations():
-    rng = np.random.default_rng(0)
-    durations = rng.uniform(0.5, 12.0, size=203).tolist()
-    sampler = LengthBucketSampler(durations, batch_size=8, pool=10, seed=0)
-    epoch1, epoch2 = list(sampler), list(sampler)
-    for batches in (epoch1, epoch2):
-        assert sorted(i for b in batches for i in b) == list(range(203)) and len(batches) == len(sampler) == 26
-    assert epoch1 != epoch2  # reshuffled every epoch
-    spread = np.mean([np.ptp([durations[i] for i in b]) for b in epoch1 if len(b) > 1])
-    random_spread = np.mean([np.ptp(rng.choice(durations, 8)) for _ in range(200)])
-    assert spread < 0.3 * random_spread  # bucketing keeps padding small
 
 
 def test_raw_dataset_crops_randomly_in_training_and_from_the_start_otherwise(write_wav):

@@ -8,6 +8,7 @@ import pytest
 
 from crabser.data.sampling import (
     GroupBalancedBatchSampler,
+    LengthBucketSampler,
     class_balanced_sampler,
     neutral_expressive_sampler,
 )
@@ -52,3 +53,46 @@ def test_no_item_repeats_before_its_group_is_covered():
 def test_a_share_for_an_empty_group_is_an_error():
     with pytest.raises(ValueError, match="no item"):
         GroupBalancedBatchSampler([0, 0, 1], 2, {0: 0.5, 2: 0.5})
+
+
+def test_length_buckets_cover_every_item_once_and_group_similar_durations():
+    rng = np.random.default_rng(0)
+    durations = rng.uniform(0.5, 12.0, size=203).tolist()
+    sampler = LengthBucketSampler(durations, batch_size=8, pool=10, seed=0)
+    epoch1, epoch2 = list(sampler), list(sampler)
+    for batches in (epoch1, epoch2):
+        assert sorted(i for b in batches for i in b) == list(range(203)) and len(batches) == len(sampler) == 26
+    assert epoch1 != epoch2  # reshuffled every epoch
+    spread = np.mean([np.ptp([durations[i] for i in b]) for b in epoch1 if len(b) > 1])
+    random_spread = np.mean([np.ptp(rng.choice(durations, 8)) for _ in range(200)])
+    assert spread < 0.3 * random_spread  # bucketing keeps padding small
+
+
+def test_length_buckets_of_an_epoch_are_drawn_again_after_set_epoch():
+    sampler = LengthBucketSampler(list(range(50)), batch_size=4, pool=2, seed=3)
+    epochs = [list(sampler) for _ in range(3)]
+    sampler.set_epoch(1)
+    assert list(sampler) == epochs[1] and epochs[1] != epochs[2]
+
+
+def test_unshuffled_length_buckets_are_one_sort_by_length():
+    lengths = [5, 1, 4, 2, 3, 9, 0]
+    batches = list(LengthBucketSampler(lengths, batch_size=3, shuffle=False))
+    assert batches == [[6, 1, 3], [4, 2, 0], [5]]
+
+
+def test_bucketed_training_batches_follow_the_config():
+    from crabser.config import RunConfig
+    from crabser.pipeline import train_batch_sampler
+
+    lengths = list(range(100, 0, -1))
+    config = RunConfig().model_copy(deep=True)
+    config.train.sampler = "shuffle"
+    assert train_batch_sampler(config, [0] * 100, ["a"], lengths) is None  # plain shuffling
+    config.train.sampler, config.train.bucket_pool, config.train.batch_size = "length_bucketed", 4, 10
+    sampler = train_batch_sampler(config, [0] * 100, ["a"], lengths)
+    assert isinstance(sampler, LengthBucketSampler) and (sampler.pool, sampler.batch_size) == (4, 10)
+    padded = np.mean([[max(lengths[i] for i in b) * len(b) for b in sampler] for _ in range(20)])
+    rng = np.random.default_rng(0)
+    shuffled = np.mean([max(rng.choice(lengths, 10, replace=False)) * 10 for _ in range(200)])
+    assert padded < 0.85 * shuffled  # fewer padded frames than plain shuffling

@@ -140,8 +140,13 @@ class TrainConfig(_Section):
     lr_decay: float = 0.875
     #: energy-adaptive mixup of training waveforms (data.augment); needs raw audio: train.finetune
     eam: bool = False
-    #: training batches: shuffle, every class alike, or neutral_share neutral (data.sampling)
-    sampler: Literal["shuffle", "class_balanced", "neutral_expressive"] = "shuffle"
+    #: training batches (data.sampling): shuffle; length_bucketed (similar lengths, less padding);
+    #: every class alike; or neutral_share neutral. Fine-tuning from raw audio buckets by length
+    #: unless a balanced sampler is asked for.
+    sampler: Literal["shuffle", "length_bucketed", "class_balanced", "neutral_expressive"] = "length_bucketed"
+    #: length_bucketed: batches per pool sorted by length (more: less padding, less random). 4: 1.4x
+    #: (EmoDB, MELD text) faster training than shuffle at the same validation UAR (README)
+    bucket_pool: int = 4
     neutral_label: str = "neutral"  #: neutral_expressive: the neutral class
     neutral_share: float = 0.5  #: neutral_expressive: its share of each batch (StackingSER: 0.5)
 

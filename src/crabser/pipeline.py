@@ -182,11 +182,18 @@ def _class_weights(config: RunConfig, train_labels: list[int], num_classes: int)
     return inverse_frequency_weights(torch.tensor(train_labels), num_classes).tolist()
 
 
-def balanced_batches(config: RunConfig, labels: list[int], names: list[str]):
-    """The training batch sampler ``train.sampler`` asks for (None = plain shuffling)."""
-    from crabser.data.sampling import class_balanced_sampler, neutral_expressive_sampler
+def train_batch_sampler(config: RunConfig, labels: list[int], names: list[str], lengths: list[float]):
+    """The training batch sampler ``train.sampler`` asks for (None = plain shuffling);
+    ``lengths`` (frames or seconds) order the length-bucketed batches."""
+    from crabser.data.sampling import (
+        LengthBucketSampler,
+        class_balanced_sampler,
+        neutral_expressive_sampler,
+    )
 
     cfg = config.train
+    if cfg.sampler == "length_bucketed":
+        return LengthBucketSampler(lengths, cfg.batch_size, pool=cfg.bucket_pool, seed=cfg.seed)
     if cfg.sampler == "class_balanced":
         return class_balanced_sampler(labels, cfg.batch_size, cfg.seed)
     if cfg.sampler == "neutral_expressive":
@@ -220,7 +227,8 @@ def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Enc
         for modality, normalizer in module.model.input_stage.normalizers.items():
             mean, std = feature_statistics([u.features[modality] for u in splits["train"]])
             normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
-    sampler = balanced_batches(config, [u.label for u in splits["train"]], labels)
+    train_items = splits["train"]
+    sampler = train_batch_sampler(config, [u.label for u in train_items], labels, [u.frames for u in train_items])
     data = FeatureDataModule(splits, batch_size=config.train.batch_size, seed=config.train.seed, train_sampler=sampler)
     return module, data.train_dataloader(), data.val_dataloader()
 
@@ -247,14 +255,17 @@ def finetune_encoders(config: RunConfig) -> dict:
 
 
 def _raw_loader(config: RunConfig, items: list, train: bool, labels: list[str] | None = None):
-    from crabser.training.finetune import LengthBucketSampler, RawDataset, collate_raw
+    from crabser.data.sampling import LengthBucketSampler
+    from crabser.training.finetune import RawDataset, collate_raw
 
     dataset = RawDataset(
         items, config.speech.max_seconds, train, "speech" in config.model.modalities, config.train.seed, eam=train and config.train.eam
     )
-    sampler = balanced_batches(config, [i.label for i in items], labels) if train and labels else None
+    seconds = [i.seconds for i in items]
+    sampler = train_batch_sampler(config, [i.label for i in items], labels, seconds) if train and labels else None
     if sampler is None:  # batches of similar durations (balanced batches cannot be bucketed too)
-        sampler = LengthBucketSampler([i.seconds for i in items], config.train.batch_size, shuffle=train, seed=config.train.seed)
+        cfg = config.train
+        sampler = LengthBucketSampler(seconds, cfg.batch_size, shuffle=train, pool=cfg.bucket_pool, seed=cfg.seed)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=config.train.workers)
 
 
@@ -435,7 +446,7 @@ def crossval(
     """
     import numpy as np
 
-    from crabser.parallel import jobs_for, run_jobs, stored_features
+    from crabser.parallel import encoders_for_jobs, jobs_for, run_jobs
 
     if "fold" not in manifest.frame:
         raise CrabserError("crossval needs data.protocol: folds (the manifest has no fold column)")
@@ -453,7 +464,7 @@ def crossval(
         fold_manifest = fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed)
         job_config = for_job(configs[fold], jobs)  # the saved config.yaml names the threads it ran with
         save_run_inputs(job_config, fold_manifest)
-        pending[fold] = (job_config, fold_manifest, stored_features(encoders) if jobs > 1 else encoders)
+        pending[fold] = (job_config, fold_manifest, encoders_for_jobs(encoders, jobs))
 
     def report(fold: int) -> None:
         if on_fold:

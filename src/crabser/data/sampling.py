@@ -1,4 +1,9 @@
-"""Batch samplers that fix the make-up of every batch: class-balanced, and neutral vs. expressive.
+"""Batch samplers: batches of similar length, and batches of a fixed make-up (class-balanced, and
+neutral vs. expressive).
+
+Length bucketing (:class:`LengthBucketSampler`) cuts the padding in a batch, so the recurrent and
+attention layers run over fewer empty frames; its ``pool`` sets how far the batches stay random
+(small pools: close to plain shuffling; one pool for the whole epoch: batches sorted by length).
 
 StackingSER balances its batches (about 50 % neutral, 50 % expressive; or every class alike) with
 weighted random sampling with replacement. We balance by construction instead: each group (a
@@ -80,3 +85,34 @@ def neutral_expressive_sampler(
     """``neutral_share`` of each batch neutral (label index ``neutral``), the rest expressive (StackingSER: 50 %)."""
     groups = [0 if int(y) == neutral else 1 for y in labels]
     return GroupBalancedBatchSampler(groups, batch_size, {0: neutral_share, 1: 1.0 - neutral_share}, seed)
+
+
+class LengthBucketSampler(Sampler[list[int]]):
+    """Batches of similar length: shuffle, cut into pools of ``pool`` batches, sort each pool by
+    length, batch it, and shuffle the batch order. Every index appears once per epoch; without
+    ``shuffle`` the batches follow one sort by length (evaluation)."""
+
+    def __init__(self, lengths: Sequence[float], batch_size: int, shuffle: bool = True, pool: int = 50, seed: int = 0) -> None:
+        self.lengths, self.batch_size, self.shuffle, self.pool, self.seed = list(lengths), batch_size, shuffle, pool, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return math.ceil(len(self.lengths) / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the batches of ``epoch`` next (Lightning calls this, so a resumed run continues the
+        same sequence); without it each pass draws the next epoch's."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng(self.seed + self.epoch)
+        self.epoch += 1
+        order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
+        size = self.batch_size * (self.pool if self.shuffle else len(self.lengths))
+        batches = []
+        for start in range(0, len(order), max(size, 1)):
+            pool = sorted(order[start : start + size].tolist(), key=lambda i: self.lengths[i])
+            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
+        if self.shuffle:
+            rng.shuffle(batches)
+        yield from batches

@@ -31,6 +31,11 @@ class Utterance:
     features: dict[str, np.ndarray]
     label: int
 
+    @property
+    def frames(self) -> int:
+        """Frames (and tokens) over all modalities: the padding cost of this utterance in a batch."""
+        return sum(len(array) for array in self.features.values())
+
 
 class FeatureDataset(Dataset):
     """A list of :class:`Utterance` as a torch Dataset."""
@@ -115,17 +120,16 @@ class FeatureDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_sampler = train_sampler
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(
-            self.datasets[split], batch_size=self.batch_size, shuffle=shuffle,
-            collate_fn=collate, generator=generator,
-        )
-
     def train_dataloader(self) -> DataLoader:
         if self.train_sampler is not None:
             return DataLoader(self.datasets["train"], batch_sampler=self.train_sampler, collate_fn=collate)
-        return self._loader("train", shuffle=True)
+        generator = torch.Generator().manual_seed(self.seed)
+        return DataLoader(self.datasets["train"], batch_size=self.batch_size, shuffle=True, collate_fn=collate, generator=generator)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        """Validation batches sorted by length (least padding; the scores do not depend on the order)."""
+        from crabser.data.sampling import LengthBucketSampler
+
+        items = self.datasets["val"].items
+        sampler = LengthBucketSampler([u.frames for u in items], self.batch_size, shuffle=False)
+        return DataLoader(self.datasets["val"], batch_sampler=sampler, collate_fn=collate)

@@ -5,7 +5,7 @@ What the paper does (III-C) and the reference code specifies: encoders at LR 1e-
 (``speech.max_seconds``; a random crop in training, the first seconds in evaluation). Our choices
 where they are silent: gradient checkpointing on by default (``train.gradient_checkpointing``),
 mixed precision through ``train.precision`` (e.g. ``bf16-mixed`` on a GPU), batches bucketed by
-duration (:class:`LengthBucketSampler`) so little padding enters the speech model.
+duration (:class:`crabser.data.sampling.LengthBucketSampler`) so little padding enters the speech model.
 Speech models: WavLM / HuBERT / wav2vec 2.0 (``speech.kind: hf-speech``); the CTranslate2 Whisper
 is inference-only. Text: any transformers AutoModel (``embedded`` = MiniLM).
 """
@@ -13,13 +13,12 @@ is inference-only. Text: any transformers AutoModel (``embedded`` = MiniLM).
 from __future__ import annotations
 
 import logging
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset, Sampler
+from torch.utils.data import Dataset
 
 from crabser.data.audio import duration_seconds, load_audio
 from crabser.data.augment import energy_adaptive_mixup
@@ -113,31 +112,6 @@ def collate_raw(items: list[dict]) -> dict:
         batch["mix_labels"] = torch.tensor([i["mix_label"] for i in items], dtype=torch.long)
         batch["mix_lambdas"] = torch.tensor([i["mix_lambda"] for i in items], dtype=torch.float32)
     return batch
-
-
-class LengthBucketSampler(Sampler[list[int]]):
-    """Batches of similar duration: shuffle, cut into pools of ``pool`` batches, sort each pool by
-    duration, batch it, and shuffle the batch order. Every index appears once per epoch."""
-
-    def __init__(self, durations: list[float], batch_size: int, shuffle: bool = True, pool: int = 50, seed: int = 0) -> None:
-        self.durations, self.batch_size, self.shuffle, self.pool, self.seed = durations, batch_size, shuffle, pool, seed
-        self.epoch = 0
-
-    def __len__(self) -> int:
-        return math.ceil(len(self.durations) / self.batch_size)
-
-    def __iter__(self):
-        rng = np.random.default_rng(self.seed + self.epoch)
-        self.epoch += 1
-        order = rng.permutation(len(self.durations)) if self.shuffle else np.arange(len(self.durations))
-        size = self.batch_size * self.pool
-        batches = []
-        for start in range(0, len(order), size):
-            pool = sorted(order[start : start + size].tolist(), key=lambda i: self.durations[i])
-            batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
-        if self.shuffle:
-            rng.shuffle(batches)
-        yield from batches
 
 
 class TrainableEncoders(nn.Module):
