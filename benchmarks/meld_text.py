@@ -30,7 +30,7 @@ from benchmarks.common import (
 )
 from crabser import pipeline
 from crabser.config import load_config
-from crabser.parallel import jobs_for, run_jobs, stored_features
+from crabser.parallel import encoders_for_jobs, jobs_for, run_jobs
 
 PAPER = "paper, RoBERTa-Large text only: WAR .6034, UAR .5381"
 
@@ -89,7 +89,7 @@ def main() -> None:
         if args.retrain:
             shutil.rmtree(configs[seed].run_dir, ignore_errors=True)
         pipeline.save_run_inputs(configs[seed], manifest)
-        pending[seed] = (pipeline.for_job(configs[seed], jobs), manifest, stored_features(encoders) if jobs > 1 else encoders)
+        pending[seed] = (pipeline.for_job(configs[seed], jobs), manifest, encoders_for_jobs(encoders, jobs))
     started = time.perf_counter()
     run_jobs(pipeline.train_and_test, pending, jobs)
     wall = time.perf_counter() - started

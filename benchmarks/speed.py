@@ -5,8 +5,9 @@
   (``batch_size`` 16, ``bucket_batches`` 8) vs. one clip at a time; each in a fresh process with
   torch threads set to the core count, features written to a throw-away store.
 - training on cached features: utterances per second per epoch of Crab (the default model's
-  settings, speech only) with the features read once into memory (what ``crabser train`` does) vs.
-  a naive loop that re-reads every feature file each epoch; the same model, optimiser and batches.
+  settings, speech only) with the features read once into memory and length-bucketed batches (what
+  ``crabser train`` does) vs. the same with shuffled batches, and vs. a naive loop that re-reads
+  every feature file each epoch; the same model and optimiser.
   Beside it ``crabser train`` itself: utterances per second and time to the best validation UAR.
 - inference: a batch of 100 clips through ``Recognizer.predict_batch`` vs. ``predict`` in a loop.
   (Cold and warm latency of one 3-second clip: ``python -m benchmarks.service``.)
@@ -182,11 +183,17 @@ def training_inputs(config, clips: int | None = None):
     return manifest, encoders
 
 
-def epoch_rates(config, manifest, encoders, epochs: int) -> dict:
-    """Utterances per second of a hand-written epoch loop, features in memory vs. re-read each epoch."""
+OURS, SHUFFLED, NAIVE = "in memory, length-bucketed batches (crabser)", "in memory, shuffled batches", "re-read every epoch, shuffled (naive)"
+
+
+def epoch_rates(config, manifest, encoders, epochs: int, baselines: bool = True) -> dict:
+    """Utterances per second of a hand-written epoch loop: features in memory with length-bucketed
+    batches (``train.bucket_pool``), and with ``baselines`` the same with shuffled batches and a
+    loop that re-reads every feature file each epoch."""
     import torch
     from torch.utils.data import DataLoader
 
+    from crabser.data.sampling import LengthBucketSampler
     from crabser.features.extract import content_hashes
     from crabser.features.store import FeatureStore
     from crabser.pipeline import run_labels
@@ -199,20 +206,25 @@ def epoch_rates(config, manifest, encoders, epochs: int) -> dict:
     started = time.perf_counter()
     items, _ = load_utterances(train, store, {"speech": cache_id}, labels)
     preload_s = time.perf_counter() - started
-    datasets = {
-        "in memory (crabser)": FeatureDataset(items),
-        "re-read every epoch (naive)": RereadingDataset(items, content_hashes(train, "speech"), store, cache_id),
-    }
+    in_memory = FeatureDataset(items)
+    loops = {OURS: (in_memory, True)}  # name -> dataset, length-bucketed batches (else plain shuffling)
+    if baselines:
+        loops[SHUFFLED] = (in_memory, False)
+        loops[NAIVE] = (RereadingDataset(items, content_hashes(train, "speech"), store, cache_id), False)
     rates = {}
-    for name, dataset in datasets.items():
+    for name, (dataset, bucketed) in loops.items():
         torch.manual_seed(0)
         module = CrabLitModule(
             input_dims={"speech": items[0].features["speech"].shape[-1]}, labels=labels, model=config.model.model_dump(),
             loss=config.loss.model_dump(), train=config.train.model_dump(), class_weights=None,
         )
         optimiser = torch.optim.AdamW(module.parameters(), lr=config.train.lr_head)
-        loader = DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate,
-                            generator=torch.Generator().manual_seed(0))
+        if bucketed:
+            sampler = LengthBucketSampler([u.frames for u in items], config.train.batch_size, pool=config.train.bucket_pool)
+            loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
+        else:
+            loader = DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate,
+                                generator=torch.Generator().manual_seed(0))
         seconds = []
         for _ in range(epochs):
             started = time.perf_counter()
@@ -304,8 +316,8 @@ def size_scaling(sizes: list[int], threads: int, epochs: int) -> list[dict]:
         extraction = run_worker("extract", "Whisper tiny.en, own length", "batched + bucketed", str(size), str(threads))
         config = training_config(f"speed_size{size}", epochs, threads)
         manifest, encoders = training_inputs(config, size)
-        rates = epoch_rates(config, manifest, encoders, epochs)
-        epoch_s = rates["utterances"] / rates["rates"]["in memory (crabser)"]
+        rates = epoch_rates(config, manifest, encoders, epochs, baselines=False)
+        epoch_s = rates["utterances"] / rates["rates"][OURS]
         rows.append({"clips": size, "extract_s": extraction["seconds"], "train_utts": rates["utterances"], "epoch_s": epoch_s})
         print(rows[-1], flush=True)
     return rows
@@ -359,7 +371,7 @@ def main() -> None:
     manifest, encoders = training_inputs(config, 64 if args.quick else None)
     rates = epoch_rates(config, manifest, encoders, epochs)
     trained = pipeline_training(config, manifest, encoders)
-    ours, naive = rates["rates"]["in memory (crabser)"], rates["rates"]["re-read every epoch (naive)"]
+    ours, shuffled, naive = (rates["rates"][name] for name in (OURS, SHUFFLED, NAIVE))
     print(rates, trained, flush=True)
 
     inference = batch_inference(20 if args.quick else 100)
@@ -375,8 +387,11 @@ def main() -> None:
         "|---|---|---|---|---|---|---|\n" + "\n".join(extraction_rows) + "\n\n"
         f"### Training on cached features (EmoDB demo split, {rates['utterances']} training clips, speech only)\n\n"
         "| loop | utterances / s per epoch | ratio |\n|---|---|---|\n"
-        f"| features in memory (read once, {rates['preload_s']:.1f} s) | {ours:.0f} | **{ours / naive:.2f}x** |\n"
-        f"| naive: re-read every feature file each epoch | {naive:.0f} | 1.00x |\n\n"
+        f"| features in memory (read once, {rates['preload_s']:.1f} s), length-bucketed batches (`train.sampler: length_bucketed`, "
+        f"pools of {config.train.bucket_pool} batches) | {ours:.0f} | **{ours / naive:.2f}x** |\n"
+        f"| features in memory, shuffled batches (each padded to its longest clip) | {shuffled:.0f} | {shuffled / naive:.2f}x |\n"
+        f"| naive: re-read every feature file each epoch, shuffled batches | {naive:.0f} | 1.00x |\n\n"
+        f"Length-bucketed vs. shuffled batches: **{ours / shuffled:.2f}x**.\n\n"
         f"`crabser train` ({config.train.epochs} epochs, with validation and checkpoints): {trained['utt_per_s']:.0f} utterances/s, "
         f"{trained['per_epoch_s']:.1f} s per epoch; best val UAR {trained['best_val_uar']:.3f} at epoch {trained['best_epoch']}, "
         f"reached after {trained['to_best_s']:.0f} s.\n\n"

@@ -27,7 +27,7 @@ from benchmarks.common import (
 )
 from crabser import pipeline
 from crabser.config import load_config
-from crabser.parallel import jobs_for, run_jobs, stored_features
+from crabser.parallel import encoders_for_jobs, jobs_for, run_jobs
 
 
 def main() -> None:
@@ -62,7 +62,7 @@ def main() -> None:
     jobs = jobs_for(args.jobs, len(prepared))
     run_jobs(  # the trainings side by side (--jobs), on the cached features
         pipeline.train_and_test,
-        {pad: (pipeline.for_job(config, jobs), manifest, stored_features(encoders) if jobs > 1 else encoders)
+        {pad: (pipeline.for_job(config, jobs), manifest, encoders_for_jobs(encoders, jobs))
          for pad, (config, manifest, encoders, _) in prepared.items()},
         jobs,
     )

@@ -4,7 +4,14 @@ from pathlib import Path
 
 import pytest
 
-from crabser.parallel import jobs_for, run_jobs, stored_features, threads_per_job
+from crabser.parallel import (
+    StoredFeatures,
+    encoders_for_jobs,
+    jobs_for,
+    run_jobs,
+    stored_features,
+    threads_per_job,
+)
 
 
 def _record(path: str, value: str) -> None:
@@ -39,6 +46,9 @@ def test_threads_are_shared_and_stand_ins_keep_the_cache_id(monkeypatch):
         cache_id = "whisper:last:own"
 
     assert stored_features({"speech": Encoder()})["speech"].cache_id == "whisper:last:own"
+    loaded = {"speech": Encoder()}
+    assert encoders_for_jobs(loaded, 1) is loaded  # one job: the loaded encoders themselves
+    assert encoders_for_jobs(loaded, 2) == {"speech": StoredFeatures("speech", "whisper:last:own")}
 
 
 def test_finished_runs_are_reported_first_and_jobs_never_exceed_the_runs(tmp_path):

@@ -33,6 +33,12 @@ def stored_features(encoders: dict) -> dict[str, StoredFeatures]:
     return {modality: StoredFeatures(modality, encoder.cache_id) for modality, encoder in encoders.items()}
 
 
+def encoders_for_jobs(encoders: dict, jobs: int) -> dict:
+    """What a run's process gets: the loaded encoders in this process (``jobs`` <= 1), else their
+    feature-store stand-ins."""
+    return stored_features(encoders) if jobs > 1 else encoders
+
+
 def threads_per_job(jobs: int) -> int:
     """Torch threads for each of ``jobs`` processes sharing this machine's cores (at least 1)."""
     return max(1, (os.cpu_count() or 1) // max(jobs, 1))
