@@ -83,7 +83,7 @@ def main() -> None:
     started = time.perf_counter()
     extraction = pipeline.extract_features(config, manifest, encoders)["text"]  # one feature set for every seed
     extract_seconds = time.perf_counter() - started
-    todo = [seed for seed, c in configs.items() if args.retrain or not (c.run_dir / "report" / "test_metrics.json").is_file()]
+    todo = [seed for seed, c in configs.items() if args.retrain or not pipeline.metrics_file(c).is_file()]
     jobs, pending = jobs_for(args.jobs, len(todo)), {}  # finished seeds are read back
     for seed in todo:
         if args.retrain:
@@ -95,7 +95,7 @@ def main() -> None:
     wall = time.perf_counter() - started
     rows, results = [], []
     for seed, seed_config in configs.items():
-        metrics = json.loads((seed_config.run_dir / "report" / "test_metrics.json").read_text())
+        metrics = pipeline.read_metrics(seed_config)
         best_val = pd.read_csv(seed_config.run_dir / "logs" / "metrics.csv")["val_uar"].max()
         train_seconds = json.loads((seed_config.run_dir / "timings.json").read_text())["train"]
         results.append(metrics)

@@ -11,7 +11,6 @@ Usage (from the repository root): python -m benchmarks.whisper_padding [--pads n
 from __future__ import annotations
 
 import argparse
-import json
 import shutil
 import time
 
@@ -68,7 +67,7 @@ def main() -> None:
     )
     for pad, (config, manifest, encoders, rtf) in prepared.items():
         pad_value = None if pad == "none" else float(pad)
-        metrics = json.loads((config.run_dir / "report" / "test_metrics.json").read_text())
+        metrics = pipeline.read_metrics(config)
         crab_val[pad] = float(pd.read_csv(config.run_dir / "logs" / "metrics.csv")["val_uar"].max())
         baseline = pooled_baseline(config, manifest, encoders["speech"].cache_id, "speech")
         baseline = {split: baseline[split]["uar"] for split in baseline}

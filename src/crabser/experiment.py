@@ -133,7 +133,7 @@ def run_cell(config: RunConfig, encoders: dict, extract: bool = True) -> dict:
         result = {**{k: summary["mean"][k] for k in METRICS}, **{f"pooled_{k}": summary["pooled"][k] for k in METRICS}}
     else:
         pipeline.train_and_test(config, manifest, encoders)
-        metrics = json.loads((config.run_dir / "report" / "test_metrics.json").read_text())
+        metrics = pipeline.read_metrics(config)
         result = {k: metrics[k] for k in METRICS}
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["git_commit"] = pipeline.git_commit()

@@ -425,6 +425,16 @@ def for_job(config: RunConfig, jobs: int) -> RunConfig:
     return config.model_copy(update={"train": train})
 
 
+def metrics_file(config: RunConfig, split: str = "test") -> Path:
+    """Where :func:`evaluate` writes a run's metrics on a split (there once the run is scored)."""
+    return config.run_dir / "report" / f"{split}_metrics.json"
+
+
+def read_metrics(config: RunConfig, split: str = "test") -> dict:
+    """A scored run's metrics on a split, as :func:`evaluate` wrote them."""
+    return json.loads(metrics_file(config, split).read_text())
+
+
 def train_and_test(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder]) -> None:
     """Train a run (resuming) and score its best checkpoint on the test split."""
     train(config, manifest, encoders, resume=True)
@@ -455,9 +465,9 @@ def crossval(
     configs = {fold: fold_config(config, fold) for fold in folds}
 
     def metrics_of(fold: int) -> dict:
-        return json.loads((configs[fold].run_dir / "report" / "test_metrics.json").read_text())
+        return read_metrics(configs[fold])
 
-    todo = [fold for fold in folds if not (configs[fold].run_dir / "report" / "test_metrics.json").is_file()]
+    todo = [fold for fold in folds if not metrics_file(configs[fold]).is_file()]
     jobs = jobs_for(jobs, len(todo))
     pending = {}
     for fold in todo:

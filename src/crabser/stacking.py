@@ -125,9 +125,8 @@ def _base_outputs(config: RunConfig, manifest, encoders: dict) -> dict[str, tupl
 
     if not config.train.finetune:
         pipeline.extract_features(config, manifest, encoders)
-    if not (config.run_dir / "report" / "test_metrics.json").is_file():
-        pipeline.train(config, manifest, encoders, resume=True)
-        pipeline.evaluate(config, manifest, encoders, "test")
+    if not pipeline.metrics_file(config).is_file():
+        pipeline.train_and_test(config, manifest, encoders)
     return {split: split_logits(config, manifest, encoders, split) for split in SPLITS}
 
 

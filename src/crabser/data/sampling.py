@@ -108,9 +108,9 @@ class LengthBucketSampler(Sampler[list[int]]):
         rng = np.random.default_rng(self.seed + self.epoch)
         self.epoch += 1
         order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        size = self.batch_size * (self.pool if self.shuffle else len(self.lengths))
+        size = self.batch_size * self.pool if self.shuffle else max(len(order), 1)  # unshuffled: one pool
         batches = []
-        for start in range(0, len(order), max(size, 1)):
+        for start in range(0, len(order), size):
             pool = sorted(order[start : start + size].tolist(), key=lambda i: self.lengths[i])
             batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         if self.shuffle:
