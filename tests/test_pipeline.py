@@ -301,7 +301,10 @@ forest: {{trees: 10, min_samples_leaf: 2, min_samples_split: 2, folds: 2}}
 bootstrap_subsets: 10
 """
     )
-    result = runner.invoke(app, ["stack", str(stack_file)])
+    from crabser.parallel import threads_per_job
+
+    threads = ["-o", f"train.threads={threads_per_job(2)}"]
+    result = runner.invoke(app, ["stack", str(stack_file), *threads])
     assert result.exit_code == 0, result.output
     out = root / "runs/stack_folds"
     summary = json.loads((out / "stack.json").read_text())
@@ -313,3 +316,8 @@ bootstrap_subsets: 10
         assert set(manifest[manifest["split"] == "test"]["speaker"]).isdisjoint(manifest[manifest["split"] != "test"]["speaker"])
     refused = runner.invoke(app, ["predict", "x.wav", "--run", str(out)])
     assert refused.exit_code == 2 and "for evaluation" in refused.output
+    # the six base runs two at a time (spawned processes) score as one after another at that thread count
+    both = runner.invoke(app, ["stack", str(stack_file), *threads, "-o", f"output_dir={root / 'runs_jobs'}", "--jobs", "2"])
+    assert both.exit_code == 0, both.output
+    parallel = json.loads((root / "runs_jobs/stack_folds/stack.json").read_text())
+    assert parallel["metrics"] == summary["metrics"] and parallel["out_of_fold_macro_f1"] == summary["out_of_fold_macro_f1"]

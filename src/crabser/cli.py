@@ -222,6 +222,7 @@ def experiment(
 def stack(
     config: Annotated[Path, typer.Argument(help="Stacking YAML (configs/stacking/*.yaml).")],
     override: OverrideOption = None,
+    jobs: JobsOption = 1,
 ) -> None:
     """StackingSER: train (or reuse) the base models, stack their logits with random forests, and
     score base models and stack (Macro-F1 and balanced-bootstrap Macro-F1 on val and test).
@@ -233,7 +234,7 @@ def stack(
     with _friendly_errors():
         stack_config = stacking.load_stack_config(config)
         _quiet_lightning()
-        summary = stacking.run_stack(stack_config, override or [])
+        summary = stacking.run_stack(stack_config, override or [], jobs=jobs)
     console.print(stacking.stacking_markdown(summary["metrics"]))
     console.print(f"out-of-fold Macro-F1 of the forests ({summary['fit_on']}): {summary['out_of_fold_macro_f1']:.4f}")
     console.print(f"stack: {Path(next(iter(summary['models'].values()))).parent}")

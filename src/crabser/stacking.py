@@ -20,7 +20,8 @@ forests), ``stacking.md``. ``crabser predict --run <output_dir>/<name>`` uses th
 single model. ``fit_on: val`` fits the forest on held-out logits instead (base models are
 confident on their own training data); a choice to measure, not assume. A base config with
 ``data.protocol: folds`` gives a speaker-independent cross-validated stack: one set of base runs
-and one stack per fold (``<name>/fold<k>/<model>``), scored on all folds' predictions pooled.
+and one stack per fold (``<name>/fold<k>/<model>``), scored on all folds' predictions pooled. ``--jobs N`` trains N base runs (models x folds) side by
+side once every feature is extracted, as ``crabser crossval --jobs`` does with folds.
 """
 
 from __future__ import annotations
@@ -120,14 +121,31 @@ def _scores(labels: np.ndarray, predictions: np.ndarray, names: list[str], subse
 
 
 def _base_outputs(config: RunConfig, manifest, encoders: dict) -> dict[str, tuple]:
-    """Train (unless finished) and test one base run; its logits on every split."""
-    from crabser import pipeline
-
-    if not config.train.finetune:
-        pipeline.extract_features(config, manifest, encoders)
-    if not pipeline.metrics_file(config).is_file():
-        pipeline.train_and_test(config, manifest, encoders)
+    """A finished base run's logits on every split."""
     return {split: split_logits(config, manifest, encoders, split) for split in SPLITS}
+
+
+def _train_bases(runs: dict[tuple, tuple], encoders, jobs: int) -> None:
+    """Train and test every base run not finished yet (features extracted), ``jobs`` side by side
+    (:mod:`crabser.parallel`); every run goes on even if one fails."""
+    from crabser import pipeline
+    from crabser.parallel import encoders_for_jobs, jobs_for, run_jobs
+
+    todo = [key for key, (config, _) in runs.items() if not pipeline.metrics_file(config).is_file()]
+    jobs = jobs_for(jobs, len(todo))
+    pending = {}
+    for key in todo:
+        config, manifest = runs[key]
+        loaded = {} if config.train.finetune else encoders(config)
+        job_config = pipeline.for_job(config, jobs)  # the saved config.yaml names the threads it ran with
+        pipeline.save_run_inputs(job_config, manifest)
+        pending[key] = (job_config, manifest, encoders_for_jobs(loaded, jobs))
+
+    def report(key: tuple) -> None:
+        fold, model = key
+        log.info("base model %s%s trained and tested", model, "" if fold is None else f" (fold {fold})")
+
+    run_jobs(pipeline.train_and_test, pending, jobs, on_done=report)
 
 
 def _aligned(outputs: dict[str, dict[str, tuple]], models: list[str]) -> tuple[dict, dict, dict]:
@@ -148,12 +166,13 @@ def _aligned(outputs: dict[str, dict[str, tuple]], models: list[str]) -> tuple[d
     return ids, features, truths
 
 
-def run_stack(stack: StackConfig, overrides: list[str] | None = None) -> dict:
+def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int = 1) -> dict:
     """Train (or reuse) the base models, fit the stacked forests, score everything; save the stack.
 
     With ``data.protocol: folds`` in the base config, every fold gets its base runs and its own
     stack (``<name>/fold<k>``), and the scores are those of all folds' test predictions pooled (val
-    scores pooled likewise); such a stack is for evaluation, not for ``predict``.
+    scores pooled likewise); such a stack is for evaluation, not for ``predict``. ``jobs`` > 1
+    trains that many base runs (models x folds) side by side.
     """
     import joblib
 
@@ -168,22 +187,30 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None) -> dict:
     if first.data.protocol == "folds":
         manifest = pipeline.prepare(first.model_copy(update={"name": f"{stack.name}/folds"}))
         folds = sorted(int(k) for k in manifest.frame["fold"].unique())
-    pooled: dict[str, dict[str, list]] = {split: {"truth": [], **{m: [] for m in [*models, "stack"]}} for split in ("val", "test")}
-    labels, forests, oof = None, [], []
+    runs: dict[tuple, tuple] = {}  # (fold, model) -> (run config, its manifest)
+    labels = None
     for fold in folds:
-        outputs = {}
         for model in models:
             config = base_config(stack, model, overrides, fold)
             if fold is None:
                 manifest_k = pipeline.prepare(config)
             else:
                 manifest_k = fold_split(manifest, fold, first.data.val_speakers_per_fold, first.data.seed)
-                pipeline.save_run_inputs(config, manifest_k)
-            outputs[model] = _base_outputs(config, manifest_k, encoders(config))
             model_labels = pipeline.run_labels(config, manifest_k)
             if labels is not None and model_labels != labels:
                 raise CrabserError(f"base model {model!r} has classes {model_labels}, the others {labels}")
             labels = model_labels
+            if not config.train.finetune:
+                pipeline.extract_features(config, manifest_k, encoders(config))
+            runs[fold, model] = (config, manifest_k)
+    _train_bases(runs, encoders, jobs)
+    pooled: dict[str, dict[str, list]] = {split: {"truth": [], **{m: [] for m in [*models, "stack"]}} for split in ("val", "test")}
+    forests, oof = [], []
+    for fold in folds:
+        outputs = {}
+        for model in models:
+            config, manifest_k = runs[fold, model]
+            outputs[model] = _base_outputs(config, manifest_k, {} if config.train.finetune else encoders(config))
         _, features, truths = _aligned(outputs, models)
         forest = StackedForest(ForestSettings(**stack.forest.model_dump()), num_classes=len(labels))
         forest.fit(features[stack.fit_on], truths[stack.fit_on])
@@ -206,9 +233,9 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None) -> dict:
     if folds == [None]:
         with atomic_path(out / "stack.joblib") as tmp:
             joblib.dump(forests[0], tmp)
-    runs = {m: str(base_config(stack, m, overrides, folds[0]).run_dir) for m in models}
     summary = {
-        "labels": labels, "models": runs, "folds": len(folds) if folds != [None] else None, "fit_on": stack.fit_on,
+        "labels": labels, "models": {m: str(runs[folds[0], m][0].run_dir) for m in models},
+        "folds": len(folds) if folds != [None] else None, "fit_on": stack.fit_on,
         "forest": asdict(forests[0].settings), "out_of_fold_macro_f1": float(np.mean(oof)), "metrics": table,
         "git_commit": pipeline.git_commit(),
     }
