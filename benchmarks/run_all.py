@@ -28,8 +28,8 @@ BENCHMARKS = {
     "service": [],
     "whisper_padding": [],
     "emodb_loso": [],
-    "meld_text": [],
-    "objectives": ["--budget"],  # the full grids take about 3.5 hours: python -m benchmarks.objectives
+    "meld_text": ["--seeds", "0,1"],  # two seeds side by side (--jobs 2): a third would train alone, +7 min
+    "objectives": ["--budget"],  # both grids in one pool; the full grids take about 3.5 hours: python -m benchmarks.objectives
 }
 LONG = {"stacking": []}  #: only with --long (or --only)
 

@@ -94,3 +94,37 @@ def test_report_only_needs_finished_cells(tmp_path):
 
     with pytest.raises(ConfigError, match="no finished cell"):
         run_experiment(_grid(tmp_path), report_only=True)
+
+
+def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch):
+    """Two grids' pending cells go to one run_jobs call (no core idles between grids); each grid
+    gets its own results table, in the order asked."""
+    import json
+
+    from crabser import experiment, parallel, pipeline
+
+    pools, written = [], []
+
+    def fake_run_cell(config, encoders, extract):
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        (config.run_dir / "result.json").write_text(json.dumps({"war": 0.5, "uar": config.train.seed / 10, "macro_f1": 0.4, "seconds": 1.0}))
+
+    def fake_run_jobs(function, arguments, jobs=1, on_done=None, finished=()):
+        pools.append(list(arguments))
+        for args in arguments.values():
+            function(*args)
+
+    monkeypatch.setattr(experiment, "run_cell", fake_run_cell)
+    monkeypatch.setattr(parallel, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(pipeline, "EncoderCache", lambda: (lambda config: {}))
+    monkeypatch.setattr(experiment, "write_outputs", lambda grid, results, overrides: written.append(grid.name) or tmp_path / grid.name)
+    monkeypatch.chdir(tmp_path)
+    first = _grid(tmp_path)
+    second = first.model_copy(update={"name": "h", "seeds": [2]})
+    outputs = experiment.run_experiments([(first, [], {"objective": ["ce"]}), (second, [], None)])
+    assert len(pools) == 1 and len(pools[0]) == 4 + 4  # 2 cells x 2 seeds, then 4 cells x 1 seed
+    assert [index for index, _ in pools[0]] == [0] * 4 + [1] * 4
+    assert written == ["g", "h"]
+    (results_g, out_g), (results_h, _) = outputs
+    assert out_g == tmp_path / "g" and set(results_g["cell"]) == {"ce-0.5", "ce-1"} and len(results_h) == 4
+    assert sorted(results_g["uar"]) == [0.0, 0.0, 0.1, 0.1] and set(results_h["uar"]) == {0.2}

@@ -152,43 +152,63 @@ def run_experiment(
     tabulates the finished cells and runs nothing (e.g. while the grid runs elsewhere). ``jobs`` > 1
     extracts every cell's features here first, then trains that many cells side by side
     (:mod:`crabser.parallel`); every cell runs even if one fails."""
+    return run_experiments([(experiment, overrides, only)], on_cell, report_only, jobs)[0]
+
+
+GridRequest = tuple[ExperimentConfig, list[str] | None, dict[str, list[str]] | None]  #: grid, overrides, only
+
+
+def run_experiments(
+    grids: list[GridRequest], on_cell: Callable[[Cell, dict], None] | None = None,
+    report_only: bool = False, jobs: int = 1,
+) -> list[tuple[pd.DataFrame, Path]]:
+    """:func:`run_experiment` for several grids (each with its overrides and ``only``) in one pool of
+    ``jobs``: no core waits at the end of one grid for the next to start. Returns each grid's
+    results and folder, in order."""
     from crabser import pipeline
     from crabser.parallel import jobs_for, run_jobs, stored_features
 
     encoders = pipeline.EncoderCache()
-    selected = set() if report_only else set(expand(experiment, only))
-    configs = {}
-    for cell in expand(experiment):
-        config = cell_config(experiment, cell, overrides)
-        if cell in selected or (config.run_dir / "result.json").is_file():
-            configs[cell] = config  # cells not to be run now and not run before stay out of the tables
-    todo = [cell for cell, config in configs.items() if not (config.run_dir / "result.json").is_file()]
+    planned: list[dict[Cell, RunConfig]] = []
+    for experiment, overrides, only in grids:
+        selected = set() if report_only else set(expand(experiment, only))
+        configs = {}
+        for cell in expand(experiment):
+            config = cell_config(experiment, cell, overrides)
+            if cell in selected or (config.run_dir / "result.json").is_file():
+                configs[cell] = config  # cells not to be run now and not run before stay out of the tables
+        if not configs:
+            raise ConfigError(f"experiment {experiment.name!r}: no finished cell to report")
+        planned.append(configs)
+    everything = [(index, cell) for index, configs in enumerate(planned) for cell in configs]
+    todo = [key for key in everything if not (planned[key[0]][key[1]].run_dir / "result.json").is_file()]
     jobs, pending = jobs_for(jobs, len(todo)), {}
-    for cell in todo:
-        config = configs[cell]
+    for index, cell in todo:
+        config = planned[index][cell]
         if jobs > 1:
             loaded = encoders(config)
             pipeline.extract_features(config, pipeline.prepare(config), loaded)
-            pending[cell] = (pipeline.for_job(config, jobs), stored_features(loaded), False)
+            pending[index, cell] = (pipeline.for_job(config, jobs), stored_features(loaded), False)
         else:
-            pending[cell] = (config, encoders(config), True)
-    if not configs:
-        raise ConfigError(f"experiment {experiment.name!r}: no finished cell to report")
+            pending[index, cell] = (config, encoders(config), True)
 
-    def result_of(cell: Cell) -> dict:
-        return json.loads((configs[cell].run_dir / "result.json").read_text())
+    def result_of(index: int, cell: Cell) -> dict:
+        return json.loads((planned[index][cell].run_dir / "result.json").read_text())
 
-    def report(cell: Cell) -> None:
+    def report(key: tuple[int, Cell]) -> None:
         if on_cell:
-            on_cell(cell, result_of(cell))
+            on_cell(key[1], result_of(*key))
 
-    run_jobs(run_cell, pending, jobs, on_done=report, finished=[cell for cell in configs if cell not in pending])
-    rows = [
-        {**dict(cell.levels), "cell": cell.name, "seed": cell.seed, **result_of(cell), "run": str(config.run_dir)}
-        for cell, config in configs.items()
-    ]
-    results = pd.DataFrame(rows)
-    return results, write_outputs(experiment, results, overrides)
+    run_jobs(run_cell, pending, jobs, on_done=report, finished=[key for key in everything if key not in pending])
+    outputs = []
+    for index, (experiment, overrides, _) in enumerate(grids):
+        rows = [
+            {**dict(cell.levels), "cell": cell.name, "seed": cell.seed, **result_of(index, cell), "run": str(config.run_dir)}
+            for cell, config in planned[index].items()
+        ]
+        results = pd.DataFrame(rows)
+        outputs.append((results, write_outputs(experiment, results, overrides)))
+    return outputs
 
 
 def summarise(results: pd.DataFrame, axes: list[str]) -> pd.DataFrame:

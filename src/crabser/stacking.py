@@ -136,10 +136,9 @@ def _train_bases(runs: dict[tuple, tuple], encoders, jobs: int) -> None:
     pending = {}
     for key in todo:
         config, manifest = runs[key]
-        loaded = {} if config.train.finetune else encoders(config)
         job_config = pipeline.for_job(config, jobs)  # the saved config.yaml names the threads it ran with
         pipeline.save_run_inputs(job_config, manifest)
-        pending[key] = (job_config, manifest, encoders_for_jobs(loaded, jobs))
+        pending[key] = (job_config, manifest, encoders_for_jobs(encoders(config), jobs))
 
     def report(key: tuple) -> None:
         fold, model = key
@@ -210,7 +209,7 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
         outputs = {}
         for model in models:
             config, manifest_k = runs[fold, model]
-            outputs[model] = _base_outputs(config, manifest_k, {} if config.train.finetune else encoders(config))
+            outputs[model] = _base_outputs(config, manifest_k, encoders(config))
         _, features, truths = _aligned(outputs, models)
         forest = StackedForest(ForestSettings(**stack.forest.model_dump()), num_classes=len(labels))
         forest.fit(features[stack.fit_on], truths[stack.fit_on])
