@@ -18,7 +18,6 @@ import shutil
 import time
 
 import numpy as np
-import pandas as pd
 
 from benchmarks.common import (
     command_line,
@@ -96,7 +95,7 @@ def main() -> None:
     rows, results = [], []
     for seed, seed_config in configs.items():
         metrics = pipeline.read_metrics(seed_config)
-        best_val = pd.read_csv(seed_config.run_dir / "logs" / "metrics.csv")["val_uar"].max()
+        best_val, _ = pipeline.best_validation(seed_config)
         train_seconds = json.loads((seed_config.run_dir / "timings.json").read_text())["train"]
         results.append(metrics)
         rows.append(

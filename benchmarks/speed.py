@@ -248,13 +248,11 @@ def pipeline_training(config, manifest, encoders) -> dict:
     from crabser import pipeline
 
     result = pipeline.train(config, manifest, encoders)
-    log = pd.read_csv(config.run_dir / "logs" / "metrics.csv")
-    val = log.dropna(subset=["val_uar"])
-    best_epoch = int(val.loc[val["val_uar"].idxmax(), "epoch"])
-    per_epoch = result.seconds / max(len(val), 1)
+    best_val_uar, best_epoch = pipeline.best_validation(config)
+    per_epoch = result.seconds / max(result.epochs, 1)
     train_size = int((manifest.frame["split"] == "train").sum())
     return {"seconds": result.seconds, "per_epoch_s": per_epoch, "utt_per_s": train_size / per_epoch,
-            "best_val_uar": result.best_val_uar, "best_epoch": best_epoch + 1, "to_best_s": per_epoch * (best_epoch + 1)}
+            "best_val_uar": best_val_uar, "best_epoch": best_epoch, "to_best_s": per_epoch * best_epoch}
 
 
 # --- inference and scaling -------------------------------------------------------------------

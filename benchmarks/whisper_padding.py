@@ -14,8 +14,6 @@ import argparse
 import shutil
 import time
 
-import pandas as pd
-
 from benchmarks.common import (
     command_line,
     header,
@@ -66,9 +64,9 @@ def main() -> None:
         jobs,
     )
     for pad, (config, manifest, encoders, rtf) in prepared.items():
-        pad_value = None if pad == "none" else float(pad)
+        pad_value = config.speech.pad_to_seconds
         metrics = pipeline.read_metrics(config)
-        crab_val[pad] = float(pd.read_csv(config.run_dir / "logs" / "metrics.csv")["val_uar"].max())
+        crab_val[pad], _ = pipeline.best_validation(config)
         baseline = pooled_baseline(config, manifest, encoders["speech"].cache_id, "speech")
         baseline = {split: baseline[split]["uar"] for split in baseline}
         rows.append(

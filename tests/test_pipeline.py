@@ -3,16 +3,15 @@
 import json
 
 import numpy as np
-import torch
 import pandas as pd
 import pytest
 import soundfile as sf
+import torch
+from conftest import REPO
 from typer.testing import CliRunner
 
 from crabser.cli import app
 from crabser.data.corpora import emodb as emodb_adapter
-from crabser.data.manifest import Manifest, write_manifest
-from conftest import REPO
 
 runner = CliRunner()
 SPEAKERS = ["03", "08", "09", "10", "11", "16"]
@@ -44,6 +43,14 @@ def test_checkpoints_and_report_and_above_chance(run):
     assert boot["macro_f1_min"] <= metrics["balanced_macro_f1"] <= boot["macro_f1_max"]
     assert (run_dir / "report/test_confusion.png").is_file()
     assert (run_dir / "config.yaml").is_file() and (run_dir / "git_commit.txt").is_file()
+    # the best validation epoch read from the log is the one the best checkpoint was saved at
+    from crabser import pipeline
+    from crabser.config import load_run_config
+
+    best_uar, best_epoch = pipeline.best_validation(load_run_config(run_dir))
+    saved = torch.load(run_dir / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)
+    (checkpointing,) = [state for key, state in saved["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    assert saved["epoch"] == best_epoch - 1 and best_uar == pytest.approx(float(checkpointing["best_model_score"]))
 
 
 def test_resume_continues_from_the_last_checkpoint(run):

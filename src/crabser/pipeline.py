@@ -261,10 +261,10 @@ def _raw_loader(config: RunConfig, items: list, train: bool, labels: list[str] |
     dataset = RawDataset(
         items, config.speech.max_seconds, train, "speech" in config.model.modalities, config.train.seed, eam=train and config.train.eam
     )
-    seconds = [i.seconds for i in items]
-    sampler = train_batch_sampler(config, [i.label for i in items], labels, seconds) if train and labels else None
-    if sampler is None:  # batches of similar durations (balanced batches cannot be bucketed too)
-        cfg = config.train
+    seconds, cfg = [i.seconds for i in items], config.train
+    if train and labels and cfg.sampler in ("class_balanced", "neutral_expressive"):  # these cannot be bucketed too
+        sampler = train_batch_sampler(config, [i.label for i in items], labels, seconds)
+    else:  # batches of similar durations, whatever train.sampler says: raw audio pads most
         sampler = LengthBucketSampler(seconds, cfg.batch_size, shuffle=train, pool=cfg.bucket_pool, seed=cfg.seed)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=config.train.workers)
 
@@ -433,6 +433,13 @@ def metrics_file(config: RunConfig, split: str = "test") -> Path:
 def read_metrics(config: RunConfig, split: str = "test") -> dict:
     """A scored run's metrics on a split, as :func:`evaluate` wrote them."""
     return json.loads(metrics_file(config, split).read_text())
+
+
+def best_validation(config: RunConfig) -> tuple[float, int]:
+    """A trained run's best validation UAR and its epoch (1-based), from its training log."""
+    log = pd.read_csv(config.run_dir / "logs" / "metrics.csv").dropna(subset=["val_uar"])
+    best = log.loc[log["val_uar"].idxmax()]
+    return float(best["val_uar"]), int(best["epoch"]) + 1
 
 
 def train_and_test(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder]) -> None:
