@@ -1,6 +1,7 @@
 """The real pipeline end to end on real EmoDB audio (a few speakers), through the CLI as a user runs it."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,12 @@ from crabser.data.corpora import emodb as emodb_adapter
 
 runner = CliRunner()
 SPEAKERS = ["03", "08", "09", "10", "11", "16"]
+
+
+def _clip(emodb, name: str) -> str:
+    """An EmoDB clip by name, in whichever copy the tests use (../shared: wav; vendored: flac)."""
+    frame = emodb_adapter.prepare(emodb).frame
+    return frame[frame["audio"].map(lambda path: Path(path).stem == name)]["audio"].iloc[0]
 
 
 def test_features_are_cached_and_reused(run):
@@ -257,7 +264,7 @@ def test_compared_systems_train_evaluate_and_predict_on_real_audio(run, system, 
     evaluated = runner.invoke(app, ["evaluate", "--run", str(run_dir), "--json"])
     assert evaluated.exit_code == 0, evaluated.output
     assert json.loads(evaluated.output.strip().splitlines()[-1])["n"] > 0
-    clip = str(emodb / "wav" / "16a01Wb.wav")
+    clip = _clip(emodb, "16a01Wb")
     predicted = runner.invoke(app, ["predict", clip, "--run", str(run_dir), "--json", "--text", "Der Lappen liegt auf dem Eisschrank."])
     assert predicted.exit_code == 0, predicted.output
     assert '"label"' in predicted.output
@@ -286,7 +293,7 @@ bootstrap_subsets: 20
     for scores in summary["metrics"].values():
         assert 0.0 <= scores["test"]["macro_f1"] <= 1.0 and 0.0 <= scores["val"]["balanced_macro_f1"] <= 1.0
     assert "| stack |" in (root / "runs/stack/stacking.md").read_text()
-    clip = str(emodb / "wav" / "16a01Wb.wav")
+    clip = _clip(emodb, "16a01Wb")
     predicted = runner.invoke(app, ["predict", clip, "--run", str(root / "runs/stack"), "--json", "--text", "Der Lappen liegt auf dem Eisschrank."])
     assert predicted.exit_code == 0, predicted.output
     answer = json.loads(predicted.output.strip().splitlines()[-1])
