@@ -13,7 +13,7 @@ About 100 minutes on 2 cores (the paralinguistic base models dominate), so ``mak
 it out; ``python -m benchmarks.run_all --long`` includes it. ``--quick``: two base models, two
 folds, one epoch, in runs/quick.
 
-Usage (from the repository root): python -m benchmarks.stacking [--config configs/stacking/emodb.yaml] [--quick]
+Usage (from the repository root): python -m benchmarks.stacking [--config configs/stacking/emodb.yaml] [--jobs 2] [--quick]
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ def main() -> None:
     parser.add_argument("--config", default="configs/stacking/emodb.yaml")
     parser.add_argument("--fit-on", default="train,val", help="the splits whose base-model logits fit the forest, one stack each")
     parser.add_argument("--quick", action="store_true", help="2 base models, 2 folds, 1 epoch, in runs/quick")
+    parser.add_argument("--jobs", type=int, default=2, help="base runs trained side by side (crabser stack --jobs); 1 = one after another")
     args = parser.parse_args()
     stack = load_stack_config(args.config)
     overrides = ["train.progress=false", *quick_overrides(args.quick)]
@@ -53,13 +54,13 @@ def main() -> None:
     body = header(command_line()) + f"- config: `{args.config}`\n"
     for fit_on in args.fit_on.split(","):
         started = time.perf_counter()
-        summary = run_stack(stack.model_copy(update={"fit_on": fit_on}), overrides)
+        summary = run_stack(stack.model_copy(update={"fit_on": fit_on}), overrides, jobs=args.jobs)
         minutes = (time.perf_counter() - started) / 60
         note = FIT_NOTES.get(fit_on, "")
         body += (
             f"\n### Forest fitted on the base models' {fit_on} logits{note}\n\n"
             f"Folds: {summary['folds']}; forest: {summary['forest']}; out-of-fold Macro-F1 of the forests on their "
-            f"fitting data {summary['out_of_fold_macro_f1']:.4f}; {minutes:.0f} min in this run (finished base runs are read back).\n\n"
+            f"fitting data {summary['out_of_fold_macro_f1']:.4f}; {minutes:.0f} min in this run with --jobs {args.jobs} (finished base runs are read back).\n\n"
             + stacking_markdown(summary["metrics"]) + "\n" + verdict(summary["metrics"])
         )
     print(body)
