@@ -323,6 +323,7 @@ bootstrap_subsets: 10
     out = root / "runs/stack_folds"
     summary = json.loads((out / "stack.json").read_text())
     assert summary["folds"] == 3 and not (out / "stack.joblib").exists()
+    assert f"stack: {out}" in " ".join(result.output.split())  # the folder of the stack, not of a fold
     tested = [pd.read_csv(out / f"fold{k}/speech/report/test_predictions.csv") for k in range(3)]
     assert sum(len(t) for t in tested) == len(pd.read_csv(out / "folds/manifest.csv"))  # every clip tested once
     for k in range(3):

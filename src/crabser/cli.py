@@ -237,7 +237,7 @@ def stack(
         summary = stacking.run_stack(stack_config, override or [], jobs=jobs)
     console.print(stacking.stacking_markdown(summary["metrics"]))
     console.print(f"out-of-fold Macro-F1 of the forests ({summary['fit_on']}): {summary['out_of_fold_macro_f1']:.4f}")
-    console.print(f"stack: {Path(next(iter(summary['models'].values()))).parent}")
+    console.print(f"stack: {summary['folder']}")
 
 
 @app.command()

@@ -233,7 +233,7 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
         with atomic_path(out / "stack.joblib") as tmp:
             joblib.dump(forests[0], tmp)
     summary = {
-        "labels": labels, "models": {m: str(runs[folds[0], m][0].run_dir) for m in models},
+        "labels": labels, "folder": str(out), "models": {m: str(runs[folds[0], m][0].run_dir) for m in models},
         "folds": len(folds) if folds != [None] else None, "fit_on": stack.fit_on,
         "forest": asdict(forests[0].settings), "out_of_fold_macro_f1": float(np.mean(oof)), "metrics": table,
         "git_commit": pipeline.git_commit(),
