@@ -9,8 +9,8 @@ and the ratio of the stack's test Macro-F1 to that baseline's. Two stacks over t
 the forest fitted on the base models' logits of the training clips (the paper's recipe) and on
 their logits of the validation clips (predictions on clips the base models did not train on).
 
-About 100 minutes on 2 cores (the paralinguistic base models dominate), so ``make bench`` leaves
-it out; ``python -m benchmarks.run_all --long`` includes it. ``--quick``: two base models, two
+About 85 minutes on a slow 2-core machine with ``--jobs 2`` (``crabser stack`` of 2026-11-30), so
+``make bench`` leaves it out; ``python -m benchmarks.run_all --long`` includes it. ``--quick``: two base models, two
 folds, one epoch, in runs/quick.
 
 Usage (from the repository root): python -m benchmarks.stacking [--config configs/stacking/emodb.yaml] [--jobs 2] [--quick]
