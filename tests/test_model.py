@@ -1,13 +1,19 @@
 import math
 
+import pytest
 import torch
 
 from crabser.features.encoders import pad_batch
-from crabser.models.blocks import AttentionPooling, BiGRU, FeatureNormalizer, downsample_frames, masked_mean
+from crabser.models.blocks import (
+    AttentionPooling,
+    BiGRU,
+    FeatureNormalizer,
+    downsample_frames,
+    masked_mean,
+)
 from crabser.models.crab import TAP_NAMES, Crab, tap_names
 from crabser.training.objective import TrainingObjective
 from crabser.training.optim import cosine_factor, parameter_groups
-
 
 DIMS = {"speech": 6, "text": 5, "paralinguistic": 4}
 
@@ -150,3 +156,29 @@ def test_cosine_schedule_and_hierarchical_groups():
     assert [(g["name"], g["lr"]) for g in groups] == [("head", 1e-5), ("encoders", 1e-6)]
     encoder.requires_grad_(False)
     assert len(parameter_groups(head.parameters(), encoder.parameters(), 1e-5, 1e-6)) == 1
+
+
+def test_training_losses_are_logged_once_per_epoch_as_utterance_weighted_means():
+    from crabser.config import LossConfig, ModelConfig, TrainConfig
+    from crabser.training.lit_module import CrabLitModule
+
+    torch.manual_seed(0)
+    module = CrabLitModule(
+        input_dims={"speech": 5}, labels=["a", "b"], model=ModelConfig(hidden=8, modalities=["speech"]).model_dump(),
+        loss=LossConfig().model_dump(), train=TrainConfig().model_dump(),
+    )
+    logged: dict[str, float] = {}
+    module.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
+    def step(size: int) -> float:
+        batch = {"features": {"speech": torch.randn(size, 7, 5)}, "masks": {"speech": torch.ones(size, 7, dtype=torch.bool)},
+                 "labels": torch.arange(size) % 2}
+        return float(module.training_step(batch, 0).detach())
+
+    losses = [step(2), step(6)]
+    assert not logged  # nothing per step
+    module.on_train_epoch_end()
+    assert logged["train_loss"] == pytest.approx((2 * losses[0] + 6 * losses[1]) / 8, rel=1e-6)
+    assert set(logged) == {"train_loss", "train_classification", "train_legs"}
+    last = step(3)  # the next epoch's mean starts from zero
+    module.on_train_epoch_end()
+    assert logged["train_loss"] == pytest.approx(last, rel=1e-6)

@@ -34,6 +34,7 @@ class CrabLitModule(L.LightningModule):
         self.objective = build_objective(loss, model, self.model.tap_dims(), weights, len(labels), neutral_index)
         self.train_config = train
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": []}
+        self._train_sums: dict[str, torch.Tensor | int] = {}  #: this epoch's loss sums, for on_train_epoch_end
         self.last_metrics: dict[str, dict] = {}
 
     def inputs(self, batch: dict) -> tuple[dict, dict]:
@@ -53,11 +54,20 @@ class CrabLitModule(L.LightningModule):
         mix = (batch["mix_labels"], batch["mix_lambdas"]) if "mix_labels" in batch else None
         parts = self.objective(output, batch["labels"], mix)
         size = len(batch["labels"])
-        self.log("train_loss", parts.total, prog_bar=True, batch_size=size, on_epoch=True, on_step=False)
-        self.log("train_classification", parts.classification, batch_size=size, on_epoch=True, on_step=False)
-        if parts.legs is not None:
-            self.log("train_legs", parts.legs, batch_size=size, on_epoch=True, on_step=False)
+        sums = self._train_sums
+        sums["utterances"] = sums.get("utterances", 0) + size
+        for name, value in (("train_loss", parts.total), ("train_classification", parts.classification), ("train_legs", parts.legs)):
+            if value is not None:
+                sums[name] = sums.get(name, 0.0) + value.detach() * size
         return parts.total
+
+    def on_train_epoch_end(self) -> None:
+        """Log the epoch's utterance-weighted mean losses once (``self.log`` per step costs ~4 % of a
+        CPU epoch in Lightning's bookkeeping)."""
+        sums, self._train_sums = self._train_sums, {}
+        count = sums.pop("utterances", 0)
+        for name, total in sums.items():
+            self.log(name, total / count, prog_bar=name == "train_loss")
 
     def _evaluation_step(self, batch: dict, stage: str) -> None:
         logits = self(batch)
