@@ -105,7 +105,7 @@ def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch)
 
     pools, written = [], []
 
-    def fake_run_cell(config, encoders, extract):
+    def fake_run_cell(config, encoders, manifest=None):
         config.run_dir.mkdir(parents=True, exist_ok=True)
         (config.run_dir / "result.json").write_text(json.dumps({"war": 0.5, "uar": config.train.seed / 10, "macro_f1": 0.4, "seconds": 1.0}))
 

@@ -51,3 +51,32 @@ def test_balanced_bootstrap_draws_equal_classes_and_summarises_macro_f1():
     assert result["per_class"] == 8 and result["macro_f1_min"] < result["macro_f1_mean"] < result["macro_f1_max"] == 1.0
     assert result["macro_f1_ci"][0] <= result["macro_f1_mean"] <= result["macro_f1_ci"][1]
     assert balanced_bootstrap(y_true, noisy, n_subsets=50, seed=3) == balanced_bootstrap(y_true, noisy, n_subsets=50, seed=3)
+
+
+def test_embedding_map_draws_at_most_max_points_and_scores_all(tmp_path, monkeypatch):
+    import numpy as np
+    import sklearn.manifold
+    from sklearn.metrics import silhouette_score
+
+    from crabser.evaluation.plots import plot_embeddings
+
+    fitted = []
+
+    class RecordingTSNE:  # stands in for sklearn's t-SNE: records how many points it maps
+        def __init__(self, *args, **kwargs):
+            pass
+
+        def fit_transform(self, x):
+            fitted.append(len(x))
+            return x[:, :2]
+
+    monkeypatch.setattr(sklearn.manifold, "TSNE", RecordingTSNE)
+    rng = np.random.default_rng(1)
+    labels = ["a", "b"] * 50
+    taps = {"fused": rng.normal(size=(100, 4)) + np.array([[3.0 * (k % 2), 0, 0, 0] for k in range(100)])}
+    scores = plot_embeddings(taps, labels, tmp_path / "map.png", max_points=20)
+    assert fitted == [20] and (tmp_path / "map.png").is_file()
+    y = np.array([k % 2 for k in range(100)])
+    assert scores["fused"] == pytest.approx(silhouette_score(taps["fused"], y, metric="cosine"))  # all 100, not the 20
+    plot_embeddings(taps, labels, tmp_path / "all.png", max_points=None)
+    assert fitted == [20, 100]

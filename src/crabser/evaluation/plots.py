@@ -80,8 +80,13 @@ def tap_embeddings(config, manifest, encoders: dict, split: str = "test") -> tup
     return {name: torch.cat(values).numpy() for name, values in taps.items()}, labels
 
 
-def plot_embeddings(taps: dict[str, np.ndarray], labels: list[str], path: Path, title: str = "") -> dict[str, float]:
-    """t-SNE of each tap coloured by emotion (one panel per tap); silhouette score of each tap."""
+def plot_embeddings(
+    taps: dict[str, np.ndarray], labels: list[str], path: Path, title: str = "", max_points: int | None = 1000
+) -> dict[str, float]:
+    """t-SNE of each tap coloured by emotion (one panel per tap); silhouette score of each tap.
+
+    The scores use every utterance; the maps at most ``max_points`` of them (a random draw, the
+    same for every tap; None: all), since t-SNE's cost grows faster than the utterances."""
     from sklearn.manifold import TSNE
     from sklearn.metrics import silhouette_score
 
@@ -89,15 +94,18 @@ def plot_embeddings(taps: dict[str, np.ndarray], labels: list[str], path: Path, 
     names = list(taps)
     classes = sorted(set(labels))
     y = np.array([classes.index(label) for label in labels])
+    shown = np.arange(len(y))
+    if max_points is not None and len(y) > max_points:
+        shown = np.sort(np.random.default_rng(0).choice(len(y), max_points, replace=False))
     fig, axes = plt.subplots(1, len(names), figsize=(3.6 * len(names), 3.6), squeeze=False)
     scores = {}
     for ax, name in zip(axes[0], names):
         x = taps[name]
         scores[name] = float(silhouette_score(x, y, metric="cosine")) if len(classes) > 1 else float("nan")
-        perplexity = max(2.0, min(30.0, (len(x) - 1) / 3))
-        points = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(x)
+        perplexity = max(2.0, min(30.0, (len(shown) - 1) / 3))
+        points = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(x[shown])
         for k, label in enumerate(classes):
-            ax.scatter(*points[y == k].T, s=6, label=label)
+            ax.scatter(*points[y[shown] == k].T, s=6, label=label)
         ax.set_title(f"{name}\nsilhouette {scores[name]:.3f}", fontsize=9)
         ax.set_xticks([])
         ax.set_yticks([])
