@@ -8,7 +8,11 @@ Whisper tiny.en on each clip's own length; the packaged model's settings) run by
 ``crabser crossval`` on the same folds (finished folds are read back). Both are scored on the
 pooled predictions of all ten held-out speakers: UAR, WAR, Macro-F1 and per-class recall.
 
-Usage (from the repository root): python -m benchmarks.emodb_loso [--config configs/default_model.yaml] [--jobs 2] [--quick]
+``--patience N`` stops each fold's training N epochs after its best validation UAR (``train.patience``;
+``make bench`` uses 5: in the 20-epoch run of 2026-11-30 the folds' best epochs were near 10, and 8 of
+10 folds would have kept the same best epoch), in runs/<name>_patience<N>.
+
+Usage (from the repository root): python -m benchmarks.emodb_loso [--config configs/default_model.yaml] [--jobs 2] [--patience N] [--quick]
 (``--quick``: 4 speakers in 2 folds, 2 epochs, in runs/quick: a smoke run, not the benchmark.)
 """
 
@@ -66,9 +70,14 @@ def main() -> None:
     parser.add_argument("--config", default="configs/default_model.yaml")
     parser.add_argument("--quick", action="store_true", help="2 speaker folds, 2 epochs, in runs/quick")
     parser.add_argument("--jobs", type=int, default=2, help="folds trained side by side (crabser crossval --jobs); 1 = one after another")
+    parser.add_argument("--patience", type=int, default=None, help="stop a fold after this many epochs without a better val UAR")
     args = parser.parse_args()
     quick = ["data.folds=2", "data.val_speakers_per_fold=1", "train.epochs=2", "train.progress=false", "data.manifest=" + quick_emodb_manifest()] if args.quick else []
     config = load_config(args.config, [*quick, *quick_overrides(args.quick)])
+    if args.patience:
+        config = config.model_copy(update={
+            "name": f"{config.name}_patience{args.patience}", "train": config.train.model_copy(update={"patience": args.patience}),
+        })
     manifest = pipeline.prepare(config)
     encoders = pipeline.build_encoders(config)
     pipeline.extract_features(config, manifest, encoders)
@@ -89,7 +98,8 @@ def main() -> None:
     svm_seconds = time.perf_counter() - started
     svm = compute_metrics(y.tolist(), predicted.tolist(), labels)
 
-    rows = [("Crab, speech only (configs/default_model.yaml)", crab), ("eGeMAPS functionals + linear SVM", svm)]
+    stopping = f", early stopping (patience {args.patience})" if args.patience else ""
+    rows = [(f"Crab, speech only ({args.config}{stopping})", crab), ("eGeMAPS functionals + linear SVM", svm)]
     body = header(command_line()) + f"- folds: {len(summary['folds'])} ({'one per speaker' if config.data.folds is None else 'speaker groups'}), seed {config.train.seed}; scores on all {len(manifest)} clips pooled\n\n"
     body += "| system | UAR | WAR | Macro-F1 | " + " | ".join(f"recall {label}" for label in labels) + " |\n"
     body += "|---|---|---|---|" + "---|" * len(labels) + "\n"

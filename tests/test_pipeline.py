@@ -69,6 +69,19 @@ def test_resume_continues_from_the_last_checkpoint(run):
     assert "12" in epochs  # the 13th epoch ran, after the 12 restored from last.ckpt
 
 
+def test_training_stops_after_patience_epochs_without_a_better_val_uar(run):
+    from crabser import pipeline
+    from crabser.config import load_run_config
+
+    root, config = run
+    result = runner.invoke(app, ["train", "--config", str(config), "-o", "name=patient", "-o", "train.epochs=40", "-o", "train.patience=2"])
+    assert result.exit_code == 0, result.output
+    log = pd.read_csv(root / "runs/patient/logs/metrics.csv").dropna(subset=["val_uar"])
+    _, best_epoch = pipeline.best_validation(load_run_config(root / "runs/patient"))
+    assert len(log) < 40 and len(log) == best_epoch + 2  # two epochs without a better val UAR, then stop
+    assert log["val_uar"].iloc[best_epoch:].max() <= log["val_uar"].iloc[best_epoch - 1]
+
+
 def test_predict_gives_a_label_and_probabilities(run, emodb):
     root, _ = run
     frame = emodb_adapter.prepare(emodb).frame

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from crabser.errors import ConfigError
 
@@ -117,6 +117,9 @@ class TrainConfig(_Section):
     """Optimisation (paper: AdamW, cosine, head 1e-5 / encoders 1e-6, batch 32, accumulation 4)."""
 
     epochs: int = 20
+    #: stop when the val UAR has not improved for this many epochs (the best checkpoint is kept);
+    #: None trains all ``epochs`` (the paper). The cosine schedule still spans ``epochs``.
+    patience: int | None = Field(None, ge=1)
     batch_size: int = 32
     accumulate: int = 4
     lr_head: float = 1e-5

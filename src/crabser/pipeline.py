@@ -12,7 +12,7 @@ import json
 import logging
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -292,9 +292,10 @@ def train(
     config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False
 ) -> TrainResult:
     """Train Crab with Lightning (on cached features, or with its encoders when ``train.finetune``);
-    keep the best (by val UAR) and the last checkpoints."""
+    keep the best (by val UAR) and the last checkpoints; stop early after ``train.patience`` epochs
+    without a better val UAR, when set."""
     import lightning as L
-    from lightning.pytorch.callbacks import ModelCheckpoint, RichProgressBar
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
     from lightning.pytorch.loggers import CSVLogger
 
     if config.data.protocol == "folds":
@@ -315,6 +316,8 @@ def train(
         dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", save_last=True, enable_version_counter=False
     )
     callbacks = [checkpoint] + ([RichProgressBar()] if cfg.progress else [])
+    if cfg.patience:
+        callbacks.append(EarlyStopping(monitor="val_uar", mode="max", patience=cfg.patience))
     trainer = L.Trainer(
         max_epochs=cfg.epochs,
         accelerator=cfg.accelerator,
@@ -448,6 +451,27 @@ def train_and_test(config: RunConfig, manifest: Manifest, encoders: dict[str, En
     evaluate(config, manifest, encoders, "test")
 
 
+def train_and_test_runs(
+    runs: dict[Hashable, tuple[RunConfig, Manifest]], encoders_of: Callable[[RunConfig], dict], jobs: int = 1,
+    on_done: Callable[[Hashable], None] | None = None,
+) -> None:
+    """Train and test every run (key -> its config and split manifest, features extracted) whose
+    metrics are not on disk yet, ``jobs`` side by side (:mod:`crabser.parallel`); every run goes on
+    even if one fails. ``on_done(key)`` for each run read back, then after each one trained.
+    ``encoders_of(config)``: the loaded encoders of a run's config."""
+    from crabser.parallel import encoders_for_jobs, jobs_for, run_jobs
+
+    todo = [key for key, (config, _) in runs.items() if not metrics_file(config).is_file()]
+    jobs = jobs_for(jobs, len(todo))
+    pending = {}
+    for key in todo:
+        config, manifest = runs[key]
+        job_config = for_job(config, jobs)  # the saved config.yaml names the threads it ran with
+        save_run_inputs(job_config, manifest)
+        pending[key] = (job_config, manifest, encoders_for_jobs(encoders_of(config), jobs))
+    run_jobs(train_and_test, pending, jobs, on_done=on_done, finished=[key for key in runs if key not in pending])
+
+
 def crossval(
     config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder],
     on_fold: Callable[[int, dict], None] | None = None, jobs: int = 1,
@@ -463,8 +487,6 @@ def crossval(
     """
     import numpy as np
 
-    from crabser.parallel import encoders_for_jobs, jobs_for, run_jobs
-
     if "fold" not in manifest.frame:
         raise CrabserError("crossval needs data.protocol: folds (the manifest has no fold column)")
     labels = run_labels(config, manifest)
@@ -474,20 +496,13 @@ def crossval(
     def metrics_of(fold: int) -> dict:
         return read_metrics(configs[fold])
 
-    todo = [fold for fold in folds if not metrics_file(configs[fold]).is_file()]
-    jobs = jobs_for(jobs, len(todo))
-    pending = {}
-    for fold in todo:
-        fold_manifest = fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed)
-        job_config = for_job(configs[fold], jobs)  # the saved config.yaml names the threads it ran with
-        save_run_inputs(job_config, fold_manifest)
-        pending[fold] = (job_config, fold_manifest, encoders_for_jobs(encoders, jobs))
+    runs = {fold: (configs[fold], fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed)) for fold in folds}
 
     def report(fold: int) -> None:
         if on_fold:
             on_fold(fold, metrics_of(fold))
 
-    run_jobs(train_and_test, pending, jobs, on_done=report, finished=[fold for fold in folds if fold not in pending])
+    train_and_test_runs(runs, lambda _: encoders, jobs, on_done=report)
     per_fold = {fold: metrics_of(fold) for fold in folds}
     predictions = [pd.read_csv(configs[fold].run_dir / "report" / "test_predictions.csv", dtype=str) for fold in folds]
     pooled_frame = pd.concat(predictions)

@@ -97,11 +97,10 @@ def base_config(stack: StackConfig, model: str, overrides: list[str] | None = No
     return config
 
 
-def split_logits(config: RunConfig, manifest, encoders: dict, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
-    """Ids, logits ``(n, classes)`` and label indices of a split from a run's best checkpoint."""
-    from crabser.pipeline import load_module, split_loader
+def split_logits(module, config: RunConfig, manifest, encoders: dict, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """Ids, logits ``(n, classes)`` and label indices of a split from a run's loaded ``module``."""
+    from crabser.pipeline import split_loader
 
-    module = load_module(config.run_dir / "checkpoints" / "best.ckpt")
     ids, logits, labels = [], [], []
     with torch.no_grad():
         for batch in split_loader(config, manifest, encoders, module, split):
@@ -121,30 +120,11 @@ def _scores(labels: np.ndarray, predictions: np.ndarray, names: list[str], subse
 
 
 def _base_outputs(config: RunConfig, manifest, encoders: dict) -> dict[str, tuple]:
-    """A finished base run's logits on every split."""
-    return {split: split_logits(config, manifest, encoders, split) for split in SPLITS}
+    """A finished base run's logits on every split, from its best checkpoint (loaded once)."""
+    from crabser.pipeline import load_module
 
-
-def _train_bases(runs: dict[tuple, tuple], encoders, jobs: int) -> None:
-    """Train and test every base run not finished yet (features extracted), ``jobs`` side by side
-    (:mod:`crabser.parallel`); every run goes on even if one fails."""
-    from crabser import pipeline
-    from crabser.parallel import encoders_for_jobs, jobs_for, run_jobs
-
-    todo = [key for key, (config, _) in runs.items() if not pipeline.metrics_file(config).is_file()]
-    jobs = jobs_for(jobs, len(todo))
-    pending = {}
-    for key in todo:
-        config, manifest = runs[key]
-        job_config = pipeline.for_job(config, jobs)  # the saved config.yaml names the threads it ran with
-        pipeline.save_run_inputs(job_config, manifest)
-        pending[key] = (job_config, manifest, encoders_for_jobs(encoders(config), jobs))
-
-    def report(key: tuple) -> None:
-        fold, model = key
-        log.info("base model %s%s trained and tested", model, "" if fold is None else f" (fold {fold})")
-
-    run_jobs(pipeline.train_and_test, pending, jobs, on_done=report)
+    module = load_module(config.run_dir / "checkpoints" / "best.ckpt")
+    return {split: split_logits(module, config, manifest, encoders, split) for split in SPLITS}
 
 
 def _aligned(outputs: dict[str, dict[str, tuple]], models: list[str]) -> tuple[dict, dict, dict]:
@@ -202,7 +182,12 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
             if not config.train.finetune:
                 pipeline.extract_features(config, manifest_k, encoders(config))
             runs[fold, model] = (config, manifest_k)
-    _train_bases(runs, encoders, jobs)
+
+    def report(key: tuple) -> None:
+        fold, model = key
+        log.info("base model %s%s trained and tested (or read back)", model, "" if fold is None else f" (fold {fold})")
+
+    pipeline.train_and_test_runs(runs, encoders, jobs, on_done=report)
     pooled: dict[str, dict[str, list]] = {split: {"truth": [], **{m: [] for m in [*models, "stack"]}} for split in ("val", "test")}
     forests, oof = [], []
     for fold in folds:
