@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import datetime as dt
+import fcntl
 import os
 import platform
 import re
 import subprocess
 import sys
 from pathlib import Path
+
+from crabser.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "BENCHMARKS.md"
@@ -87,11 +90,14 @@ def write_section(name: str, body: str) -> None:
     # a --quick run never replaces a measured table, whether run_all started it or a user did
     default = BENCHMARKS.with_name("BENCHMARKS.quick.md") if "--quick" in sys.argv[1:] else BENCHMARKS
     target = Path(os.environ.get("CRABSER_BENCHMARKS_MD", default))
-    text = target.read_text() if target.is_file() else "# Benchmarks\n"
     section = f"## {name}\n\n{body.strip()}\n"
     pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
-    text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
-    target.write_text(text)
+    with open(target.with_name(f".{target.name}.lock"), "w") as lock:  # scripts run side by side (run_all --quick)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        text = target.read_text() if target.is_file() else "# Benchmarks\n"
+        text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+        with atomic_path(target) as tmp:
+            tmp.write_text(text)
 
 
 def command_line() -> str:

@@ -258,17 +258,20 @@ def write_outputs(experiment: ExperimentConfig, results: pd.DataFrame, overrides
     if experiment.curve:
         plot_curve(summary, experiment.curve, [a for a in axes if a != experiment.curve], out / f"{experiment.curve}_curve.png")
     if experiment.projection != "none":
-        first = results[results["seed"] == experiment.seeds[0]]
+        from crabser.pipeline import EncoderCache
+
+        first, encoders = results[results["seed"] == experiment.seeds[0]], EncoderCache()  # loaded once for all maps
         for row in first.itertuples(index=False):
             target = out / f"embeddings_{row.cell}.png"
             if not target.is_file():
-                embedding_map(Path(row.run), target, experiment.projection_points)
+                embedding_map(Path(row.run), target, experiment.projection_points, encoders)
     return out
 
 
-def embedding_map(run_dir: Path, path: Path, max_points: int = 1000) -> None:
+def embedding_map(run_dir: Path, path: Path, max_points: int = 1000, encoders: Callable[[RunConfig], dict] | None = None) -> None:
     """t-SNE map of each tap's test embeddings of a run (fold 0 of a cross-validation), of at most
-    ``max_points`` utterances; silhouette scores of all of them."""
+    ``max_points`` utterances; silhouette scores of all of them. ``encoders``: a
+    :class:`crabser.pipeline.EncoderCache` shared by several maps (default: load this run's)."""
     from crabser import pipeline
     from crabser.evaluation.plots import plot_embeddings, tap_embeddings
 
@@ -276,8 +279,7 @@ def embedding_map(run_dir: Path, path: Path, max_points: int = 1000) -> None:
         run_dir = run_dir / "fold0"
     config = load_run_config(run_dir)
     manifest = pipeline.load_run_manifest(config.run_dir)
-    encoders = {} if config.train.finetune else pipeline.build_encoders(config)
-    taps, labels = tap_embeddings(config, manifest, encoders, "test")
+    taps, labels = tap_embeddings(config, manifest, (encoders or pipeline.EncoderCache())(config), "test")
     scores = plot_embeddings(taps, labels, path, title=str(run_dir), max_points=max_points)
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json.dumps({"run": str(run_dir), "silhouette": scores}, indent=2))
