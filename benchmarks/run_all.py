@@ -58,6 +58,7 @@ def main() -> None:
     env = dict(os.environ)
     if args.quick:
         env["CRABSER_BENCHMARKS_MD"] = str(REPO / "BENCHMARKS.quick.md")
+
     def run(name: str) -> tuple[str, float, int]:
         command = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else known[name])]
         print(f"== {' '.join(command[1:])}", flush=True)
