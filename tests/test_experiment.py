@@ -128,3 +128,38 @@ def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch)
     (results_g, out_g), (results_h, _) = outputs
     assert out_g == tmp_path / "g" and set(results_g["cell"]) == {"ce-0.5", "ce-1"} and len(results_h) == 4
     assert sorted(results_g["uar"]) == [0.0, 0.0, 0.1, 0.1] and set(results_h["uar"]) == {0.2}
+
+
+def test_cells_run_as_jobs_are_prepared_once_with_the_jobs_threads(tmp_path, monkeypatch):
+    """With --jobs each pending cell is prepared once, here, with the config its job runs (so its
+    saved config.yaml names the job's threads), and that manifest goes to the job."""
+    import json
+
+    from crabser import experiment, parallel, pipeline
+    from crabser.parallel import threads_per_job
+
+    prepared, received = [], []
+
+    def fake_prepare(config):
+        prepared.append(config)
+        return f"manifest of {config.name}"
+
+    def fake_run_cell(config, encoders, manifest=None):
+        received.append((config.train.threads, manifest))
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        (config.run_dir / "result.json").write_text(json.dumps({"war": 0.5, "uar": 0.5, "macro_f1": 0.4, "seconds": 1.0}))
+
+    def fake_run_jobs(function, arguments, jobs=1, on_done=None, finished=()):
+        for args in arguments.values():
+            function(*args)
+
+    monkeypatch.setattr(pipeline, "prepare", fake_prepare)
+    monkeypatch.setattr(pipeline, "extract_features", lambda config, manifest, encoders: None)
+    monkeypatch.setattr(experiment, "run_cell", fake_run_cell)
+    monkeypatch.setattr(parallel, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(pipeline, "EncoderCache", lambda: (lambda config: {}))
+    monkeypatch.setattr(experiment, "write_outputs", lambda grid, results, overrides: tmp_path / grid.name)
+    monkeypatch.chdir(tmp_path)
+    experiment.run_experiments([(_grid(tmp_path), [], {"objective": ["ce"]})], jobs=2)
+    assert len(prepared) == 4 and {config.train.threads for config in prepared} == {threads_per_job(2)}
+    assert received == [(threads_per_job(2), f"manifest of {config.name}") for config in prepared]

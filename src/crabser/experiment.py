@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 METRICS = ("war", "uar", "macro_f1")
 
 
+PROJECTION_POINTS = 1000  #: utterances on an embedding map by default (t-SNE's cost grows faster than them)
+
+
 class ExperimentConfig(BaseModel):
     """A grid of runs (see the module docstring)."""
 
@@ -63,7 +66,7 @@ class ExperimentConfig(BaseModel):
     axes: dict[str, dict[str, list[str]]] = {}
     curve: str | None = None
     projection: Literal["tsne", "none"] = "tsne"
-    projection_points: int = Field(1000, ge=10)
+    projection_points: int = Field(PROJECTION_POINTS, ge=10)
 
 
 def load_experiment(path: str | Path, seeds: list[int] | None = None) -> ExperimentConfig:
@@ -191,10 +194,11 @@ def run_experiments(
     jobs, pending = jobs_for(jobs, len(todo)), {}
     for index, cell in todo:
         config = planned[index][cell]
-        if jobs > 1:
-            loaded, manifest = encoders(config), pipeline.prepare(config)
-            pipeline.extract_features(config, manifest, loaded)
-            pending[index, cell] = (pipeline.for_job(config, jobs), stored_features(loaded), manifest)
+        if jobs > 1:  # prepared as the job runs it: its saved config.yaml names the job's threads
+            job_config, loaded = pipeline.for_job(config, jobs), encoders(config)
+            manifest = pipeline.prepare(job_config)
+            pipeline.extract_features(job_config, manifest, loaded)
+            pending[index, cell] = (job_config, stored_features(loaded), manifest)
         else:
             pending[index, cell] = (config, encoders(config))
 
@@ -268,7 +272,7 @@ def write_outputs(experiment: ExperimentConfig, results: pd.DataFrame, overrides
     return out
 
 
-def embedding_map(run_dir: Path, path: Path, max_points: int = 1000, encoders: Callable[[RunConfig], dict] | None = None) -> None:
+def embedding_map(run_dir: Path, path: Path, max_points: int = PROJECTION_POINTS, encoders: Callable[[RunConfig], dict] | None = None) -> None:
     """t-SNE map of each tap's test embeddings of a run (fold 0 of a cross-validation), of at most
     ``max_points`` utterances; silhouette scores of all of them. ``encoders``: a
     :class:`crabser.pipeline.EncoderCache` shared by several maps (default: load this run's)."""

@@ -81,7 +81,7 @@ def tap_embeddings(config, manifest, encoders: dict, split: str = "test") -> tup
 
 
 def plot_embeddings(
-    taps: dict[str, np.ndarray], labels: list[str], path: Path, title: str = "", max_points: int | None = 1000
+    taps: dict[str, np.ndarray], labels: list[str], path: Path, title: str = "", *, max_points: int | None
 ) -> dict[str, float]:
     """t-SNE of each tap coloured by emotion (one panel per tap); silhouette score of each tap.
 
