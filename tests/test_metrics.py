@@ -80,3 +80,20 @@ def test_embedding_map_draws_at_most_max_points_and_scores_all(tmp_path, monkeyp
     assert scores["fused"] == pytest.approx(silhouette_score(taps["fused"], y, metric="cosine"))  # all 100, not the 20
     plot_embeddings(taps, labels, tmp_path / "all.png", max_points=None)
     assert fitted == [20, 100]
+
+
+def test_macro_f1_counts_a_class_predicted_but_absent_from_the_truth():
+    # truth has a and b only; one b is predicted as c (e.g. EmoDB speaker 08 has no disgust).
+    # F1: a = 1, b = 2/3 (p 1, r 1/2), c = 0 (predicted once, never true): macro over a, b, c = 5/9.
+    metrics = compute_metrics([0, 0, 1, 1], [0, 0, 1, 2], ["a", "b", "c"])
+    assert metrics["macro_f1"] == pytest.approx((1 + 2 / 3 + 0) / 3)
+    assert metrics["uar"] == pytest.approx((1 + 0.5) / 2)  # c has no true example: not in UAR
+    assert metrics["weighted_f1"] == pytest.approx((2 * 1 + 2 * 2 / 3) / 4)
+
+
+def test_balanced_bootstrap_counts_a_class_predicted_but_absent_from_the_truth():
+    from crabser.evaluation.bootstrap import balanced_bootstrap
+
+    # every subset holds the two items of each class; the one wrong prediction names class 2
+    result = balanced_bootstrap([0, 0, 1, 1], [0, 0, 1, 2], n_subsets=3)
+    assert result["macro_f1_mean"] == pytest.approx((1 + 2 / 3 + 0) / 3)

@@ -4,6 +4,8 @@ Each of ``n_subsets`` subsets draws the same number of utterances from every cla
 (``per_class``, by default the smallest class's count; StackingSER: 200), without replacement
 within a subset. Balanced subsets weigh every class alike, which raises Macro-F1 above the full
 set's on imbalanced data: report both (``evaluate`` writes this beside the plain metrics).
+Macro-F1 of a subset averages over the classes true or predicted in it, as
+:func:`crabser.evaluation.metrics.compute_metrics` does.
 """
 
 from __future__ import annotations
@@ -28,7 +30,9 @@ def balanced_bootstrap(
     scores = []
     for _ in range(n_subsets):
         picked = np.concatenate([rng.choice(members[c], size=size, replace=False) for c in classes])
-        scores.append(f1_score(y_true[picked], y_pred[picked], labels=classes, average="macro", zero_division=0))
+        truth, predicted = y_true[picked], y_pred[picked]
+        seen = sorted(set(classes) | set(predicted.tolist()))
+        scores.append(f1_score(truth, predicted, labels=seen, average="macro", zero_division=0))
     scores = np.array(scores)
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])

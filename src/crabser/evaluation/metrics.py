@@ -1,8 +1,10 @@
 """SER metrics: WAR (accuracy), UAR (macro recall), macro / weighted F1, per-class scores, confusion.
 
 A class with no true example in the evaluated set is left out of UAR (its recall is undefined);
-one never predicted has precision 0. Both follow scikit-learn with ``zero_division=0`` and the
-``labels`` actually present, so the numbers match what the papers compute.
+one never predicted has precision 0. Macro-F1 averages over every class that is true *or*
+predicted (scikit-learn's default): a class predicted but absent from the truth has F1 0 and
+counts, so a fold without, say, disgust is not flattered by dropping the disgust it wrongly
+predicted. Weighted F1 weighs by true support, so such a class weighs 0 there.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequen
         raise ValueError("no examples to evaluate")
     all_classes = list(range(len(labels)))
     present = sorted(set(y_true.tolist()))
+    true_or_predicted = sorted(set(present) | set(y_pred.tolist()))
     precision, recall, f1, support = precision_recall_fscore_support(
         y_true, y_pred, labels=all_classes, zero_division=0
     )
@@ -30,7 +33,7 @@ def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequen
         "n": len(y_true),
         "war": float((y_true == y_pred).mean()),
         "uar": float(recall[present].mean()),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=present, average="macro", zero_division=0)),
+        "macro_f1": float(f1_score(y_true, y_pred, labels=true_or_predicted, average="macro", zero_division=0)),
         "weighted_f1": float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)),
         "per_class": {
             label: {
