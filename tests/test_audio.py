@@ -7,7 +7,7 @@ from conftest import tone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crabser.data.audio import decode_audio, load_audio, stream_audio
+from crabser.data.audio import AudioScaleWarning, AudioTooLong, decode_audio, load_audio, stream_audio
 from crabser.data.manifest import from_records
 from crabser.errors import AudioError
 from crabser.features.extract import extract
@@ -179,6 +179,10 @@ def test_flac_and_ogg_bytes_decode():
         (np.array([0.1, np.inf] * 8000, dtype=np.float32), {"sample_rate": 16000}, "NaN or infinite"),
         (tone(0.5), {}, "needs its sample rate"),
         (tone(0.5), {"sample_rate": 3}, "implausible sample rate"),
+        (tone(0.5), {"sample_rate": float("nan")}, "whole number of Hz"),
+        (tone(0.5), {"sample_rate": float("inf")}, "whole number of Hz"),
+        (tone(0.5), {"sample_rate": "16k"}, "number of Hz"),
+        (tone(0.5), {"sample_rate": 16000.5}, "whole number of Hz"),
         (np.zeros((2, 2, 2), dtype=np.float32), {"sample_rate": 16000}, "1-D or 2-D"),
         (np.array(["a"] * 400), {"sample_rate": 16000}, "dtype"),
         (12345, {}, "not audio"),
@@ -250,3 +254,99 @@ def test_browser_webm_opus_bytes_decode():
     assert abs(len(out) - 16000) < 400
     spectrum = np.abs(np.fft.rfft(out))
     assert abs(np.argmax(spectrum) * 16000 / len(out) - 440) < 5
+
+
+# --- hostile input: decompression bombs, lying headers, absurd rates (issue 19) ----------------------
+
+
+def _flac_bytes(wave: np.ndarray, rate: int) -> bytes:
+    buffer = io.BytesIO()
+    sf.write(buffer, wave, rate, format="FLAC", subtype="PCM_16")
+    return buffer.getvalue()
+
+
+def _claiming(flac: bytes, total_samples: int) -> bytes:
+    """The FLAC with STREAMINFO's 36-bit total-samples field replaced (0 = unknown, as streaming encoders write)."""
+    field = int.from_bytes(flac[18:26], "big") & ~((1 << 36) - 1) | total_samples
+    return flac[:18] + field.to_bytes(8, "big") + flac[26:]
+
+
+def _peak_bytes(function) -> tuple[int, object]:
+    """Peak memory (tracemalloc, numpy included) added while ``function()`` runs, and its result or error."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        try:
+            result = function()
+        except AudioError as error:
+            result = error
+        return tracemalloc.get_traced_memory()[1] - base, result
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_header_over_the_limit_is_refused_before_decoding():
+    ten_minutes = _flac_bytes(np.zeros(16000 * 600, dtype=np.int16), 16000)  # 600 s of silence, ~30 KB
+    peak, result = _peak_bytes(lambda: decode_audio(ten_minutes, name="bomb.flac", max_seconds=60))
+    assert isinstance(result, AudioTooLong) and "600.0 s" in str(result) and "bomb.flac" in str(result)
+    assert peak < 256_000  # nothing decoded
+
+
+@pytest.mark.parametrize("claim", [0, (1 << 36) - 1], ids=["unknown-length", "absurd-length"])
+def test_a_header_that_cannot_be_trusted_is_read_up_to_the_limit_only(claim):
+    seconds, limit = 120, 5.0
+    rng = np.random.default_rng(0)
+    noise = (3000 * rng.standard_normal((48000 * seconds, 2))).astype(np.int16)  # 48 kHz stereo: resampled
+    bomb = _claiming(_flac_bytes(noise, 48000), claim)
+    peak, result = _peak_bytes(lambda: decode_audio(bomb, 16000, name="bomb.flac", max_seconds=limit))
+    assert isinstance(result, AudioTooLong) and "over the limit of 5 s" in str(result)
+    assert peak < limit * 16000 * 4 + 2 * 2**20  # the limit's own size plus a decode block
+    short = _claiming(_flac_bytes((tone(3.0) * 32767).astype(np.int16), 16000), claim)
+    wave = decode_audio(short, 16000, name="short.flac", max_seconds=limit)
+    assert 3.0 - 0.3 < len(wave) / 16000 <= 3.0  # all but the last partial block
+
+
+@pytest.mark.parametrize("rate", [10, 999, 800_000])
+def test_absurd_header_rates_are_refused_before_decoding(rate):
+    data = io.BytesIO()
+    sf.write(data, np.full(rate // 10 + 1, 0.1, dtype=np.float32), rate, format="WAV")
+    with pytest.raises(AudioError, match=f"implausible sample rate {rate} Hz"):
+        decode_audio(data.getvalue(), name="odd.wav")
+
+
+def test_stream_audio_refuses_audio_over_the_limit_before_reading():
+    data = _flac_bytes((tone(20.0) * 32767).astype(np.int16), 16000)
+    with pytest.raises(AudioTooLong, match="20.0 s long"):
+        stream_audio(data, 16000, name="long.flac", max_seconds=10)
+    blocks, total = stream_audio(_claiming(data, 0), 16000, name="unknown.flac", max_seconds=30)
+    assert total == pytest.approx(20.0, abs=0.3) and sum(len(b) for b in blocks) == round(total * 16000)
+    with pytest.raises(AudioTooLong, match="over the limit of 10 s"):
+        stream_audio(_claiming(data, 0), 16000, name="unknown.flac", max_seconds=10)
+
+
+def test_a_container_over_the_limit_is_refused(tmp_path):
+    pytest.importorskip("av", reason="PyAV decodes MP4 (crabser[video]; in the dev extras CI installs)")
+    path = tmp_path / "clip.mp4"
+    _write_mp4(path, seconds=3.0)
+    with pytest.raises(AudioTooLong, match="over the limit of 1 s"):
+        decode_audio(path.read_bytes(), name="clip.mp4", max_seconds=1.0)
+    assert len(decode_audio(path.read_bytes(), name="clip.mp4", max_seconds=4.0)) > 2.9 * 16000
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_unsigned_integer_arrays_are_centred(dtype):
+    wave = tone(0.5)
+    half = (np.iinfo(dtype).max + 1) / 2
+    ints = np.round(wave * (half - 1) + half).astype(dtype)
+    out = decode_audio((ints, 16000))
+    assert abs(float(out.mean())) < 0.01  # no DC offset
+    assert np.allclose(out, wave, atol=2 / half)
+
+
+def test_float_arrays_at_integer_scale_are_used_with_a_warning():
+    wave = tone(0.5)
+    with pytest.warns(AudioScaleWarning, match="int16"):
+        out = decode_audio((wave * 32768, 16000), name="loud")
+    assert np.allclose(out, wave * 32768, rtol=1e-5)

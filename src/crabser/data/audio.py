@@ -1,17 +1,31 @@
-"""Robust audio decoding: soundfile decode, down-mix to mono, soxr resampling, named errors.
+"""Robust audio decoding: bounded block-wise decode, down-mix to mono, soxr resampling, named errors.
 
 Inputs (:data:`AudioInput`): a file path, the bytes of an audio file (an upload), or a numpy array
 with its sample rate (``(wave, rate)`` or ``sample_rate=``). Arrays are ``(samples,)`` or
 ``(samples, channels)`` as soundfile returns them; ``(channels, samples)`` with at most 8 channels
-is recognised and transposed. Integer arrays are scaled to [-1, 1].
+is recognised and transposed. Signed integer arrays are scaled to [-1, 1); unsigned ones (8-bit WAV
+convention) are centred first (``(x - 2^(bits-1)) / 2^(bits-1)``), so they carry no DC offset. A float
+array that peaks above :data:`FLOAT_SCALE_WARNING` (an int16-scale array passed as float) is used as
+it is, with a warning (:class:`AudioScaleWarning`).
 
 Video and compressed containers (``.mp4``, ``.mkv``, ``.m4a``, ``.webm``, ``.aac``: MELD's clips, a
 browser's microphone recording) are decoded with PyAV, which ships its own FFmpeg
 (``pip install crabser[video]``).
 
+Hostile input: every file is decoded block by block (at most :data:`BLOCK_SAMPLES` samples over all
+channels per read), down-mixed and resampled per block, so memory never depends on what a header
+claims. The sample rate is checked before decoding (:data:`MIN_RATE` to :data:`MAX_RATE`). With
+``max_seconds``, a header that says the audio is longer is refused at once (:class:`AudioTooLong`);
+a header that says nothing or something absurd (unknown length: libsndfile reports 2^63 - 1 frames;
+more than :data:`HEADER_TRUST_SECONDS`) is not trusted: decoding goes on until the limit and stops
+there. Memory is then bounded by the limit: ``max_seconds x target_rate x 4`` bytes for the output
+plus one decode block.
+
 Every failure raises :class:`~crabser.errors.AudioError` naming the input and the problem
-(missing, corrupt / unsupported format, empty, silent, NaN samples). Callers decide the policy:
-stop, or skip the file with a warning and go on with the others (see ``features.extract``).
+(missing, corrupt / unsupported format, empty, silent, NaN samples, implausible sample rate, too
+long). A truncated file keeps the samples that are there (the data is cut, not the header: the
+decodable part is used); a file cut inside its header raises. Callers decide the policy: stop, or
+skip the file with a warning and go on with the others (see ``features.extract``).
 :func:`stream_audio` reads long files block by block in bounded memory.
 """
 
@@ -19,7 +33,10 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import math
+import warnings
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,29 +51,50 @@ SILENCE_PEAK = 1e-4
 CONTAINER_SUFFIXES = (".mp4", ".mkv", ".m4a", ".webm", ".aac", ".mov")
 #: Shortest usable clip, in seconds; shorter ones are refused as empty.
 MIN_DURATION_S = 0.02
+#: Accepted sample rates, Hz; others are refused before decoding (a 10 Hz header means 1600x upsampling).
+MIN_RATE, MAX_RATE = 1000, 768_000
+#: Samples (frames x channels) decoded per read: bounds the decode buffer (1 MiB of float32).
+BLOCK_SAMPLES = 1 << 18
+#: Frames per read of a file of unknown length (the read that passes its end fails and is lost).
+UNKNOWN_LENGTH_FRAMES = 4096
+#: A header claiming more seconds than this is not trusted (read until the limit instead).
+HEADER_TRUST_SECONDS = 7 * 24 * 3600.0
+#: A float array peaking above this is probably at integer scale (e.g. int16 as float): warned about.
+FLOAT_SCALE_WARNING = 2.0
 #: What :func:`decode_audio` accepts.
 AudioInput = str | Path | bytes | np.ndarray | tuple[np.ndarray, int]
+_SOUNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
+
+
+class AudioTooLong(AudioError):
+    """Audio longer than the caller's ``max_seconds`` (known from the header, or found while decoding)."""
+
+
+class AudioScaleWarning(UserWarning):
+    """A float array whose samples look like integer scale (peak far above 1.0)."""
+
+
+@dataclass
+class _Opened:
+    """An opened input: its rate, its trusted duration (None: unknown) and its mono blocks at ``rate``."""
+
+    rate: int
+    seconds: float | None
+    blocks: Iterator[np.ndarray]
+    streamable: bool = True  #: libsndfile reads it block by block with a trustworthy length
 
 
 def load_audio(
     path: str | Path,
     target_rate: int = 16000,
     silence_peak: float = SILENCE_PEAK,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
-    """Decode ``path`` to mono float32 at ``target_rate``; raise AudioError on unusable input."""
+    """Decode ``path`` to mono float32 at ``target_rate``; raise AudioError on unusable input
+    (AudioTooLong over ``max_seconds``)."""
     path = Path(path)
-    if not path.is_file():
-        raise AudioError(path, "file not found")
-    if path.stat().st_size == 0:
-        raise AudioError(path, "empty file (0 bytes)")
-    if path.suffix.lower() in CONTAINER_SUFFIXES:
-        audio, rate = _decode_container(path, path)
-    else:
-        try:
-            audio, rate = sf.read(str(path), dtype="float32", always_2d=True)
-        except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
-            raise AudioError(path, f"corrupt or unsupported audio format ({error})") from None
-    return _checked_mono(audio, rate, path, target_rate, silence_peak)
+    _check_file(path)
+    return _collect(_open_path(path), path, target_rate, max_seconds, silence_peak)
 
 
 def decode_audio(
@@ -66,35 +104,55 @@ def decode_audio(
     sample_rate: int | None = None,
     name: str | None = None,
     silence_peak: float = SILENCE_PEAK,
+    max_seconds: float | None = None,
 ) -> np.ndarray:
-    """Any :data:`AudioInput` to mono float32 at ``target_rate``; AudioError names ``name`` (or the path)."""
+    """Any :data:`AudioInput` to mono float32 at ``target_rate``; AudioError names ``name`` (or the path).
+
+    ``max_seconds`` bounds the decoded duration (and so the memory): longer input raises AudioTooLong
+    without being decoded past the limit."""
     if isinstance(source, (str, Path)):
-        return load_audio(source, target_rate, silence_peak)
+        return load_audio(source, target_rate, silence_peak, max_seconds)
     if isinstance(source, tuple):
         if len(source) != 2:
             raise AudioError(name or "<array>", "pass audio as (samples, sample_rate)")
         source, sample_rate = source
     if isinstance(source, (bytes, bytearray, memoryview)):
         label = name or "<upload>"
-        audio, rate = _decode_bytes(bytes(source), label)
+        opened = _open_bytes(bytes(source), label)
     elif isinstance(source, np.ndarray):
         label = name or "<array>"
-        audio, rate = _as_frames(source, label), _checked_rate(sample_rate, label)
+        rate = _checked_rate(sample_rate, label)
+        frames = _as_frames(source, label)
+        opened = _Opened(rate, len(frames) / rate, iter([frames.mean(axis=1)]))
     else:
         raise AudioError(name or type(source).__name__, "not audio: pass a path, bytes, or a numpy array with its sample rate")
-    return _checked_mono(audio, rate, label, target_rate, silence_peak)
+    return _collect(opened, label, target_rate, max_seconds, silence_peak)
 
 
-def _checked_rate(sample_rate: int | None, label: str) -> int:
+def _check_file(path: Path) -> None:
+    if not path.is_file():
+        raise AudioError(path, "file not found")
+    if path.stat().st_size == 0:
+        raise AudioError(path, "empty file (0 bytes)")
+
+
+def _checked_rate(sample_rate: object, label: object) -> int:
+    """A plausible integer sample rate, or AudioError (NaN, infinite, text, fractional, out of range)."""
     if sample_rate is None:
         raise AudioError(label, "a numpy array needs its sample rate (sample_rate=...)")
-    if not 1000 <= int(sample_rate) <= 768000:
-        raise AudioError(label, f"implausible sample rate {sample_rate} Hz")
-    return int(sample_rate)
+    try:
+        rate = float(sample_rate)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        raise AudioError(label, f"the sample rate must be a number of Hz, got {sample_rate!r}") from None
+    if not math.isfinite(rate) or rate != int(rate) or isinstance(sample_rate, bool):
+        raise AudioError(label, f"the sample rate must be a whole number of Hz, got {sample_rate!r}")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise AudioError(label, f"implausible sample rate {int(rate)} Hz (accepted: {MIN_RATE} to {MAX_RATE} Hz)")
+    return int(rate)
 
 
 def _as_frames(array: np.ndarray, label: str) -> np.ndarray:
-    """An array as float32 ``(samples, channels)``."""
+    """An array as float32 ``(samples, channels)`` at full scale 1.0."""
     if array.ndim == 1:
         array = array[:, None]
     elif array.ndim == 2:
@@ -103,61 +161,188 @@ def _as_frames(array: np.ndarray, label: str) -> np.ndarray:
     else:
         raise AudioError(label, f"audio arrays are 1-D or 2-D, got shape {array.shape}")
     if np.issubdtype(array.dtype, np.integer):
-        return array.astype(np.float32) / float(np.iinfo(array.dtype).max + 1)
+        info = np.iinfo(array.dtype)
+        half = float(info.max) + 1.0 if info.min < 0 else (float(info.max) + 1.0) / 2
+        offset = 0.0 if info.min < 0 else half  # unsigned: centred, as 8-bit WAV stores samples
+        return ((array.astype(np.float64) - offset) / half).astype(np.float32)
     if not np.issubdtype(array.dtype, np.floating):
         raise AudioError(label, f"audio arrays hold numbers, got dtype {array.dtype}")
-    return array.astype(np.float32, copy=False)
+    array = array.astype(np.float32, copy=False)
+    finite = array[np.isfinite(array)]
+    if finite.size and float(np.abs(finite).max()) > FLOAT_SCALE_WARNING:
+        warnings.warn(
+            f"{label}: float samples peak at {float(np.abs(finite).max()):g}, far above full scale 1.0"
+            " (integer scale? divide by 32768 for int16); used as they are", AudioScaleWarning, stacklevel=4,
+        )
+    return array
 
 
-def _decode_bytes(data: bytes, label: str) -> tuple[np.ndarray, int]:
+def _open_path(path: Path) -> _Opened:
+    if path.suffix.lower() in CONTAINER_SUFFIXES:
+        return _open_container(path, path)
+    try:
+        return _open_soundfile(str(path), path)
+    except _SOUNDFILE_ERRORS as error:
+        raise AudioError(path, f"corrupt or unsupported audio format ({error})") from None
+
+
+def _open_bytes(data: bytes, label: str) -> _Opened:
     """The bytes of an audio file: soundfile first (WAV, FLAC, OGG, MP3), then PyAV (WebM, MP4, ...)."""
     if not data:
         raise AudioError(label, "empty file (0 bytes)")
     try:
-        return sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as error:
+        return _open_soundfile(io.BytesIO(data), label)
+    except _SOUNDFILE_ERRORS as error:
         libsndfile_error = error
     if importlib.util.find_spec("av") is None:  # no FFmpeg to try: libsndfile's answer is the answer
         raise AudioError(label, f"not audio or an unsupported format ({libsndfile_error})")
     try:
-        return _decode_container(io.BytesIO(data), label)
-    except AudioError:
+        return _open_container(io.BytesIO(data), label)
+    except AudioTooLong:
+        raise
+    except AudioError as error:
+        if "sample rate" in error.problem:
+            raise
         raise AudioError(label, "not audio or an unsupported format (neither libsndfile nor FFmpeg can decode it)") from None
 
 
-def _checked_mono(audio: np.ndarray, rate: int, label: object, target_rate: int, silence_peak: float) -> np.ndarray:
-    """The checks every input passes: length, finite samples, not silent; then mono at ``target_rate``."""
-    if audio.shape[0] < max(1, int(MIN_DURATION_S * rate)):
-        raise AudioError(label, f"empty audio ({audio.shape[0]} samples)")
-    if not np.isfinite(audio).all():
-        raise AudioError(label, "corrupt audio (NaN or infinite samples)")
-    mono = audio.mean(axis=1)
-    if float(np.abs(mono).max()) < silence_peak:
-        raise AudioError(label, f"silent audio (peak below {silence_peak:g} of full scale)")
-    if rate != target_rate:
-        mono = soxr.resample(mono, rate, target_rate, quality="HQ")
-    return np.ascontiguousarray(mono, dtype=np.float32)
+def _trusted_seconds(seconds: float | None) -> float | None:
+    """A header's duration if it is believable (known, positive, under HEADER_TRUST_SECONDS), else None."""
+    return seconds if seconds is not None and 0 < seconds <= HEADER_TRUST_SECONDS else None
 
 
-def _decode_container(source, label: object) -> tuple[np.ndarray, int]:
-    """The first audio stream of a container, down-mixed by FFmpeg: ``(samples, 1)`` float32, rate."""
+def _open_soundfile(source, label: object) -> _Opened:
+    """Open with libsndfile (raises its errors for the caller) and check the rate before any decoding."""
+    audio = sf.SoundFile(source)
+    try:
+        rate = _checked_rate(audio.samplerate, label)
+    except AudioError:
+        audio.close()
+        raise
+    seconds = _trusted_seconds(audio.frames / rate)
+    return _Opened(rate, seconds, _soundfile_blocks(audio, label, known_length=seconds is not None))
+
+
+def _soundfile_blocks(audio: sf.SoundFile, label: object, known_length: bool = True) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of an open SoundFile, at most :data:`BLOCK_SAMPLES` samples over all channels per read.
+
+    Of unknown length (a streaming FLAC encoder writes 0), libsndfile fails on the read that passes
+    the end: such a file is read in :data:`UNKNOWN_LENGTH_FRAMES` blocks and that failure ends the
+    stream (the last partial block is lost)."""
+    step = max(1, BLOCK_SAMPLES // max(1, audio.channels))
+    step = step if known_length else min(step, UNKNOWN_LENGTH_FRAMES)
+    read = 0
+    with audio:
+        while True:
+            try:
+                block = audio.read(step, dtype="float32", always_2d=True)
+            except _SOUNDFILE_ERRORS as error:
+                if not known_length and read:
+                    return
+                raise AudioError(label, f"corrupt audio ({error})") from None
+            read += len(block)
+            if len(block):
+                yield block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
+            if len(block) < step:
+                return
+
+
+def _open_container(source, label: object) -> _Opened:
+    """The first audio stream of a container (PyAV); its duration from the container's header."""
     try:
         import av
     except ImportError:
         raise AudioError(label, "decoding this container needs PyAV: pip install 'crabser[video]'") from None
     try:
-        with av.open(source if not isinstance(source, Path) else str(source)) as container:
-            if not container.streams.audio:
-                raise AudioError(label, "no audio stream in the file")
-            stream = container.streams.audio[0]
-            rate = int(stream.rate or 16000)
-            to_mono = av.AudioResampler(format="fltp", layout="mono", rate=rate)
-            chunks = [out.to_ndarray()[0] for frame in container.decode(stream) for out in to_mono.resample(frame)]
-            chunks += [out.to_ndarray()[0] for out in to_mono.resample(None)]  # flush
+        container = av.open(source if not isinstance(source, Path) else str(source))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
         raise AudioError(label, f"corrupt or unsupported container ({error})") from None
-    audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
-    return audio.astype(np.float32)[:, None], rate
+    if not container.streams.audio:
+        container.close()
+        raise AudioError(label, "no audio stream in the file")
+    stream = container.streams.audio[0]
+    try:
+        rate = _checked_rate(int(stream.rate or 16000), label)
+    except AudioError:
+        container.close()
+        raise
+    seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    if seconds is None and container.duration:
+        seconds = container.duration / av.time_base
+    return _Opened(rate, _trusted_seconds(seconds), _container_blocks(container, stream, rate, label), streamable=False)
+
+
+def _container_blocks(container, stream, rate: int, label: object) -> Iterator[np.ndarray]:
+    """Mono float32 blocks at ``rate`` of a container's audio stream, decoded frame by frame."""
+    import av
+
+    to_mono = av.AudioResampler(format="fltp", layout="mono", rate=rate)
+    with container:
+        try:
+            for frame in container.decode(stream):
+                for out in to_mono.resample(frame):
+                    yield out.to_ndarray()[0].astype(np.float32, copy=False)
+            for out in to_mono.resample(None):  # flush
+                yield out.to_ndarray()[0].astype(np.float32, copy=False)
+        except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
+            raise AudioError(label, f"corrupt or unsupported container ({error})") from None
+
+
+class _Growing:
+    """A float32 buffer appended to in place: one allocation when the final size is known."""
+
+    def __init__(self, capacity: int) -> None:
+        self.data = np.empty(max(1, capacity), dtype=np.float32)
+        self.size = 0
+
+    def append(self, chunk: np.ndarray) -> None:
+        end = self.size + len(chunk)
+        if end > len(self.data):
+            self.data.resize(max(end, 2 * len(self.data)), refcheck=False)
+        self.data[self.size : end] = chunk
+        self.size = end
+
+    def array(self) -> np.ndarray:
+        self.data.resize(self.size, refcheck=False)  # shrink in place (realloc), no copy
+        return self.data
+
+
+def _too_long(label: object, seconds: float | None, max_seconds: float) -> AudioTooLong:
+    length = f"{seconds:.1f} s long" if seconds is not None else "longer than that"
+    return AudioTooLong(label, f"audio is {length}, over the limit of {max_seconds:g} s")
+
+
+def _collect(opened: _Opened, label: object, target_rate: int, max_seconds: float | None, silence_peak: float) -> np.ndarray:
+    """Read, check and resample an opened input's blocks into one mono float32 wave at ``target_rate``.
+
+    The checks every input passes: not longer than ``max_seconds`` (from a trusted header at once,
+    else stopping at the limit), finite samples, long enough, not silent."""
+    blocks, rate = opened.blocks, opened.rate
+    try:
+        if max_seconds is not None and opened.seconds is not None and opened.seconds > max_seconds:
+            raise _too_long(label, opened.seconds, max_seconds)
+        limit = None if max_seconds is None else int(max_seconds * rate)
+        expected = opened.seconds if opened.seconds is not None else max_seconds
+        out = _Growing(int(expected * target_rate) + 64 if expected is not None else target_rate)
+        resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+        read, peak = 0, 0.0
+        for mono in blocks:
+            read += len(mono)
+            if limit is not None and read > limit:
+                raise _too_long(label, None, max_seconds)  # type: ignore[arg-type]
+            if not np.isfinite(mono).all():
+                raise AudioError(label, "corrupt audio (NaN or infinite samples)")
+            peak = max(peak, float(np.abs(mono).max(initial=0.0)))
+            out.append(mono if resampler is None else resampler.resample_chunk(mono))
+    finally:
+        getattr(blocks, "close", lambda: None)()  # close the file even when stopped early
+    if read < max(1, int(MIN_DURATION_S * rate)):
+        raise AudioError(label, f"empty audio ({read} samples)")
+    if peak < silence_peak:
+        raise AudioError(label, f"silent audio (peak below {silence_peak:g} of full scale)")
+    if resampler is not None:
+        out.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    return out.array()
 
 
 def duration_seconds(path: str | Path) -> float:
@@ -170,42 +355,57 @@ def duration_seconds(path: str | Path) -> float:
 
 
 def stream_audio(
-    source: str | Path | bytes, target_rate: int = 16000, block_seconds: float = 30.0, name: str | None = None
+    source: str | Path | bytes,
+    target_rate: int = 16000,
+    block_seconds: float = 30.0,
+    name: str | None = None,
+    max_seconds: float | None = None,
 ) -> tuple[Iterator[np.ndarray], float]:
     """Mono float32 blocks at ``target_rate`` of a long file, read and resampled block by block.
 
     Returns the block iterator and the duration in seconds. Memory stays bounded by the block size
-    for formats libsndfile reads (WAV, FLAC, OGG, MP3); containers (PyAV) are decoded whole first.
-    Blocks are not checked for silence (a silent stretch of a long recording is normal), but NaN /
-    infinite samples raise AudioError.
+    for formats libsndfile reads with a trustworthy length (WAV, FLAC, OGG, MP3); containers (PyAV)
+    and files of unknown length are decoded whole first, bounded by ``max_seconds``. Longer audio
+    than ``max_seconds`` raises AudioTooLong before any block is read. Blocks are not checked for
+    silence (a silent stretch of a long recording is normal), but NaN / infinite samples raise AudioError.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "<upload>")
-    handle = io.BytesIO(source) if isinstance(source, (bytes, bytearray)) else str(source)
-    try:
-        info = sf.info(handle)
-        if isinstance(handle, io.BytesIO):
-            handle.seek(0)
-    except (sf.LibsndfileError, RuntimeError, TypeError, ValueError):
-        wave = decode_audio(source, target_rate, name=label, silence_peak=0.0)
+    if isinstance(source, (str, Path)):
+        _check_file(Path(source))
+        opened = _open_path(Path(source))
+    else:
+        opened = _open_bytes(bytes(source), label)
+    if not opened.streamable or opened.seconds is None:
+        wave = _collect(opened, label, target_rate, max_seconds, 0.0)
         step = max(1, int(block_seconds * target_rate))
         return (wave[i : i + step] for i in range(0, len(wave), step)), len(wave) / target_rate
-    if info.frames < max(1, int(MIN_DURATION_S * info.samplerate)):
-        raise AudioError(label, f"empty audio ({info.frames} samples)")
+    if max_seconds is not None and opened.seconds > max_seconds:
+        opened.blocks.close()  # type: ignore[attr-defined]
+        raise _too_long(label, opened.seconds, max_seconds)
+    if opened.seconds * opened.rate < max(1, int(MIN_DURATION_S * opened.rate)):
+        opened.blocks.close()  # type: ignore[attr-defined]
+        raise AudioError(label, f"empty audio ({round(opened.seconds * opened.rate)} samples)")
+    return _stream_blocks(opened, label, target_rate, block_seconds), opened.seconds
 
-    def blocks() -> Iterator[np.ndarray]:
-        resampler = None if info.samplerate == target_rate else soxr.ResampleStream(info.samplerate, target_rate, 1, dtype="float32")
-        frames = max(1, int(block_seconds * info.samplerate))
-        with sf.SoundFile(handle) as audio:
-            while True:
-                block = audio.read(frames, dtype="float32", always_2d=True)
-                last = len(block) < frames
-                if not np.isfinite(block).all():
-                    raise AudioError(label, "corrupt audio (NaN or infinite samples)")
-                mono = block.mean(axis=1) if len(block) else np.zeros(0, dtype=np.float32)
-                out = mono if resampler is None else resampler.resample_chunk(mono, last=last)
-                if len(out):
-                    yield np.ascontiguousarray(out, dtype=np.float32)
-                if last:
-                    return
 
-    return blocks(), info.frames / info.samplerate
+def _stream_blocks(opened: _Opened, label: object, target_rate: int, block_seconds: float) -> Iterator[np.ndarray]:
+    """An opened file's mono blocks resampled to ``target_rate`` and regrouped to about ``block_seconds``;
+    stops (AudioTooLong) if the file holds more than its header said."""
+    resampler = None if opened.rate == target_rate else soxr.ResampleStream(opened.rate, target_rate, 1, dtype="float32")
+    step, pending, size, read = max(1, int(block_seconds * target_rate)), [], 0, 0
+    limit = int(opened.seconds * opened.rate) + BLOCK_SAMPLES  # type: ignore[operator]
+    for mono in opened.blocks:
+        read += len(mono)
+        if read > limit:
+            raise AudioTooLong(label, f"holds more audio than its header says ({opened.seconds:.1f} s)")
+        if not np.isfinite(mono).all():
+            raise AudioError(label, "corrupt audio (NaN or infinite samples)")
+        pending.append(mono if resampler is None else resampler.resample_chunk(mono))
+        size += len(pending[-1])
+        if size >= step:
+            yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
+            pending, size = [], 0
+    if resampler is not None:
+        pending.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+    if pending and sum(len(p) for p in pending):
+        yield np.ascontiguousarray(np.concatenate(pending), dtype=np.float32)
