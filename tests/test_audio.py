@@ -7,7 +7,13 @@ from conftest import tone
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crabser.data.audio import AudioScaleWarning, AudioTooLong, decode_audio, load_audio, stream_audio
+from crabser.data.audio import (
+    AudioScaleWarning,
+    AudioTooLong,
+    decode_audio,
+    load_audio,
+    stream_audio,
+)
 from crabser.data.manifest import from_records
 from crabser.errors import AudioError
 from crabser.features.extract import extract
