@@ -3,6 +3,7 @@
 import asyncio
 import io
 import threading
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -16,7 +17,7 @@ from crabser.data.corpora import emodb as emodb_adapter
 from crabser.inference import Recognizer
 from crabser.serve import Busy, ServiceSettings, WorkerPool, create_app
 
-LIMITS = ServiceSettings(max_bytes=2_000_000, max_seconds=8.0, max_segment_seconds=40.0, queue=4)
+LIMITS = ServiceSettings(max_bytes=2_000_000, max_seconds=8.0, max_segment_seconds=40.0, queue=4, allowed_hosts=("testserver",))
 
 
 @pytest.fixture(scope="module")
@@ -183,7 +184,7 @@ def test_the_pool_runs_workers_queues_the_rest_and_refuses_beyond():
 
 
 def test_busy_is_answered_503_with_retry_after(model):
-    app = create_app(ServiceSettings(workers=1, queue=0), recognizer=model)
+    app = create_app(replace(LIMITS, workers=1, queue=0), recognizer=model)
     client = TestClient(app, raise_server_exceptions=False)
     gate = threading.Event()
     original = model.predict
@@ -215,7 +216,11 @@ def test_fuzzed_requests_never_crash_the_service(app):
     """Schema-driven fuzzing (schemathesis, every operation of the OpenAPI schema): any request gets
     a documented status and a body of the documented shape, never a 500."""
     from hypothesis import given
-    from schemathesis.checks import not_a_server_error, response_schema_conformance, status_code_conformance
+    from schemathesis.checks import (
+        not_a_server_error,
+        response_schema_conformance,
+        status_code_conformance,
+    )
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
@@ -228,3 +233,255 @@ def test_fuzzed_requests_never_crash_the_service(app):
             case.call_and_validate(checks=[not_a_server_error, status_code_conformance, response_schema_conformance])
 
         check()
+
+
+# --- hostile input and clients (issue 19) ---------------------------------------------------------
+
+
+def _flac(wave: np.ndarray, rate: int) -> bytes:
+    return _wav(wave, rate, subtype="PCM_16", fmt="FLAC")
+
+
+def _unknown_length(flac: bytes) -> bytes:
+    """STREAMINFO's total-samples field zeroed: unknown length, as streaming encoders write."""
+    field = int.from_bytes(flac[18:26], "big") & ~((1 << 36) - 1)
+    return flac[:18] + field.to_bytes(8, "big") + flac[26:]
+
+
+def _silent_flac(seconds: float, rate: int, channels: int) -> bytes:
+    """A silent FLAC written block by block (a decompression bomb: tiny file, long audio)."""
+    buffer = io.BytesIO()
+    with sf.SoundFile(buffer, "w", rate, channels, "PCM_16", format="FLAC") as out:
+        for _ in range(int(seconds)):
+            out.write(np.zeros((rate, channels), dtype=np.int16))
+    return buffer.getvalue()
+
+
+def _traced(function) -> tuple[object, int, int]:
+    """``function()``'s result, and the memory (tracemalloc: numpy included) it added at its peak and kept."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        result = function()
+        current, peak = tracemalloc.get_traced_memory()
+        return result, peak - base, current - base
+    finally:
+        tracemalloc.stop()
+
+
+def test_a_decompression_bomb_is_refused_in_bounded_memory(client):
+    """60 s of 6-channel 96 kHz audio of unknown length: decoding stops at the 8 s limit."""
+    bomb = _unknown_length(_silent_flac(60, 96000, 6))
+    post = lambda: client.post("/v1/predict", files={"audio": ("bomb.flac", bomb, "audio/flac")})
+    answer, peak, _ = _traced(post)
+    assert answer.status_code == 413 and "over the limit of 8 s" in answer.json()["detail"]
+    limit_size = LIMITS.max_seconds * 16000 * 4
+    assert peak < limit_size + 2 * 2**20 + 4 * len(bomb)  # the limit's own size, a decode block, the upload's copies
+
+
+def test_absurd_rates_and_unknown_lengths_get_their_answers(client):
+    rate10 = io.BytesIO()
+    sf.write(rate10, np.full(30_000, 0.1, dtype=np.float32), 10, format="WAV")  # 50 min at 10 Hz in 120 KB
+    answer = client.post("/v1/predict", files={"audio": ("rate10.wav", rate10.getvalue(), "audio/wav")})
+    assert answer.status_code == 422 and "implausible sample rate 10 Hz" in answer.json()["detail"]
+    streamed = _unknown_length(_flac(tone(2.0), 16000))  # short, length unknown: decoded (it is under the limit)
+    assert client.post("/v1/predict", files={"audio": ("live.flac", streamed, "audio/flac")}).status_code == 200
+
+
+def test_a_failed_prediction_frees_its_audio_at_once(model):
+    """A 500 must not leave the decoded audio held by a traceback reference cycle until a full GC."""
+    import gc
+    import weakref
+
+    decoded = []
+
+    class Failing:
+        labels, modalities, needs_audio = model.labels, model.modalities, True
+
+        def predict(self, audio, *args, **kwargs):
+            decoded.append(weakref.ref(audio[0]))
+            raise RuntimeError("boom")
+
+    client = TestClient(create_app(LIMITS, recognizer=Failing()), raise_server_exceptions=False)
+    gc.collect()
+    gc.disable()
+    try:
+        answer = client.post("/v1/predict", files={"audio": ("a.wav", _wav(tone(7.5)), "audio/wav")})
+        alive = decoded[0]() is not None
+    finally:
+        gc.enable()
+    assert answer.status_code == 500 and not alive
+
+
+def test_transcripts_are_cleaned_and_capped(client):
+    from crabser.serve import clean_transcript
+
+    assert clean_transcript("\x00\x00 \x1b") is None and clean_transcript("a\x00b\tc\n") == "ab c"
+    nul_only = client.post("/v1/predict", data={"text": "\x00\x00"})
+    assert nul_only.status_code == 422 and "no file in its 'audio' field" in nul_only.json()["detail"]
+    huge = client.post("/v1/predict", files={"audio": ("a.wav", _wav(tone(1.0)), "audio/wav")}, data={"text": "x" * 1_000_000})
+    assert huge.status_code == 413 and f"over the limit of {LIMITS.max_transcript_chars}" in huge.json()["detail"]
+    assert len(huge.text) < 1000  # not echoed back
+
+
+def test_a_request_without_audio_says_so(client):
+    answer = client.post("/v1/predict")
+    assert answer.status_code == 422
+    assert "no file in its 'audio' field" in answer.json()["detail"] and "transcript" not in answer.json()["detail"]
+
+
+def test_docs_are_served_without_a_cdn(client):
+    import re
+
+    page = client.get("/docs")
+    assert page.status_code == 200
+    sources = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text) + re.findall(r"""url: ?["']([^"']+)["']""", page.text)
+    assert sources and all(s.startswith("/") for s in sources), sources  # nothing from another host
+    for source in sources:
+        assert client.get(source).status_code == 200, source
+
+
+@pytest.mark.parametrize("host, status", [
+    ("localhost", 200), ("127.0.0.1:8000", 200), ("[::1]:8000", 200), ("LOCALHOST:1", 200), ("testserver", 200),
+    ("attacker.example", 400), ("attacker.example:8000", 400), ("127.0.0.1.attacker.example", 400),
+])
+def test_a_loopback_service_answers_local_host_names_only(client, host, status):
+    """DNS rebinding: a page on attacker.example resolving to 127.0.0.1 must not reach the service."""
+    answer = client.get("/health", headers={"host": host})
+    assert answer.status_code == status
+    if status == 400:
+        assert "Host" in answer.json()["detail"]
+
+
+def test_a_service_on_all_interfaces_answers_any_host(model):
+    client = TestClient(create_app(replace(LIMITS, host="0.0.0.0"), recognizer=model))
+    assert client.get("/health", headers={"host": "crabser.example"}).status_code == 200
+
+
+def test_repeated_warnings_are_throttled():
+    import logging
+
+    from crabser.serve import throttle_logs
+
+    records = []
+    logger = logging.getLogger("asyncio")
+    handler = logging.Handler()
+    handler.emit = records.append
+    logger.addHandler(handler)
+    gate = throttle_logs(interval=60.0)
+    try:
+        for fd in range(1000):
+            logger.error("socket.accept() out of system resource\nsocket: <fd=%d>", 7)
+        logger.error("another problem")
+    finally:
+        logger.removeHandler(handler)
+        logger.removeFilter(gate)
+    assert [r.getMessage().split("\n")[0] for r in records] == ["socket.accept() out of system resource", "another problem"]
+
+
+# --- a real server on 127.0.0.1: slow and chunked clients -----------------------------------------
+
+SLOW = replace(LIMITS, max_bytes=200_000, header_timeout=0.6, body_timeout=0.6, max_connections=4)
+
+
+@pytest.fixture(scope="module")
+def server(model):
+    """``crabser serve``'s uvicorn configuration (:func:`server_config`) on a free loopback port."""
+    import socket
+    import time
+
+    import uvicorn
+
+    from crabser.serve import server_config
+
+    listener = socket.socket()
+    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # small kernel buffers: what is sent is what is read
+    listener.bind(("127.0.0.1", 0))
+    service = uvicorn.Server(server_config(create_app(SLOW, recognizer=model), SLOW, log_level="warning"))
+    thread = threading.Thread(target=service.run, kwargs={"sockets": [listener]}, daemon=True)
+    thread.start()
+    for _ in range(200):
+        if service.started:
+            break
+        time.sleep(0.05)
+    yield listener.getsockname()
+    service.should_exit = True
+    thread.join(10)
+    listener.close()
+
+
+def _connect(address, first: bytes = b""):
+    import socket
+
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 16384)
+    sock.settimeout(5)
+    sock.connect(address)
+    if first:
+        sock.sendall(first)
+    return sock
+
+
+def _closed_within(sock, seconds: float) -> bool:
+    """Whether the server closes (or answers and closes) ``sock`` within ``seconds``."""
+    sock.settimeout(seconds)
+    try:
+        while sock.recv(65536):
+            pass
+        return True
+    except TimeoutError:
+        return False
+    except ConnectionResetError:
+        return True
+
+
+def test_a_connection_that_never_finishes_its_headers_is_closed(server):
+    partial = _connect(server, b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\n")
+    silent = _connect(server)
+    assert _closed_within(partial, 3.0) and _closed_within(silent, 3.0)
+
+
+def test_half_open_connections_cannot_starve_the_service(server):
+    import http.client
+
+    hanging = [_connect(server, b"GET /health HTTP/1.1\r\n") for _ in range(10)]
+    health = http.client.HTTPConnection(*server, timeout=3)
+    health.request("GET", "/health")
+    assert health.getresponse().status == 200
+    health.close()
+    still_open = sum(not _closed_within(sock, 0.05) for sock in hanging)
+    assert still_open <= SLOW.max_connections - 1  # the oldest idle ones were closed to make room
+    for sock in hanging:
+        sock.close()
+
+
+def test_a_stalled_body_gets_408(server):
+    stalled = _connect(server, b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x"
+                               b"\r\nContent-Length: 5000\r\n\r\n--x\r\n")
+    stalled.settimeout(5)
+    assert stalled.recv(200).startswith(b"HTTP/1.1 408")
+    stalled.close()
+
+
+def test_a_chunked_upload_is_cut_off_at_the_limit(server):
+    """No Content-Length: the size is counted as the body arrives, and the answer comes at the limit."""
+    import select
+
+    sock = _connect(server, b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+                            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n")
+    part = b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+    sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
+    chunk, sent = b"%x\r\n%s\r\n" % (65536, b"a" * 65536), 0
+    try:
+        while sent < 20 * SLOW.max_bytes and not select.select([sock], [], [], 0)[0]:
+            sock.sendall(chunk)
+            sent += 65536
+    except (BrokenPipeError, ConnectionResetError):
+        pass
+    sock.settimeout(5)
+    answer = sock.recv(4096)
+    sock.close()
+    assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
+    assert sent < SLOW.max_bytes + 64_000 + 256_000  # refused as the limit passed (+ multipart, socket buffers), not at the end

@@ -4,12 +4,35 @@ Endpoints: ``POST /v1/predict`` (multipart: ``audio`` file, optional ``text``), 
 /v1/predict/segments`` (``audio``; ``mode`` vad|fixed, ``window``, ``hop``: a timeline), ``GET
 /v1/labels``, ``GET /health``; OpenAPI docs at ``/docs``.
 
-Answers: 200 with the prediction; 413 for an upload over ``max_bytes`` or audio longer than
-``max_seconds`` (``max_segment_seconds`` for segments); 422 for input that cannot be used (not
-audio, corrupt, empty, silent, NaN samples, missing transcript or audio the model needs), naming
-the problem; 503 with ``Retry-After`` when ``workers`` predictions run and ``queue`` more wait.
-Every error body is ``{"detail": "..."}``; no stack trace reaches a client (unexpected errors are
-logged and answered 500 "internal error").
+Answers: 200 with the prediction; 413 for an upload over ``max_bytes`` (counted as it arrives, so
+a chunked upload without Content-Length is cut off at the limit too), audio longer than
+``max_seconds`` (``max_segment_seconds`` for segments) or a transcript over
+``max_transcript_chars``; 422 for input that cannot be used (not audio, corrupt, empty, silent, NaN
+samples, implausible sample rate, missing transcript or audio the model needs), naming the problem;
+408 when the body stalls (``body_timeout`` between chunks, ``upload_timeout`` in all); 400 for a
+Host header the service does not answer to; 503 with ``Retry-After`` when ``workers`` predictions
+run and ``queue`` more wait. Every error body is ``{"detail": "..."}``; no stack trace reaches a
+client (unexpected errors are logged and answered 500 "internal error").
+
+Hostile input (issue 19): audio is decoded with ``max_seconds`` as a bound
+(:func:`crabser.data.audio.decode_audio`): a header over the limit is refused before decoding, and a
+stream of unknown length is decoded only up to the limit, so a request's memory is bounded by the
+limit (60 s x 16 kHz x 4 bytes = 3.84 MB by default) plus one decode block (1 MiB). A failing
+request's traceback frames are cleared in the error handlers, so the upload and the decoded audio
+is freed at once instead of at the next full garbage collection (a traceback -> frame -> exception
+reference cycle held it). Transcripts lose their control characters (a NUL-only transcript counts
+as missing).
+
+DNS rebinding: bound to a loopback interface (``host``, the default 127.0.0.1), the service
+answers only requests whose Host header is localhost, 127.0.0.1 or [::1] (any port), plus
+``allowed_hosts``; bound elsewhere it answers any Host. Slow clients (:func:`server_config`, used
+by ``crabser serve``): a connection must deliver its request headers within ``header_timeout``
+seconds; at most ``max_connections`` are open (also kept under the process's file-descriptor
+limit): beyond, the oldest connection still waiting for its headers is closed to make room, or the
+new one when none waits; repeated warnings (asyncio's accept errors, uvicorn's) are logged at most
+once per ``log_interval`` seconds with a count of those suppressed. ``/docs`` serves Swagger UI
+from assets installed with the package (``fastapi-offline``), never a CDN; without it, a minimal
+local page lists the endpoints.
 
 Predictions run in a pool of ``workers`` threads (1 by default: torch already uses the cores for
 one batch), so concurrent requests queue instead of loading many clips into memory at once.
@@ -20,15 +43,19 @@ time, and they name classes imported inside :func:`create_app` (FastAPI is an op
 
 
 import asyncio
+import ipaddress
 import logging
+import resource
 import threading
 import time
+import traceback
+import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
-from crabser.data.audio import decode_audio
+from crabser.data.audio import AudioTooLong, decode_audio
 from crabser.errors import AudioError, CrabserError
 
 log = logging.getLogger(__name__)
@@ -45,10 +72,37 @@ class ServiceSettings:
     max_bytes: int = 20_000_000
     max_seconds: float = 60.0
     max_segment_seconds: float = 1200.0
+    max_transcript_chars: int = 10_000  #: longer transcripts are refused (413), not echoed back
+    host: str = "127.0.0.1"  #: the interface served; a loopback one turns the Host check on
+    allowed_hosts: tuple[str, ...] = ()  #: Host names answered besides the local ones
+    header_timeout: float = 10.0  #: seconds a connection has to send its request headers
+    body_timeout: float = 30.0  #: seconds the body may stall between two chunks (408 after)
+    upload_timeout: float = 300.0  #: seconds a whole request body may take (408 after)
+    keep_alive: float = 5.0  #: seconds an idle keep-alive connection stays open
+    max_connections: int = 200  #: open connections at most (and under the fd limit)
+    log_interval: float = 10.0  #: a repeated warning is logged at most once per this many seconds
+
+    def trusted_hosts(self) -> frozenset[str] | None:
+        """The Host names answered (None: any), see the module docstring."""
+        if not _is_loopback(self.host):
+            return None
+        return frozenset({"localhost", "127.0.0.1", "[::1]", *(h.lower() for h in self.allowed_hosts)})
+
+
+LOCAL_NAMES = ("localhost",)
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() in LOCAL_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
 
 
 class TooLarge(CrabserError):
-    """An upload or a recording over the service's limits (413)."""
+    """An upload, a recording or a transcript over the service's limits (413)."""
 
 
 class Busy(CrabserError):
@@ -75,6 +129,90 @@ class WorkerPool:
         finally:
             with self.lock:
                 self.pending -= 1
+
+
+def release_frames(error: BaseException) -> None:
+    """Clear the locals of the finished frames that ``error``'s traceback (and its cause's and
+    context's) holds: the upload and the decoded audio they reference are freed now, not when a
+    full GC breaks the exception -> traceback -> frame -> exception cycle that Starlette's error
+    handling creates. Frames still running are left as they are."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        traceback.clear_frames(current.__traceback__)
+        current = current.__cause__ or current.__context__
+
+
+class _Guard:
+    """ASGI middleware: the Host check, the upload size counted as it arrives (chunked uploads
+    have no Content-Length) and the body's stall / total timeouts. The refusals are HTTPExceptions
+    raised in ``receive``: FastAPI passes them through its body parsing to its handler."""
+
+    def __init__(self, app, settings: ServiceSettings) -> None:
+        self.app, self.settings, self.hosts = app, settings, settings.trusted_hosts()
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        from starlette.responses import JSONResponse
+
+        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        problem = self._refusal(headers)
+        if problem is not None:
+            status, detail = problem
+            return await JSONResponse({"detail": detail}, status_code=status)(scope, receive, send)
+        return await self.app(scope, self._bounded(receive), send)
+
+    def _refusal(self, headers: dict[str, str]) -> tuple[int, str] | None:
+        host = _host_name(headers.get("host", ""))
+        if self.hosts is not None and host not in self.hosts:
+            return 400, (f"Host {host or '(none)'!r} is not served: this service listens on {self.settings.host} and answers"
+                         " localhost names only (add others with --allowed-host)")
+        length = headers.get("content-length", "")
+        if length.isdigit() and int(length) > self.settings.max_bytes + MULTIPART_OVERHEAD:
+            return 413, f"upload of {int(length)} bytes is over the limit of {self.settings.max_bytes} bytes"
+        return None
+
+    def _bounded(self, receive):
+        from fastapi import HTTPException
+
+        settings, received, deadline = self.settings, 0, time.monotonic() + self.settings.upload_timeout
+
+        async def guarded():
+            nonlocal received
+            wait = min(settings.body_timeout, deadline - time.monotonic())
+            try:
+                message = await asyncio.wait_for(receive(), timeout=max(wait, 0.001))
+            except asyncio.TimeoutError:
+                raise HTTPException(408, f"the request body stalled (no data for {settings.body_timeout:g} s,"
+                                         f" or over {settings.upload_timeout:g} s in all)") from None
+            received += len(message.get("body", b""))
+            if received > settings.max_bytes + MULTIPART_OVERHEAD:
+                raise HTTPException(413, f"upload over the limit of {settings.max_bytes} bytes")
+            return message
+
+        return guarded
+
+
+MULTIPART_OVERHEAD = 64_000  #: bytes of multipart framing and form fields allowed beyond ``max_bytes``
+
+
+def _host_name(host: str) -> str:
+    """The Host header without its port: ``[::1]:8000`` -> ``[::1]``, ``LocalHost:80`` -> ``localhost``."""
+    host = host.strip().lower()
+    if host.startswith("["):
+        return host[: host.find("]") + 1] if "]" in host else host
+    return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
+
+
+def clean_transcript(text: str | None) -> str | None:
+    """A transcript without control characters (NUL, escapes; tabs and newlines become spaces),
+    stripped; None when nothing is left."""
+    if text is None:
+        return None
+    kept = "".join(" " if c in "\t\n\r" else c for c in text if c in "\t\n\r" or unicodedata.category(c) != "Cc")
+    return kept.strip() or None
 
 
 def _answer_models():
@@ -131,14 +269,16 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
     pool = WorkerPool(settings.workers, settings.queue)
     model_lock = threading.Lock() if settings.workers > 1 else None  # the lazily built ASR is not thread-safe
     app = FastAPI(
-        title="crabser", version=_version(),
+        title="crabser", version=_version(), docs_url=None, redoc_url=None,
         description="Speech emotion recognition (Crab). Upload audio (and optionally its transcript); get a label and class probabilities.",
     )
+    _offline_docs(app)
 
     @app.exception_handler(CrabserError)
     async def _crabser_error(request: Request, error: CrabserError) -> JSONResponse:
-        status = 413 if isinstance(error, TooLarge) else 503 if isinstance(error, Busy) else 422
+        status = 413 if isinstance(error, (TooLarge, AudioTooLong)) else 503 if isinstance(error, Busy) else 422
         headers = {"Retry-After": "1"} if isinstance(error, Busy) else None
+        release_frames(error)
         return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
 
     @app.exception_handler(RequestValidationError)
@@ -148,14 +288,10 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, error: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
+        release_frames(error)
         return JSONResponse({"detail": "internal error"}, status_code=500)
 
-    @app.middleware("http")
-    async def _limit_body(request: Request, call_next):
-        length = request.headers.get("content-length")
-        if length and length.isdigit() and int(length) > settings.max_bytes + 64_000:  # multipart overhead
-            return JSONResponse({"detail": f"upload of {int(length)} bytes is over the limit of {settings.max_bytes} bytes"}, status_code=413)
-        return await call_next(request)
+    app.add_middleware(_Guard, settings=settings)
 
     async def read_upload(audio: UploadFile | None) -> tuple[bytes | None, str]:
         if audio is None:
@@ -176,10 +312,10 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         started = time.perf_counter()
         wave = None
         if data is not None:
-            wave = decode_audio(data, 16000, name=name)
-            seconds = len(wave) / 16000
-            if seconds > settings.max_seconds:
-                raise TooLarge(f"{name}: audio is {seconds:.1f} s long, over the limit of {settings.max_seconds:g} s (use /v1/predict/segments)")
+            try:
+                wave = decode_audio(data, 16000, name=name, max_seconds=settings.max_seconds)
+            except AudioTooLong as error:
+                raise TooLarge(f"{error} (use /v1/predict/segments)") from None
         prediction = locked(recognizer.predict, (wave, 16000) if wave is not None else None, text, name=name)
         return {**prediction.to_dict(), "seconds": round(time.perf_counter() - started, 4)}
 
@@ -187,9 +323,7 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         from crabser.data.audio import stream_audio
         from crabser.segment import SegmentSettings, predict_timeline
 
-        blocks, total = stream_audio(data, 16000, name=name)
-        if total > settings.max_segment_seconds:
-            raise TooLarge(f"{name}: audio is {total:.1f} s long, over the limit of {settings.max_segment_seconds:g} s")
+        blocks, total = stream_audio(data, 16000, name=name, max_seconds=settings.max_segment_seconds)
         cut = SegmentSettings(mode=mode, window=window, hop=hop)  # type: ignore[arg-type]
         entries = locked(predict_timeline, recognizer, blocks, total, cut)
         return {"source": name, "duration": round(total, 3), "labels": recognizer.labels, "segments": [asdict(e) for e in entries]}
@@ -208,7 +342,14 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         text: Annotated[str | None, Form(description="The transcript (else ASR, if the model reads text)")] = None,
     ) -> dict:
         data, name = await read_upload(audio)
-        if data is None and not recognizer.needs_audio and not (text or "").strip():
+        text = clean_transcript(text)
+        if text is not None and len(text) > settings.max_transcript_chars:
+            raise TooLarge(f"transcript of {len(text)} characters is over the limit of {settings.max_transcript_chars}")
+        if data is None and recognizer.needs_audio:
+            kinds = " + ".join(recognizer.modalities)
+            got = "got only a transcript" if text else "the request has no file in its 'audio' field"
+            raise AudioError(name, f"this model ({kinds}) needs audio; {got}")
+        if data is None and text is None:
             raise AudioError(name, "send audio or a transcript")
         return await pool.run(predict_one, data, name, text)
 
@@ -232,6 +373,44 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
     return app
 
 
+def _offline_docs(app) -> None:
+    """``/docs``: Swagger UI from the assets of the installed ``fastapi-offline`` package (no CDN);
+    without the package, a minimal local page listing the endpoints."""
+    import importlib.util
+
+    from fastapi.openapi.docs import get_swagger_ui_html
+    from fastapi.responses import HTMLResponse
+
+    spec = importlib.util.find_spec("fastapi_offline")
+    assets = Path(spec.origin).parent / "static" if spec and spec.origin else None
+    if assets is not None and (assets / "swagger-ui-bundle.js").is_file():
+        from fastapi.staticfiles import StaticFiles
+
+        app.mount(DOCS_ASSETS, StaticFiles(directory=assets), name="docs-assets")
+
+        @app.get("/docs", include_in_schema=False)
+        async def docs() -> HTMLResponse:
+            return get_swagger_ui_html(
+                openapi_url="/openapi.json", title="crabser - API", swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+            )
+        return
+
+    @app.get("/docs", include_in_schema=False)
+    async def docs_page() -> HTMLResponse:
+        from html import escape
+
+        rows = "".join(
+            f"<li><code>{method.upper()} {escape(path)}</code>: {escape(op.get('summary', ''))}</li>"
+            for path, item in app.openapi()["paths"].items() for method, op in item.items()
+        )
+        return HTMLResponse(f"<!doctype html><title>crabser - API</title><h1>crabser API</h1><ul>{rows}</ul>"
+                            '<p>The full schema: <a href="/openapi.json">/openapi.json</a></p>')
+
+
+DOCS_ASSETS = "/docs-assets"
+
+
 def _version() -> str:
     from importlib.metadata import PackageNotFoundError, version
 
@@ -239,3 +418,123 @@ def _version() -> str:
         return version("crabser")
     except PackageNotFoundError:
         return "0"
+
+
+class _OncePer(logging.Filter):
+    """Lets a repeated message (same logger and template) through at most once per ``interval``
+    seconds, noting how many were suppressed: an accept() failing on every loop turn when file
+    descriptors run out would otherwise write megabytes of log per second."""
+
+    def __init__(self, interval: float) -> None:
+        super().__init__()
+        self.interval = interval
+        self.last: dict[tuple[str, object], tuple[float, int]] = {}
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        key, now = (record.name, str(record.msg).split("\n")[0]), time.monotonic()
+        shown, suppressed = self.last.get(key, (-float("inf"), 0))
+        if now - shown < self.interval:
+            self.last[key] = (shown, suppressed + 1)
+            return False
+        if suppressed:
+            record.msg = f"{record.msg} ({suppressed} similar messages suppressed in the last {self.interval:g} s)"
+        self.last[key] = (now, 0)
+        return True
+
+
+THROTTLED_LOGGERS = ("asyncio", "uvicorn.error", __name__)
+
+
+def throttle_logs(interval: float) -> _OncePer:
+    """Install one :class:`_OncePer` on the loggers that flood under attack (asyncio, uvicorn, this one)."""
+    gate = _OncePer(interval)
+    for name in THROTTLED_LOGGERS:
+        logger = logging.getLogger(name)
+        for old in [f for f in logger.filters if isinstance(f, _OncePer)]:
+            logger.removeFilter(old)
+        logger.addFilter(gate)
+    return gate
+
+
+def connection_limit(wanted: int) -> int:
+    """``wanted``, kept under the soft file-descriptor limit (32 left for the model, logs and the listener)."""
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return max(1, min(wanted, soft - 32)) if soft != resource.RLIM_INFINITY else max(1, wanted)
+
+
+def guarded_protocol(header_timeout: float, max_connections: int):
+    """uvicorn's h11 protocol with a header timeout and a cap on open connections (see the module docstring)."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class GuardedH11Protocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+        _opened = 0.0
+
+        def connection_made(self, transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._opened = time.monotonic()
+            if len(self.connections) > max_connections and not self._evict_one():
+                log.warning("refused a connection: %d open, the limit is %d", len(self.connections) - 1, max_connections)
+                transport.close()
+                return
+            self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if not self._waiting_for_headers():
+                self._disarm()
+            elif self._header_timer is None and not self.transport.is_closing():
+                self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
+
+        def connection_lost(self, exc) -> None:
+            self._disarm()
+            super().connection_lost(exc)
+
+        def _waiting_for_headers(self) -> bool:
+            return self.cycle is None or self.cycle.response_complete
+
+        def _disarm(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+                self._header_timer = None
+
+        def _headers_too_slow(self) -> None:
+            self._header_timer = None
+            if self._waiting_for_headers() and not self.transport.is_closing():
+                log.warning("closed a connection: no complete request headers within %g s", header_timeout)
+                self.transport.close()
+
+        def _evict_one(self) -> bool:
+            """Close the oldest other connection still waiting for its headers; False when none does."""
+            idle = [c for c in self.connections if c is not self and isinstance(c, GuardedH11Protocol)
+                    and c._waiting_for_headers() and not c.transport.is_closing()]
+            if not idle:
+                return False
+            oldest = min(idle, key=lambda c: c._opened)
+            log.warning("closed the oldest idle connection: %d open, the limit is %d", len(self.connections), max_connections)
+            oldest.transport.close()
+            self.connections.discard(oldest)
+            return True
+
+    return GuardedH11Protocol
+
+
+def server_config(app, settings: ServiceSettings, port: int = 8000, log_level: str = "info"):
+    """The uvicorn configuration ``crabser serve`` runs: timeouts, connection cap, throttled logs."""
+    import uvicorn
+
+    limit = connection_limit(settings.max_connections)
+    config = uvicorn.Config(
+        app, host=settings.host, port=port, log_level=log_level, timeout_keep_alive=int(max(1, settings.keep_alive)),
+        http=guarded_protocol(settings.header_timeout, limit), limit_concurrency=limit + settings.queue + settings.workers,
+    )
+    throttle_logs(settings.log_interval)
+    return config
+
+
+def run_service(settings: ServiceSettings, port: int = 8000) -> None:
+    """Serve ``settings.model`` on ``settings.host``:``port`` until stopped (``crabser serve``)."""
+    import uvicorn
+
+    config = server_config(create_app(settings), settings, port)
+    uvicorn.Server(config).run()
