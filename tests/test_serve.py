@@ -12,6 +12,7 @@ import soundfile as sf
 from conftest import tone
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, settings
+from test_audio import _claiming, _flac_bytes, _peak_bytes
 
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.inference import Recognizer
@@ -238,16 +239,6 @@ def test_fuzzed_requests_never_crash_the_service(app):
 # --- hostile input and clients (issue 19) ---------------------------------------------------------
 
 
-def _flac(wave: np.ndarray, rate: int) -> bytes:
-    return _wav(wave, rate, subtype="PCM_16", fmt="FLAC")
-
-
-def _unknown_length(flac: bytes) -> bytes:
-    """STREAMINFO's total-samples field zeroed: unknown length, as streaming encoders write."""
-    field = int.from_bytes(flac[18:26], "big") & ~((1 << 36) - 1)
-    return flac[:18] + field.to_bytes(8, "big") + flac[26:]
-
-
 def _silent_flac(seconds: float, rate: int, channels: int) -> bytes:
     """A silent FLAC written block by block (a decompression bomb: tiny file, long audio)."""
     buffer = io.BytesIO()
@@ -257,25 +248,10 @@ def _silent_flac(seconds: float, rate: int, channels: int) -> bytes:
     return buffer.getvalue()
 
 
-def _traced(function) -> tuple[object, int, int]:
-    """``function()``'s result, and the memory (tracemalloc: numpy included) it added at its peak and kept."""
-    import tracemalloc
-
-    tracemalloc.start()
-    try:
-        base = tracemalloc.get_traced_memory()[0]
-        result = function()
-        current, peak = tracemalloc.get_traced_memory()
-        return result, peak - base, current - base
-    finally:
-        tracemalloc.stop()
-
-
 def test_a_decompression_bomb_is_refused_in_bounded_memory(client):
     """60 s of 6-channel 96 kHz audio of unknown length: decoding stops at the 8 s limit."""
-    bomb = _unknown_length(_silent_flac(60, 96000, 6))
-    post = lambda: client.post("/v1/predict", files={"audio": ("bomb.flac", bomb, "audio/flac")})
-    answer, peak, _ = _traced(post)
+    bomb = _claiming(_silent_flac(60, 96000, 6), 0)
+    peak, answer = _peak_bytes(lambda: client.post("/v1/predict", files={"audio": ("bomb.flac", bomb, "audio/flac")}))
     assert answer.status_code == 413 and "over the limit of 8 s" in answer.json()["detail"]
     limit_size = LIMITS.max_seconds * 16000 * 4
     assert peak < limit_size + 2 * 2**20 + 4 * len(bomb)  # the limit's own size, a decode block, the upload's copies
@@ -286,7 +262,7 @@ def test_absurd_rates_and_unknown_lengths_get_their_answers(client):
     sf.write(rate10, np.full(30_000, 0.1, dtype=np.float32), 10, format="WAV")  # 50 min at 10 Hz in 120 KB
     answer = client.post("/v1/predict", files={"audio": ("rate10.wav", rate10.getvalue(), "audio/wav")})
     assert answer.status_code == 422 and "implausible sample rate 10 Hz" in answer.json()["detail"]
-    streamed = _unknown_length(_flac(tone(2.0), 16000))  # short, length unknown: decoded (it is under the limit)
+    streamed = _claiming(_flac_bytes(tone(2.0), 16000), 0)  # short, length unknown: decoded (it is under the limit)
     assert client.post("/v1/predict", files={"audio": ("live.flac", streamed, "audio/flac")}).status_code == 200
 
 
