@@ -9,6 +9,7 @@ import pytest
 from crabser.data.sampling import (
     GroupBalancedBatchSampler,
     LengthBucketSampler,
+    ShuffleBatchSampler,
     class_balanced_sampler,
     neutral_expressive_sampler,
 )
@@ -87,8 +88,9 @@ def test_bucketed_training_batches_follow_the_config():
 
     lengths = list(range(100, 0, -1))
     config = RunConfig().model_copy(deep=True)
-    config.train.sampler = "shuffle"
-    assert train_batch_sampler(config, [0] * 100, ["a"], lengths) is None  # plain shuffling
+    config.train.sampler, config.train.batch_size = "shuffle", 10
+    plain = train_batch_sampler(config, [0] * 100, ["a"], lengths)
+    assert isinstance(plain, ShuffleBatchSampler) and sorted(i for b in plain for i in b) == list(range(100))
     config.train.sampler, config.train.bucket_pool, config.train.batch_size = "length_bucketed", 4, 10
     sampler = train_batch_sampler(config, [0] * 100, ["a"], lengths)
     assert isinstance(sampler, LengthBucketSampler) and (sampler.pool, sampler.batch_size) == (4, 10)
@@ -96,3 +98,59 @@ def test_bucketed_training_batches_follow_the_config():
     rng = np.random.default_rng(0)
     shuffled = np.mean([max(rng.choice(lengths, 10, replace=False)) * 10 for _ in range(200)])
     assert padded < 0.85 * shuffled  # fewer padded frames than plain shuffling
+
+
+def _samplers(**kwargs) -> dict:
+    """One of each training batch sampler over LABELS (kwargs: num_replicas, rank)."""
+    lengths = np.random.default_rng(0).uniform(1, 10, len(LABELS)).tolist()
+    return {
+        "length_bucketed": LengthBucketSampler(lengths, 32, pool=4, seed=1, **kwargs),
+        "class_balanced": GroupBalancedBatchSampler(LABELS, 28, {y: 1.0 for y in range(7)}, seed=1, **kwargs),
+        "neutral_expressive": GroupBalancedBatchSampler([int(y == 0) for y in LABELS], 16, {0: 0.5, 1: 0.5}, seed=1, **kwargs),
+        "shuffle": ShuffleBatchSampler(len(LABELS), 32, seed=1, **kwargs),
+    }
+
+
+@pytest.mark.parametrize("kind", ["length_bucketed", "class_balanced", "neutral_expressive", "shuffle"])
+def test_any_epoch_is_drawn_again_after_set_epoch(kind):
+    """A resumed run (a fresh sampler set to epoch k) draws what the running one drew at epoch k."""
+    running = _samplers()[kind]
+    epochs = [list(running) for _ in range(4)]
+    assert epochs[2] != epochs[3]
+    for epoch in (3, 1, 2):  # forwards and backwards
+        fresh = _samplers()[kind]
+        fresh.set_epoch(epoch)
+        assert list(fresh) == epochs[epoch]
+        running.set_epoch(epoch)
+        assert list(running) == epochs[epoch]
+
+
+def test_lightning_sets_the_epoch_of_our_batch_samplers():
+    """Lightning calls set_epoch on ``loader.sampler`` and ``loader.batch_sampler.sampler`` only."""
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+    from torch.utils.data import DataLoader
+
+    for sampler in _samplers().values():
+        _set_sampler_epoch(DataLoader(range(len(LABELS)), batch_sampler=sampler), 5)
+        assert sampler.epoch == 5
+
+
+@pytest.mark.parametrize("replicas", [2, 3, 4])
+@pytest.mark.parametrize("kind", ["length_bucketed", "class_balanced", "neutral_expressive", "shuffle"])
+def test_ranks_share_each_epoch_exactly_with_as_many_steps_each(kind, replicas):
+    """Over all ranks: the single process's epoch, every item as often (once for the epoch-covering
+    samplers), no padding; every rank takes the same number of steps, as DDP needs."""
+    single = _samplers()[kind]
+    whole = [list(single) for _ in range(2)]
+    ranks = [_samplers(num_replicas=replicas, rank=rank)[kind] for rank in range(replicas)]
+    for epoch in range(2):
+        shares = [list(sampler) for sampler in ranks]
+        assert {len(share) for share in shares} == {len(ranks[0])}
+        assert Counter(i for share in shares for b in share for i in b) == Counter(i for b in whole[epoch] for i in b)
+        if kind in ("length_bucketed", "shuffle"):
+            assert sorted(i for share in shares for b in share for i in b) == list(range(len(LABELS)))
+
+
+def test_too_few_items_for_the_ranks_is_an_error():
+    with pytest.raises(ValueError, match="cannot give each of 4 processes a batch"):
+        list(ShuffleBatchSampler(3, 8, num_replicas=4, rank=0))

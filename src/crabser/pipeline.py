@@ -183,10 +183,12 @@ def _class_weights(config: RunConfig, train_labels: list[int], num_classes: int)
 
 
 def train_batch_sampler(config: RunConfig, labels: list[int], names: list[str], lengths: list[float]):
-    """The training batch sampler ``train.sampler`` asks for (None = plain shuffling);
-    ``lengths`` (frames or seconds) order the length-bucketed batches."""
+    """The training batch sampler ``train.sampler`` asks for; ``lengths`` (frames or seconds) order
+    the length-bucketed batches. Every one draws its epochs from the seed and the epoch number and
+    shares them among processes (:mod:`crabser.data.sampling`)."""
     from crabser.data.sampling import (
         LengthBucketSampler,
+        ShuffleBatchSampler,
         class_balanced_sampler,
         neutral_expressive_sampler,
     )
@@ -200,7 +202,7 @@ def train_batch_sampler(config: RunConfig, labels: list[int], names: list[str], 
         if cfg.neutral_label not in names:
             raise CrabserError(f"train.neutral_label {cfg.neutral_label!r} is not a class of this run ({', '.join(names)})")
         return neutral_expressive_sampler(labels, names.index(cfg.neutral_label), cfg.batch_size, cfg.neutral_share, cfg.seed)
-    return None
+    return ShuffleBatchSampler(len(labels), cfg.batch_size, cfg.seed)
 
 
 def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str]):
@@ -289,14 +291,24 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str]):
 
 
 def train(
-    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False,
+    callbacks: list | None = None,
 ) -> TrainResult:
     """Train Crab with Lightning (on cached features, or with its encoders when ``train.finetune``);
     keep the best (by val UAR) and the last checkpoints; stop early after ``train.patience`` epochs
-    without a better val UAR, when set."""
+    without a better val UAR, when set. ``resume``: continue exactly where ``last.ckpt`` stopped
+    (:mod:`crabser.training.resume`). Several processes (``train.strategy: ddp``) share every
+    epoch's batches (:mod:`crabser.data.sampling`) and score validation over all of them together.
+    ``callbacks``: more Lightning callbacks (tests)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-    from lightning.pytorch.loggers import CSVLogger
+
+    from crabser.training.resume import (
+        EpochCheckpoint,
+        EpochSeed,
+        ResumedCSVLogger,
+        checkpoint_epochs,
+    )
 
     if config.data.protocol == "folds":
         raise CrabserError("protocol 'folds' trains one model per fold: use `crabser crossval`")
@@ -312,10 +324,10 @@ def train(
     else:
         module, train_loader, val_loader = _frozen_setup(config, manifest, encoders, labels)
     checkpoint_dir = config.run_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(
-        dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", save_last=True, enable_version_counter=False
-    )
-    callbacks = [checkpoint] + ([RichProgressBar()] if cfg.progress else [])
+    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", enable_version_counter=False)
+    last = checkpoint_dir / "last.ckpt"
+    resume_from = str(last) if resume and last.is_file() else None
+    callbacks = [checkpoint, EpochCheckpoint(last), EpochSeed(cfg.seed), *(callbacks or [])] + ([RichProgressBar()] if cfg.progress else [])
     if cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_uar", mode="max", patience=cfg.patience))
     trainer = L.Trainer(
@@ -326,21 +338,30 @@ def train(
         precision=cfg.precision,
         accumulate_grad_batches=cfg.accumulate,
         callbacks=callbacks,
-        logger=CSVLogger(str(config.run_dir), name="logs", version=""),
+        logger=ResumedCSVLogger(str(config.run_dir), "logs", checkpoint_epochs(last) if resume_from else None),
+        use_distributed_sampler=False,  # our batch samplers share the batches among ranks themselves
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,
         log_every_n_steps=1,
         num_sanity_val_steps=0,
         default_root_dir=str(config.run_dir),
     )
-    last = checkpoint_dir / "last.ckpt"
     started = time.perf_counter()
-    trainer.fit(module, train_loader, val_loader, ckpt_path=str(last) if resume and last.is_file() else None)
+    trainer.fit(module, train_loader, val_loader, ckpt_path=resume_from)
     seconds = time.perf_counter() - started
-    _record_timing(config.run_dir, "train", seconds)
-    best = Path(checkpoint.best_model_path or last)
-    score = checkpoint.best_model_score
-    return TrainResult(best, float(score) if score is not None else float("nan"), seconds, trainer.current_epoch)
+    if trainer.is_global_zero:
+        _record_timing(config.run_dir, "train", seconds)
+    return _train_result(last, seconds)
+
+
+def _train_result(last: Path, seconds: float) -> TrainResult:
+    """The outcome of a fit as ``last.ckpt`` records it (the same in every process, and after
+    ``ddp_spawn``, whose workers' trainer state does not come back)."""
+    saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    (state,) = [s for key, s in saved["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    score = state.get("best_model_score")
+    best = Path(state.get("best_model_path") or last)
+    return TrainResult(best, float(score) if score is not None else float("nan"), seconds, int(saved["epoch"]))
 
 
 def load_module(checkpoint: Path):

@@ -13,6 +13,22 @@ proportions (up to rounding, spread at random over the batches), and within a gr
 back before all the others have been drawn: a group of n items with k places per batch is covered
 in ceil(n / k) batches, and a batch repeats an item only if its group has fewer items than places.
 An epoch is as many batches as plain shuffling would give.
+
+Epochs and resuming. Every sampler here draws an epoch's batches as a function of its seed and the
+epoch number alone, so a run resumed from a checkpoint draws the same batches as one that never
+stopped. Lightning calls ``set_epoch`` only on ``loader.sampler`` and ``loader.batch_sampler.sampler``,
+never on a batch sampler itself, so each batch sampler names itself as its ``sampler``: Lightning
+then sets the epoch before every training epoch, a resumed one included. The balanced samplers keep
+their queues across epochs, so ``set_epoch`` to another epoch than the next one replays the epochs
+before it from the seed (index arithmetic only: milliseconds for thousands of items).
+
+Several processes (DDP). When ``torch.distributed`` is initialised (or ``num_replicas`` / ``rank``
+are given), every rank draws the same epoch's batches from the same seed and keeps a disjoint share:
+batches ``rank``, ``rank + R``, ``rank + 2R`` ... of ``R`` ranks (:func:`shard_batches`). DDP needs
+the same number of steps on every rank, so when the batch count is not a multiple of ``R`` the
+largest batches are cut in two until it is (rather than repeating items as ``DistributedSampler``
+does): over all ranks, every item of the single-process epoch comes exactly once. ``batch_size`` is
+per process, as in Lightning (``R`` processes train on ``R`` batches per step).
 """
 
 from __future__ import annotations
@@ -21,16 +37,85 @@ import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
+import torch
 from torch.utils.data import Sampler
 
 
-class GroupBalancedBatchSampler(Sampler[list[int]]):
+def world() -> tuple[int, int]:
+    """``(number of processes, this process's rank)`` of the initialised process group, else ``(1, 0)``."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_world_size(), torch.distributed.get_rank()
+    return 1, 0
+
+
+def shard_batches(batches: list[list[int]], replicas: int, rank: int) -> list[list[int]]:
+    """This rank's share of an epoch's batches: every ``replicas``-th from ``rank`` on, after cutting
+    the largest batches in two until the count is a multiple of ``replicas`` (every rank then takes
+    as many steps, and no item is repeated or dropped)."""
+    if replicas <= 1:
+        return batches
+    batches = list(batches)
+    while len(batches) % replicas:
+        largest = max(range(len(batches)), key=lambda i: len(batches[i]))
+        if len(batches[largest]) < 2:
+            raise ValueError(f"{sum(map(len, batches))} items cannot give each of {replicas} processes a batch")
+        batch = batches[largest]
+        batches[largest : largest + 1] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
+    return batches[rank::replicas]
+
+
+class EpochBatchSampler(Sampler[list[int]]):
+    """A batch sampler whose epoch is set by Lightning and whose batches are shared among ranks.
+
+    Subclasses give :meth:`epoch_batches` (all ranks' batches of ``self.epoch``); iterating yields
+    this rank's share and moves on to the next epoch. ``num_replicas`` / ``rank``: None = from
+    ``torch.distributed`` when it is initialised (read at each epoch), else one process.
+    """
+
+    def __init__(self, seed: int = 0, num_replicas: int | None = None, rank: int | None = None) -> None:
+        self.seed, self.epoch = seed, 0
+        self.num_replicas, self.rank = num_replicas, rank
+
+    @property
+    def sampler(self) -> EpochBatchSampler:
+        """Itself: where Lightning looks for ``set_epoch`` (``loader.batch_sampler.sampler``)."""
+        return self
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw the batches of ``epoch`` next (Lightning calls this before every training epoch)."""
+        self.epoch = epoch
+
+    def replicas(self) -> tuple[int, int]:
+        """``(number of processes, this rank)`` sharing the batches."""
+        replicas, rank = world()
+        return self.num_replicas or replicas, rank if self.rank is None else self.rank
+
+    def epoch_batches(self) -> list[list[int]]:
+        """Every rank's batches of ``self.epoch``, in order."""
+        raise NotImplementedError
+
+    def global_length(self) -> int:
+        """Batches per epoch over all ranks, before sharding."""
+        raise NotImplementedError
+
+    def __len__(self) -> int:
+        replicas, _ = self.replicas()
+        return math.ceil(self.global_length() / replicas)
+
+    def __iter__(self) -> Iterator[list[int]]:
+        batches = self.epoch_batches()
+        self.epoch += 1
+        yield from shard_batches(batches, *self.replicas())
+
+
+class GroupBalancedBatchSampler(EpochBatchSampler):
     """Batches of ``batch_size`` indices with ``proportions[g]`` of them from group ``g``."""
 
     def __init__(
         self, groups: Sequence[int], batch_size: int, proportions: dict[int, float], seed: int = 0,
-        batches_per_epoch: int | None = None,
+        batches_per_epoch: int | None = None, num_replicas: int | None = None, rank: int | None = None,
     ) -> None:
+        super().__init__(seed, num_replicas, rank)
         self.groups = np.asarray(groups)
         missing = [g for g in proportions if proportions[g] > 0 and not np.any(self.groups == g)]
         if missing:
@@ -39,11 +124,16 @@ class GroupBalancedBatchSampler(Sampler[list[int]]):
         self.proportions = {g: p / total for g, p in proportions.items() if p > 0}
         self.batch_size = batch_size
         self.batches_per_epoch = batches_per_epoch or math.ceil(len(self.groups) / batch_size)
-        self.rng = np.random.default_rng(seed)
         self.members = {g: np.flatnonzero(self.groups == g) for g in self.proportions}
-        self.queues: dict[int, list[int]] = {g: [] for g in self.proportions}
+        self._restart()
 
-    def __len__(self) -> int:
+    def _restart(self) -> None:
+        """Back to the state before the first epoch (fresh generator, empty queues)."""
+        self.rng = np.random.default_rng(self.seed)
+        self.queues: dict[int, list[int]] = {g: [] for g in self.proportions}
+        self.drawn = 0  #: epochs drawn since the start (the queues carry over from one to the next)
+
+    def global_length(self) -> int:
         return self.batches_per_epoch
 
     def _counts(self) -> dict[int, int]:
@@ -67,10 +157,21 @@ class GroupBalancedBatchSampler(Sampler[list[int]]):
             taken.append(self.queues[group].pop())
         return taken
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def _draw_epoch(self) -> list[list[int]]:
+        batches = []
         for _ in range(self.batches_per_epoch):
             batch = [i for g, n in self._counts().items() for i in self._take(g, n)]
-            yield self.rng.permutation(batch).tolist()
+            batches.append(self.rng.permutation(batch).tolist())
+        self.drawn += 1
+        return batches
+
+    def epoch_batches(self) -> list[list[int]]:
+        """The batches of ``self.epoch``; the epochs before it are replayed first if need be."""
+        if self.drawn > self.epoch:
+            self._restart()
+        while self.drawn < self.epoch:
+            self._draw_epoch()
+        return self._draw_epoch()
 
 
 def class_balanced_sampler(labels: Sequence[int], batch_size: int, seed: int = 0) -> GroupBalancedBatchSampler:
@@ -87,26 +188,23 @@ def neutral_expressive_sampler(
     return GroupBalancedBatchSampler(groups, batch_size, {0: neutral_share, 1: 1.0 - neutral_share}, seed)
 
 
-class LengthBucketSampler(Sampler[list[int]]):
+class LengthBucketSampler(EpochBatchSampler):
     """Batches of similar length: shuffle, cut into pools of ``pool`` batches, sort each pool by
     length, batch it, and shuffle the batch order. Every index appears once per epoch; without
     ``shuffle`` the batches follow one sort by length (evaluation)."""
 
-    def __init__(self, lengths: Sequence[float], batch_size: int, shuffle: bool = True, pool: int = 50, seed: int = 0) -> None:
-        self.lengths, self.batch_size, self.shuffle, self.pool, self.seed = list(lengths), batch_size, shuffle, pool, seed
-        self.epoch = 0
+    def __init__(
+        self, lengths: Sequence[float], batch_size: int, shuffle: bool = True, pool: int = 50, seed: int = 0,
+        num_replicas: int | None = None, rank: int | None = None,
+    ) -> None:
+        super().__init__(seed, num_replicas, rank)
+        self.lengths, self.batch_size, self.shuffle, self.pool = list(lengths), batch_size, shuffle, pool
 
-    def __len__(self) -> int:
+    def global_length(self) -> int:
         return math.ceil(len(self.lengths) / self.batch_size)
 
-    def set_epoch(self, epoch: int) -> None:
-        """Draw the batches of ``epoch`` next (Lightning calls this, so a resumed run continues the
-        same sequence); without it each pass draws the next epoch's."""
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[list[int]]:
+    def epoch_batches(self) -> list[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
-        self.epoch += 1
         order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
         size = self.batch_size * self.pool if self.shuffle else max(len(order), 1)  # unshuffled: one pool
         batches = []
@@ -115,4 +213,20 @@ class LengthBucketSampler(Sampler[list[int]]):
             batches += [pool[i : i + self.batch_size] for i in range(0, len(pool), self.batch_size)]
         if self.shuffle:
             rng.shuffle(batches)
-        yield from batches
+        return batches
+
+
+class ShuffleBatchSampler(EpochBatchSampler):
+    """Plain shuffling: a fresh permutation of all items per epoch (from ``seed + epoch``) cut into
+    batches; like ``DataLoader(shuffle=True)``, but resumable and shared among ranks."""
+
+    def __init__(self, size: int, batch_size: int, seed: int = 0, num_replicas: int | None = None, rank: int | None = None) -> None:
+        super().__init__(seed, num_replicas, rank)
+        self.size, self.batch_size = size, batch_size
+
+    def global_length(self) -> int:
+        return math.ceil(self.size / self.batch_size)
+
+    def epoch_batches(self) -> list[list[int]]:
+        order = np.random.default_rng(self.seed + self.epoch).permutation(self.size).tolist()
+        return [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]

@@ -1,14 +1,48 @@
-"""Lightning module: a model + its training objective, hierarchical AdamW, cosine schedule, UAR selection."""
+"""Lightning module: a model + its training objective, hierarchical AdamW, cosine schedule, UAR selection.
+
+Several processes (DDP, ``train.strategy: ddp``): each rank trains on its own share of every epoch's
+batches (:mod:`crabser.data.sampling`), and so do the supervision legs: MPCL (and SupCon) contrast
+each utterance with the others *of its rank's batch*, not with a batch gathered from all ranks.
+Why per-rank: the contrastive problem (``train.batch_size`` items, their positives and negatives)
+is then the same whatever the number of processes, as in the paper's single-GPU training, and no
+step pays an all-gather per tap; only the gradients are averaged over ranks, as DDP does for any
+loss. (Gathering would make the legs' loss depend on the device count, and would need gathers that
+carry gradients.) Validation is scored once over every validation utterance: each rank predicts its
+share, and the predictions of all ranks are gathered (:func:`gather_uneven`) before the UAR, so
+every rank logs the same ``val_uar`` and selects the same best checkpoint. The epoch's training
+losses are summed over ranks too.
+"""
 
 from __future__ import annotations
 
 import lightning as L
 import torch
+import torch.distributed as dist
 
 from crabser.evaluation.metrics import compute_metrics
 from crabser.models.registry import build_model
 from crabser.training.objective import build_objective
 from crabser.training.optim import build_optimizer, parameter_groups
+
+
+def distributed() -> bool:
+    """Whether a process group is running (several ranks)."""
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def gather_uneven(values: torch.Tensor) -> torch.Tensor:
+    """A 1-D tensor of every rank, concatenated in rank order (their lengths may differ); as is
+    without a process group. Every rank must call it."""
+    if not distributed():
+        return values
+    size = torch.tensor([len(values)], device=values.device)
+    sizes = [torch.zeros_like(size) for _ in range(dist.get_world_size())]
+    dist.all_gather(sizes, size)
+    padded = torch.zeros(int(max(sizes)), dtype=values.dtype, device=values.device)
+    padded[: len(values)] = values
+    parts = [torch.zeros_like(padded) for _ in sizes]
+    dist.all_gather(parts, padded)
+    return torch.cat([part[: int(n)] for part, n in zip(parts, sizes)])
 
 
 class CrabLitModule(L.LightningModule):
@@ -65,24 +99,24 @@ class CrabLitModule(L.LightningModule):
         """Log the epoch's utterance-weighted mean losses once (``self.log`` per step costs ~4 % of a
         CPU epoch in Lightning's bookkeeping)."""
         sums, self._train_sums = self._train_sums, {}
-        count = sums.pop("utterances", 0)
+        count = self.trainer.strategy.reduce(torch.tensor(float(sums.pop("utterances", 0)), device=self.device), reduce_op="sum")
         for name, total in sums.items():
-            self.log(name, total / count, prog_bar=name == "train_loss")
+            self.log(name, self.trainer.strategy.reduce(total, reduce_op="sum") / count, prog_bar=name == "train_loss")
 
     def _evaluation_step(self, batch: dict, stage: str) -> None:
         logits = self(batch)
-        self._outputs[stage].append((logits.argmax(dim=-1).cpu(), batch["labels"].cpu()))
+        self._outputs[stage].append((logits.argmax(dim=-1), batch["labels"]))
 
     def validation_step(self, batch: dict, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")
 
     def _evaluation_end(self, stage: str) -> None:
-        outputs = self._outputs[stage]
-        if not outputs:
-            return
-        preds = torch.cat([p for p, _ in outputs])
-        truths = torch.cat([t for _, t in outputs])
+        outputs, empty = self._outputs[stage], torch.zeros(0, dtype=torch.long, device=self.device)
+        preds = gather_uneven(torch.cat([p for p, _ in outputs]) if outputs else empty).cpu()
+        truths = gather_uneven(torch.cat([t for _, t in outputs]) if outputs else empty).cpu()
         outputs.clear()
+        if not len(truths):
+            return
         metrics = compute_metrics(truths.tolist(), preds.tolist(), self.labels)
         self.last_metrics[stage] = metrics
         for key in ("uar", "war", "macro_f1"):

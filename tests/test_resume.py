@@ -1,0 +1,106 @@
+"""Exact resume (issue 19, items 3 and 4): a run interrupted anywhere and resumed with ``resume=True``
+ends with the same checkpoints, metrics and training log as a run that never stopped."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import tiny_runs
+import torch
+from tiny_runs import Interrupt, KillAt
+
+from crabser import pipeline
+
+EPOCHS = 5
+
+
+def _train(root: Path, name: str, sampler: str, **kwargs) -> pipeline.TrainResult:
+    config = tiny_runs.tiny_config(root, name, epochs=EPOCHS, sampler=sampler)
+    return pipeline.train(config, tiny_runs.tiny_manifest(root), tiny_runs.encoders(), **kwargs)
+
+
+def _state(path: Path) -> tuple[int, dict[str, torch.Tensor]]:
+    saved = torch.load(path, map_location="cpu", weights_only=False)
+    return saved["epoch"], saved["state_dict"]
+
+
+def _assert_same_run(root: Path, a: str, b: str) -> None:
+    """Same best and last checkpoints (epoch and every weight), training log and test metrics."""
+    for name in ("best", "last"):
+        (epoch_a, weights_a), (epoch_b, weights_b) = (_state(root / f"runs/{run}/checkpoints/{name}.ckpt") for run in (a, b))
+        assert epoch_a == epoch_b, name
+        assert weights_a.keys() == weights_b.keys()
+        for key in weights_a:
+            torch.testing.assert_close(weights_a[key], weights_b[key], rtol=0, atol=0, msg=f"{name}.ckpt: {key}")
+    logs = [pd.read_csv(root / f"runs/{run}/logs/metrics.csv") for run in (a, b)]
+    pd.testing.assert_frame_equal(*logs)
+    configs = [tiny_runs.tiny_config(root, run) for run in (a, b)]
+    assert pipeline.best_validation(configs[0]) == pipeline.best_validation(configs[1])
+    manifest, encoders = tiny_runs.tiny_manifest(root), tiny_runs.encoders()
+    scores = [pipeline.evaluate(config, manifest, encoders)[0] for config in configs]
+    assert scores[0]["uar"] == scores[1]["uar"] and scores[0]["confusion"] == scores[1]["confusion"]
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """Uninterrupted runs of each training sampler, the reference of every resumed one."""
+    root = tmp_path_factory.mktemp("resume")
+    for sampler in ("length_bucketed", "class_balanced", "shuffle"):
+        _train(root, f"whole-{sampler}", sampler)
+    return root
+
+
+KILLS = {
+    "mid-epoch": ("train_batch", 2, 2),
+    "in validation": ("validation_batch", 1, 1),
+    "between epochs": ("epoch_start", 3, 0),
+}
+
+
+@pytest.mark.parametrize("sampler", ["length_bucketed", "class_balanced", "shuffle"])
+@pytest.mark.parametrize("point", list(KILLS))
+def test_a_run_stopped_anywhere_and_resumed_ends_like_an_uninterrupted_one(root, point, sampler):
+    name = f"{point.replace(' ', '-')}-{sampler}"
+    with pytest.raises(Interrupt):
+        _train(root, name, sampler, callbacks=[KillAt(*KILLS[point])])
+    result = _train(root, name, sampler, resume=True)
+    assert result.epochs == EPOCHS
+    _assert_same_run(root, f"whole-{sampler}", name)
+
+
+def test_a_run_stopped_twice_resumes_exactly_both_times(root):
+    for epoch in (1, 3):
+        with pytest.raises(Interrupt):
+            _train(root, "twice", "length_bucketed", resume=True, callbacks=[KillAt("train_batch", epoch, 1)])
+    _train(root, "twice", "length_bucketed", resume=True)
+    _assert_same_run(root, "whole-length_bucketed", "twice")
+
+
+KILLED_CHILD = """
+import sys
+sys.path.insert(0, {tests!r})
+from pathlib import Path
+from test_resume import _train
+from tiny_runs import KillAt
+_train(Path({root!r}), "killed", "length_bucketed", callbacks=[KillAt("train_batch", 2, 1, hard=True)])
+"""
+
+
+def test_resume_after_kill_9_keeps_the_log_of_the_finished_epochs(root):
+    """The real thing: SIGKILL mid-epoch (no exception handler, no logger flush at exit), then resume."""
+    script = KILLED_CHILD.format(tests=str(Path(__file__).parent), root=str(root))
+    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
+    log = pd.read_csv(root / "runs/killed/logs/metrics.csv")
+    assert sorted(log["epoch"].unique()) == [0, 1]  # the two finished epochs are on disk at the kill
+    _train(root, "killed", "length_bucketed", resume=True)
+    log = pd.read_csv(root / "runs/killed/logs/metrics.csv")
+    for epoch in range(EPOCHS):  # each epoch once: one validation row and one training row
+        rows = log[log["epoch"] == epoch]
+        assert rows["val_uar"].notna().sum() == 1 and rows["train_loss"].notna().sum() == 1, epoch
+    _assert_same_run(root, "whole-length_bucketed", "killed")
