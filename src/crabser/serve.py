@@ -17,7 +17,8 @@ client (unexpected errors are logged and answered 500 "internal error").
 Hostile input (issue 19): audio is decoded with ``max_seconds`` as a bound
 (:func:`crabser.data.audio.decode_audio`): a header over the limit is refused before decoding, and a
 stream of unknown length is decoded only up to the limit, so a request's memory is bounded by the
-limit (60 s x 16 kHz x 4 bytes = 3.84 MB by default) plus one decode block (1 MiB). A failing
+limit (60 s x 16 kHz x 4 bytes = 3.84 MB by default) plus one decode block (1 MiB) and the codec's state
+(``benchmarks/hostile_inputs.py`` measures it). A failing
 request's traceback frames are cleared in the error handlers, so the upload and the decoded audio
 is freed at once instead of at the next full garbage collection (a traceback -> frame -> exception
 reference cycle held it). Transcripts lose their control characters (a NUL-only transcript counts
@@ -27,8 +28,8 @@ DNS rebinding: bound to a loopback interface (``host``, the default 127.0.0.1), 
 answers only requests whose Host header is localhost, 127.0.0.1 or [::1] (any port), plus
 ``allowed_hosts``; bound elsewhere it answers any Host. Slow clients (:func:`server_config`, used
 by ``crabser serve``): a connection must deliver its request headers within ``header_timeout``
-seconds; at most ``max_connections`` are open (also kept under the process's file-descriptor
-limit): beyond, the oldest connection still waiting for its headers is closed to make room, or the
+seconds; at most ``max_connections`` are open (and at most half the process's file-descriptor
+limit, see :func:`connection_limit`): beyond, the oldest connection still waiting for its headers is closed to make room, or the
 new one when none waits; repeated warnings (asyncio's accept errors, uvicorn's) are logged at most
 once per ``log_interval`` seconds with a count of those suppressed. ``/docs`` serves Swagger UI
 from assets installed with the package (``fastapi-offline``), never a CDN; without it, a minimal
@@ -457,9 +458,11 @@ def throttle_logs(interval: float) -> _OncePer:
 
 
 def connection_limit(wanted: int) -> int:
-    """``wanted``, kept under the soft file-descriptor limit (32 left for the model, logs and the listener)."""
+    """``wanted``, kept to half the soft file-descriptor limit less 32 (the model, logs, the listener):
+    the listen backlog is set to the same number, so a burst accepted at once (asyncio accepts up to
+    a backlog's worth before any ``connection_made`` can evict) stays under the fd limit too."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(1, min(wanted, soft - 32)) if soft != resource.RLIM_INFINITY else max(1, wanted)
+    return max(1, min(wanted, (soft - 32) // 2)) if soft != resource.RLIM_INFINITY else max(1, wanted)
 
 
 def guarded_protocol(header_timeout: float, max_connections: int):
@@ -527,6 +530,7 @@ def server_config(app, settings: ServiceSettings, port: int = 8000, log_level: s
     config = uvicorn.Config(
         app, host=settings.host, port=port, log_level=log_level, timeout_keep_alive=int(max(1, settings.keep_alive)),
         http=guarded_protocol(settings.header_timeout, limit), limit_concurrency=limit + settings.queue + settings.workers,
+        backlog=limit,
     )
     throttle_logs(settings.log_interval)
     return config
