@@ -461,3 +461,29 @@ def test_a_chunked_upload_is_cut_off_at_the_limit(server):
     sock.close()
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
     assert sent < SLOW.max_bytes + 64_000 + 256_000  # refused as the limit passed (+ multipart, socket buffers), not at the end
+
+
+def test_the_body_timeout_ends_with_the_body():
+    """After the last body chunk, a receive() that waits for the client to go (a streamed response
+    listens so) is not cut off by the body timeout."""
+    from crabser.serve import _Guard
+
+    seen = []
+
+    async def inner(scope, receive, send):
+        seen.append(await receive())  # the whole body
+        seen.append(await receive())  # then: wait for the disconnect
+
+    async def receive_from_client():
+        if not seen:
+            return {"type": "http.request", "body": b"abc", "more_body": False}
+        await asyncio.sleep(0.5)
+        return {"type": "http.disconnect"}
+
+    async def send(message):
+        pass
+
+    guard = _Guard(inner, replace(LIMITS, body_timeout=0.1))
+    scope = {"type": "http", "headers": [(b"host", b"localhost")]}
+    asyncio.run(guard(scope, receive_from_client, send))
+    assert [m["type"] for m in seen] == ["http.request", "http.disconnect"]

@@ -180,8 +180,12 @@ class _Guard:
 
         settings, received, deadline = self.settings, 0, time.monotonic() + self.settings.upload_timeout
 
+        finished = False
+
         async def guarded():
-            nonlocal received
+            nonlocal received, finished
+            if finished:  # the body is read: later calls wait for a disconnect (streamed responses), untimed
+                return await receive()
             wait = min(settings.body_timeout, deadline - time.monotonic())
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(wait, 0.001))
@@ -189,6 +193,7 @@ class _Guard:
                 raise HTTPException(408, f"the request body stalled (no data for {settings.body_timeout:g} s,"
                                          f" or over {settings.upload_timeout:g} s in all)") from None
             received += len(message.get("body", b""))
+            finished = message["type"] != "http.request" or not message.get("more_body", False)
             if received > settings.max_bytes + MULTIPART_OVERHEAD:
                 raise HTTPException(413, f"upload over the limit of {settings.max_bytes} bytes")
             return message

@@ -70,6 +70,10 @@ class AudioTooLong(AudioError):
     """Audio longer than the caller's ``max_seconds`` (known from the header, or found while decoding)."""
 
 
+class ImplausibleRate(AudioError):
+    """A sample rate outside :data:`MIN_RATE` to :data:`MAX_RATE`, or not a whole number of Hz."""
+
+
 class AudioScaleWarning(UserWarning):
     """A float array whose samples look like integer scale (peak far above 1.0)."""
 
@@ -143,11 +147,11 @@ def _checked_rate(sample_rate: object, label: object) -> int:
     try:
         rate = float(sample_rate)  # type: ignore[arg-type]
     except (TypeError, ValueError):
-        raise AudioError(label, f"the sample rate must be a number of Hz, got {sample_rate!r}") from None
+        raise ImplausibleRate(label, f"the sample rate must be a number of Hz, got {sample_rate!r}") from None
     if not math.isfinite(rate) or rate != int(rate) or isinstance(sample_rate, bool):
-        raise AudioError(label, f"the sample rate must be a whole number of Hz, got {sample_rate!r}")
+        raise ImplausibleRate(label, f"the sample rate must be a whole number of Hz, got {sample_rate!r}")
     if not MIN_RATE <= rate <= MAX_RATE:
-        raise AudioError(label, f"implausible sample rate {int(rate)} Hz (accepted: {MIN_RATE} to {MAX_RATE} Hz)")
+        raise ImplausibleRate(label, f"implausible sample rate {int(rate)} Hz (accepted: {MIN_RATE} to {MAX_RATE} Hz)")
     return int(rate)
 
 
@@ -198,11 +202,9 @@ def _open_bytes(data: bytes, label: str) -> _Opened:
         raise AudioError(label, f"not audio or an unsupported format ({libsndfile_error})")
     try:
         return _open_container(io.BytesIO(data), label)
-    except AudioTooLong:
+    except (AudioTooLong, ImplausibleRate):
         raise
-    except AudioError as error:
-        if "sample rate" in error.problem:
-            raise
+    except AudioError:
         raise AudioError(label, "not audio or an unsupported format (neither libsndfile nor FFmpeg can decode it)") from None
 
 
