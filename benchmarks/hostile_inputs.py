@@ -228,7 +228,7 @@ def chunked_upload(port: int, total: int) -> str:
         while sent < total and not select.select([sock], [], [], 0)[0]:
             sock.sendall(chunk)
             sent += 65536
-        reply = sock.recv(4096).decode("latin-1")
+        reply = _read_all(sock).decode("latin-1")
     except OSError as error:
         reply = f"connection error {error}"
     finally:
@@ -236,6 +236,21 @@ def chunked_upload(port: int, total: int) -> str:
     status = reply.split("\r\n", 1)[0].replace("HTTP/1.1 ", "")
     detail = reply.rsplit("\r\n\r\n", 1)[-1][:80] if "\r\n\r\n" in reply else ""
     return f"{status} {detail} (after {sent / 1e6:.1f} MB of {total / 1e6:.0f} MB sent)".replace("|", "/")
+
+
+def _read_all(sock: socket.socket, limit: int = 8192) -> bytes:
+    """What the server sends until it closes the connection (or ``limit`` bytes, or 5 s of silence)."""
+    sock.settimeout(5)
+    reply = b""
+    while len(reply) < limit:
+        try:
+            part = sock.recv(limit)
+        except OSError:
+            break
+        if not part:
+            break
+        reply += part
+    return reply
 
 
 def half_open(service: Service, count: int) -> str:

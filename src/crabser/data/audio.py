@@ -55,8 +55,9 @@ MIN_DURATION_S = 0.02
 MIN_RATE, MAX_RATE = 1000, 768_000
 #: Samples (frames x channels) decoded per read: bounds the decode buffer (1 MiB of float32).
 BLOCK_SAMPLES = 1 << 18
-#: Frames per read of a file of unknown length (the read that passes its end fails and is lost).
-UNKNOWN_LENGTH_FRAMES = 4096
+#: Frames per read of a file of unknown length (the read that passes its end fails: at most this many
+#: frames at the end are lost, 64 ms at 16 kHz).
+UNKNOWN_LENGTH_FRAMES = 1024
 #: A header claiming more seconds than this is not trusted (read until the limit instead).
 HEADER_TRUST_SECONDS = 7 * 24 * 3600.0
 #: A float array peaking above this is probably at integer scale (e.g. int16 as float): warned about.
@@ -230,7 +231,7 @@ def _soundfile_blocks(audio: sf.SoundFile, label: object, known_length: bool = T
 
     Of unknown length (a streaming FLAC encoder writes 0), libsndfile fails on the read that passes
     the end: such a file is read in :data:`UNKNOWN_LENGTH_FRAMES` blocks and that failure ends the
-    stream (the last partial block is lost)."""
+    stream (the last partial block, under UNKNOWN_LENGTH_FRAMES frames, is lost)."""
     step = max(1, BLOCK_SAMPLES // max(1, audio.channels))
     step = step if known_length else min(step, UNKNOWN_LENGTH_FRAMES)
     read = 0
