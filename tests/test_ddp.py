@@ -2,13 +2,17 @@
 epoch's batches shared among the ranks, validation scored once over all of them, the best
 checkpoint and the resume, and the supervision legs on per-rank batches.
 
-The ranks are forked (``ddp_fork``) from the test process, which has Lightning imported already;
-``strategy: ddp`` (what a user sets for GPUs) runs the same DDP strategy, started as new processes.
+Most tests fork the ranks (``ddp_fork``) from the test process, which has Lightning imported
+already; the last one runs ``crabser train`` with ``train.strategy: ddp`` as a user would on GPUs
+(Lightning starts rank 1 by running the same command again).
 """
 
 from __future__ import annotations
 
 import json
+import math
+import subprocess
+import sys
 from collections import Counter
 from pathlib import Path
 
@@ -19,6 +23,7 @@ import torch
 from tiny_runs import Interrupt, KillAt
 
 from crabser import pipeline
+from crabser.data.manifest import write_manifest
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -115,3 +120,50 @@ def test_two_ranks_stopped_mid_epoch_resume_exactly(root):
     assert whole["epoch"] == resumed["epoch"] == EPOCHS
     for key, value in whole["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0, msg=key)
+
+
+def test_the_cli_trains_on_two_processes_with_strategy_ddp(root):
+    command = Path(sys.executable).parent / "crabser"
+    if not command.is_file():
+        pytest.skip(f"the crabser command is not installed beside {sys.executable} (pip install -e .)")
+    manifest = tiny_runs.tiny_manifest(root)
+    write_manifest(manifest, root / "manifest.csv")
+    (root / "cli.yaml").write_text(f"""
+name: cli-ddp
+output_dir: {root / 'runs'}
+cache_dir: {root / 'cache'}
+data: {{manifest: {root / 'manifest.csv'}, protocol: given, labels: {tiny_runs.LABELS}}}
+text: {{kind: hf-text}}
+model: {{modalities: [text], hidden: 16, leg_dim: 8, leg_hidden: 8, leg_hidden_unimodal: 8}}
+train: {{epochs: 2, batch_size: {BATCH}, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: 1,
+        accelerator: cpu, devices: 2, strategy: ddp}}
+""")
+    done = subprocess.run([str(command), "train", "-c", str(root / "cli.yaml")], capture_output=True, text=True,
+                          timeout=300, check=False)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
+    assert "best val UAR" in done.stdout
+    last = torch.load(root / "runs/cli-ddp/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    batches = math.ceil(len(manifest.subset("train")) / BATCH)
+    assert last["epoch"] == 2 and last["global_step"] == 2 * math.ceil(batches / 2)  # half the steps: two ranks
+    assert (root / "runs/cli-ddp/checkpoints/best.ckpt").is_file()
+
+
+def test_evaluation_in_a_process_of_a_finished_fit_scores_every_utterance(root, monkeypatch):
+    """After a distributed fit the process stays in its group (crossval then evaluates each fold):
+    training and validation batches are shared out, evaluation batches are not."""
+    from crabser.data import sampling
+
+    class FineTuned:  # what split_loader asks of a fine-tuned module
+        labels = tiny_runs.LABELS
+
+        def encoder_parameters(self) -> list:
+            return [torch.nn.Parameter(torch.zeros(1))]
+
+    monkeypatch.setattr(sampling, "world", lambda: (2, 1))  # rank 1 of 2
+    config, manifest = tiny_runs.tiny_config(root, "eval"), tiny_runs.tiny_manifest(root)
+    ids = sorted(manifest.subset("test").frame["id"])
+    loader = pipeline.split_loader(config, manifest, {}, FineTuned(), "test")
+    assert sorted(i for batch in loader for i in batch["ids"]) == ids
+    items = [item for item in loader.dataset.items]
+    shared = pipeline._raw_loader(config, items, train=False)
+    assert 0 < sum(len(batch["ids"]) for batch in shared) < len(ids)  # fit-time loaders: this rank's share

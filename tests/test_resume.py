@@ -8,6 +8,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import tiny_runs
@@ -104,3 +105,28 @@ def test_resume_after_kill_9_keeps_the_log_of_the_finished_epochs(root):
         rows = log[log["epoch"] == epoch]
         assert rows["val_uar"].notna().sum() == 1 and rows["train_loss"].notna().sum() == 1, epoch
     _assert_same_run(root, "whole-length_bucketed", "killed")
+
+
+def test_raw_items_draw_the_same_crop_and_mix_for_an_epoch_whatever_came_before(write_wav):
+    """A resumed run (a fresh dataset) crops and mixes epoch k as the uninterrupted run did."""
+    from crabser.data.sampling import EpochTagged, LengthBucketSampler
+    from crabser.training.finetune import RawDataset, RawUtterance
+
+    rng = np.random.default_rng(0)
+    items = [
+        RawUtterance(f"u{k}", str(write_wav(f"u{k}.wav", 0.3 * rng.standard_normal(32000).astype(np.float32))), "t", k % 2, 2.0)
+        for k in range(4)
+    ]
+
+    def epochs(dataset: RawDataset, sampler, count: int) -> list[list[dict]]:
+        return [[dataset[key] for batch in EpochTagged(sampler) for key in batch] for _ in range(count)]
+
+    running = epochs(RawDataset(items, 0.5, train=True, seed=3, eam=True), LengthBucketSampler([2.0] * 4, 2, seed=3), 3)
+    resumed_sampler = LengthBucketSampler([2.0] * 4, 2, seed=3)
+    resumed_sampler.set_epoch(2)
+    resumed = epochs(RawDataset(items, 0.5, train=True, seed=3, eam=True), resumed_sampler, 1)[0]
+    for a, b in zip(running[2], resumed, strict=True):
+        assert a["id"] == b["id"] and a["mix_label"] == b["mix_label"] and a["mix_lambda"] == b["mix_lambda"]
+        np.testing.assert_array_equal(a["wave"], b["wave"])
+    first = {s["id"]: s["wave"] for s in running[0]}
+    assert any(not np.array_equal(first[s["id"]], s["wave"]) for s in running[2])  # new draws each epoch

@@ -256,8 +256,10 @@ def finetune_encoders(config: RunConfig) -> dict:
     }
 
 
-def _raw_loader(config: RunConfig, items: list, train: bool, labels: list[str] | None = None):
-    from crabser.data.sampling import LengthBucketSampler
+def _raw_loader(config: RunConfig, items: list, train: bool, labels: list[str] | None = None, shard: bool = True):
+    """Batches of raw audio and text; ``shard``: each process of a distributed fit takes its share
+    (False: every item here, as evaluation after a fit, in a process still in the group, needs)."""
+    from crabser.data.sampling import EpochTagged, LengthBucketSampler
     from crabser.training.finetune import RawDataset, collate_raw
 
     dataset = RawDataset(
@@ -267,7 +269,12 @@ def _raw_loader(config: RunConfig, items: list, train: bool, labels: list[str] |
     if train and labels and cfg.sampler in ("class_balanced", "neutral_expressive"):  # these cannot be bucketed too
         sampler = train_batch_sampler(config, [i.label for i in items], labels, seconds)
     else:  # batches of similar durations, whatever train.sampler says: raw audio pads most
-        sampler = LengthBucketSampler(seconds, cfg.batch_size, shuffle=train, pool=cfg.bucket_pool, seed=cfg.seed)
+        sampler = LengthBucketSampler(
+            seconds, cfg.batch_size, shuffle=train, pool=cfg.bucket_pool, seed=cfg.seed,
+            num_replicas=None if shard else 1, rank=None if shard else 0,
+        )
+    if train:  # random crops and mixes drawn per (epoch, item): the same in a resumed run
+        sampler = EpochTagged(sampler)
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=config.train.workers)
 
 
@@ -391,7 +398,7 @@ def split_loader(config: RunConfig, manifest: Manifest, encoders: dict[str, Enco
         items = load_raw_utterances(manifest.subset(split), labels, config.model.modalities)
         if not items:
             raise CrabserError(f"the {split} split has no usable utterance")
-        return _raw_loader(config, items, train=False)
+        return _raw_loader(config, items, train=False, shard=False)
     items = _splits(config, manifest, encoders, labels, (split,))[split]
     if not items:
         raise CrabserError(f"the {split} split has no usable utterance")

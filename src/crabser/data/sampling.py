@@ -230,3 +230,20 @@ class ShuffleBatchSampler(EpochBatchSampler):
     def epoch_batches(self) -> list[list[int]]:
         order = np.random.default_rng(self.seed + self.epoch).permutation(self.size).tolist()
         return [order[i : i + self.batch_size] for i in range(0, self.size, self.batch_size)]
+
+
+class EpochTagged(Sampler[list[tuple[int, int]]]):
+    """Another batch sampler's batches as ``(epoch, index)`` pairs, for datasets whose random draws
+    depend on the epoch (:class:`crabser.training.finetune.RawDataset`); Lightning sets the epoch
+    of the wrapped sampler (its ``sampler``)."""
+
+    def __init__(self, sampler: EpochBatchSampler) -> None:
+        self.sampler = sampler
+
+    def __len__(self) -> int:
+        return len(self.sampler)
+
+    def __iter__(self) -> Iterator[list[tuple[int, int]]]:
+        epoch = self.sampler.epoch
+        for batch in self.sampler:
+            yield [(epoch, index) for index in batch]

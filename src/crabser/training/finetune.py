@@ -69,6 +69,11 @@ class RawDataset(Dataset):
     With ``eam`` (training only), each utterance gets a segment of another random training
     utterance overlaid by energy-adaptive mixup (:mod:`crabser.data.augment`); the item then carries
     that utterance's label and its weight (``mix_label``, ``mix_lambda``) for the soft target.
+
+    The random draws of an item depend on ``(seed, epoch, index)`` only, not on what was drawn
+    before: keys are ``(epoch, index)`` pairs from :class:`crabser.data.sampling.EpochTagged` (a bare
+    index is epoch 0). So a resumed run crops and mixes as the uninterrupted one did, and loader
+    worker processes do not repeat each other's draws.
     """
 
     def __init__(
@@ -77,25 +82,27 @@ class RawDataset(Dataset):
     ) -> None:
         self.items, self.max_seconds, self.train, self.uses_audio = items, max_seconds, train, uses_audio
         self.eam = eam and train and uses_audio and len(items) > 1
-        self.rng = np.random.default_rng(seed)
+        self.seed = seed
 
     def __len__(self) -> int:
         return len(self.items)
 
-    def _wave(self, item: RawUtterance) -> np.ndarray:
+    def _wave(self, item: RawUtterance, rng: np.random.Generator) -> np.ndarray:
         wave = load_audio(item.audio, SAMPLE_RATE) if self.uses_audio else np.zeros(0, dtype=np.float32)
         limit = int(self.max_seconds * SAMPLE_RATE) if self.max_seconds else None
         if limit and len(wave) > limit:
-            start = int(self.rng.integers(0, len(wave) - limit + 1)) if self.train else 0
+            start = int(rng.integers(0, len(wave) - limit + 1)) if self.train else 0
             wave = wave[start : start + limit]
         return wave
 
-    def __getitem__(self, index: int) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+        epoch, index = key if isinstance(key, tuple) else (0, key)
+        rng = np.random.default_rng([self.seed, int(epoch), int(index)])
         item = self.items[index]
-        sample = {"id": item.id, "wave": self._wave(item), "text": item.text, "label": item.label}
+        sample = {"id": item.id, "wave": self._wave(item, rng), "text": item.text, "label": item.label}
         if self.eam:
-            other = self.items[(index + int(self.rng.integers(1, len(self.items)))) % len(self.items)]
-            sample["wave"], sample["mix_lambda"] = energy_adaptive_mixup(sample["wave"], self._wave(other), self.rng)
+            other = self.items[(index + int(rng.integers(1, len(self.items)))) % len(self.items)]
+            sample["wave"], sample["mix_lambda"] = energy_adaptive_mixup(sample["wave"], self._wave(other, rng), rng)
             sample["mix_label"] = other.label
         return sample
 

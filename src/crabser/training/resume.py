@@ -94,6 +94,7 @@ class EpochCheckpoint(L.Callback):
             self._saving = False
         if trainer.is_global_zero:
             os.replace(partial, self.path)
+        trainer.strategy.barrier("EpochCheckpoint")  # no rank reads last.ckpt before it is in place
 
     def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
         if self._saving:  # only ours: the best checkpoint keeps Lightning's state
