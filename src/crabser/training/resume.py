@@ -15,9 +15,9 @@ What makes a resumed epoch differ from the uninterrupted one, and what we do abo
   epoch (:mod:`crabser.data.sampling`).
 - **Randomness in training** (dropout, MixUp): Lightning does not save the random generators'
   states, so :class:`EpochSeed` seeds torch, numpy and ``random`` before every epoch's first step
-  from ``(train.seed, epoch, rank)``. A resumed epoch draws what the uninterrupted one drew. (The
-  random crops and waveform mixup of fine-tuning draw from the dataset's own generator in the
-  loader, which this does not reach.)
+  from ``(train.seed, epoch, rank)``. A resumed epoch draws what the uninterrupted one drew. The
+  random crops and waveform mixup of fine-tuning happen in the loader, before that step: they
+  draw from ``(train.seed, epoch, item)`` (:class:`crabser.training.finetune.RawDataset`).
 - **The training log.** ``CSVLogger`` deletes ``logs/metrics.csv`` when a run starts. On resume,
   :class:`ResumedCSVLogger` keeps the rows of the epochs in the checkpoint (those after it were
   trained again) and appends; rows are written as they are logged, so what the checkpoint holds is
