@@ -3,21 +3,31 @@
 Defaults follow the Crab paper (section III) and, where the paper is silent, the reference
 implementation (../shared/REFERENCE.md): tau = 0.1, leg sizes 256/512 -> 512, dropout 0.5.
 ``configs/demo.yaml`` departs from them for the CPU demo and says why.
+
+Every value is checked on load: numbers must be finite (no ``nan`` / ``inf``) and in range (counts
+>= 1, learning rates and ``loss.tau`` > 0, rates and shares within [0, 1]); a bad value, an unknown
+key or invalid YAML is a :class:`ConfigError` of one line naming the file and the key.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from crabser.errors import ConfigError
 
+Count = Annotated[int, Field(ge=1)]  #: a size or a number of things: at least 1
+Positive = Annotated[float, Field(gt=0)]  #: a learning rate, temperature, duration: above 0
+NonNegative = Annotated[float, Field(ge=0)]  #: a weight or a strength: 0 switches it off
+Fraction = Annotated[float, Field(ge=0, le=1)]  #: a share, ratio or probability
+Dropout = Annotated[float, Field(ge=0, lt=1)]  #: 1 would drop everything
+
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class DataConfig(_Section):
@@ -29,14 +39,17 @@ class DataConfig(_Section):
     manifest: str | None = None  #: an existing manifest (CSV/Parquet) to use instead of an adapter
     labels: list[str] | None = None  #: the class set; None = every label in the manifest
     #: speaker_holdout = named/seeded speakers; given = the corpus's official split;
-    #: folds = group k-fold (``crabser crossval``)
-    protocol: Literal["speaker_holdout", "given", "folds"] = "speaker_holdout"
+    #: folds = group k-fold (``crabser crossval``); random = stratified random split (corpora
+    #: without speakers; not speaker-independent)
+    protocol: Literal["speaker_holdout", "given", "folds", "random"] = "speaker_holdout"
     test_speakers: list[str] = []
     val_speakers: list[str] = []
-    folds: int | None = None  #: folds: number of folds (None = leave one group out)
+    folds: int | None = Field(None, ge=2)  #: folds: number of folds (None = leave one group out)
     fold_by: str = "speaker"  #: folds: the grouping column (speaker, session)
-    val_speakers_per_fold: int = 2  #: folds: validation speakers drawn from the training folds
-    seed: int = 0  #: draws the held-out speakers when none are named
+    val_speakers_per_fold: int = Field(2, ge=0)  #: folds: validation speakers drawn from the training folds
+    val_fraction: Fraction = 0.1  #: random: share of each class held out for validation
+    test_fraction: Fraction = 0.1  #: random: share of each class held out for test
+    seed: int = 0  #: draws the held-out speakers (random: the utterances) when none are named
     on_error: Literal["skip", "raise"] = "skip"  #: bad audio: skip it with a warning, or stop
 
 
@@ -46,11 +59,11 @@ class EncoderConfig(_Section):
     kind: Literal["whisper-ct2", "hf-speech", "hf-text", "egemaps"]
     model: str = "embedded"
     layer: int | Literal["all"] = -1
-    pad_to_seconds: float | None = None  #: Whisper only: None = the clip's own length
-    max_seconds: float | None = None  #: speech: crop longer clips (the reference crops at 12 s)
-    max_tokens: int = 128  #: text: tokens kept (the reference uses 128)
-    batch_size: int = 16
-    bucket_batches: int = 8  #: inputs sorted by length within this many batches (1 = manifest order)
+    pad_to_seconds: Positive | None = None  #: Whisper only: None = the clip's own length
+    max_seconds: Positive | None = None  #: speech: crop longer clips (the reference crops at 12 s)
+    max_tokens: Count = 128  #: text: tokens kept (the reference uses 128)
+    batch_size: Count = 16
+    bucket_batches: Count = 8  #: inputs sorted by length within this many batches (1 = manifest order)
 
 
 class ASRConfig(_Section):
@@ -59,7 +72,7 @@ class ASRConfig(_Section):
     fill_missing: bool = True  #: transcribe rows with no text; False = leave them out of training
     model: str = "embedded"  #: "embedded" (Whisper tiny.en) or a CTranslate2 Whisper folder
     language: str | None = "en"  #: multilingual models only; None = detect per clip
-    beam_size: int = 1
+    beam_size: Count = 1
 
 
 class ModelConfig(_Section):
@@ -68,27 +81,27 @@ class ModelConfig(_Section):
     #: crab, a compared system (wavlm_baseline, focalser, memocmt, medusa), or mll (multi-loss
     #: learning; train it with loss.name: multi_loss)
     name: Literal["crab", "wavlm_baseline", "focalser", "memocmt", "medusa", "mll"] = "crab"
-    hidden: int = 512
-    heads: int = 1
-    dropout: float = 0.5
-    attention_dropout: float = 0.5
-    leg_dim: int = 512
-    leg_hidden_unimodal: int = 256
-    leg_hidden: int = 512
+    hidden: Count = 512
+    heads: Count = 1
+    dropout: Dropout = 0.5
+    attention_dropout: Dropout = 0.5
+    leg_dim: Count = 512
+    leg_hidden_unimodal: Count = 256
+    leg_hidden: Count = 512
     #: where the unimodal legs read: "gru" = mean of the bi-GRU outputs (paper),
     #: "projection" = mean of the FC+LayerNorm output before the GRU (reference code)
     unimodal_leg_input: Literal["gru", "projection"] = "gru"
     #: average runs of this many speech frames before the bi-GRU (1 = the paper; >1 saves CPU time)
-    speech_frame_stride: int = 1
+    speech_frame_stride: Count = 1
     #: the input streams, in order ("speech", "text", "paralinguistic"); one = a unimodal Crab
     modalities: list[Literal["speech", "text", "paralinguistic"]] = ["speech", "text"]
     #: average runs of this many paralinguistic frames (eGeMAPS LLDs come at 100 Hz)
-    paralinguistic_frame_stride: int = 4
+    paralinguistic_frame_stride: Count = 4
     #: z-normalise speech and text inputs with the training split's mean/std (reference code)
     normalize_inputs: bool = True
     aggregation: Literal["min", "mean", "max"] = "min"  #: memocmt: pooling of the fused sequence
-    mixup_alpha: float = 0.0  #: medusa: MixUp of the branch embeddings, lambda ~ Beta(a, a); 0 = off
-    embedding_dim: int = 64  #: mll: the center-loss and frame SupCon space (the paper: 64)
+    mixup_alpha: NonNegative = 0.0  #: medusa: MixUp of the branch embeddings, lambda ~ Beta(a, a); 0 = off
+    embedding_dim: Count = 64  #: mll: the center-loss and frame SupCon space (the paper: 64)
 
 
 class LossConfig(_Section):
@@ -97,50 +110,50 @@ class LossConfig(_Section):
 
     name: Literal["standard", "multi_loss"] = "standard"
     classifier: Literal["ce", "focal"] = "ce"  #: the loss on the logits
-    focal_gamma: float = 2.0  #: focal loss only
+    focal_gamma: NonNegative = 2.0  #: focal loss only
     class_weights: bool = True  #: w_j = N / N_j from the training split (eq. 9)
     #: where the supervision legs attach: every tap (MLCS), the classifier's tap only, or nowhere
     legs: Literal["all", "final", "none"] = "all"
     leg_loss: Literal["mpcl", "supcon", "ce"] = "mpcl"  #: ce = multi-layer supervision with CE heads
     supcon_variant: Literal["out", "in"] = "out"  #: leg_loss supcon: Khosla et al.'s L_out or L_in
-    alpha: float = 2.0
-    tau: float = 0.1
+    alpha: NonNegative = 2.0
+    tau: Positive = 0.1
     #: StackingSER's neutral (train.neutral_label) vs. expressive soft-margin term; 0 = off, theirs: 1
-    soft_margin_weight: float = 0.0
+    soft_margin_weight: NonNegative = 0.0
     #: multi_loss: weights of KL, focal, center and frame-level SupCon (eq. 11; the paper gives none)
-    multi_loss_weights: tuple[float, float, float, float] = (1.0, 1.0, 1.0, 1.0)
-    center_lr: float = 5.0e-3  #: multi_loss: the class centres' own learning rate (the paper's)
-    max_frames: int = 4096  #: multi_loss: frames sampled per batch for the frame SupCon (memory bound)
+    multi_loss_weights: tuple[NonNegative, NonNegative, NonNegative, NonNegative] = (1.0, 1.0, 1.0, 1.0)
+    center_lr: Positive = 5.0e-3  #: multi_loss: the class centres' own learning rate (the paper's)
+    max_frames: Count = 4096  #: multi_loss: frames sampled per batch for the frame SupCon (memory bound)
 
 
 class TrainConfig(_Section):
     """Optimisation (paper: AdamW, cosine, head 1e-5 / encoders 1e-6, batch 32, accumulation 4)."""
 
-    epochs: int = 20
+    epochs: Count = 20
     #: stop when the val UAR has not improved for this many epochs (the best checkpoint is kept);
     #: None trains all ``epochs`` (the paper). The cosine schedule still spans ``epochs``.
     patience: int | None = Field(None, ge=1)
-    batch_size: int = 32
-    accumulate: int = 4
-    lr_head: float = 1e-5
-    lr_encoder: float = 1e-6
-    min_lr_ratio: float = 0.1  #: cosine floor as a fraction of the peak (reference: 1e-6 / 1e-5)
-    weight_decay: float = 0.01
+    batch_size: Count = 32
+    accumulate: Count = 4
+    lr_head: Positive = 1e-5
+    lr_encoder: NonNegative = 1e-6  #: 0 keeps the encoders as they are (fine-tuning)
+    min_lr_ratio: Fraction = 0.1  #: cosine floor as a fraction of the peak (reference: 1e-6 / 1e-5)
+    weight_decay: NonNegative = 0.01
     seed: int = 0
     accelerator: str = "auto"
-    devices: int | str = "auto"
+    devices: int | str = "auto"  #: a count >= 1, -1 (all), "auto" or Lightning's device list
     strategy: str = "auto"
     precision: str = "32-true"
-    threads: int | None = None  #: torch CPU threads; None = leave torch's default
+    threads: Count | None = None  #: torch CPU threads; None = leave torch's default
     #: train the speech/text encoders too (hf-speech / hf-text), from raw audio (training.finetune)
     finetune: bool = False
     gradient_checkpointing: bool = True  #: fine-tuning: trade compute for encoder activation memory
-    workers: int = 0  #: fine-tuning: DataLoader worker processes decoding audio
+    workers: int = Field(0, ge=0)  #: fine-tuning: DataLoader worker processes decoding audio
     progress: bool = True
     optimizer: Literal["adamw", "adam"] = "adamw"  #: adam (no weight decay) for the multi-loss recipe
     #: cosine to min_lr_ratio (Crab), or exponential: x lr_decay per epoch (multi-loss: 7/8)
     schedule: Literal["cosine", "exponential"] = "cosine"
-    lr_decay: float = 0.875
+    lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.875
     #: energy-adaptive mixup of training waveforms (data.augment); needs raw audio: train.finetune
     eam: bool = False
     #: training batches (data.sampling): shuffle; length_bucketed (similar lengths, less padding);
@@ -149,9 +162,16 @@ class TrainConfig(_Section):
     sampler: Literal["shuffle", "length_bucketed", "class_balanced", "neutral_expressive"] = "length_bucketed"
     #: length_bucketed: batches per pool sorted by length (more: less padding, less random). 4: 1.4x
     #: (EmoDB, MELD text) faster training than shuffle at the same validation UAR (README)
-    bucket_pool: int = 4
+    bucket_pool: Count = 4
     neutral_label: str = "neutral"  #: neutral_expressive: the neutral class
-    neutral_share: float = 0.5  #: neutral_expressive: its share of each batch (StackingSER: 0.5)
+    neutral_share: Annotated[float, Field(gt=0, lt=1)] = 0.5  #: neutral_expressive: its share of each batch (StackingSER: 0.5)
+
+    @field_validator("devices")
+    @classmethod
+    def _some_devices(cls, value: int | str) -> int | str:
+        if isinstance(value, int) and value < 1 and value != -1:
+            raise ValueError("must be a count >= 1, -1 (all devices) or 'auto'")
+        return value
 
 
 class RunConfig(_Section):
@@ -169,6 +189,13 @@ class RunConfig(_Section):
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
 
+    @field_validator("output_dir", "cache_dir")
+    @classmethod
+    def _not_a_file(cls, value: str) -> str:
+        if Path(value).is_file():
+            raise ValueError(f"{value} is a file, not a folder")
+        return value
+
     def encoder_config(self, modality: str) -> EncoderConfig:
         """The encoder settings of one modality."""
         return getattr(self, modality)
@@ -177,6 +204,17 @@ class RunConfig(_Section):
     def run_dir(self) -> Path:
         """The folder of this run's checkpoints and report."""
         return Path(self.output_dir) / self.name
+
+
+def _parse_yaml(text: str, source: str) -> Any:
+    """YAML text as Python values; ConfigError naming ``source`` and the line if it is not YAML."""
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        problem = getattr(error, "problem", None) or type(error).__name__
+        raise ConfigError(f"{source}: invalid YAML{where}: {problem}") from None
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -191,8 +229,20 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[parts[-1]] = yaml.safe_load(value)
+        node[parts[-1]] = _parse_yaml(value, f"override {item!r}")
     return raw
+
+
+def validation_message(error: ValidationError) -> str:
+    """A pydantic error as one line: ``key.sub: problem (got value)`` for each bad value."""
+    parts = []
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "config"
+        shown = item["type"] in ("missing", "extra_forbidden") or str(item.get("input")) in item["msg"]
+        got = "" if shown else f" (got {item.get('input')!r})"
+        problem = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].replace("Value error, ", "")
+        parts.append(f"{key}: {problem}{got}")
+    return "; ".join(parts)
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
@@ -202,12 +252,18 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         path = Path(path)
         if not path.is_file():
             raise ConfigError(f"{path}: config file not found")
-        raw = yaml.safe_load(path.read_text()) or {}
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as error:
+            raise ConfigError(f"{path}: cannot read the config ({error})") from None
+        raw = _parse_yaml(text, str(path)) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a config is a YAML mapping of sections, got {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
     try:
         return RunConfig.model_validate(raw)
     except ValidationError as error:
-        raise ConfigError(f"{path or 'config'}: {error}") from None
+        raise ConfigError(f"{path or 'config'}: {validation_message(error)}") from None
 
 
 def dump_config(config: RunConfig) -> str:
