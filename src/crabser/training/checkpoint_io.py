@@ -1,0 +1,90 @@
+"""Reading checkpoints and exported models with one clear error instead of a traceback.
+
+A truncated, zero-byte or otherwise damaged ``.ckpt`` file (an interrupted copy, a full disk) makes
+``torch.load`` raise one of many exception types (``RuntimeError``, ``EOFError``,
+``UnpicklingError``, ``KeyError`` ...). :func:`read_checkpoint` and :func:`load_checkpoint_module`
+turn every failure to read one into a :class:`CheckpointError` naming the file. Weights that are
+not finite (a run whose training diverged before the loss guard existed) are refused too, so such a
+model never predicts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import TypeVar
+
+import torch
+
+from crabser.errors import CrabserError
+
+T = TypeVar("T")
+
+
+class CheckpointError(CrabserError):
+    """A checkpoint file that is missing, damaged or holds unusable weights."""
+
+    def __init__(self, path: object, problem: str) -> None:
+        super().__init__(f"{path}: {problem}")
+        self.path = str(path)
+
+
+def _guarded(
+    path: Path, action: Callable[[], T], missing: str = "no checkpoint; train the run first",
+    damaged: str = "damaged or not a checkpoint", remedy: str = "retrain or restore it",
+) -> T:
+    if not path.is_file():
+        raise CheckpointError(path, missing)
+    try:
+        return action()
+    except CrabserError:
+        raise
+    except Exception as error:  # noqa: BLE001 - torch.load fails with many types on damaged files
+        raise CheckpointError(path, f"{damaged} ({_short(error)}); {remedy}") from None
+
+
+def _short(error: Exception) -> str:
+    """The exception's type and the first sentence of its message, at most 80 characters."""
+    text = str(error).strip().splitlines()[0].split(". ")[0] if str(error).strip() else ""
+    return f"{type(error).__name__}: {text[:80]}" if text else type(error).__name__
+
+
+def guarded_read(path: str | Path, read: Callable[[Path], T]) -> T:
+    """``read(path)`` of a model file (exported weights, their metadata), or CheckpointError naming it."""
+    path = Path(path)
+    return _guarded(path, lambda: read(path), "file not found", "damaged model file", "export the model again")
+
+
+def read_checkpoint(path: str | Path, **kwargs) -> dict:
+    """``torch.load`` of a checkpoint on the CPU (``kwargs`` passed on), or CheckpointError."""
+    path = Path(path)
+    loaded = _guarded(path, lambda: torch.load(path, map_location="cpu", weights_only=False, **kwargs))
+    if not isinstance(loaded, dict):
+        raise CheckpointError(path, f"not a Lightning checkpoint (holds a {type(loaded).__name__})")
+    return loaded
+
+
+def load_checkpoint_module(cls, path: str | Path):
+    """``cls.load_from_checkpoint`` on the CPU in eval mode, or CheckpointError (damaged file,
+    non-finite weights)."""
+    path = Path(path)
+    module = _guarded(path, lambda: cls.load_from_checkpoint(str(path), map_location="cpu").eval())
+    require_finite(module.state_dict().items(), path)
+    return module
+
+
+def require_finite(tensors: Iterable[tuple[str, torch.Tensor]], source: object) -> None:
+    """CheckpointError naming the first floating tensor with NaN or infinite values."""
+    for name, tensor in tensors:
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise CheckpointError(source, f"weight {name} is not finite (NaN/inf): the training diverged; retrain with a lower train.lr_head")
+
+
+def resume_path(last: str | Path) -> str | None:
+    """The checkpoint to resume from: ``last`` if it exists and can be read, None if there is none;
+    CheckpointError if it is damaged (Lightning would fail with a traceback inside ``fit``)."""
+    last = Path(last)
+    if not last.is_file():
+        return None
+    read_checkpoint(last, mmap=True)
+    return str(last)
