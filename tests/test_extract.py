@@ -59,3 +59,41 @@ def test_bucketing_pads_less_than_manifest_order(tmp_path):
         extract(_manifest(texts), encoder, FeatureStore(tmp_path / str(window)), batch_size=8, bucket_batches=window)
         padding[window] = _padding(encoder.batches)
     assert padding[8] < padding[1] / 3
+
+
+def _damage(path, how: str) -> None:
+    """Damage a cached feature file the ways a crash, a full disk or a bug would."""
+    from safetensors.numpy import save_file
+
+    if how == "truncated":
+        path.write_bytes(path.read_bytes()[:-7])
+    elif how == "empty":
+        path.write_bytes(b"")
+    elif how == "wrong_key":
+        save_file({"other": np.ones((3, 1), dtype=np.float32)}, str(path))
+    elif how == "wrong_shape":
+        save_file({"features": np.ones((0, 1), dtype=np.float32)}, str(path))
+    elif how == "wrong_dim":
+        save_file({"features": np.ones((3, 5), dtype=np.float32)}, str(path))
+    elif how == "nan":
+        save_file({"features": np.full((3, 1), np.nan, dtype=np.float32)}, str(path))
+
+
+@pytest.mark.parametrize("how", ["truncated", "empty", "wrong_key", "wrong_shape", "wrong_dim", "nan"])
+def test_a_damaged_cache_file_is_re_extracted_and_named(tmp_path, caplog, how):
+    from crabser.features.store import DamagedFeatureError
+
+    manifest, encoder = _manifest(["abc", "hello"]), RecordingTextEncoder()
+    encoder.output_dim = 1
+    store = FeatureStore(tmp_path)
+    extract(manifest, encoder, store)
+    digest = content_hashes(manifest, "text")["u1"]
+    victim = store.path(encoder.cache_id, digest)
+    _damage(victim, how)
+    with pytest.raises(DamagedFeatureError, match="crabser extract") as caught:
+        store.get(encoder.cache_id, digest, dim=1)
+    assert str(victim) in str(caught.value)
+    report = extract(manifest, encoder, store)
+    assert (report.encoded, report.cached) == (1, 1)
+    assert str(victim) in caplog.text
+    assert store.get(encoder.cache_id, digest, dim=1)[:, 0].tolist() == [float(ord(c)) for c in "hello"]

@@ -4,7 +4,9 @@ Inputs are read ``bucket_batches`` batches at a time, sorted by length inside th
 encoded in batches of similar length (length bucketing), so a batch pads little; the window
 bounds the memory held. With ``bucket_batches=1`` batches follow the manifest order.
 
-Already-cached utterances are skipped (a second run does no encoding). A bad audio file or a
+Already-cached utterances are skipped (a second run does no encoding); a damaged cache file
+(truncated, empty, wrong shape, NaN: :meth:`FeatureStore.problem`) counts as a miss, is named in a
+warning and is encoded again. A bad audio file or a
 missing transcript is recorded in the report and, with ``on_error="skip"``, logged as a warning
 while the other files go on; with ``on_error="raise"`` the first one stops the run.
 """
@@ -61,6 +63,16 @@ def _load_input(row, encoder: Encoder):
     return text
 
 
+def _usable(store: FeatureStore, encoder: Encoder, digest: str) -> bool:
+    """Whether the store holds usable features of this content; a damaged file is a miss, with a warning."""
+    if not store.has(encoder.cache_id, digest):
+        return False
+    problem = store.problem(encoder.cache_id, digest, getattr(encoder, "output_dim", None))
+    if problem is not None:
+        log.warning("re-extracting %s: damaged feature cache file (%s)", store.path(encoder.cache_id, digest), problem)
+    return problem is None
+
+
 def extract(
     manifest: Manifest,
     encoder: Encoder,
@@ -89,7 +101,7 @@ def extract(
 
     for row in manifest.frame.itertuples(index=False):
         digest = hashes.get(row.id)
-        if digest is not None and (store.has(encoder.cache_id, digest) or digest in pending):
+        if digest is not None and (digest in pending or _usable(store, encoder, digest)):
             report.cached += 1
             if progress:
                 progress(1)
