@@ -13,6 +13,12 @@ features plus a validity mask. Implementations:
 Whisper pads every input to 30 s. ``WhisperCT2Encoder(pad_to_seconds=None)`` encodes only the
 clip's own length (its positional embeddings cut to the clip), about 10x faster on short clips;
 ``pad_to_seconds=30`` is Whisper's own form. See BENCHMARKS.md for the accuracy/speed trade-off.
+
+A hub id that is neither a local folder nor in the local Hugging Face cache is checked before
+transformers tries it (:func:`require_model_available`): with ``HF_HUB_OFFLINE`` /
+``TRANSFORMERS_OFFLINE`` set, or when the hub cannot be reached within ``HUB_PROBE_SECONDS``
+(2 s; environment variable ``CRABSER_HUB_TIMEOUT``), it fails at once with one line instead of
+transformers' retries (about 30 s) and a traceback.
 """
 
 from __future__ import annotations
@@ -20,9 +26,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import socket
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+from urllib.parse import urlparse
 
 import numpy as np
 import torch
@@ -72,6 +82,55 @@ def _model_tag(name_or_path: str) -> str:
         digest = hashlib.sha256(config.read_bytes()).hexdigest()[:10]
         return f"{path.name}-{digest}"
     return name_or_path
+
+
+HUB_PROBE_SECONDS = 2.0  #: how long a quick connect to the hub may take before we call it offline
+_TRUE = ("1", "true", "yes", "on")
+
+
+def _offline_by_env() -> bool:
+    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _in_hf_cache(model_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        return isinstance(try_to_load_from_cache(model_id, "config.json"), str)
+    except Exception:  # noqa: BLE001 - not a valid repo id: not cached either
+        return False
+
+
+def hub_reachable(timeout: float | None = None) -> bool:
+    """Whether a TCP connection to the hub (``HF_ENDPOINT``, default huggingface.co:443) opens within
+    ``timeout`` seconds (name resolution included: it runs in a thread we stop waiting for)."""
+    timeout = float(os.environ.get("CRABSER_HUB_TIMEOUT", HUB_PROBE_SECONDS)) if timeout is None else timeout
+    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
+    address = (url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443))
+    reached = threading.Event()
+
+    def probe() -> None:
+        try:
+            socket.create_connection(address, timeout=timeout).close()
+            reached.set()
+        except OSError:
+            pass
+
+    threading.Thread(target=probe, daemon=True).start()
+    return reached.wait(timeout)
+
+
+def require_model_available(name_or_path: str) -> None:
+    """ConfigError unless ``name_or_path`` is a local folder, a cached hub model or the hub is reachable."""
+    from crabser.errors import ConfigError
+
+    if Path(name_or_path).is_dir() or _in_hf_cache(name_or_path):
+        return
+    if _offline_by_env() or not hub_reachable():
+        raise ConfigError(
+            f"model {name_or_path} is not available offline: give a local folder or pre-fill the cache "
+            "(it is not a folder, not in the Hugging Face cache, and the hub cannot be reached)"
+        )
 
 
 def _quiet_transformers() -> None:
@@ -199,6 +258,7 @@ class HFSpeechEncoder:
         from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
 
         _quiet_transformers()
+        require_model_available(name_or_path)
         config = AutoConfig.from_pretrained(name_or_path)
         self.is_whisper = config.model_type == "whisper"
         self.processor = AutoFeatureExtractor.from_pretrained(name_or_path)
@@ -269,6 +329,7 @@ class HFTextEncoder:
 
         _quiet_transformers()
         path, tag = text_model_path(name_or_path)
+        require_model_available(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)
         self.model = AutoModel.from_pretrained(path).to(device).eval()
         self.device = device
