@@ -168,3 +168,16 @@ def test_every_shipped_config_is_valid(path):
         from crabser.pipeline import finetune_encoders
 
         assert finetune_encoders(config)["speech_model"]  # a fine-tunable speech model is named
+
+
+def test_a_non_utf8_transcript_counts_as_missing_and_is_named(tmp_path, caplog):
+    import soundfile as sf
+
+    folder = tmp_path / "calm"
+    folder.mkdir()
+    for name, text in (("good", "fine words".encode("utf-8")), ("bad", "très mal".encode("latin-1"))):
+        sf.write(folder / f"{name}.wav", tone(0.2), 16000)
+        (folder / f"{name}.txt").write_bytes(text)
+    frame = get_adapter("folder")(tmp_path).frame.set_index("id")
+    assert frame.loc["calm/good", "text"] == "fine words" and frame.loc["calm/bad", "text"] is None
+    assert str(folder / "bad.txt") in caplog.text and "UTF-8" in caplog.text

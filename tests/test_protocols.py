@@ -7,7 +7,7 @@ import pytest
 
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.data.manifest import Manifest, ManifestError
-from crabser.data.protocols import fold_split, group_folds
+from crabser.data.protocols import fold_split, group_folds, random_split, speaker_holdout
 
 
 def _manifest(speakers: dict[str, int], session: dict[str, str] | None = None) -> Manifest:
@@ -47,3 +47,35 @@ def test_fold_split_validation_comes_from_training_speakers_only(emodb):
         assert set(frame.loc[frame["fold"] == fold, "split"]) == {"test"}
     with pytest.raises(ManifestError, match="fold 9"):
         fold_split(manifest, 9)
+
+
+def _labelled(rows: list[tuple[str, str]]) -> Manifest:
+    """A manifest of (speaker, label) rows."""
+    frame = pd.DataFrame([{"id": f"u{i}", "audio": "x.wav", "speaker": sp, "label": lab} for i, (sp, lab) in enumerate(rows)])
+    return Manifest(frame)
+
+
+def test_a_class_with_no_training_utterance_is_warned_about(caplog):
+    manifest = _labelled([("s1", "anger"), ("s2", "anger"), ("s3", "anger"), ("s3", "fear")])
+    with caplog.at_level("WARNING", logger="crabser.data.protocols"):
+        split = speaker_holdout(manifest, test_speakers=["s3"], val_speakers=["s2"])
+    assert (split.frame["split"] == "train").any()
+    warned = [r.getMessage() for r in caplog.records if "no training utterance" in r.getMessage()]
+    assert len(warned) == 1 and "fear" in warned[0] and "anger" not in warned[0]
+
+
+def test_random_split_is_stratified_seeded_and_keeps_training_rows():
+    manifest = _labelled([("", label) for label in ("a", "b") for _ in range(20)] + [("", "rare")])
+    first = random_split(manifest, val_fraction=0.1, test_fraction=0.2, seed=3).frame
+    again = random_split(manifest, val_fraction=0.1, test_fraction=0.2, seed=3).frame
+    assert first["split"].tolist() == again["split"].tolist()
+    counts = first.groupby(["label", "split"]).size().unstack(fill_value=0)
+    assert counts.loc["a"].to_dict() == {"test": 4, "train": 14, "val": 2}
+    assert counts.loc["rare", "train"] == 1  # a class too small to hold out stays in training
+    with pytest.raises(ManifestError, match="less than 1"):
+        random_split(manifest, val_fraction=0.5, test_fraction=0.5)
+
+
+def test_speaker_holdout_without_speakers_points_to_the_way_out():
+    with pytest.raises(ManifestError, match="protocol: random"):
+        speaker_holdout(_labelled([("", "a"), ("", "b")]))

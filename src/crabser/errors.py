@@ -41,3 +41,12 @@ class CorpusError(CrabserError):
         self.corpus = corpus
         self.root = str(root)
         self.problem = problem
+
+
+class TextEncodingError(CrabserError):
+    """A text file (transcript, CSV) that is not UTF-8; names the file and the first bad byte."""
+
+    def __init__(self, path: object, error: UnicodeDecodeError) -> None:
+        bad = error.object[error.start : error.start + 1].hex() if isinstance(error.object, bytes) else "?"
+        super().__init__(f"{path}: not UTF-8 text (byte 0x{bad} at offset {error.start}); save it as UTF-8")
+        self.path = str(path)

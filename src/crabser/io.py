@@ -1,4 +1,4 @@
-"""Small file-system helpers: atomic writes and content hashes."""
+"""Small file-system helpers: atomic writes, content hashes, UTF-8 text and CSV with errors naming the file."""
 
 from __future__ import annotations
 
@@ -8,6 +8,9 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
+
+from crabser.errors import CrabserError, TextEncodingError
 
 
 @contextmanager
@@ -37,3 +40,32 @@ def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
 def text_sha256(text: str) -> str:
     """Hex SHA-256 of a UTF-8 string."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def read_utf8(path: str | Path) -> str:
+    """A UTF-8 text file's contents; TextEncodingError naming the file if it is not UTF-8."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as error:
+        raise TextEncodingError(path, error) from None
+
+
+def read_csv_utf8(path: str | Path, **kwargs: Any):
+    """``pandas.read_csv`` of a UTF-8 file (``kwargs`` passed on); TextEncodingError naming the file if it is not UTF-8."""
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, encoding="utf-8", **kwargs)
+    except UnicodeDecodeError as error:
+        raise TextEncodingError(path, error) from None
+
+
+def ensure_folder(path: str | Path, setting: str) -> Path:
+    """Create the output folder ``path`` (and its parents); CrabserError naming ``setting`` when it,
+    or a parent, is an existing file."""
+    path = Path(path)
+    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    if blocker is not None:
+        raise CrabserError(f"{setting} {path}: {blocker} is a file, not a folder; choose another output path")
+    path.mkdir(parents=True, exist_ok=True)
+    return path

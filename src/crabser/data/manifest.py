@@ -14,6 +14,7 @@ from pathlib import Path
 import pandas as pd
 
 from crabser.errors import ManifestError
+from crabser.io import read_csv_utf8
 
 REQUIRED_COLUMNS = ("id", "audio", "label")
 OPTIONAL_COLUMNS = ("text", "speaker", "split", "fold")
@@ -108,7 +109,7 @@ def read_manifest(
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
     elif path.suffix in (".csv", ".tsv"):
-        frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        frame = read_csv_utf8(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
         if "text" in frame:
             frame["text"] = frame["text"].where(frame["text"] != "", None)
     else:

@@ -5,15 +5,24 @@ reproducible and the validation set never comes from the test speakers), or draw
 Group k-fold: a ``fold`` column by speaker or session (leave-one-group-out when k is not given);
 :func:`fold_split` turns one fold into test and carves validation speakers from the other folds.
 Official splits (MELD, MSP-Podcast) come from the corpus adapter (protocol ``given``).
+Random split (protocol ``random``): for corpora without speakers (a ``folder`` of ``<label>/<clip>``);
+each class is shuffled by seed and cut into test / val / train shares, so every class is in every
+split it is big enough for. It is not speaker-independent, and a warning says so.
+
+Every split is checked: a class of the run with no training utterance gets a warning naming it
+(:func:`warn_empty_training_classes`), since the model cannot learn it.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import numpy as np
 
 from crabser.data.manifest import Manifest, ManifestError
+
+log = logging.getLogger(__name__)
 
 
 def speaker_holdout(
@@ -26,8 +35,12 @@ def speaker_holdout(
 ) -> Manifest:
     """Split by speaker: named (or seeded-random) test and val speakers, the rest train."""
     frame = manifest.frame.copy()
-    if "speaker" not in frame or (frame["speaker"] == "").any():
-        raise ManifestError("speaker_holdout needs a 'speaker' value on every row")
+    no_speaker = frame[frame["speaker"] == ""] if "speaker" in frame else frame
+    if len(no_speaker):
+        raise ManifestError(
+            f"speaker_holdout needs a speaker on every row; {len(no_speaker)} rows have none (e.g. {no_speaker['id'].iloc[0]!r}): "
+            "give speakers (folder corpus: <label>/<speaker>/<clip>) or set data.protocol: random"
+        )
     speakers = sorted(frame["speaker"].unique())
     unknown = sorted((set(test_speakers) | set(val_speakers)) - set(speakers))
     if unknown:
@@ -46,7 +59,40 @@ def speaker_holdout(
     frame.loc[frame["speaker"].isin(test), "split"] = "test"
     if not (frame["split"] == "train").any():
         raise ManifestError("no training speakers left after holding out test and val speakers")
-    return Manifest(frame)
+    return warn_empty_training_classes(Manifest(frame))
+
+
+def random_split(manifest: Manifest, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Manifest:
+    """A stratified random split: per class, ``test_fraction`` of the rows (rounded) test,
+    ``val_fraction`` val, the rest train (at least one row of a class stays in train)."""
+    if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
+        raise ManifestError(f"random split: val ({val_fraction}) and test ({test_fraction}) fractions must add up to less than 1")
+    frame = manifest.frame.copy()
+    frame["split"] = "train"
+    rng = np.random.default_rng(seed)
+    for label in sorted(frame["label"].unique()):
+        rows = rng.permutation(frame.index[frame["label"] == label].to_numpy())
+        n_test = min(round(len(rows) * test_fraction), len(rows) - 1)
+        n_val = min(round(len(rows) * val_fraction), len(rows) - 1 - n_test)
+        frame.loc[rows[:n_test], "split"] = "test"
+        frame.loc[rows[n_test : n_test + n_val], "split"] = "val"
+    log.warning("random split: not speaker-independent (a speaker can be in train and test)")
+    return warn_empty_training_classes(Manifest(frame))
+
+
+def empty_training_classes(manifest: Manifest, labels: Sequence[str] | None = None) -> list[str]:
+    """Classes (``labels``, else every label of the manifest) with no utterance in the train split."""
+    frame = manifest.frame
+    trained = set(frame.loc[frame["split"] == "train", "label"])
+    return [label for label in (labels or manifest.labels) if label not in trained]
+
+
+def warn_empty_training_classes(manifest: Manifest, labels: Sequence[str] | None = None) -> Manifest:
+    """Log a warning naming the classes with no training utterance; return the manifest."""
+    empty = empty_training_classes(manifest, labels)
+    if empty:
+        log.warning("no training utterance of class(es) %s: the model cannot learn them; change the split or data.labels", ", ".join(empty))
+    return manifest
 
 
 def group_folds(manifest: Manifest, folds: int | None = None, by: str = "speaker", seed: int = 0) -> Manifest:
@@ -96,4 +142,4 @@ def fold_split(manifest: Manifest, fold: int, val_speakers: int = 2, seed: int =
     frame["split"] = "train"
     frame.loc[frame["speaker"].astype(str).isin(val) & (folds != fold), "split"] = "val"
     frame.loc[folds == fold, "split"] = "test"
-    return Manifest(frame)
+    return warn_empty_training_classes(Manifest(frame))

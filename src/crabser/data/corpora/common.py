@@ -1,13 +1,21 @@
-"""Helpers shared by the corpus adapters: layout checks with clear errors, text clean-up."""
+"""Helpers shared by the corpus adapters: layout checks with clear errors, text clean-up.
+
+A transcript file that is not UTF-8 does not stop a corpus from being prepared: it counts as a
+missing transcript (the offline ASR fills it when enabled) and a warning names the file and byte.
+"""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from crabser.data.manifest import Manifest, from_records
-from crabser.errors import CorpusError
+from crabser.errors import CorpusError, TextEncodingError
+from crabser.io import read_utf8
+
+log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
@@ -42,6 +50,17 @@ def named_audio(root: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path, re
         match = pattern.match(path.stem)
         if match is not None:
             yield path, match
+
+
+def read_transcript(path: Path) -> str | None:
+    """The stripped text of a transcript file; None if it is absent, empty or not UTF-8 (with a warning)."""
+    if not path.is_file():
+        return None
+    try:
+        return read_utf8(path).strip() or None
+    except TextEncodingError as error:
+        log.warning("transcript left out (counts as missing): %s", error)
+        return None
 
 
 def ascii_punctuation(text: str) -> str:

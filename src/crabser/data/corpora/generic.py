@@ -1,20 +1,26 @@
-"""Generic adapters: a folder of ``<label>/<file>.<ext>``, or a CSV with path,label[,text,speaker]."""
+"""Generic adapters: a folder of ``<label>/<file>.<ext>``, or a CSV with path,label[,text,speaker].
+
+Folder layout: ``<label>/<clip>.wav`` (no speaker) or ``<label>/<speaker>/<clip>.wav`` (the first
+sub-folder names the speaker, so ``protocol: speaker_holdout`` and ``folds`` work; turn this off
+with ``data.options: {speaker_folders: false}``). A folder without speakers is split with
+``protocol: random`` (a stratified random split, not speaker-independent).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
-from crabser.data.corpora.common import manifest_or_error, require_dir
+from crabser.data.corpora.common import manifest_or_error, read_transcript, require_dir
 from crabser.data.manifest import Manifest, ManifestError, from_records
 from crabser.errors import CorpusError
+from crabser.io import read_csv_utf8
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
-def prepare_folder(root: str | Path) -> Manifest:
-    """One utterance per audio file in ``root/<label>/``; a ``<file>.txt`` beside it is its text."""
+def prepare_folder(root: str | Path, speaker_folders: bool = True) -> Manifest:
+    """One utterance per audio file in ``root/<label>/``; a ``<file>.txt`` beside it is its text and,
+    with ``speaker_folders``, a sub-folder ``root/<label>/<speaker>/`` its speaker."""
     root = Path(root)
     require_dir("folder corpus", root, hint="<label>/<file> audio files")
     records = []
@@ -22,13 +28,14 @@ def prepare_folder(root: str | Path) -> Manifest:
         for path in sorted(label_dir.rglob("*")):
             if path.suffix.lower() not in AUDIO_SUFFIXES:
                 continue
-            transcript = path.with_suffix(".txt")
+            relative = path.relative_to(label_dir)
             records.append(
                 {
-                    "id": f"{label_dir.name}/{path.relative_to(label_dir).with_suffix('').as_posix()}",
+                    "id": f"{label_dir.name}/{relative.with_suffix('').as_posix()}",
                     "audio": str(path.resolve()),
                     "label": label_dir.name,
-                    "text": transcript.read_text(encoding="utf-8").strip() if transcript.is_file() else None,
+                    "text": read_transcript(path.with_suffix(".txt")),
+                    "speaker": relative.parts[0] if speaker_folders and len(relative.parts) > 1 else "",
                 }
             )
     return manifest_or_error("folder corpus", root, records, f"<label>/<file> with suffix in {AUDIO_SUFFIXES}")
@@ -39,7 +46,7 @@ def prepare_csv(path: str | Path) -> Manifest:
     path = Path(path)
     if not path.is_file():
         raise CorpusError("CSV corpus", path, "file not found")
-    frame = pd.read_csv(path, dtype=str, keep_default_na=False)
+    frame = read_csv_utf8(path, dtype=str, keep_default_na=False)
     missing = {"path", "label"} - set(frame.columns)
     if missing:
         raise ManifestError(f"{path}: missing column(s) {sorted(missing)}; it has {list(frame.columns)}")

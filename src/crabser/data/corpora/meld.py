@@ -18,8 +18,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pandas as pd
-
 from crabser.data.corpora.common import (
     ascii_punctuation,
     manifest_or_error,
@@ -28,6 +26,7 @@ from crabser.data.corpora.common import (
 )
 from crabser.data.manifest import Manifest
 from crabser.errors import CorpusError
+from crabser.io import read_csv_utf8
 
 CORPUS = "MELD"
 SPLITS = {"train": ("train", "train_splits"), "dev": ("val", "dev_splits_complete"), "test": ("test", "output_repeated_splits_test")}
@@ -50,7 +49,7 @@ def prepare(root: str | Path) -> Manifest:
     records = []
     for name, (split, folder) in SPLITS.items():
         csv = require_file(CORPUS, root, f"{name}_sent_emo.csv", "the MELD annotation CSVs")
-        frame = pd.read_csv(csv, dtype=str, keep_default_na=False, encoding="utf-8")
+        frame = read_csv_utf8(csv, dtype=str, keep_default_na=False)
         missing = [c for c in _COLUMNS if c not in frame.columns]
         if missing:
             raise CorpusError(CORPUS, root, f"{csv.name} lacks column(s) {missing}")

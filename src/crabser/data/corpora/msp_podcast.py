@@ -18,11 +18,15 @@ from __future__ import annotations
 from collections.abc import Mapping
 from pathlib import Path
 
-import pandas as pd
-
-from crabser.data.corpora.common import manifest_or_error, require_dir, require_file
+from crabser.data.corpora.common import (
+    manifest_or_error,
+    read_transcript,
+    require_dir,
+    require_file,
+)
 from crabser.data.manifest import Manifest
 from crabser.errors import CorpusError
+from crabser.io import read_csv_utf8
 
 CORPUS = "MSP-Podcast"
 CLASSES = {"A": "anger", "C": "contempt", "D": "disgust", "F": "fear", "H": "happiness", "N": "neutral", "S": "sadness", "U": "surprise"}
@@ -38,7 +42,7 @@ def prepare(root: str | Path, classes: Mapping[str, str] | None = None, test_par
     labels_csv = require_file(CORPUS, root, "Labels/labels_consensus.csv", "the consensus labels")
     audio_dir = require_dir(CORPUS, root, "Audios", "Audios/<FileName>.wav")
     transcripts = root / "Transcripts"
-    frame = pd.read_csv(labels_csv, dtype=str, keep_default_na=False)
+    frame = read_csv_utf8(labels_csv, dtype=str, keep_default_na=False)
     missing = [c for c in _COLUMNS if c not in frame.columns]
     if missing:
         raise CorpusError(CORPUS, root, f"{labels_csv.name} lacks column(s) {missing}")
@@ -54,7 +58,7 @@ def prepare(root: str | Path, classes: Mapping[str, str] | None = None, test_par
         record = {
             "id": stem,
             "audio": str(audio_dir / row["FileName"]),
-            "text": transcript.read_text(encoding="utf-8").strip() or None if transcript.is_file() else None,
+            "text": read_transcript(transcript),
             "label": classes[row["EmoClass"]],
             "speaker": row["SpkrID"],
             "split": PARTITIONS[partition],
