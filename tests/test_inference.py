@@ -1,5 +1,9 @@
 """Recognizer: load anything crabser writes, predict on paths, bytes and arrays, partial inputs, export."""
 
+import time
+from concurrent.futures import ThreadPoolExecutor
+from types import SimpleNamespace
+
 import numpy as np
 import pytest
 import soundfile as sf
@@ -7,7 +11,7 @@ import soundfile as sf
 from crabser.data.audio import decode_audio
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.errors import AudioError, CrabserError, TranscriptError
-from crabser.inference import Recognizer, export_model
+from crabser.inference import Recognizer, _Predictor, export_model
 from crabser.pretrained import default_model_dir
 
 TEXT = "Der Lappen liegt auf dem Eisschrank."
@@ -114,3 +118,39 @@ def test_the_packaged_default_model_is_small_and_recognises_emodb(clips, emodb):
     predicted = model.predict_batch(list(sample["audio"]))
     correct = sum(p.label == label for p, label in zip(predicted, sample["label"]))
     assert correct >= 15, correct
+
+
+class _FakePredictor(_Predictor):
+    """A text model whose probabilities are given; its ASR factory is slow and counts its calls."""
+
+    labels = ["a", "b"]
+    modalities = ["text"]
+
+    def __init__(self, probabilities: list[float]) -> None:
+        self.built = 0
+        self.probs = np.array([probabilities], dtype=np.float32)
+        self._asr_factory = self._build_asr
+        self._asr = None
+
+    def _build_asr(self):
+        self.built += 1
+        time.sleep(0.2)  # a cold start: every thread arrives while the first one is building
+        return SimpleNamespace(transcribe=lambda wave: "hello there")
+
+    def probabilities(self, waves, texts):
+        return np.repeat(self.probs, len(texts), axis=0)
+
+
+def test_cold_threads_build_the_asr_once():
+    predictor = _FakePredictor([0.3, 0.7])
+    wave = 0.3 * np.sin(np.arange(16000, dtype=np.float32) / 8)
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda _: predictor.predict(wave, sample_rate=16000), range(4)))
+    assert predictor.built == 1
+    assert all(r.transcript == "hello there" and r.label == "b" for r in results)
+
+
+def test_non_finite_probabilities_are_an_error_naming_the_input_never_a_prediction():
+    predictor = _FakePredictor([float("nan"), float("nan")])
+    with pytest.raises(CrabserError, match="clip.wav.*non-finite"):
+        predictor.predict(None, "some words", name="clip.wav")

@@ -14,6 +14,7 @@ from crabser.data.corpora import emodb as emodb_adapter
 from crabser.errors import TranscriptError
 from crabser.inference import Prediction
 from crabser.segment import (
+    output_stems,
     SegmentSettings,
     plot_timeline,
     predict_timeline,
@@ -135,3 +136,12 @@ def test_segment_cli_on_a_ten_minute_recording_writes_the_timeline(tmp_path, emo
     assert all(s["label"] for s in segments)
     for suffix in ("csv", "json", "png"):
         assert (tmp_path / "out" / f"ten_minutes.timeline.{suffix}").is_file()
+
+
+def test_output_stems_are_distinct_for_same_named_files(tmp_path):
+    a, b, c, nested = tmp_path / "a/x.wav", tmp_path / "b/x.wav", tmp_path / "c/y.wav", tmp_path / "d/a/x.wav"
+    stems = output_stems([a, b, c, a])
+    assert stems[c] == "y" and stems[a] != stems[b]
+    assert stems[a].endswith("a_x") and stems[b].endswith("b_x")
+    three = output_stems([a, b, nested])
+    assert len(set(three.values())) == 3

@@ -13,12 +13,16 @@ Documented answers to partial inputs:
 - a model with speech and no audio (text only): AudioError ("this model needs audio");
 - a text-only model with a transcript reads no audio; a model without text ignores the transcript
   (``Prediction.transcript`` is None);
-- an empty or whitespace transcript counts as missing.
+- an empty or whitespace transcript counts as missing;
+- a model whose output is not finite (NaN weights) raises CrabserError naming the input: no
+  prediction, and so no NaN in JSON, is ever returned;
+- the ASR model is built once, on first need, even when many threads predict at once.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -65,6 +69,7 @@ class _Predictor:
     modalities: list[str]
     _asr_factory: Callable[[], object] | None = None
     _asr = None
+    _asr_lock = threading.Lock()  #: building the ASR is rare and slow: one lock for every predictor
 
     @property
     def needs_audio(self) -> bool:
@@ -104,6 +109,7 @@ class _Predictor:
                 resolved.append(text or self._transcribe(wave, name))
                 sources.append("given" if text else "asr")
         probabilities = self.probabilities(waves, resolved)
+        _require_finite(probabilities, names)
         results = []
         for i, probs in enumerate(probabilities):
             scores = {label: float(p) for label, p in zip(self.labels, probs)}
@@ -128,11 +134,21 @@ class _Predictor:
         if self._asr_factory is None:
             raise TranscriptError(name, "missing transcript: give the text (--text, FILE.txt) or use a model that allows ASR")
         if self._asr is None:
-            self._asr = self._asr_factory()
+            with self._asr_lock:
+                if self._asr is None:  # another thread may have built it while this one waited
+                    self._asr = self._asr_factory()
         text = clean_text(self._asr.transcribe(wave))
         if not text:
             raise TranscriptError(name, "missing transcript and ASR heard no words")
         return text
+
+
+def _require_finite(probabilities: np.ndarray, names: list[str]) -> None:
+    """CrabserError naming the first input whose class probabilities are NaN or infinite."""
+    finite = np.isfinite(probabilities).all(axis=-1)
+    if not finite.all():
+        name = names[int(np.argmin(finite))]
+        raise CrabserError(f"{name}: the model gave non-finite probabilities (NaN); its weights are damaged or its training diverged")
 
 
 class ExportedModule(torch.nn.Module):
@@ -198,13 +214,18 @@ class Recognizer(_Predictor):
         from safetensors.torch import load_file
 
         from crabser.config import load_run_config
+        from crabser.training.checkpoint_io import guarded_read, require_finite
 
         folder = Path(folder)
-        meta = json.loads((folder / "model.json").read_text())
-        if meta.get("format") != EXPORT_FORMAT:
-            raise CrabserError(f"{folder}: unknown model format {meta.get('format')!r} (expected {EXPORT_FORMAT})")
-        weights = {k: v.float() for k, v in load_file(str(folder / "model.safetensors")).items()}
-        return cls._with_config(ExportedModule(meta["hparams"], weights), load_run_config(folder, overrides))
+        meta = guarded_read(folder / "model.json", lambda path: json.loads(path.read_text(encoding="utf-8")))
+        if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise CrabserError(f"{folder}: unknown model format {found!r} (expected {EXPORT_FORMAT})")
+        weights_file = folder / "model.safetensors"
+        weights = {k: v.float() for k, v in guarded_read(weights_file, lambda path: load_file(str(path))).items()}
+        require_finite(weights.items(), weights_file)
+        module = guarded_read(weights_file, lambda _: ExportedModule(meta["hparams"], weights))
+        return cls._with_config(module, load_run_config(folder, overrides))
 
     @classmethod
     def _with_config(cls, module, config) -> Recognizer:
@@ -274,15 +295,14 @@ def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, ch
     from safetensors.torch import save_file
 
     from crabser.config import dump_config, load_run_config
-    from crabser.io import atomic_path
+    from crabser.io import atomic_path, ensure_folder
     from crabser.pipeline import git_commit, load_module
 
     config = load_run_config(Path(run_dir))
     module = load_module(config.run_dir / "checkpoints" / checkpoint)
     if module.encoder_parameters():
         raise CrabserError(f"{run_dir}: a fine-tuned run carries its encoders; load the run folder instead of exporting it")
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = ensure_folder(out_dir, "--out")
     state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in module.model.state_dict().items()}
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(state, str(tmp))

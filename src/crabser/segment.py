@@ -173,8 +173,36 @@ def _entry(start: float, wave: np.ndarray, prediction) -> TimelineEntry:
 
 
 def timeline_json(entries: list[TimelineEntry]) -> str:
-    """The timeline as a JSON list."""
-    return json.dumps([asdict(e) for e in entries], ensure_ascii=False, indent=1)
+    """The timeline as a JSON list (strict JSON: the recognizer never returns NaN probabilities)."""
+    return json.dumps([asdict(e) for e in entries], ensure_ascii=False, indent=1, allow_nan=False)
+
+
+def output_stems(paths: list[Path]) -> dict[Path, str]:
+    """A distinct output name per input file for one output folder: the file's stem, or, where two
+    inputs share a stem (``a/x.wav``, ``b/x.wav``), the stem prefixed with the parent folders that
+    tell them apart (``a_x``, ``b_x``); a number is added if even the whole paths give the same name."""
+    resolved = {path: path.resolve() for path in paths}
+    stems: dict[Path, str] = {}
+    for path in paths:
+        twins = {resolved[p] for p in paths if p.stem == path.stem}
+        depth = 0
+        while len({_named(t, depth) for t in twins}) < len(twins) and depth < len(resolved[path].parts):
+            depth += 1
+        stems[path] = _named(resolved[path], depth)
+    taken: dict[str, Path] = {}
+    for path in paths:
+        name, n = stems[path], 1
+        while name in taken and taken[name] != resolved[path]:
+            n += 1
+            name = f"{stems[path]}_{n}"
+        taken[name], stems[path] = resolved[path], name
+    return stems
+
+
+def _named(path: Path, depth: int) -> str:
+    """The stem of ``path`` prefixed with its ``depth`` nearest parent folder names."""
+    parents = [p.name for p in list(path.parents)[:depth] if p.name][::-1]
+    return "_".join([*parents, path.stem])
 
 
 def write_timeline_csv(entries: list[TimelineEntry], labels: list[str], path: Path) -> None:
