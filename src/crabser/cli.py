@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.logging import RichHandler
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -50,14 +51,27 @@ def _quiet_lightning() -> None:
         logging.getLogger(noisy).setLevel(logging.WARNING)
 
 
+def _one_line(error: BaseException) -> str:
+    """An expected failure as one line; an OS error names its file first."""
+    if isinstance(error, OSError) and error.filename is not None:
+        return f"{error.filename}: {error.strerror or error}"
+    return " ".join(str(error).split("\n")[0].split()) if not isinstance(error, CrabserError) else str(error)
+
+
 @contextmanager
 def _friendly_errors() -> Iterator[None]:
-    """Turn expected failures into one clear line and exit code 2, not a traceback."""
+    """Turn expected failures (crabser's own, files that cannot be read or written, bad values)
+    into one clear line and exit code 2, not a traceback."""
     try:
         yield
-    except (CrabserError, FileNotFoundError, ValueError) as error:
-        console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+    except (CrabserError, OSError, ValueError) as error:
+        _print_error(error)
         raise typer.Exit(2) from None
+
+
+def _print_error(error: BaseException) -> None:
+    """``error: <message>`` (the message printed as it is: brackets in it are not markup)."""
+    console.print(f"[bold red]error:[/] {escape(_one_line(error))}", soft_wrap=True, highlight=False)
 
 
 @contextmanager
@@ -306,18 +320,16 @@ def predict(
             raise typer.Exit(1 if failed else 0)
         results = []
         for path in files:
-            sidecar = path.with_suffix(".txt")
-            transcript = text if text is not None else (sidecar.read_text(encoding="utf-8") if sidecar.is_file() else None)
             try:
-                results.append(recognizer.predict(path, transcript))
+                results.append(recognizer.predict(path, _transcript_of(path, text)))
             except CrabserError as error:
-                console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+                _print_error(error)
     if as_json:
         for r in results:
             typer.echo(json.dumps({
                 "file": r.source, "label": r.label, "probabilities": r.probabilities,
                 "transcript": r.transcript, "text_source": r.text_source,
-            }, ensure_ascii=False))
+            }, ensure_ascii=False, allow_nan=False))
     elif results:
         table = Table()
         table.add_column("file")
@@ -331,12 +343,22 @@ def predict(
         raise typer.Exit(1)
 
 
+def _transcript_of(path: Path, text: str | None) -> str | None:
+    """``text`` if given, else the UTF-8 ``FILE.txt`` beside the audio (TextEncodingError naming it), else None."""
+    from crabser.io import read_utf8
+
+    sidecar = path.with_suffix(".txt")
+    return text if text is not None else (read_utf8(sidecar) if sidecar.is_file() else None)
+
+
 def _predict_segments(recognizer, files: list[Path], mode: str, window: float, hop: float, out: Path | None, as_json: bool) -> int:
     """--segment: a timeline per file (table or JSON), written as CSV, JSON and PNG; returns the failures."""
     from crabser import segment as seg
     from crabser.data.audio import stream_audio
+    from crabser.io import ensure_folder
 
     settings = seg.SegmentSettings(mode=mode, window=window, hop=hop)
+    stems = seg.output_stems(files) if out else {path: path.stem for path in files}
     failed = 0
     for path in files:
         title = path.name
@@ -353,17 +375,16 @@ def _predict_segments(recognizer, files: list[Path], mode: str, window: float, h
                 blocks, total = stream_audio(path, seg.SAMPLE_RATE)
                 entries = seg.predict_timeline(recognizer, blocks, total, settings, report)
         except CrabserError as error:
-            console.print(f"[bold red]error:[/] {error}", soft_wrap=True)
+            _print_error(error)
             failed += 1
             continue
-        folder = out or path.parent
-        folder.mkdir(parents=True, exist_ok=True)
-        outputs = {ext: folder / f"{path.stem}.timeline.{ext}" for ext in ("json", "csv", "png")}
+        folder = ensure_folder(out, "--out") if out else path.parent
+        outputs = {ext: folder / f"{stems[path]}.timeline.{ext}" for ext in ("json", "csv", "png")}
         outputs["json"].write_text(seg.timeline_json(entries), encoding="utf-8")
         seg.write_timeline_csv(entries, recognizer.labels, outputs["csv"])
         seg.plot_timeline(entries, recognizer.labels, outputs["png"], title=path.name)
         if as_json:
-            typer.echo(json.dumps({"file": str(path), "segments": [asdict(e) for e in entries]}, ensure_ascii=False))
+            typer.echo(json.dumps({"file": str(path), "segments": [asdict(e) for e in entries]}, ensure_ascii=False, allow_nan=False))
             continue
         table = Table(title=f"{path} ({len(entries)} segments)")
         for column in ("start", "end", "label", "p", "transcript"):
