@@ -248,3 +248,11 @@ def test_diverging_training_stops_with_one_line_naming_the_settings(tiny_run):
     result = invoke("train", "--config", config, "-o", "train.lr_head=1e30", "-o", "name=diverged", "-o", "train.epochs=3")
     line = assert_one_line_error(result, "train.lr_head", "loss.tau", "epoch")
     assert "nan" in line.lower() or "inf" in line.lower()
+
+
+def test_a_model_without_text_never_reads_the_transcript_beside_the_audio(tmp_path):
+    clip = tmp_path / "clip.wav"
+    sf.write(clip, tone(1.0), 16000)
+    clip.with_suffix(".txt").write_bytes("très".encode("latin-1"))
+    result = invoke("predict", clip, "--json")  # the packaged default model reads speech only
+    assert result.exit_code == 0, result.output

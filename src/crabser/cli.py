@@ -321,7 +321,7 @@ def predict(
         results = []
         for path in files:
             try:
-                results.append(recognizer.predict(path, _transcript_of(path, text)))
+                results.append(recognizer.predict(path, _transcript_of(path, text) if "text" in recognizer.modalities else None))
             except CrabserError as error:
                 _print_error(error)
     if as_json:
