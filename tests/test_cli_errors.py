@@ -181,6 +181,18 @@ def test_hub_id_offline_fails_fast_with_one_line(tmp_path, monkeypatch):
     assert_one_line_error(result, "crabser-tests/no-such-model", "not available offline")
 
 
+def test_hub_id_offline_fails_fast_in_fine_tuning_too(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    manifest = _write_clips(tmp_path, ["1", "2", "3"], {"a": 300.0})
+    result = invoke(
+        "train", "--finetune", "-o", f"data.manifest={manifest}", "-o", "data.test_speakers=['3']", "-o", "data.val_speakers=['2']",
+        "-o", f"output_dir={tmp_path / 'runs'}", "-o", "model.modalities=[speech]", "-o", "speech.kind=hf-speech",
+        "-o", "speech.model=crabser-tests/no-such-wavlm",
+    )
+    assert_one_line_error(result, "crabser-tests/no-such-wavlm", "not available offline")
+
+
 def test_non_utf8_transcript_fails_only_its_file_in_predict(tiny_run, tmp_path):
     _, _, run_dir = tiny_run
     good, bad = tmp_path / "good.wav", tmp_path / "bad.wav"

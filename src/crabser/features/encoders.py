@@ -133,6 +133,14 @@ def require_model_available(name_or_path: str) -> None:
         )
 
 
+def require_models_available(*names: str | None) -> None:
+    """:func:`require_model_available` for each named model (None and ``embedded`` are skipped):
+    the encoders a fine-tuning run or checkpoint loads by hub id."""
+    for name in names:
+        if name and name != EMBEDDED:
+            require_model_available(name)
+
+
 def _quiet_transformers() -> None:
     """No download/loading progress bars from transformers (library code never prints)."""
     from transformers.utils import logging as hf_logging
