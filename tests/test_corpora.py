@@ -5,10 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from conftest import tone
 
 from crabser.data.corpora import CORPORA, get_adapter
 from crabser.errors import CorpusError
-from conftest import tone
 
 
 @pytest.fixture
@@ -175,7 +175,7 @@ def test_a_non_utf8_transcript_counts_as_missing_and_is_named(tmp_path, caplog):
 
     folder = tmp_path / "calm"
     folder.mkdir()
-    for name, text in (("good", "fine words".encode("utf-8")), ("bad", "très mal".encode("latin-1"))):
+    for name, text in (("good", b"fine words"), ("bad", "très mal".encode("latin-1"))):
         sf.write(folder / f"{name}.wav", tone(0.2), 16000)
         (folder / f"{name}.txt").write_bytes(text)
     frame = get_adapter("folder")(tmp_path).frame.set_index("id")

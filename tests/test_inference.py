@@ -123,10 +123,8 @@ def test_the_packaged_default_model_is_small_and_recognises_emodb(clips, emodb):
 class _FakePredictor(_Predictor):
     """A text model whose probabilities are given; its ASR factory is slow and counts its calls."""
 
-    labels = ["a", "b"]
-    modalities = ["text"]
-
     def __init__(self, probabilities: list[float]) -> None:
+        self.labels, self.modalities = ["a", "b"], ["text"]
         self.built = 0
         self.probs = np.array([probabilities], dtype=np.float32)
         self._asr_factory = self._build_asr

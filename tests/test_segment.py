@@ -14,8 +14,8 @@ from crabser.data.corpora import emodb as emodb_adapter
 from crabser.errors import TranscriptError
 from crabser.inference import Prediction
 from crabser.segment import (
-    output_stems,
     SegmentSettings,
+    output_stems,
     plot_timeline,
     predict_timeline,
     timeline_json,

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
+import math
 import os
 import tempfile
 from collections.abc import Iterator
@@ -69,3 +72,26 @@ def ensure_folder(path: str | Path, setting: str) -> Path:
         raise CrabserError(f"{setting} {path}: {blocker} is a file, not a folder; choose another output path")
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+def json_text(data: Any, indent: int | None = None, **kwargs: Any) -> str:
+    """Strict JSON (no bare ``NaN`` / ``Infinity``, which most parsers refuse) of metrics or results:
+    a number that is not finite (a score that cannot be computed, e.g. a silhouette over one class)
+    is written as ``null``, and a warning names its key. Predictions never get here with NaN: the
+    Recognizer refuses them (crabser.inference)."""
+    replaced: list[str] = []
+    clean = _finite_or_none(data, "", replaced)
+    if replaced:
+        logging.getLogger(__name__).warning("not a finite number, written as null: %s", ", ".join(replaced[:10]))
+    return json.dumps(clean, indent=indent, allow_nan=False, **kwargs)
+
+
+def _finite_or_none(value: Any, key: str, replaced: list[str]) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        replaced.append(key or "<value>")
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v, f"{key}.{k}" if key else str(k), replaced) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v, f"{key}[{i}]", replaced) for i, v in enumerate(value)]
+    return value
