@@ -34,6 +34,7 @@ from pathlib import Path
 import lightning as L
 import numpy as np
 import torch
+from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
 
@@ -145,6 +146,7 @@ class ResumedCSVLogger(CSVLogger):
         self.keep_before = keep_before
 
     @property
+    @rank_zero_experiment  # as CSVLogger's: other ranks get a stand-in and leave the file alone
     def experiment(self) -> ExperimentWriter:
         if self._experiment is None and self.keep_before is not None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
