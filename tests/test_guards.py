@@ -35,3 +35,17 @@ def test_non_finite_weights_are_named():
     with pytest.raises(CheckpointError, match="layer.weight is not finite"):
         require_finite([("layer.bias", torch.zeros(2)), ("layer.weight", torch.tensor([1.0, float("nan")]))], "model.ckpt")
     require_finite([("steps", torch.tensor([3])), ("w", torch.ones(2))], "model.ckpt")
+
+
+def test_a_bad_loss_in_another_process_stops_this_one_too():
+    """Distributed fits: every process takes the decision together, none waits alone in a collective."""
+    decisions = []
+
+    def any_process(decision: bool, all: bool = True) -> bool:
+        decisions.append((decision, all))
+        return True  # another process saw a NaN
+
+    trainer = SimpleNamespace(current_epoch=0, strategy=SimpleNamespace(reduce_boolean_decision=any_process))
+    with pytest.raises(NonFiniteLossError, match="another process"):
+        FiniteLossGuard(TRAIN).on_train_batch_end(trainer, None, {"loss": torch.tensor(0.7)}, None, 0)
+    assert decisions == [(False, False)]

@@ -4,7 +4,8 @@
   loss is NaN or infinite, naming the epoch, the step and the settings that most often cause it.
   A diverged run would otherwise go on, save NaN weights and predict one class for everything.
   Checked on every step (one host sync per step: negligible next to a step on a CPU); set
-  ``every_n_steps`` higher to check less often.
+  ``every_n_steps`` higher to check less often. In a distributed fit every process takes the same
+  decision (any process's bad loss stops all of them), so none is left waiting in a collective.
 - :func:`check_accelerator` refuses ``train.accelerator: gpu`` / ``cuda`` where torch sees no CUDA
   GPU, before Lightning would fail with a traceback.
 """
@@ -36,9 +37,13 @@ class FiniteLossGuard(L.Callback):
         if batch_idx % self.every_n_steps:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all()):
+        local = isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all())
+        strategy = getattr(trainer, "strategy", None)
+        bad = strategy.reduce_boolean_decision(local, all=False) if strategy is not None else local  # any process
+        if bad:
+            value = loss.detach().float().item() if local else "non-finite in another process"
             raise NonFiniteLossError(
-                f"training loss became {loss.detach().float().item()} at epoch {trainer.current_epoch + 1}, "
+                f"training loss became {value} at epoch {trainer.current_epoch + 1}, "
                 f"batch {batch_idx + 1}: training diverged; try a lower learning rate ({self.hint})"
             )
 
