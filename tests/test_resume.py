@@ -130,3 +130,33 @@ def test_raw_items_draw_the_same_crop_and_mix_for_an_epoch_whatever_came_before(
         np.testing.assert_array_equal(a["wave"], b["wave"])
     first = {s["id"]: s["wave"] for s in running[0]}
     assert any(not np.array_equal(first[s["id"]], s["wave"]) for s in running[2])  # new draws each epoch
+
+
+def test_an_interrupted_crossval_resumes_to_the_same_folds(root, monkeypatch):
+    """``crabser crossval`` reads finished folds back and resumes the interrupted one from its last.ckpt."""
+    from crabser.data.protocols import group_folds
+
+    manifest = group_folds(tiny_runs.tiny_manifest(root), 3, by="speaker")
+
+    def crossval(name: str) -> dict:
+        config = tiny_runs.tiny_config(root, name, epochs=EPOCHS)
+        config = config.model_copy(update={"data": config.data.model_copy(update={"protocol": "folds", "val_speakers_per_fold": 1})})
+        return pipeline.crossval(config, manifest, tiny_runs.encoders())
+
+    whole = crossval("cv-whole")
+    train, stopped = pipeline.train, []
+
+    def train_stopping_fold_1_once(config, *args, **kwargs):
+        if config.name.endswith("fold1") and not stopped:
+            stopped.append(config.name)
+            kwargs["callbacks"] = [KillAt("train_batch", 2, 1)]
+        return train(config, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "train", train_stopping_fold_1_once)
+    with pytest.raises(Interrupt):
+        crossval("cv-cut")
+    assert stopped == ["cv-cut/fold1"]
+    resumed = crossval("cv-cut")
+    for key in ("folds", "mean", "pooled"):
+        assert resumed[key] == whole[key]
+    _assert_same_run(root, "cv-whole/fold1", "cv-cut/fold1")
