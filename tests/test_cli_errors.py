@@ -158,6 +158,13 @@ def test_invalid_yaml_is_one_line_naming_the_file(tmp_path):
     assert_one_line_error(invoke("prepare", "--config", config), str(config), "invalid YAML")
 
 
+@pytest.mark.parametrize("command", ["experiment", "stack"])
+def test_invalid_yaml_of_a_grid_or_stack_is_one_line_naming_the_file(tmp_path, command):
+    path = tmp_path / f"{command}.yaml"
+    path.write_text("base: configs/demo.yaml\naxes: {a: [1\n")
+    assert_one_line_error(invoke(command, path), str(path), "invalid YAML")
+
+
 def test_output_paths_that_are_files_are_one_line(tiny_run, tmp_path):
     root, _, run_dir = tiny_run
     blocker = tmp_path / "taken"

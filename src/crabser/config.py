@@ -12,7 +12,7 @@ key or invalid YAML is a :class:`ConfigError` of one line naming the file and th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -245,25 +245,37 @@ def validation_message(error: ValidationError) -> str:
     return "; ".join(parts)
 
 
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def read_yaml_file(path: str | Path, what: str = "config file") -> dict[str, Any]:
+    """The mapping in a YAML file (empty file: {}); ConfigError naming the file when it is missing,
+    unreadable, not UTF-8, not YAML or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: {what} not found")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise ConfigError(f"{path}: cannot read the {what} ({error})") from None
+    raw = _parse_yaml(text, str(path)) or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: a {what} is a YAML mapping of sections, got {type(raw).__name__}")
+    return raw
+
+
+def validated(model: type[Model], raw: dict[str, Any], source: object) -> Model:
+    """``model`` validated from ``raw``; one-line ConfigError naming ``source`` and each bad key."""
+    try:
+        return model.model_validate(raw)
+    except ValidationError as error:
+        raise ConfigError(f"{source}: {validation_message(error)}") from None
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (or the defaults), apply overrides, and validate."""
-    raw: dict[str, Any] = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"{path}: config file not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as error:
-            raise ConfigError(f"{path}: cannot read the config ({error})") from None
-        raw = _parse_yaml(text, str(path)) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a config is a YAML mapping of sections, got {type(raw).__name__}")
-    raw = apply_overrides(raw, overrides or [])
-    try:
-        return RunConfig.model_validate(raw)
-    except ValidationError as error:
-        raise ConfigError(f"{path or 'config'}: {validation_message(error)}") from None
+    raw = read_yaml_file(path) if path is not None else {}
+    return validated(RunConfig, apply_overrides(raw, overrides or []), path or "config")
 
 
 def dump_config(config: RunConfig) -> str:
