@@ -154,3 +154,16 @@ def test_ranks_share_each_epoch_exactly_with_as_many_steps_each(kind, replicas):
 def test_too_few_items_for_the_ranks_is_an_error():
     with pytest.raises(ValueError, match="cannot give each of 4 processes a batch"):
         list(ShuffleBatchSampler(3, 8, num_replicas=4, rank=0))
+
+
+def test_the_feature_data_module_shuffles_resumably_without_a_sampler():
+    from lightning.fabric.utilities.data import _set_sampler_epoch
+
+    from crabser.training.datamodule import FeatureDataModule, Utterance
+
+    items = [Utterance(f"u{i}", {"text": np.zeros((2, 3), dtype=np.float32)}, i % 2) for i in range(20)]
+    loaders = [FeatureDataModule({"train": items, "val": items}, batch_size=4, seed=5).train_dataloader() for _ in range(2)]
+    running = [[batch["ids"] for batch in loaders[0]] for _ in range(3)]
+    _set_sampler_epoch(loaders[1], 2)  # a resumed run: Lightning sets the epoch
+    assert [batch["ids"] for batch in loaders[1]] == running[2] != running[1]
+    assert sorted(i for batch in running[2] for i in batch) == sorted(u.id for u in items)

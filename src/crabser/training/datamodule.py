@@ -113,7 +113,8 @@ class FeatureDataModule(L.LightningDataModule):
         self, splits: dict[str, list[Utterance]], batch_size: int = 32, seed: int = 0, train_sampler=None
     ) -> None:
         """``train_sampler``: a batch sampler for the training split (:mod:`crabser.data.sampling`);
-        None = plain shuffling."""
+        None = plain shuffling (:class:`~crabser.data.sampling.ShuffleBatchSampler`: resumable and
+        shared among processes like the others)."""
         super().__init__()
         self.datasets = {name: FeatureDataset(items) for name, items in splits.items()}
         self.batch_size = batch_size
@@ -121,10 +122,12 @@ class FeatureDataModule(L.LightningDataModule):
         self.train_sampler = train_sampler
 
     def train_dataloader(self) -> DataLoader:
-        if self.train_sampler is not None:
-            return DataLoader(self.datasets["train"], batch_sampler=self.train_sampler, collate_fn=collate)
-        generator = torch.Generator().manual_seed(self.seed)
-        return DataLoader(self.datasets["train"], batch_size=self.batch_size, shuffle=True, collate_fn=collate, generator=generator)
+        from crabser.data.sampling import ShuffleBatchSampler
+
+        sampler = self.train_sampler
+        if sampler is None:
+            sampler = ShuffleBatchSampler(len(self.datasets["train"]), self.batch_size, self.seed)
+        return DataLoader(self.datasets["train"], batch_sampler=sampler, collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:
         """Validation batches sorted by length (least padding; the scores do not depend on the order)."""
