@@ -58,7 +58,10 @@ def shard_batches(batches: list[list[int]], replicas: int, rank: int) -> list[li
     while len(batches) % replicas:
         largest = max(range(len(batches)), key=lambda i: len(batches[i]))
         if len(batches[largest]) < 2:
-            raise ValueError(f"{sum(map(len, batches))} items cannot give each of {replicas} processes a batch")
+            raise ValueError(
+                f"{sum(map(len, batches))} items cannot give each of {replicas} processes a batch: "
+                "train fewer processes (train.devices) or on more data"
+            )
         batch = batches[largest]
         batches[largest : largest + 1] = [batch[: len(batch) // 2], batch[len(batch) // 2 :]]
     return batches[rank::replicas]
