@@ -39,13 +39,12 @@ from pathlib import Path
 from typing import Literal
 
 import pandas as pd
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from crabser.config import RunConfig, load_config, load_run_config
+from crabser.config import RunConfig, load_config, load_run_config, read_yaml_file, validated
 from crabser.data.manifest import Manifest
 from crabser.errors import ConfigError
-from crabser.io import atomic_path
+from crabser.io import atomic_path, json_text
 
 log = logging.getLogger(__name__)
 METRICS = ("war", "uar", "macro_f1")
@@ -72,12 +71,7 @@ class ExperimentConfig(BaseModel):
 def load_experiment(path: str | Path, seeds: list[int] | None = None) -> ExperimentConfig:
     """Read an experiment file; ``seeds`` replaces its seed list."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: experiment file not found")
-    try:
-        experiment = ExperimentConfig.model_validate(yaml.safe_load(path.read_text()) or {})
-    except ValidationError as error:
-        raise ConfigError(f"{path}: {error}") from None
+    experiment = validated(ExperimentConfig, read_yaml_file(path, "experiment file"), path)
     if experiment.curve and experiment.curve not in experiment.axes:
         raise ConfigError(f"{path}: curve {experiment.curve!r} is not one of the axes {list(experiment.axes)}")
     return experiment.model_copy(update={"seeds": seeds}) if seeds else experiment
@@ -147,7 +141,7 @@ def run_cell(config: RunConfig, encoders: dict, manifest: Manifest | None = None
     result["seconds"] = round(time.perf_counter() - started, 1)
     result["git_commit"] = pipeline.git_commit()
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(result, indent=2))
+        tmp.write_text(json_text(result, indent=2))
     return result
 
 
@@ -286,4 +280,4 @@ def embedding_map(run_dir: Path, path: Path, max_points: int = PROJECTION_POINTS
     taps, labels = tap_embeddings(config, manifest, (encoders or pipeline.EncoderCache())(config), "test")
     scores = plot_embeddings(taps, labels, path, title=str(run_dir), max_points=max_points)
     with atomic_path(path.with_suffix(".json")) as tmp:
-        tmp.write_text(json.dumps({"run": str(run_dir), "silhouette": scores}, indent=2))
+        tmp.write_text(json_text({"run": str(run_dir), "silhouette": scores}, indent=2))

@@ -22,16 +22,22 @@ import torch
 from crabser.config import RunConfig, dump_config
 from crabser.data.corpora import get_adapter
 from crabser.data.manifest import Manifest, read_manifest, write_manifest
-from crabser.data.protocols import fold_split, group_folds, speaker_holdout
+from crabser.data.protocols import (
+    fold_split,
+    group_folds,
+    random_split,
+    speaker_holdout,
+    warn_empty_training_classes,
+)
 from crabser.data.text import clean_text
 from crabser.errors import CrabserError
 from crabser.evaluation.bootstrap import balanced_bootstrap
 from crabser.evaluation.metrics import compute_metrics
 from crabser.evaluation.report import write_report
-from crabser.features.encoders import Encoder, build_encoders
+from crabser.features.encoders import Encoder, build_encoders, require_models_available
 from crabser.features.extract import ExtractionReport, extract
 from crabser.features.store import FeatureStore
-from crabser.io import atomic_path
+from crabser.io import atomic_path, json_text
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int], Callable[[int], None]]  # (stage title, total) -> advance(n)
@@ -49,7 +55,7 @@ def git_commit() -> str:
 
 def _write_json(path: Path, data: dict) -> None:
     with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(data, indent=2))
+        tmp.write_text(json_text(data, indent=2))
 
 
 def _record_timing(run_dir: Path, stage: str, seconds: float) -> None:
@@ -77,8 +83,12 @@ def prepare(config: RunConfig) -> Manifest:
         )
     elif data.protocol == "folds":
         manifest = group_folds(manifest, data.folds, by=data.fold_by, seed=data.seed)
+    elif data.protocol == "random":
+        manifest = random_split(manifest, data.val_fraction, data.test_fraction, seed=data.seed)
     elif "split" not in manifest.frame:
         raise CrabserError("protocol 'given' needs a 'split' column in the manifest")
+    else:
+        warn_empty_training_classes(manifest, data.labels)
     save_run_inputs(config, manifest)
     return manifest
 
@@ -286,8 +296,10 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str]):
     for split, items in splits.items():
         if not items:
             raise CrabserError(f"the {split} split has no usable utterance")
+    encoders = finetune_encoders(config)
+    require_models_available(encoders["speech_model"], encoders["text_model"])
     module = FinetuneLitModule(
-        encoders=finetune_encoders(config),
+        encoders=encoders,
         labels=labels,
         model=config.model.model_dump(),
         loss=config.loss.model_dump(),
@@ -310,6 +322,8 @@ def train(
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
+    from crabser.training.checkpoint_io import resume_path
+    from crabser.training.guards import FiniteLossGuard, check_accelerator
     from crabser.training.resume import (
         EpochCheckpoint,
         EpochSeed,
@@ -317,6 +331,7 @@ def train(
         checkpoint_epochs,
     )
 
+    check_accelerator(config.train.accelerator)
     if config.data.protocol == "folds":
         raise CrabserError("protocol 'folds' trains one model per fold: use `crabser crossval`")
     cfg = config.train
@@ -333,8 +348,9 @@ def train(
     checkpoint_dir = config.run_dir / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", enable_version_counter=False)
     last = checkpoint_dir / "last.ckpt"
-    resume_from = str(last) if resume and last.is_file() else None
-    callbacks = [checkpoint, EpochCheckpoint(last), EpochSeed(cfg.seed), *(callbacks or [])] + ([RichProgressBar()] if cfg.progress else [])
+    resume_from = resume_path(last) if resume else None
+    callbacks = [checkpoint, EpochCheckpoint(last), EpochSeed(cfg.seed), *(callbacks or []),
+                 FiniteLossGuard(cfg.model_dump(), config.loss.model_dump())] + ([RichProgressBar()] if cfg.progress else [])
     if cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_uar", mode="max", patience=cfg.patience))
     trainer = L.Trainer(
@@ -373,17 +389,17 @@ def _train_result(last: Path, seconds: float) -> TrainResult:
 
 def load_module(checkpoint: Path):
     """The Lightning module of a checkpoint: a fine-tuned one (with encoders) or a head on features."""
+    from crabser.training.checkpoint_io import load_checkpoint_module, read_checkpoint
     from crabser.training.lit_module import CrabLitModule
 
-    if not checkpoint.is_file():
-        raise CrabserError(f"{checkpoint}: no checkpoint; train the run first")
     # mmap: only the pickled metadata is read here; the weights are read once, by load_from_checkpoint
-    hparams = torch.load(checkpoint, map_location="cpu", weights_only=False, mmap=True).get("hyper_parameters", {})
+    hparams = read_checkpoint(checkpoint, mmap=True).get("hyper_parameters", {})
     if "encoders" in hparams:
         from crabser.training.finetune import FinetuneLitModule
 
-        return FinetuneLitModule.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
-    return CrabLitModule.load_from_checkpoint(str(checkpoint), map_location="cpu").eval()
+        require_models_available(hparams["encoders"].get("speech_model"), hparams["encoders"].get("text_model"))
+        return load_checkpoint_module(FinetuneLitModule, checkpoint)
+    return load_checkpoint_module(CrabLitModule, checkpoint)
 
 
 def split_loader(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], module, split: str):

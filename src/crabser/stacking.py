@@ -26,7 +26,6 @@ side once every feature is extracted, as ``crabser crossval --jobs`` does with f
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import asdict
 from pathlib import Path
@@ -34,13 +33,12 @@ from typing import Literal
 
 import numpy as np
 import torch
-import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from crabser.config import RunConfig, load_config
+from crabser.config import RunConfig, load_config, read_yaml_file, validated
 from crabser.errors import ConfigError, CrabserError
 from crabser.evaluation.stacking import ForestSettings, StackedForest
-from crabser.io import atomic_path
+from crabser.io import atomic_path, json_text
 
 log = logging.getLogger(__name__)
 SPLITS = ("train", "val", "test")
@@ -76,12 +74,7 @@ class StackConfig(BaseModel):
 def load_stack_config(path: str | Path) -> StackConfig:
     """Read and check a stacking file."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"{path}: stacking file not found")
-    try:
-        stack = StackConfig.model_validate(yaml.safe_load(path.read_text()) or {})
-    except ValidationError as error:
-        raise ConfigError(f"{path}: {error}") from None
+    stack = validated(StackConfig, read_yaml_file(path, "stacking file"), path)
     if len(stack.models) < 2:
         raise ConfigError(f"{path}: stacking needs at least two base models")
     return stack
@@ -224,7 +217,7 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
         "git_commit": pipeline.git_commit(),
     }
     with atomic_path(out / "stack.json") as tmp:
-        tmp.write_text(json.dumps(summary, indent=2))
+        tmp.write_text(json_text(summary, indent=2))
     with atomic_path(out / "stacking.md") as tmp:
         tmp.write_text(stacking_markdown(table))
     return summary

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
-from crabser.io import atomic_path
+from crabser.io import atomic_path, json_text
 
 
 def per_class_markdown(metrics: dict) -> str:
@@ -62,7 +61,7 @@ def write_report(metrics: dict, folder: Path, prefix: str = "test", extra: dict 
         "confusion": folder / f"{prefix}_confusion.png",
     }
     with atomic_path(paths["metrics"]) as tmp:
-        tmp.write_text(json.dumps({**metrics, **(extra or {})}, indent=2))
+        tmp.write_text(json_text({**metrics, **(extra or {})}, indent=2))
     with atomic_path(paths["per_class_md"]) as tmp:
         tmp.write_text(per_class_markdown(metrics))
     rows = ["class,precision,recall,f1,support"] + [
