@@ -422,19 +422,19 @@ def serve(
     max_mb: Annotated[float, typer.Option(help="Largest upload, MB (413 above).")] = 20.0,
     max_seconds: Annotated[float, typer.Option(help="Longest audio for /v1/predict, seconds (413 above).")] = 60.0,
     max_segment_seconds: Annotated[float, typer.Option(help="Longest audio for /v1/predict/segments, seconds.")] = 1200.0,
+    allowed_host: Annotated[list[str] | None, typer.Option(help="Host header to answer besides localhost names (repeat).")] = None,
+    max_connections: Annotated[int, typer.Option(help="Open connections at most (idle ones are closed first).")] = 200,
 ) -> None:
     """Serve a model over HTTP: POST /v1/predict, /v1/predict/segments, GET /v1/labels, /health, a web page at /."""
-    import uvicorn
-
-    from crabser.serve import ServiceSettings, create_app
+    from crabser.serve import ServiceSettings, run_service
 
     with _friendly_errors():
         settings = ServiceSettings(
             model=model, workers=workers, queue=queue, max_bytes=int(max_mb * 1e6),
             max_seconds=max_seconds, max_segment_seconds=max_segment_seconds,
+            host=host, allowed_hosts=tuple(allowed_host or ()), max_connections=max_connections,
         )
-        application = create_app(settings)
-    uvicorn.run(application, host=host, port=port, log_level="info")
+        run_service(settings, port)
 
 
 @app.command()
