@@ -311,8 +311,10 @@ class _Growing:
 
 
 def _too_long(label: object, seconds: float | None, max_seconds: float) -> AudioTooLong:
-    length = f"{seconds:.1f} s long" if seconds is not None else "longer than that"
-    return AudioTooLong(label, f"audio is {length}, over the limit of {max_seconds:g} s")
+    if seconds is None:  # no trusted length: decoding stopped at the limit
+        why = "its header gives no length one can trust; decoding stopped at the limit"
+        return AudioTooLong(label, f"audio runs over the limit of {max_seconds:g} s ({why})")
+    return AudioTooLong(label, f"audio is {seconds:.1f} s long, over the limit of {max_seconds:g} s")
 
 
 def _collect(opened: _Opened, label: object, target_rate: int, max_seconds: float | None, silence_peak: float) -> np.ndarray:
