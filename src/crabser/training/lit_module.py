@@ -30,6 +30,15 @@ def distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def sum_over_ranks(value: torch.Tensor) -> torch.Tensor:
+    """``value`` summed over every rank; as is without a process group. Every rank must call it."""
+    if not distributed():
+        return value
+    total = value.detach().clone()
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total
+
+
 def gather_uneven(values: torch.Tensor) -> torch.Tensor:
     """A 1-D tensor of every rank, concatenated in rank order (their lengths may differ); as is
     without a process group. Every rank must call it."""
@@ -99,9 +108,9 @@ class CrabLitModule(L.LightningModule):
         """Log the epoch's utterance-weighted mean losses once (``self.log`` per step costs ~4 % of a
         CPU epoch in Lightning's bookkeeping)."""
         sums, self._train_sums = self._train_sums, {}
-        count = self.trainer.strategy.reduce(torch.tensor(float(sums.pop("utterances", 0)), device=self.device), reduce_op="sum")
+        count = sum_over_ranks(torch.tensor(float(sums.pop("utterances", 0)), device=self.device))
         for name, total in sums.items():
-            self.log(name, self.trainer.strategy.reduce(total, reduce_op="sum") / count, prog_bar=name == "train_loss")
+            self.log(name, sum_over_ranks(total) / count, prog_bar=name == "train_loss")
 
     def _evaluation_step(self, batch: dict, stage: str) -> None:
         logits = self(batch)
