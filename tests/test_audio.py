@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from crabser.data.audio import (
     AudioScaleWarning,
     AudioTooLong,
+    AudioTruncatedWarning,
     decode_audio,
     load_audio,
     stream_audio,
@@ -356,3 +357,28 @@ def test_float_arrays_at_integer_scale_are_used_with_a_warning():
     with pytest.warns(AudioScaleWarning, match="int16"):
         out = decode_audio((wave * 32768, 16000), name="loud")
     assert np.allclose(out, wave * 32768, rtol=1e-5)
+
+
+def test_a_header_claiming_days_without_a_limit_is_no_allocation_request():
+    # 2 s of audio whose STREAMINFO claims 5.8 days (under the 7 days a header is trusted for):
+    # sized by the claim, the output buffer alone asked for 30 GB (a MemoryError, not an AudioError).
+    # libsndfile cannot read such a file past its first failed read: a named AudioError, in bounded memory.
+    liar = _claiming(_flac_bytes((tone(2.0) * 32767).astype(np.int16), 16000), 500_000 * 16000)
+    peak, result = _peak_bytes(lambda: decode_audio(liar, 16000, name="liar.flac"))
+    assert isinstance(result, AudioError) and "liar.flac" in str(result)
+    assert peak < 600 * 16000 * 4 + 4 * 2**20  # at most the first buffer (600 s) and a decode block
+
+
+def test_a_flac_cut_short_keeps_the_samples_that_are_there():
+    data = _flac_bytes((tone(20.0) * 32767).astype(np.int16), 16000)
+    with pytest.warns(AudioTruncatedWarning, match="cut.flac: the audio data ends early"):
+        wave = decode_audio(data[: len(data) // 2], 16000, name="cut.flac")
+    assert 5.0 < len(wave) / 16000 < 15.0
+    with pytest.raises(AudioError, match="cut.flac"):  # cut inside its header: nothing to keep
+        decode_audio(data[:30], 16000, name="cut.flac")
+
+
+@pytest.mark.parametrize("rate", [10**400, "16000", b"16000"])
+def test_sample_rates_that_are_no_number_of_hz_are_named(rate):
+    with pytest.raises(AudioError, match="sample rate must be a number of Hz"):
+        decode_audio(tone(1.0), sample_rate=rate, name="odd")

@@ -19,12 +19,14 @@ claims. The sample rate is checked before decoding (:data:`MIN_RATE` to :data:`M
 a header that says nothing or something absurd (unknown length: libsndfile reports 2^63 - 1 frames;
 more than :data:`HEADER_TRUST_SECONDS`) is not trusted: decoding goes on until the limit and stops
 there. Memory is then bounded by the limit: ``max_seconds x target_rate x 4`` bytes for the output
-plus one decode block.
+plus one decode block. Without ``max_seconds`` the output buffer is first sized by the header's
+claim up to :data:`FIRST_BUFFER_SECONDS` and grows only as samples arrive.
 
 Every failure raises :class:`~crabser.errors.AudioError` naming the input and the problem
 (missing, corrupt / unsupported format, empty, silent, NaN samples, implausible sample rate, too
 long). A truncated file keeps the samples that are there (the data is cut, not the header: the
-decodable part is used); a file cut inside its header raises. Callers decide the policy: stop, or
+decodable part is used, with an :class:`AudioTruncatedWarning`); a file cut inside its header
+raises. Callers decide the policy: stop, or
 skip the file with a warning and go on with the others (see ``features.extract``).
 :func:`stream_audio` reads long files block by block in bounded memory.
 """
@@ -60,6 +62,9 @@ BLOCK_SAMPLES = 1 << 18
 UNKNOWN_LENGTH_FRAMES = 1024
 #: A header claiming more seconds than this is not trusted (read until the limit instead).
 HEADER_TRUST_SECONDS = 7 * 24 * 3600.0
+#: The output buffer is first allocated for at most this many seconds (a header's claim is not an
+#: allocation request); it grows as samples actually arrive.
+FIRST_BUFFER_SECONDS = 600.0
 #: A float array peaking above this is probably at integer scale (e.g. int16 as float): warned about.
 FLOAT_SCALE_WARNING = 2.0
 #: What :func:`decode_audio` accepts.
@@ -73,6 +78,10 @@ class AudioTooLong(AudioError):
 
 class ImplausibleRate(AudioError):
     """A sample rate outside :data:`MIN_RATE` to :data:`MAX_RATE`, or not a whole number of Hz."""
+
+
+class AudioTruncatedWarning(UserWarning):
+    """A file whose audio data ends before its header says: the decoded part is used."""
 
 
 class AudioScaleWarning(UserWarning):
@@ -145,9 +154,11 @@ def _checked_rate(sample_rate: object, label: object) -> int:
     """A plausible integer sample rate, or AudioError (NaN, infinite, text, fractional, out of range)."""
     if sample_rate is None:
         raise AudioError(label, "a numpy array needs its sample rate (sample_rate=...)")
+    if isinstance(sample_rate, (str, bytes)):
+        raise ImplausibleRate(label, f"the sample rate must be a number of Hz, got the text {sample_rate!r}")
     try:
         rate = float(sample_rate)  # type: ignore[arg-type]
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):
         raise ImplausibleRate(label, f"the sample rate must be a number of Hz, got {sample_rate!r}") from None
     if not math.isfinite(rate) or rate != int(rate) or isinstance(sample_rate, bool):
         raise ImplausibleRate(label, f"the sample rate must be a whole number of Hz, got {sample_rate!r}")
@@ -240,7 +251,13 @@ def _soundfile_blocks(audio: sf.SoundFile, label: object, known_length: bool = T
             try:
                 block = audio.read(step, dtype="float32", always_2d=True)
             except _SOUNDFILE_ERRORS as error:
-                if not known_length and read:
+                if step > UNKNOWN_LENGTH_FRAMES and _seek(audio, read):  # a read past a cut end fails whole:
+                    step = UNKNOWN_LENGTH_FRAMES  # go on in small reads to keep what is there
+                    continue
+                if read and known_length:  # data cut short (a truncated FLAC loses sync): keep what is there
+                    warnings.warn(f"{label}: the audio data ends early ({error}); using the "
+                                  f"{read / audio.samplerate:.2f} s decoded", AudioTruncatedWarning, stacklevel=2)
+                if read:  # of unknown length, this read passed the end: the normal end of the stream
                     return
                 raise AudioError(label, f"corrupt audio ({error})") from None
             read += len(block)
@@ -248,6 +265,15 @@ def _soundfile_blocks(audio: sf.SoundFile, label: object, known_length: bool = T
                 yield block[:, 0] if block.shape[1] == 1 else block.mean(axis=1)
             if len(block) < step:
                 return
+
+
+def _seek(audio: sf.SoundFile, frame: int) -> bool:
+    """Seek ``audio`` back to ``frame`` after a failed read; False if the file cannot."""
+    try:
+        audio.seek(frame)
+    except _SOUNDFILE_ERRORS:
+        return False
+    return True
 
 
 def _open_container(source, label: object) -> _Opened:
@@ -292,16 +318,22 @@ def _container_blocks(container, stream, rate: int, label: object) -> Iterator[n
 
 
 class _Growing:
-    """A float32 buffer appended to in place: one allocation when the final size is known."""
+    """A float32 buffer appended to in place: one allocation when the final size is known.
 
-    def __init__(self, capacity: int) -> None:
-        self.data = np.empty(max(1, capacity), dtype=np.float32)
+    ``capacity`` is what is allocated first (a header's claim, capped by the caller at what is
+    plausible); the buffer doubles as samples arrive, never past ``ceiling`` (the limit's own size)
+    unless a chunk needs it."""
+
+    def __init__(self, capacity: int, ceiling: int | None = None) -> None:
+        self.ceiling = ceiling
+        self.data = np.empty(max(1, capacity if ceiling is None else min(capacity, ceiling)), dtype=np.float32)
         self.size = 0
 
     def append(self, chunk: np.ndarray) -> None:
         end = self.size + len(chunk)
         if end > len(self.data):
-            self.data.resize(max(end, 2 * len(self.data)), refcheck=False)
+            grown = 2 * len(self.data) if self.ceiling is None else min(2 * len(self.data), self.ceiling)
+            self.data.resize(max(end, grown), refcheck=False)
         self.data[self.size : end] = chunk
         self.size = end
 
@@ -327,8 +359,9 @@ def _collect(opened: _Opened, label: object, target_rate: int, max_seconds: floa
         if max_seconds is not None and opened.seconds is not None and opened.seconds > max_seconds:
             raise _too_long(label, opened.seconds, max_seconds)
         limit = None if max_seconds is None else int(max_seconds * rate)
-        expected = opened.seconds if opened.seconds is not None else max_seconds
-        out = _Growing(int(expected * target_rate) + 64 if expected is not None else target_rate)
+        expected = min(opened.seconds or max_seconds or 0.0, FIRST_BUFFER_SECONDS) or 1.0
+        ceiling = None if max_seconds is None else math.ceil(max_seconds * target_rate) + 64
+        out = _Growing(int(expected * target_rate) + 64, ceiling)
         resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
         read, peak = 0, 0.0
         for mono in blocks:
@@ -371,7 +404,8 @@ def stream_audio(
     Returns the block iterator and the duration in seconds. Memory stays bounded by the block size
     for formats libsndfile reads with a trustworthy length (WAV, FLAC, OGG, MP3); containers (PyAV)
     and files of unknown length are decoded whole first, bounded by ``max_seconds``. Longer audio
-    than ``max_seconds`` raises AudioTooLong before any block is read. Blocks are not checked for
+    than ``max_seconds`` raises AudioTooLong: before any block is read when the header says so, else
+once decoding reaches the limit. Blocks are not checked for
     silence (a silent stretch of a long recording is normal), but NaN / infinite samples raise AudioError.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "<upload>")
