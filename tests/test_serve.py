@@ -331,6 +331,13 @@ def test_a_loopback_service_answers_local_host_names_only(client, host, status):
         assert "Host" in answer.json()["detail"]
 
 
+def test_a_loopback_service_answers_its_own_address_and_allowed_hosts_with_ports(model):
+    client = TestClient(create_app(replace(LIMITS, host="127.0.0.2", allowed_hosts=("My.Host:8000",)), recognizer=model))
+    for host in ("127.0.0.2:8000", "my.host", "MY.HOST:8000", "localhost"):
+        assert client.get("/health", headers={"host": host}).status_code == 200, host
+    assert client.get("/health", headers={"host": "other.host"}).status_code == 400
+
+
 def test_a_service_on_all_interfaces_answers_any_host(model):
     client = TestClient(create_app(replace(LIMITS, host="0.0.0.0"), recognizer=model))
     assert client.get("/health", headers={"host": "crabser.example"}).status_code == 200

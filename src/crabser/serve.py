@@ -87,7 +87,9 @@ class ServiceSettings:
         """The Host names answered (None: any), see the module docstring."""
         if not _is_loopback(self.host):
             return None
-        return frozenset({"localhost", "127.0.0.1", "[::1]", *(h.lower() for h in self.allowed_hosts)})
+        bound = self.host.strip().lower()
+        bound = f"[{bound}]" if ":" in bound and not bound.startswith("[") else bound  # IPv6 as in a Host header
+        return frozenset({"localhost", "127.0.0.1", "[::1]", bound, *(_host_name(h) for h in self.allowed_hosts)})
 
 
 LOCAL_NAMES = ("localhost",)
