@@ -123,3 +123,15 @@ def test_numpy_log_mel_equals_transformers_whisper_features(seconds, frames):
     assert ours.shape == (80, frames) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, reference, atol=5e-5)
     assert log_mel(wave[:8000], 50).max() == pytest.approx(log_mel(wave[:8000], 100).max())  # the silence after adds nothing
+
+
+def test_the_hub_probe_goes_to_the_proxy_when_one_is_set(monkeypatch):
+    from crabser.features.encoders import _hub_address
+
+    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    assert _hub_address("https://huggingface.co") == ("huggingface.co", 443)
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    assert _hub_address("https://huggingface.co") == ("proxy.internal", 3128)  # a direct probe would fail there
+    monkeypatch.setenv("NO_PROXY", "huggingface.co")
+    assert _hub_address("https://huggingface.co") == ("huggingface.co", 443)

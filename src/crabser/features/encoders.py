@@ -103,10 +103,10 @@ def _in_hf_cache(model_id: str) -> bool:
 
 def hub_reachable(timeout: float | None = None) -> bool:
     """Whether a TCP connection to the hub (``HF_ENDPOINT``, default huggingface.co:443) opens within
-    ``timeout`` seconds (name resolution included: it runs in a thread we stop waiting for)."""
+    ``timeout`` seconds (name resolution included: it runs in a thread we stop waiting for). Behind
+    a proxy (``HTTPS_PROXY`` / ``HTTP_PROXY``, as transformers honours them) the proxy is probed."""
     timeout = float(os.environ.get("CRABSER_HUB_TIMEOUT", HUB_PROBE_SECONDS)) if timeout is None else timeout
-    url = urlparse(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
-    address = (url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443))
+    address = _hub_address(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     reached = threading.Event()
 
     def probe() -> None:
@@ -118,6 +118,17 @@ def hub_reachable(timeout: float | None = None) -> bool:
 
     threading.Thread(target=probe, daemon=True).start()
     return reached.wait(timeout)
+
+
+def _hub_address(endpoint: str) -> tuple[str, int]:
+    """Where a connection to ``endpoint`` goes first: its proxy, when one is set for it, else itself."""
+    from urllib.request import getproxies, proxy_bypass
+
+    url = urlparse(endpoint)
+    proxy = getproxies().get(url.scheme or "https")
+    if proxy and url.hostname and not proxy_bypass(url.hostname):
+        url = urlparse(proxy if "://" in proxy else f"http://{proxy}")
+    return url.hostname or "huggingface.co", url.port or (80 if url.scheme == "http" else 443)
 
 
 def require_model_available(name_or_path: str) -> None:
