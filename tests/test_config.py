@@ -51,3 +51,24 @@ def test_an_output_folder_that_is_a_file_is_refused(tmp_path: Path, key):
     blocker.write_text("not a folder")
     with pytest.raises(ConfigError, match=f"{key}.*is a file"):
         load_config(None, [f"{key}={blocker}"])
+
+
+def test_an_output_folder_under_a_file_is_refused_but_a_saved_run_loads_anywhere(tmp_path: Path, monkeypatch):
+    from crabser.config import dump_config, load_run_config
+
+    blocker = tmp_path / "out"
+    blocker.write_text("not a folder")
+    with pytest.raises(ConfigError, match="output_dir.*out is a file"):
+        load_config(None, [f"output_dir={blocker / 'runs'}"])
+    run = tmp_path / "runs" / "demo"
+    run.mkdir(parents=True)
+    (run / "config.yaml").write_text(dump_config(load_config(None, ["cache_dir=cache/features"])))
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "cache").mkdir()
+    (tmp_path / "cache" / "features").write_text("a file where the run's cache was")
+    assert load_run_config(run).name == "demo"  # evaluating or predicting writes no cache
+
+
+def test_settings_that_meant_something_before_still_load():
+    config = load_config(None, ["speech.kind=whisper-ct2", "speech.bucket_batches=0", "train.lr_decay=1.05"])
+    assert config.speech.bucket_batches == 0 and config.train.lr_decay == 1.05

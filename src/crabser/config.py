@@ -63,7 +63,8 @@ class EncoderConfig(_Section):
     max_seconds: Positive | None = None  #: speech: crop longer clips (the reference crops at 12 s)
     max_tokens: Count = 128  #: text: tokens kept (the reference uses 128)
     batch_size: Count = 16
-    bucket_batches: Count = 8  #: inputs sorted by length within this many batches (1 = manifest order)
+    #: inputs sorted by length within this many batches (1 or 0 = manifest order)
+    bucket_batches: Annotated[int, Field(ge=0)] = 8
 
 
 class ASRConfig(_Section):
@@ -153,7 +154,7 @@ class TrainConfig(_Section):
     optimizer: Literal["adamw", "adam"] = "adamw"  #: adam (no weight decay) for the multi-loss recipe
     #: cosine to min_lr_ratio (Crab), or exponential: x lr_decay per epoch (multi-loss: 7/8)
     schedule: Literal["cosine", "exponential"] = "cosine"
-    lr_decay: Annotated[float, Field(gt=0, le=1)] = 0.875
+    lr_decay: Positive = 0.875
     #: energy-adaptive mixup of training waveforms (data.augment); needs raw audio: train.finetune
     eam: bool = False
     #: training batches (data.sampling): shuffle; length_bucketed (similar lengths, less padding);
@@ -188,13 +189,6 @@ class RunConfig(_Section):
     model: ModelConfig = ModelConfig()
     loss: LossConfig = LossConfig()
     train: TrainConfig = TrainConfig()
-
-    @field_validator("output_dir", "cache_dir")
-    @classmethod
-    def _not_a_file(cls, value: str) -> str:
-        if Path(value).is_file():
-            raise ValueError(f"{value} is a file, not a folder")
-        return value
 
     def encoder_config(self, modality: str) -> EncoderConfig:
         """The encoder settings of one modality."""
@@ -272,10 +266,27 @@ def validated(model: type[Model], raw: dict[str, Any], source: object) -> Model:
         raise ConfigError(f"{source}: {validation_message(error)}") from None
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
-    """Read a YAML config (or the defaults), apply overrides, and validate."""
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, check_outputs: bool = True
+) -> RunConfig:
+    """Read a YAML config (or the defaults), apply overrides, and validate; ``check_outputs``: refuse
+    an ``output_dir`` / ``cache_dir`` that is (or lies under) a file, before anything runs."""
     raw = read_yaml_file(path) if path is not None else {}
-    return validated(RunConfig, apply_overrides(raw, overrides or []), path or "config")
+    config = validated(RunConfig, apply_overrides(raw, overrides or []), path or "config")
+    if check_outputs:
+        for key in ("output_dir", "cache_dir"):
+            blocker = _file_in_the_way(Path(getattr(config, key)))
+            if blocker is not None:
+                raise ConfigError(f"{path or 'config'}: {key}: {blocker} is a file, not a folder")
+    return config
+
+
+def _file_in_the_way(folder: Path) -> Path | None:
+    """The first of ``folder`` and its parents that exists, if it is a file (nothing could be written there)."""
+    for candidate in (folder, *folder.parents):
+        if candidate.exists():
+            return None if candidate.is_dir() else candidate
+    return None
 
 
 def dump_config(config: RunConfig) -> str:
@@ -289,4 +300,6 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
     run_dir = Path(run_dir)
-    return load_config(path, [f"output_dir={run_dir.parent}", f"name={run_dir.name}", *(overrides or [])])
+    # a saved run is read to evaluate, predict or export: its cache_dir may not exist where it is read
+    overrides = [f"output_dir={run_dir.parent}", f"name={run_dir.name}", *(overrides or [])]
+    return load_config(path, overrides, check_outputs=False)
