@@ -97,3 +97,19 @@ def test_a_damaged_cache_file_is_re_extracted_and_named(tmp_path, caplog, how):
     assert (report.encoded, report.cached) == (1, 1)
     assert str(victim) in caplog.text
     assert store.get(encoder.cache_id, digest, dim=1)[:, 0].tolist() == [float(ord(c)) for c in "hello"]
+
+
+def test_a_cache_hit_reads_the_header_only(tmp_path, monkeypatch):
+    import crabser.features.store as store_module
+
+    manifest, encoder = _manifest(["abc", "hello"]), RecordingTextEncoder()
+    encoder.output_dim = 1
+    store = FeatureStore(tmp_path)
+    extract(manifest, encoder, store)
+
+    def no_values(*args, **kwargs):
+        raise AssertionError("a cache hit loaded the feature values")
+
+    monkeypatch.setattr(store_module, "load_file", no_values)
+    report = extract(manifest, encoder, store)
+    assert (report.encoded, report.cached) == (0, 2)

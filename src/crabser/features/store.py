@@ -4,16 +4,24 @@ ASR transcripts are cached the same way as ``.txt`` files.
 The key is the encoder's ``cache_id`` (model, layer, padding, ...) plus the SHA-256 of the audio
 file's bytes or of the transcript's text, so a renamed file is still a hit and an edited one a miss.
 
-A file is only a hit if it can be used: :meth:`FeatureStore.problem` reads it and says what is
-wrong (unreadable, truncated or zero-byte, no ``features`` tensor, not ``(T, D)`` / ``(T, L, D)``
-with T >= 1, a last dimension other than the encoder's, NaN or infinite values). Extraction treats
-such a file as a miss and encodes the utterance again (with a warning naming the file);
-:meth:`FeatureStore.get` raises :class:`DamagedFeatureError` naming the file.
+A file is only a hit if it can be used. :meth:`FeatureStore.problem` reads its safetensors header
+only (a few hundred bytes, so a re-run over a large cache stays a matter of seconds) and says what
+is wrong: unreadable, truncated or zero-byte (the size disagrees with the header), no ``features``
+tensor, not float32 ``(T, D)`` / ``(T, L, D)`` with T >= 1, a last dimension other than the
+encoder's. Extraction treats such a file as a miss and encodes the utterance again (with a warning
+naming the file). :meth:`FeatureStore.get` reads the values too and also refuses NaN or infinite
+ones: it moves a damaged file aside (``<name>.damaged``, so the next ``crabser extract`` encodes
+it again) and raises :class:`DamagedFeatureError` naming the file.
 """
 
 from __future__ import annotations
 
+import json
+import logging
+import math
+import os
 import re
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -23,6 +31,9 @@ from crabser.errors import CrabserError
 from crabser.io import atomic_path
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+log = logging.getLogger(__name__)
+#: A safetensors header longer than this is taken as damage (ours are about 100 bytes).
+MAX_HEADER_BYTES = 1 << 20
 
 
 class DamagedFeatureError(CrabserError):
@@ -34,8 +45,35 @@ class DamagedFeatureError(CrabserError):
         self.problem = problem
 
 
+def _header_problem(target: Path, dim: int | None = None) -> str | None:
+    """What the safetensors header of ``target`` says is wrong (shape, dtype, size), or None."""
+    try:
+        size = target.stat().st_size
+        with target.open("rb") as file:
+            (length,) = struct.unpack("<Q", file.read(8))
+            if not 2 <= length <= min(MAX_HEADER_BYTES, size - 8):
+                return f"unreadable: a header of {length} bytes in a file of {size}"
+            header = json.loads(file.read(length))
+    except (OSError, struct.error, ValueError) as error:
+        return f"unreadable: {type(error).__name__}"
+    entry = header.get("features") if isinstance(header, dict) else None
+    if not isinstance(entry, dict):
+        return "no 'features' tensor"
+    shape, (start, end) = entry.get("shape", []), entry.get("data_offsets", (0, 0))
+    if entry.get("dtype") != "F32" or len(shape) not in (2, 3) or not shape[0]:
+        return f"{entry.get('dtype')} of shape {tuple(shape)}, expected float32 (frames >= 1, dim) or (frames, layers, dim)"
+    if dim is not None and shape[-1] != dim:
+        return f"dimension {shape[-1]}, the encoder gives {dim}"
+    if end - start != 4 * math.prod(shape) or size < 8 + length + end:
+        return f"truncated: {size} bytes, the header needs {8 + length + end}"
+    return None
+
+
 def _read_features(target: Path, dim: int | None = None) -> tuple[np.ndarray | None, str | None]:
     """The features of a cache file and None, or None and what is wrong with the file."""
+    problem = _header_problem(target, dim)
+    if problem is not None:
+        return None, problem
     try:
         tensors = load_file(str(target))
     except Exception as error:  # noqa: BLE001 - safetensors raises several types on damaged files
@@ -75,9 +113,9 @@ class FeatureStore:
         return target
 
     def problem(self, encoder_id: str, content_hash: str, dim: int | None = None) -> str | None:
-        """What makes a present cache file unusable (``dim``: the encoder's feature size, if known),
-        or None when it is fine."""
-        return _read_features(self.path(encoder_id, content_hash), dim)[1]
+        """What makes a present cache file unusable by its header (``dim``: the encoder's feature
+        size, if known), or None when it looks fine; values are checked by :meth:`get`."""
+        return _header_problem(self.path(encoder_id, content_hash), dim)
 
     def get(self, encoder_id: str, content_hash: str, dim: int | None = None) -> np.ndarray:
         """Read cached features; KeyError if absent, DamagedFeatureError naming the file if damaged."""
@@ -86,6 +124,12 @@ class FeatureStore:
             raise KeyError(f"no cached features for {encoder_id} / {content_hash[:12]}")
         features, problem = _read_features(target, dim)
         if problem is not None:
+            aside = target.with_name(target.name + ".damaged")
+            try:
+                os.replace(target, aside)  # the next extraction sees a miss and encodes it again
+                log.warning("moved the damaged feature cache file %s aside to %s (%s)", target, aside.name, problem)
+            except OSError:
+                pass
             raise DamagedFeatureError(target, problem)
         return features
 
