@@ -3,8 +3,8 @@
 - :class:`FiniteLossGuard` (a Lightning callback) stops training at the first optimisation step whose
   loss is NaN or infinite, naming the epoch, the step and the settings that most often cause it.
   A diverged run would otherwise go on, save NaN weights and predict one class for everything.
-  Checked on every step (one host sync per step: negligible next to a step on a CPU); set
-  ``every_n_steps`` higher to check less often. In a distributed fit every process takes the same
+  Checked after every training batch (one host sync per batch: negligible next to a step on a CPU); set
+  ``every_n_batches`` higher to check less often. In a distributed fit every process takes the same
   decision (any process's bad loss stops all of them), so none is left waiting in a collective.
 - :func:`check_accelerator` refuses ``train.accelerator: gpu`` / ``cuda`` where torch sees no CUDA
   GPU, before Lightning would fail with a traceback.
@@ -28,13 +28,13 @@ class NonFiniteLossError(CrabserError):
 class FiniteLossGuard(L.Callback):
     """Raise :class:`NonFiniteLossError` when a training step's loss is not finite."""
 
-    def __init__(self, train: dict, loss: dict | None = None, every_n_steps: int = 1) -> None:
+    def __init__(self, train: dict, loss: dict | None = None, every_n_batches: int = 1) -> None:
         """``train`` / ``loss``: the run's ``train`` and ``loss`` settings, quoted in the error."""
         self.hint = _hint(train, loss or {})
-        self.every_n_steps = max(1, every_n_steps)
+        self.every_n_batches = max(1, every_n_batches)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
-        if batch_idx % self.every_n_steps:
+        if batch_idx % self.every_n_batches:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         local = isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all())
