@@ -59,6 +59,7 @@ def root(tmp_path_factory) -> Path:
 KILLS = {
     "mid-epoch": ("train_batch", 2, 2),
     "in validation": ("validation_batch", 1, 1),
+    "after validation": ("epoch_end", 2, 0),  # best.ckpt has this epoch, last.ckpt the one before
     "between epochs": ("epoch_start", 3, 0),
 }
 

@@ -98,3 +98,6 @@ class KillAt(L.Callback):
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self._maybe_stop(trainer, "epoch_start")
+
+    def on_train_epoch_end(self, trainer, module) -> None:  # validated, best.ckpt written, last.ckpt not yet
+        self._maybe_stop(trainer, "epoch_end")
