@@ -85,6 +85,8 @@ def test_partial_inputs_get_the_documented_answers(recognizer, clips):
         recognizer.predict(clips[0])  # audio-only, ASR turned off for this recognizer
     with pytest.raises(TranscriptError, match="missing transcript"):
         recognizer.predict(clips[0], "   \n")  # an empty transcript counts as missing
+    with pytest.raises(TranscriptError, match="missing transcript"):
+        recognizer.predict(clips[0], "\x00\x00 \x1b")  # so does one of control characters only
     unicode = recognizer.predict(clips[0], "Grüße aus Köln — 😀 «ja»")
     assert unicode.transcript == "Grüße aus Köln — 😀 «ja»"
     with pytest.raises(AudioError, match="silent"):

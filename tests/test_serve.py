@@ -292,7 +292,7 @@ def test_a_failed_prediction_frees_its_audio_at_once(model):
 
 
 def test_transcripts_are_cleaned_and_capped(client):
-    from crabser.serve import clean_transcript
+    from crabser.data.text import clean_text as clean_transcript
 
     assert clean_transcript("\x00\x00 \x1b") is None and clean_transcript("a\x00b\tc\n") == "ab c"
     nul_only = client.post("/v1/predict", data={"text": "\x00\x00"})

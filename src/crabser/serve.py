@@ -50,13 +50,13 @@ import resource
 import threading
 import time
 import traceback
-import unicodedata
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Annotated
 
 from crabser.data.audio import AudioTooLong, decode_audio
+from crabser.data.text import clean_text
 from crabser.errors import AudioError, CrabserError
 
 log = logging.getLogger(__name__)
@@ -214,15 +214,6 @@ def _host_name(host: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
-def clean_transcript(text: str | None) -> str | None:
-    """A transcript without control characters (NUL, escapes; tabs and newlines become spaces),
-    stripped; None when nothing is left."""
-    if text is None:
-        return None
-    kept = "".join(" " if c in "\t\n\r" else c for c in text if c in "\t\n\r" or unicodedata.category(c) != "Cc")
-    return kept.strip() or None
-
-
 def _answer_models():
     """The response schemas (pydantic; imported with FastAPI, which is an optional dependency)."""
     from pydantic import BaseModel
@@ -350,7 +341,7 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         text: Annotated[str | None, Form(description="The transcript (else ASR, if the model reads text)")] = None,
     ) -> dict:
         data, name = await read_upload(audio)
-        text = clean_transcript(text)
+        text = clean_text(text)
         if text is not None and len(text) > settings.max_transcript_chars:
             raise TooLarge(f"transcript of {len(text)} characters is over the limit of {settings.max_transcript_chars}")
         if data is None and recognizer.needs_audio:
