@@ -14,12 +14,15 @@ from crabser.losses import (
 
 def test_mpcl_matches_hand_computed_four_item_example():
     # z1 = z2 = e1, z3 = z4 = e2; labels 0,0,0,1; tau = 0.5 -> dots scaled by 2.
-    # L = log(e^2 + 2). anchors 1 and 2: L - 1; anchor 3: L; anchor 4 has no positive: excluded.
+    # L = log(e^2 + 2). anchors 1 and 2: L - 1; anchor 3: L; anchor 4 has no positive: 0 in the
+    # reference's mean over all four anchors, left out of the mean over anchors with a positive.
     embeddings = torch.tensor([[3.0, 0.0], [1.0, 0.0], [0.0, 2.0], [0.0, 0.5]])  # unnormalised on purpose
     labels = torch.tensor([0, 0, 0, 1])
     big_l = math.log(math.e**2 + 2)
-    expected = ((big_l - 1) * 2 + big_l) / 3
-    assert multi_positive_contrastive_loss(embeddings, labels, tau=0.5).item() == pytest.approx(expected, rel=1e-6)
+    total = (big_l - 1) * 2 + big_l
+    assert multi_positive_contrastive_loss(embeddings, labels, tau=0.5).item() == pytest.approx(total / 4, rel=1e-6)
+    with_positive = multi_positive_contrastive_loss(embeddings, labels, tau=0.5, anchors="with_positive")
+    assert with_positive.item() == pytest.approx(total / 3, rel=1e-6)
 
 
 def test_mpcl_tau_one_and_all_anchors_with_positives():

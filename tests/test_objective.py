@@ -101,3 +101,19 @@ def test_soft_margin_term_is_added_for_neutral_vs_expressive():
     assert parts.total.item() == pytest.approx(expected, rel=1e-6)
     with pytest.raises(ValueError, match="neutral class"):
         TrainingObjective(TAPS, None, 3, soft_margin_weight=1.0)
+
+
+def test_the_mpcl_mean_follows_the_config_and_old_runs_keep_theirs():
+    from crabser.config import LossConfig, ModelConfig
+    from crabser.training.objective import build_objective
+
+    loss, model = LossConfig().model_dump(), ModelConfig().model_dump()
+    fresh = build_objective(loss, model, {"fused": 8}, None, 2)
+    assert fresh.mpcl_anchors == "all"  # the reference code's mean, the default
+    old = {k: v for k, v in loss.items() if k != "mpcl_anchors"}  # a run saved before the setting
+    assert build_objective(old, model, {"fused": 8}, None, 2).mpcl_anchors == "with_positive"
+    torch.manual_seed(0)
+    embedding, labels = torch.randn(4, 8), torch.tensor([0, 0, 1, 2])  # two anchors without a positive
+    assert fresh.leg_term(embedding, labels).item() == pytest.approx(
+        build_objective(old, model, {"fused": 8}, None, 2).leg_term(embedding, labels).item() / 2, rel=1e-6
+    )

@@ -119,6 +119,9 @@ class LossConfig(_Section):
     supcon_variant: Literal["out", "in"] = "out"  #: leg_loss supcon: Khosla et al.'s L_out or L_in
     alpha: NonNegative = 2.0
     tau: Positive = 0.1
+    #: MPCL's mean: over all anchors, those without a positive in the batch counting 0 (the
+    #: reference code), or over the anchors with a positive only (losses.mpcl explains the difference)
+    mpcl_anchors: Literal["all", "with_positive"] = "all"
     #: StackingSER's neutral (train.neutral_label) vs. expressive soft-margin term; 0 = off, theirs: 1
     soft_margin_weight: NonNegative = 0.0
     #: multi_loss: weights of KL, focal, center and frame-level SupCon (eq. 11; the paper gives none)

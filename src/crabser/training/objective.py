@@ -94,6 +94,7 @@ class TrainingObjective(nn.Module):
         supcon_variant: Literal["out", "in"] = "out",
         alpha: float = 2.0,
         tau: float = 0.1,
+        mpcl_anchors: Literal["all", "with_positive"] = "all",
         leg_dim: int = 512,
         leg_hidden_unimodal: int = 256,
         leg_hidden: int = 512,
@@ -107,6 +108,7 @@ class TrainingObjective(nn.Module):
         self.supcon_variant = supcon_variant
         self.alpha = alpha
         self.tau = tau
+        self.mpcl_anchors = mpcl_anchors
         self.register_buffer("class_weights", class_weights, persistent=True)
         taps = {"all": dict(tap_dims), "final": {FINAL_TAP: tap_dims.get(FINAL_TAP, 0)}, "none": {}}[legs]
         if any(dim == 0 for dim in taps.values()):
@@ -148,7 +150,7 @@ class TrainingObjective(nn.Module):
             return self.classification_loss(embedding, labels)
         if self.leg_loss == "supcon":
             return supervised_contrastive_loss(embedding, labels, self.tau, self.supcon_variant)
-        return multi_positive_contrastive_loss(embedding, labels, self.tau)
+        return multi_positive_contrastive_loss(embedding, labels, self.tau, self.mpcl_anchors)
 
     def forward(self, output: CrabOutput, labels: torch.Tensor, mix: Mix | None = None) -> LossParts:
         targets = soft_targets(output, labels, mix)
@@ -239,6 +241,8 @@ def build_objective(
         tap_dims, class_weights, num_classes,
         classifier=loss["classifier"], focal_gamma=loss["focal_gamma"], legs=loss["legs"], leg_loss=loss["leg_loss"],
         supcon_variant=loss["supcon_variant"], alpha=loss["alpha"], tau=loss["tau"],
+        # runs saved before the setting existed averaged over the anchors with a positive
+        mpcl_anchors=loss.get("mpcl_anchors", "with_positive"),
         leg_dim=model["leg_dim"], leg_hidden_unimodal=model["leg_hidden_unimodal"], leg_hidden=model["leg_hidden"],
         soft_margin_weight=loss.get("soft_margin_weight", 0.0), neutral_index=neutral_index,
     )
