@@ -382,3 +382,26 @@ def test_a_flac_cut_short_keeps_the_samples_that_are_there():
 def test_sample_rates_that_are_no_number_of_hz_are_named(rate):
     with pytest.raises(AudioError, match="sample rate must be a number of Hz"):
         decode_audio(tone(1.0), sample_rate=rate, name="odd")
+
+
+@pytest.mark.parametrize("samples, rate", [(320, 16000), (399, 16000), (199, 8000)])
+def test_audio_too_short_for_a_wav2vec_style_encoder_is_named(samples, rate):
+    # 320-399 samples at 16 kHz passed the old 20 ms minimum, but give wav2vec 2.0 / WavLM zero frames
+    with pytest.raises(AudioError, match="short.wav: audio too short.*at least 25 ms"):
+        decode_audio(tone(1.0, rate)[:samples], sample_rate=rate, name="short.wav")
+    assert len(decode_audio(tone(1.0, rate)[: rate // 40], sample_rate=rate, name="ok.wav")) >= 400
+
+
+def test_the_shortest_accepted_clip_gives_wav2vec_style_encoders_a_frame():
+    import torch
+    from transformers import Wav2Vec2Config, Wav2Vec2Model
+
+    from crabser.data.audio import MIN_DURATION_S
+
+    model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                         intermediate_size=16, conv_dim=(8,) * 7)).eval()
+    samples = round(MIN_DURATION_S * 16000)
+    with torch.no_grad():
+        assert model(torch.randn(1, samples)).last_hidden_state.shape[1] == 1
+        with pytest.raises(RuntimeError):  # one sample fewer: no frame at all
+            model(torch.randn(1, samples - 1))

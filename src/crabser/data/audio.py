@@ -51,8 +51,10 @@ from crabser.errors import AudioError
 SILENCE_PEAK = 1e-4
 #: Suffixes decoded with PyAV instead of soundfile.
 CONTAINER_SUFFIXES = (".mp4", ".mkv", ".m4a", ".webm", ".aac", ".mov")
-#: Shortest usable clip, in seconds; shorter ones are refused as empty.
-MIN_DURATION_S = 0.02
+#: Shortest usable clip, in seconds: the receptive field of the CNN of wav2vec 2.0 / HuBERT / WavLM
+#: (400 samples at 16 kHz). A shorter clip gives those encoders zero frames (and a NaN loss for its
+#: whole batch), so it is refused with :func:`_length_problem`'s message.
+MIN_DURATION_S = 0.025
 #: Accepted sample rates, Hz; others are refused before decoding (a 10 Hz header means 1600x upsampling).
 MIN_RATE, MAX_RATE = 1000, 768_000
 #: Samples (frames x channels) decoded per read: bounds the decode buffer (1 MiB of float32).
@@ -374,13 +376,23 @@ def _collect(opened: _Opened, label: object, target_rate: int, max_seconds: floa
             out.append(mono if resampler is None else resampler.resample_chunk(mono))
     finally:
         getattr(blocks, "close", lambda: None)()  # close the file even when stopped early
-    if read < max(1, int(MIN_DURATION_S * rate)):
-        raise AudioError(label, f"empty audio ({read} samples)")
+    if _length_problem(read, rate):
+        raise AudioError(label, _length_problem(read, rate))
     if peak < silence_peak:
         raise AudioError(label, f"silent audio (peak below {silence_peak:g} of full scale)")
     if resampler is not None:
         out.append(resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
     return out.array()
+
+
+def _length_problem(samples: int, rate: int) -> str | None:
+    """Why ``samples`` at ``rate`` are too few to encode (None: enough)."""
+    if samples == 0:
+        return "empty audio (0 samples)"
+    if samples < math.ceil(MIN_DURATION_S * rate - 1e-9):
+        return (f"audio too short ({samples} samples, {1000 * samples / rate:.1f} ms): speech encoders need at "
+                f"least {1000 * MIN_DURATION_S:g} ms ({math.ceil(MIN_DURATION_S * 16000)} samples at 16 kHz)")
+    return None
 
 
 def duration_seconds(path: str | Path) -> float:
@@ -421,9 +433,10 @@ once decoding reaches the limit. Blocks are not checked for
     if max_seconds is not None and opened.seconds > max_seconds:
         opened.blocks.close()  # type: ignore[attr-defined]
         raise _too_long(label, opened.seconds, max_seconds)
-    if opened.seconds * opened.rate < max(1, int(MIN_DURATION_S * opened.rate)):
+    problem = _length_problem(round(opened.seconds * opened.rate), opened.rate)
+    if problem:
         opened.blocks.close()  # type: ignore[attr-defined]
-        raise AudioError(label, f"empty audio ({round(opened.seconds * opened.rate)} samples)")
+        raise AudioError(label, problem)
     return _stream_blocks(opened, label, target_rate, block_seconds), opened.seconds
 
 
