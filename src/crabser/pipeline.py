@@ -322,14 +322,9 @@ def train(
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
-    from crabser.training.checkpoint_io import resume_path
+    from crabser.training.checkpoint_io import checkpoint_epochs
     from crabser.training.guards import FiniteLossGuard, check_accelerator
-    from crabser.training.resume import (
-        EpochCheckpoint,
-        EpochSeed,
-        ResumedCSVLogger,
-        checkpoint_epochs,
-    )
+    from crabser.training.resume import EpochCheckpoint, EpochSeed, ResumedCSVLogger
 
     check_accelerator(config.train.accelerator)
     if config.data.protocol == "folds":
@@ -348,7 +343,8 @@ def train(
     checkpoint_dir = config.run_dir / "checkpoints"
     checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", enable_version_counter=False)
     last = checkpoint_dir / "last.ckpt"
-    resume_from = resume_path(last) if resume else None
+    resumed_epochs = checkpoint_epochs(last) if resume else None
+    resume_from = str(last) if resumed_epochs is not None else None
     callbacks = [checkpoint, EpochCheckpoint(last), EpochSeed(cfg.seed), *(callbacks or []),
                  FiniteLossGuard(cfg.model_dump(), config.loss.model_dump())] + ([RichProgressBar()] if cfg.progress else [])
     if cfg.patience:
@@ -361,7 +357,7 @@ def train(
         precision=cfg.precision,
         accumulate_grad_batches=cfg.accumulate,
         callbacks=callbacks,
-        logger=ResumedCSVLogger(str(config.run_dir), "logs", checkpoint_epochs(last) if resume_from else None),
+        logger=ResumedCSVLogger(str(config.run_dir), "logs", resumed_epochs),
         use_distributed_sampler=False,  # our batch samplers share the batches among ranks themselves
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,
@@ -380,7 +376,9 @@ def train(
 def _train_result(last: Path, seconds: float) -> TrainResult:
     """The outcome of a fit as ``last.ckpt`` records it (the same in every process, and after
     ``ddp_spawn``, whose workers' trainer state does not come back)."""
-    saved = torch.load(last, map_location="cpu", weights_only=False, mmap=True)
+    from crabser.training.checkpoint_io import read_checkpoint
+
+    saved = read_checkpoint(last, mmap=True)
     (state,) = [s for key, s in saved["callbacks"].items() if key.startswith("ModelCheckpoint")]
     score = state.get("best_model_score")
     best = Path(state.get("best_model_path") or last)

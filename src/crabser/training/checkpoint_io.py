@@ -80,11 +80,9 @@ def require_finite(tensors: Iterable[tuple[str, torch.Tensor]], source: object) 
             raise CheckpointError(source, f"weight {name} is not finite (NaN/inf): the training diverged; retrain with a lower train.lr_head")
 
 
-def resume_path(last: str | Path) -> str | None:
-    """The checkpoint to resume from: ``last`` if it exists and can be read, None if there is none;
-    CheckpointError if it is damaged (Lightning would fail with a traceback inside ``fit``)."""
+def checkpoint_epochs(last: str | Path) -> int | None:
+    """How many epochs the checkpoint to resume from holds (the first epoch a resumed run trains),
+    None if there is none; CheckpointError if it is damaged (Lightning would fail with a traceback
+    inside ``fit``). One read of the pickled metadata (``mmap``: the weights stay on disk)."""
     last = Path(last)
-    if not last.is_file():
-        return None
-    read_checkpoint(last, mmap=True)
-    return str(last)
+    return int(read_checkpoint(last, mmap=True)["epoch"]) if last.is_file() else None

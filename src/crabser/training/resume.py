@@ -109,11 +109,6 @@ class EpochCheckpoint(L.Callback):
         self.save(trainer)
 
 
-def checkpoint_epochs(path: Path) -> int:
-    """How many epochs a checkpoint of :class:`EpochCheckpoint` holds (the first epoch a resumed run trains)."""
-    return int(torch.load(path, map_location="cpu", weights_only=False, mmap=True)["epoch"])
-
-
 class _KeepingWriter(ExperimentWriter):
     """A CSV writer that keeps the rows of epochs before ``keep_before`` and appends to them."""
 
