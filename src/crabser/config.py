@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from crabser.errors import ConfigError
+from crabser.io import file_in_the_way
 
 Count = Annotated[int, Field(ge=1)]  #: a size or a number of things: at least 1
 Positive = Annotated[float, Field(gt=0)]  #: a learning rate, temperature, duration: above 0
@@ -278,18 +279,11 @@ def load_config(
     config = validated(RunConfig, apply_overrides(raw, overrides or []), path or "config")
     if check_outputs:
         for key in ("output_dir", "cache_dir"):
-            blocker = _file_in_the_way(Path(getattr(config, key)))
+            blocker = file_in_the_way(getattr(config, key))
             if blocker is not None:
                 raise ConfigError(f"{path or 'config'}: {key}: {blocker} is a file, not a folder")
     return config
 
-
-def _file_in_the_way(folder: Path) -> Path | None:
-    """The first of ``folder`` and its parents that exists, if it is a file (nothing could be written there)."""
-    for candidate in (folder, *folder.parents):
-        if candidate.exists():
-            return None if candidate.is_dir() else candidate
-    return None
 
 
 def dump_config(config: RunConfig) -> str:

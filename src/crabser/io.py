@@ -63,11 +63,17 @@ def read_csv_utf8(path: str | Path, **kwargs: Any):
         raise TextEncodingError(path, error) from None
 
 
+def file_in_the_way(folder: str | Path) -> Path | None:
+    """The existing file that is ``folder`` or one of its parents (no folder can be made there), or None."""
+    folder = Path(folder)
+    return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
+
+
 def ensure_folder(path: str | Path, setting: str) -> Path:
     """Create the output folder ``path`` (and its parents); CrabserError naming ``setting`` when it,
     or a parent, is an existing file."""
     path = Path(path)
-    blocker = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+    blocker = file_in_the_way(path)
     if blocker is not None:
         raise CrabserError(f"{setting} {path}: {blocker} is a file, not a folder; choose another output path")
     path.mkdir(parents=True, exist_ok=True)
