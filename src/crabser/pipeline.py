@@ -251,15 +251,15 @@ def finetune_encoders(config: RunConfig) -> dict:
     if "paralinguistic" in modalities:
         raise CrabserError("fine-tuning covers the speech and text encoders; drop 'paralinguistic' from model.modalities")
     if "speech" in modalities and config.speech.kind != "hf-speech":
-        raise CrabserError(f"fine-tuning needs speech.kind: hf-speech (a WavLM / HuBERT / wav2vec 2.0 model), not {config.speech.kind}")
+        raise CrabserError(
+            f"fine-tuning needs speech.kind: hf-speech (Whisper, WavLM, HuBERT or wav2vec 2.0; embedded = Whisper tiny.en), not {config.speech.kind}"
+        )
     if "text" in modalities and config.text.kind != "hf-text":
         raise CrabserError("fine-tuning needs text.kind: hf-text")
-    if config.speech.layer == "all":
-        raise CrabserError("fine-tuning takes one speech layer, not 'all'")
     return {
         "speech_model": config.speech.model if "speech" in modalities else None,
         "text_model": config.text.model if "text" in modalities else None,
-        "speech_layer": int(config.speech.layer),
+        "speech_layer": config.speech.layer,
         "text_layer": int(config.text.layer),
         "max_tokens": config.text.max_tokens,
         "gradient_checkpointing": config.train.gradient_checkpointing,

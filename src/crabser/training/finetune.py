@@ -6,14 +6,16 @@ What the paper does (III-C) and the reference code specifies: encoders at LR 1e-
 where they are silent: gradient checkpointing on by default (``train.gradient_checkpointing``),
 mixed precision through ``train.precision`` (e.g. ``bf16-mixed`` on a GPU), batches bucketed by
 duration (:class:`crabser.data.sampling.LengthBucketSampler`) so little padding enters the speech model.
-Speech models: WavLM / HuBERT / wav2vec 2.0 (``speech.kind: hf-speech``); the CTranslate2 Whisper
-is inference-only. Text: any transformers AutoModel (``embedded`` = MiniLM).
+Speech models (``speech.kind: hf-speech``): WavLM / HuBERT / wav2vec 2.0, or Whisper's encoder
+(``model: embedded`` = tiny.en in PyTorch from the bundled weights; the CTranslate2 encoder is
+inference-only). Text: any transformers AutoModel (``embedded`` = MiniLM).
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from typing import Literal
 
 import numpy as np
 import torch
@@ -24,12 +26,14 @@ from crabser.data.audio import duration_seconds, load_audio
 from crabser.data.augment import energy_adaptive_mixup
 from crabser.data.manifest import Manifest
 from crabser.data.text import clean_text
-from crabser.errors import AudioError, ConfigError
-from crabser.features.encoders import _quiet_transformers, text_model_path
+from crabser.errors import AudioError
+from crabser.features.encoders import _quiet_transformers, load_speech_backbone, text_model_path, whisper_layers_needed
+from crabser.features.whisper_torch import run_whisper_encoder, whisper_mel_batch
 from crabser.training.lit_module import CrabLitModule
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
+WHISPER_WINDOW_SAMPLES = 30 * SAMPLE_RATE  #: Whisper's input window (1500 encoder frames)
 
 
 @dataclass
@@ -122,32 +126,44 @@ def collate_raw(items: list[dict]) -> dict:
 
 
 class TrainableEncoders(nn.Module):
-    """Transformers speech and/or text models whose outputs feed Crab: raw batch -> features, masks."""
+    """Transformers speech and/or text models whose outputs feed Crab: raw batch -> features, masks.
+
+    Speech: WavLM / HuBERT / wav2vec 2.0 (the CNN feature encoder frozen, as in the reference code)
+    or Whisper's encoder (``embedded`` = tiny.en from the bundled weights; its two-convolution stem
+    frozen, our analogue of that choice), on each clip's own length with a padding mask, and only
+    the layers up to the one read (layer 2 of 4 runs half the encoder); clips longer than Whisper's
+    30 s window are cut to their first 30 s (set ``speech.max_seconds`` for a random crop instead). ``speech_layer`` ``all``
+    gives every hidden state ``(B, T, L + 1, D)`` for the model's learnable weighted sum.
+    """
 
     def __init__(
         self,
         speech_model: str | None,
         text_model: str | None,
-        speech_layer: int = -1,
+        speech_layer: int | Literal["all"] = -1,
         text_layer: int = -1,
         max_tokens: int = 128,
         gradient_checkpointing: bool = True,
     ) -> None:
         super().__init__()
-        from transformers import AutoConfig, AutoFeatureExtractor, AutoModel, AutoTokenizer
+        from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
         _quiet_transformers()
         self.speech_layer, self.text_layer, self.max_tokens = speech_layer, text_layer, max_tokens
         self.dims: dict[str, int] = {}
+        self.speech_layers = 0  #: hidden states stacked per frame (layer "all"), 0 = one layer
         self.speech = self.text = None
+        self.is_whisper = False
         if speech_model:
-            if AutoConfig.from_pretrained(speech_model).model_type == "whisper":
-                raise ConfigError("fine-tuning supports WavLM / HuBERT / wav2vec 2.0 speech models, not Whisper")
-            self.processor = AutoFeatureExtractor.from_pretrained(speech_model)
-            self.speech = AutoModel.from_pretrained(speech_model)
-            if hasattr(self.speech, "freeze_feature_encoder"):
+            self.speech, _, self.is_whisper = load_speech_backbone(speech_model)
+            if self.is_whisper:
+                self._cut_whisper()
+            else:
+                self.processor = AutoFeatureExtractor.from_pretrained(speech_model)
                 self.speech.freeze_feature_encoder()  # the CNN stays frozen (reference code)
-            self.dims["speech"] = int(self.speech.config.hidden_size)
+                if speech_layer == "all":
+                    self.speech_layers = self.speech.config.num_hidden_layers + 1
+            self.dims["speech"] = int(self.speech.config.d_model if self.is_whisper else self.speech.config.hidden_size)
         if text_model:
             path, _ = text_model_path(text_model)
             self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -161,19 +177,41 @@ class TrainableEncoders(nn.Module):
                 enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
                 enable()
 
+    def _cut_whisper(self) -> None:
+        """Keep the Whisper layers up to the one read; freeze the convolutional stem."""
+        total = len(self.speech.layers)
+        kept = whisper_layers_needed(self.speech_layer, total)
+        self.speech.layers = self.speech.layers[:kept]
+        self.whisper_final_norm = kept == total
+        if not self.whisper_final_norm:
+            self.speech.layer_norm.requires_grad_(False)  # not on the path to the layer read
+        self.speech_layers = kept + 1 if self.speech_layer == "all" else 0
+        for conv in (self.speech.conv1, self.speech.conv2):
+            conv.requires_grad_(False)
+
+    def _speech(self, waves: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.is_whisper:
+            waves = [wave[: WHISPER_WINDOW_SAMPLES] for wave in waves]
+            mels, frames = whisper_mel_batch(waves, int(self.speech.config.num_mel_bins))
+            frames = frames.to(device)
+            states = run_whisper_encoder(
+                self.speech, mels.to(device), frames, hidden_states=self.speech_layer == "all", final_norm=self.whisper_final_norm
+            )
+        else:
+            inputs = self.processor(waves, sampling_rate=SAMPLE_RATE, padding=True, return_attention_mask=True, return_tensors="pt")
+            values, sample_mask = inputs["input_values"].to(device), inputs["attention_mask"].to(device)
+            out = self.speech(values, attention_mask=sample_mask, output_hidden_states=self.speech_layer != -1)
+            states = out.hidden_states if self.speech_layer == "all" else (out.last_hidden_state if self.speech_layer == -1 else out.hidden_states[self.speech_layer],)
+            lengths = self.speech._get_feat_extract_output_lengths(sample_mask.sum(dim=1))
+            frames = torch.arange(states[0].shape[1], device=device)[None, :] < lengths[:, None]
+        hidden = torch.stack(states, dim=2) if self.speech_layer == "all" else states[-1]
+        return hidden, frames
+
     def forward(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         device = next(self.parameters()).device
         features, masks = {}, {}
         if self.speech is not None:
-            inputs = self.processor(
-                batch["waves"], sampling_rate=SAMPLE_RATE, padding=True, return_attention_mask=True, return_tensors="pt"
-            )
-            values, sample_mask = inputs["input_values"].to(device), inputs["attention_mask"].to(device)
-            out = self.speech(values, attention_mask=sample_mask, output_hidden_states=self.speech_layer != -1)
-            hidden = out.last_hidden_state if self.speech_layer == -1 else out.hidden_states[self.speech_layer]
-            lengths = self.speech._get_feat_extract_output_lengths(sample_mask.sum(dim=1))
-            frames = torch.arange(hidden.shape[1], device=device)[None, :] < lengths[:, None]
-            features["speech"], masks["speech"] = hidden, frames
+            features["speech"], masks["speech"] = self._speech(batch["waves"], device)
         if self.text is not None:
             tokens = self.tokenizer(
                 list(batch["texts"]), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
@@ -189,7 +227,7 @@ class FinetuneLitModule(CrabLitModule):
 
     def __init__(self, encoders: dict, labels: list[str], model: dict, loss: dict, train: dict, class_weights: list[float] | None = None) -> None:
         trainable = TrainableEncoders(**encoders)
-        super().__init__(trainable.dims, labels, model, loss, train, class_weights)
+        super().__init__(trainable.dims, labels, model, loss, train, class_weights, trainable.speech_layers)
         self.save_hyperparameters()
         self.encoders = trainable
 
