@@ -182,3 +182,24 @@ def test_training_losses_are_logged_once_per_epoch_as_utterance_weighted_means()
     last = step(3)  # the next epoch's mean starts from zero
     module.on_train_epoch_end()
     assert logged["train_loss"] == pytest.approx(last, rel=1e-6)
+
+
+@pytest.mark.parametrize("lr_layer_weights", [None, 3e-2])
+def test_layer_weights_get_their_own_group_only_when_asked(lr_layer_weights):
+    from crabser.config import LossConfig, ModelConfig, TrainConfig
+    from crabser.training.lit_module import CrabLitModule
+
+    module = CrabLitModule(
+        input_dims={"speech": 5}, labels=["a", "b"], model=ModelConfig(hidden=8, modalities=["speech"]).model_dump(),
+        loss=LossConfig().model_dump(), train=TrainConfig(lr_head=1e-3, lr_layer_weights=lr_layer_weights).model_dump(),
+        speech_layers=3,
+    )
+    optimizer = module.configure_optimizers()["optimizer"]
+    weights = module.model.input_stage.speech_layer_sum.logits
+    groups = {g["name"]: g for g in optimizer.param_groups}
+    owner = next(name for name, g in groups.items() if any(p is weights for p in g["params"]))
+    if lr_layer_weights is None:  # with the head, as before (old runs resume with their groups)
+        assert owner == "head" and set(groups) == {"head"}
+    else:
+        assert owner == "layer_weights" and groups[owner]["lr"] == lr_layer_weights and groups[owner]["weight_decay"] == 0.0
+        assert groups["head"]["lr"] == 1e-3 and all(p is not weights for p in groups["head"]["params"])

@@ -7,6 +7,7 @@ import json
 import struct
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from typer.testing import CliRunner
@@ -19,12 +20,7 @@ from crabser.data.corpora import emodb as emodb_adapter
 from crabser.data.manifest import Manifest, write_manifest
 from crabser.errors import ConfigError
 from crabser.features.encoders import HFSpeechEncoder, WhisperCT2Encoder, build_encoder, whisper_model_path
-from crabser.features.whisper_torch import (
-    read_ct2_variables,
-    run_whisper_encoder,
-    whisper_encoder_from_ct2,
-    whisper_mel_batch,
-)
+from crabser.features.whisper_torch import WhisperEncoderModule, read_ct2_variables, whisper_encoder_from_ct2, whisper_mel_batch
 
 #: measured on these clips: largest difference 6.6e-5 (own length) and 1.8e-4 (30 s padding) on
 #: outputs of magnitude up to ~10; float16 weights computed in float32 by both, summed differently
@@ -79,8 +75,8 @@ def emodb_waves(emodb):
 
 def test_the_converted_encoder_has_whisper_tiny_sizes_and_keeps_the_weights(torch_whisper):
     folder = whisper_model_path("embedded")[0]
-    config = torch_whisper.config
-    assert (config.d_model, config.encoder_layers, config.encoder_attention_heads, config.encoder_ffn_dim) == (384, 4, 6, 1536)
+    sizes = (torch_whisper.d_model, len(torch_whisper.layers), torch_whisper.layers[0].self_attn.heads, torch_whisper.layers[0].fc1.out_features)
+    assert sizes == (384, 4, 6, 1536)
     fused = read_ct2_variables(folder / "model.bin", prefix="encoder/layer_1/self_attention/linear_0/weight")
     q, k, v = np.split(fused["encoder/layer_1/self_attention/linear_0/weight"].astype(np.float32), 3)
     attention = torch_whisper.layers[1].self_attn
@@ -89,13 +85,45 @@ def test_the_converted_encoder_has_whisper_tiny_sizes_and_keeps_the_weights(torc
     assert attention.k_proj.bias is None
 
 
+def test_it_loads_into_transformers_whisper_encoder_and_gives_the_same_30_s_output(torch_whisper, emodb_waves):
+    from transformers import WhisperConfig
+    from transformers.models.whisper.modeling_whisper import WhisperEncoder
+
+    config = WhisperConfig(num_mel_bins=80, d_model=384, encoder_layers=4, encoder_attention_heads=6, encoder_ffn_dim=1536)
+    theirs = WhisperEncoder(config).eval()
+    theirs.load_state_dict(torch_whisper.state_dict())
+    mels, _ = whisper_mel_batch(emodb_waves[:1], 80, pad_to_seconds=30)
+    with torch.no_grad():
+        expected = theirs(mels, output_hidden_states=True).hidden_states
+        got = torch_whisper(mels, hidden_states=True)
+    assert len(got) == len(expected) == 5
+    for ours, reference in zip(got, expected):
+        torch.testing.assert_close(ours, reference, atol=1e-4, rtol=0)
+    ours_again = WhisperEncoderModule.from_transformers(theirs)
+    assert all(torch.equal(a, b) for a, b in zip(ours_again.state_dict().values(), torch_whisper.state_dict().values()))
+
+
+def test_a_hub_whisper_folder_runs_through_the_same_module(tmp_path):
+    from transformers import WhisperConfig, WhisperModel
+
+    torch.manual_seed(0)
+    config = WhisperConfig(num_mel_bins=80, d_model=16, encoder_layers=2, encoder_attention_heads=2, encoder_ffn_dim=32,
+                           decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, vocab_size=64, max_target_positions=16,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    WhisperModel(config).save_pretrained(tmp_path / "tiny-whisper")
+    encoder = HFSpeechEncoder(str(tmp_path / "tiny-whisper"), layer="all")
+    assert isinstance(encoder.model, WhisperEncoderModule) and encoder.output_dim == 16
+    out = encoder.encode([tone(1.0), tone(0.5)])
+    assert out.features.shape == (2, 50, 3, 16) and out.mask.sum(1).tolist() == [50, 25]
+
+
 @pytest.mark.parametrize("pad", [None, 30])
 def test_its_last_layer_equals_the_ctranslate2_encoder_on_real_clips(torch_whisper, emodb_waves, pad):
     reference = WhisperCT2Encoder(pad_to_seconds=pad).encode(emodb_waves).unpadded()
     for wave, expected in zip(emodb_waves, reference):
         mels, mask = whisper_mel_batch([wave], 80, pad)
         with torch.no_grad():
-            got = run_whisper_encoder(torch_whisper, mels)[0][0, : int(mask.sum())].numpy()
+            got = torch_whisper(mels)[0, : int(mask.sum())].numpy()
         assert got.shape == expected.shape
         assert np.abs(got - expected).max() < TOLERANCE
 
@@ -104,12 +132,12 @@ def test_a_padded_batch_with_its_mask_gives_each_clip_what_it_gets_alone(torch_w
     mels, mask = whisper_mel_batch(emodb_waves[:3], 80)
     assert mels.shape[-1] == 2 * mask.shape[1] and len(set(mask.sum(1).tolist())) == 3
     with torch.no_grad():
-        batched = run_whisper_encoder(torch_whisper, mels, mask)[0]
+        batched = torch_whisper(mels, mask)
         for i, wave in enumerate(emodb_waves[:3]):
-            alone = run_whisper_encoder(torch_whisper, whisper_mel_batch([wave], 80)[0])[0][0]
+            alone = torch_whisper(whisper_mel_batch([wave], 80)[0])[0]
             n = int(mask[i].sum())
             torch.testing.assert_close(batched[i, :n], alone[:n], atol=1e-4, rtol=0)
-        unmasked = run_whisper_encoder(torch_whisper, mels)[0]  # padding read by attention: not the same
+        unmasked = torch_whisper(mels)  # padding read by attention: not the same
     shortest = int(mask.sum(1).argmin())
     n = int(mask[shortest].sum())
     assert (unmasked[shortest, :n] - batched[shortest, :n]).abs().max() > 1e-2
@@ -125,6 +153,7 @@ def test_embedded_hf_speech_gives_every_layer_and_each_one_alone(emodb_waves):
         alone = HFSpeechEncoder("embedded", layer=layer).encode(emodb_waves[:2])
         torch.testing.assert_close(alone.features, stacked.features[:, :, layer % 5], atol=1e-5, rtol=0)
     assert len(HFSpeechEncoder("embedded", layer=2).model.layers) == 2  # layers above the one read never run
+    assert len(HFSpeechEncoder("embedded", layer=-1).model.layers) == 4
     with pytest.raises(ValueError, match="layer 7 does not exist"):
         HFSpeechEncoder("embedded", layer=7)
 
@@ -175,3 +204,26 @@ def test_a_finetuned_whisper_run_evaluates_from_raw_audio(whisper_finetuned):
     result = CliRunner().invoke(app, ["evaluate", "--run", str(whisper_finetuned / "runs/ftw"), "--split", "val", "--json"])
     assert result.exit_code == 0, result.output
     assert json.loads(result.output.strip().splitlines()[-1])["n"] == 10
+
+
+def test_finetuning_normalises_the_head_inputs_with_the_pretrained_encoders_training_statistics(whisper_finetuned):
+    checkpoint = torch.load(whisper_finetuned / "runs/ftw/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    mean = checkpoint["state_dict"]["model.input_stage.normalizers.speech.mean"]
+    std = checkpoint["state_dict"]["model.input_stage.normalizers.speech.std"]
+    frame = pd.read_csv(whisper_finetuned / "manifest.csv", dtype=str)
+    waves = [load_audio(path, 16000)[:32000] for path in frame.loc[frame["split"] == "train", "audio"]]  # max_seconds 2
+    frames = np.concatenate(HFSpeechEncoder("embedded", layer=2).encode(waves).unpadded())
+    np.testing.assert_allclose(mean.numpy(), frames.mean(0), atol=2e-3)
+    np.testing.assert_allclose(std.numpy(), frames.std(0), rtol=2e-3, atol=2e-3)
+
+
+def test_finetuning_refuses_whisper_padding_it_would_not_apply():
+    from crabser import pipeline
+    from crabser.config import RunConfig
+    from crabser.errors import CrabserError
+
+    config = RunConfig.model_validate({"speech": {"kind": "hf-speech", "pad_to_seconds": 30}, "model": {"modalities": ["speech"]}})
+    with pytest.raises(CrabserError, match="remove speech.pad_to_seconds"):
+        pipeline.finetune_encoders(config)
+    unpadded = config.model_copy(update={"speech": config.speech.model_copy(update={"pad_to_seconds": None})})
+    assert pipeline.finetune_encoders(unpadded)["speech_model"] == "embedded"

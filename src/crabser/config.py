@@ -142,6 +142,10 @@ class TrainConfig(_Section):
     accumulate: Count = 4
     lr_head: Positive = 1e-5
     lr_encoder: NonNegative = 1e-6  #: 0 keeps the encoders as they are (fine-tuning)
+    #: the learnable layer weights (``speech.layer: all``) in a group of their own at this LR, without
+    #: weight decay; None = with the head. Their softmax starts uniform, and at the head's LR a few
+    #: hundred steps hardly move it
+    lr_layer_weights: Positive | None = None
     min_lr_ratio: Fraction = 0.1  #: cosine floor as a fraction of the peak (reference: 1e-6 / 1e-5)
     weight_decay: NonNegative = 0.01
     seed: int = 0

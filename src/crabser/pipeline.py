@@ -256,6 +256,8 @@ def finetune_encoders(config: RunConfig) -> dict:
         )
     if "text" in modalities and config.text.kind != "hf-text":
         raise CrabserError("fine-tuning needs text.kind: hf-text")
+    if "speech" in modalities and config.speech.pad_to_seconds is not None:
+        raise CrabserError("fine-tuning runs Whisper on each clip's own length: remove speech.pad_to_seconds")
     return {
         "speech_model": config.speech.model if "speech" in modalities else None,
         "text_model": config.text.model if "text" in modalities else None,
@@ -306,6 +308,8 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str]):
         train=config.train.model_dump(),
         class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels)),
     )
+    if config.model.normalize_inputs:
+        module.fit_input_statistics(_raw_loader(config, splits["train"], False, shard=False))
     return module, _raw_loader(config, splits["train"], True, labels), _raw_loader(config, splits["val"], False)
 
 

@@ -258,30 +258,26 @@ class WhisperCT2Encoder:
         return pad_batch([np.concatenate([next(encoded) for _ in starts], axis=0) for starts in spans])
 
 
-def load_speech_backbone(name_or_path: str, n_layers: int | None = None):
+def load_speech_backbone(name_or_path: str):
     """The speech model of an ``hf-speech`` encoder: ``(model, cache tag, is_whisper)``.
 
-    ``embedded`` is Whisper tiny.en's encoder read from the bundled CTranslate2 weights
-    (:mod:`crabser.features.whisper_torch`); a hub id or folder loads with transformers (for
-    Whisper, its encoder only). ``n_layers`` keeps only the first transformer layers of a Whisper
-    encoder (the layers above the one read are never run).
+    ``embedded`` is Whisper tiny.en's encoder read from the bundled CTranslate2 weights; a hub id or
+    folder loads with transformers. A Whisper comes back as its encoder only, in
+    :class:`~crabser.features.whisper_torch.WhisperEncoderModule` (own-length inputs, masks).
     """
+    from crabser.features.whisper_torch import WhisperEncoderModule, whisper_encoder_from_ct2
+
     if name_or_path == EMBEDDED:
-        from crabser.features.whisper_torch import whisper_encoder_from_ct2
-
         folder, tag = whisper_model_path(EMBEDDED)
-        model, tag, is_whisper = whisper_encoder_from_ct2(folder), tag.replace("-ct2@", "-torch@"), True
-    else:
-        from transformers import AutoModel
+        return whisper_encoder_from_ct2(folder), tag.replace("-ct2@", "-torch@"), True
+    from transformers import AutoModel
 
-        _quiet_transformers()
-        require_model_available(name_or_path)
-        model, tag = AutoModel.from_pretrained(name_or_path), _model_tag(name_or_path)
-        is_whisper = model.config.model_type == "whisper"
-        model = model.get_encoder() if is_whisper else model
-    if is_whisper and n_layers is not None and n_layers < len(model.layers):
-        model.layers = model.layers[:n_layers]
-    return model, tag, is_whisper
+    _quiet_transformers()
+    require_model_available(name_or_path)
+    model, tag = AutoModel.from_pretrained(name_or_path), _model_tag(name_or_path)
+    if model.config.model_type == "whisper":
+        return WhisperEncoderModule.from_transformers(model.get_encoder()).eval(), tag, True
+    return model, tag, False
 
 
 def whisper_layers_needed(layer: int | Literal["all"], total: int) -> int:
@@ -317,10 +313,7 @@ class HFSpeechEncoder:
     ) -> None:
         model, tag, self.is_whisper = load_speech_backbone(name_or_path)
         if self.is_whisper:
-            total = len(model.layers)
-            model.layers = model.layers[: whisper_layers_needed(layer, total)]
-            self.final = len(model.layers) == total  # the last layer norm belongs to the output
-            self.n_mels = int(model.config.num_mel_bins)
+            model.cut(whisper_layers_needed(layer, model.full_depth))
         else:
             from transformers import AutoFeatureExtractor
 
@@ -331,7 +324,7 @@ class HFSpeechEncoder:
         self.max_seconds = max_seconds
         self.pad_to_seconds = pad_to_seconds if self.is_whisper else None
         self.sample_rate = 16000
-        self.output_dim = int(model.config.d_model if self.is_whisper else model.config.hidden_size)
+        self.output_dim = int(model.d_model if self.is_whisper else model.config.hidden_size)
         self.frame_rate = 50.0
         padding = ("" if pad_to_seconds is None else f":pad{pad_to_seconds:g}") if self.is_whisper else ""
         self.cache_id = f"hf-speech:{tag}:{layer}:{max_seconds}{padding}"
@@ -356,10 +349,10 @@ class HFSpeechEncoder:
         return hidden.float().cpu().numpy()
 
     def _whisper_states(self, wave: np.ndarray) -> np.ndarray:
-        from crabser.features.whisper_torch import run_whisper_encoder, whisper_mel_batch
+        from crabser.features.whisper_torch import whisper_mel_batch
 
-        mels, mask = whisper_mel_batch([wave], self.n_mels, self.pad_to_seconds)
-        states = run_whisper_encoder(self.model, mels.to(self.device), hidden_states=True, final_norm=self.final)
+        mels, mask = whisper_mel_batch([wave], self.model.n_mels, self.pad_to_seconds)
+        states = self.model(mels.to(self.device), hidden_states=True)
         return self._pick(states)[: int(mask.sum())]
 
     def _ssl_states(self, wave: np.ndarray) -> np.ndarray:

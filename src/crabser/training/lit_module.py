@@ -137,6 +137,9 @@ class CrabLitModule(L.LightningModule):
     def configure_optimizers(self):
         cfg = self.train_config
         own = self.objective.parameter_groups()  # e.g. the center loss's centres, at their own LR
+        layer_sum = getattr(getattr(self.model, "input_stage", None), "speech_layer_sum", None)
+        if layer_sum is not None and cfg.get("lr_layer_weights"):
+            own = [*own, {"params": list(layer_sum.parameters()), "lr": cfg["lr_layer_weights"], "weight_decay": 0.0, "name": "layer_weights"}]
         taken = {id(p) for group in own for p in group["params"]}
         head = [p for p in [*self.model.parameters(), *self.objective.parameters()] if id(p) not in taken]
         groups = parameter_groups(head, self.encoder_parameters(), cfg["lr_head"], cfg["lr_encoder"]) + own
