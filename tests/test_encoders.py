@@ -135,3 +135,19 @@ def test_the_hub_probe_goes_to_the_proxy_when_one_is_set(monkeypatch):
     assert _hub_address("https://huggingface.co") == ("proxy.internal", 3128)  # a direct probe would fail there
     monkeypatch.setenv("NO_PROXY", "huggingface.co")
     assert _hub_address("https://huggingface.co") == ("huggingface.co", 443)
+
+
+def test_hf_speech_whisper_names_its_input_form_and_refuses_padding_beyond_30_s(tmp_path):
+    """Before own-length Whisper, hub Whisper features (always padded to 30 s) were cached under
+    ``hf-speech:<tag>:<layer>:<max_seconds>``; the own-length form must not share that id."""
+    from transformers import WhisperConfig, WhisperModel
+
+    config = WhisperConfig(num_mel_bins=80, d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
+                           decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, vocab_size=64, max_target_positions=16,
+                           pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    WhisperModel(config).save_pretrained(tmp_path / "tiny-whisper")
+    own = HFSpeechEncoder(str(tmp_path / "tiny-whisper"))
+    assert own.cache_id.endswith(":None:own")
+    assert HFSpeechEncoder(str(tmp_path / "tiny-whisper"), pad_to_seconds=30).cache_id.endswith(":None:pad30")
+    with pytest.raises(ValueError, match=r"pad_to_seconds must be in \(0, 30\]"):
+        HFSpeechEncoder(str(tmp_path / "tiny-whisper"), pad_to_seconds=31)

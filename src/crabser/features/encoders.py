@@ -312,6 +312,8 @@ class HFSpeechEncoder:
         pad_to_seconds: float | None = None,
     ) -> None:
         model, tag, self.is_whisper = load_speech_backbone(name_or_path)
+        if self.is_whisper and pad_to_seconds is not None and not 0 < pad_to_seconds <= 30:
+            raise ValueError(f"pad_to_seconds must be in (0, 30], got {pad_to_seconds}")  # Whisper's 1500 positions
         if self.is_whisper:
             model.cut(whisper_layers_needed(layer, model.full_depth))
         else:
@@ -326,7 +328,9 @@ class HFSpeechEncoder:
         self.sample_rate = 16000
         self.output_dim = int(model.d_model if self.is_whisper else model.config.hidden_size)
         self.frame_rate = 50.0
-        padding = ("" if pad_to_seconds is None else f":pad{pad_to_seconds:g}") if self.is_whisper else ""
+        # Whisper's input form is always named: ids without it held hub Whisper's 30 s padded
+        # features (before the own-length encoder), which own-length runs must not read back
+        padding = ((":own" if pad_to_seconds is None else f":pad{pad_to_seconds:g}") if self.is_whisper else "")
         self.cache_id = f"hf-speech:{tag}:{layer}:{max_seconds}{padding}"
 
     @torch.no_grad()

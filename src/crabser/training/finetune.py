@@ -231,7 +231,8 @@ class FinetuneLitModule(CrabLitModule):
     @torch.no_grad()
     def fit_input_statistics(self, loader) -> None:
         """Z-normalise the head's inputs with the pre-trained encoders' statistics on ``loader`` (the
-        training split, uncropped), as the frozen-feature runs do with the cached features; the
+        training split as evaluation reads it: each clip's first ``speech.max_seconds``, Whisper's
+        first 30 s, no random crop or mixup), as the frozen-feature runs do with the cached features; the
         statistics stay fixed while the encoders train (our choice: the reference code normalises
         cached features only). One forward pass over the split."""
         sums: dict[str, list] = {}
