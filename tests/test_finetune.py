@@ -116,3 +116,31 @@ def test_multi_loss_model_trains_with_eam_on_raw_audio(finetuned):
     assert "train_legs" in metrics  # the center + frame SupCon part was computed
     frozen = runner.invoke(app, ["train", "--config", str(config), "-o", "train.eam=true", "-o", "name=eam_frozen"])
     assert frozen.exit_code == 2 and "needs raw audio" in frozen.output
+
+
+@pytest.mark.parametrize("resumed", [False, True])
+def test_input_statistics_are_fitted_at_the_start_of_a_fresh_fit_only(tiny_roberta, resumed):
+    from types import SimpleNamespace
+
+    from crabser.config import LossConfig, ModelConfig, TrainConfig
+    from crabser.training.finetune import FinetuneLitModule
+
+    encoders = {"speech_model": None, "text_model": str(tiny_roberta), "gradient_checkpointing": False}
+    module = FinetuneLitModule(
+        encoders, ["a", "b"], ModelConfig(hidden=8, modalities=["text"]).model_dump(), LossConfig().model_dump(), TrainConfig().model_dump()
+    )
+    texts = ["I am happy today.", "Der Lappen liegt auf dem Eisschrank."]
+    module.statistics_loader = [{"waves": [], "texts": texts, "labels": torch.tensor([0, 1])}]
+    module._trainer = SimpleNamespace(ckpt_path="last.ckpt" if resumed else None)
+    module.on_fit_start()
+    normalizer = module.model.input_stage.normalizers["text"]
+    assert module.statistics_loader is None
+    if resumed:  # the checkpoint's statistics are restored; nothing is computed
+        assert torch.equal(normalizer.mean, torch.zeros_like(normalizer.mean))
+    else:
+        module.encoders.eval()
+        with torch.no_grad():
+            features, masks = module.encoders({"texts": texts})
+        expected = features["text"][masks["text"]]
+        torch.testing.assert_close(normalizer.mean, expected.mean(0), atol=1e-5, rtol=1e-4)
+        torch.testing.assert_close(normalizer.std, expected.std(0, unbiased=False), atol=1e-5, rtol=1e-4)

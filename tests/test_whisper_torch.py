@@ -227,3 +227,10 @@ def test_finetuning_refuses_whisper_padding_it_would_not_apply():
         pipeline.finetune_encoders(config)
     unpadded = config.model_copy(update={"speech": config.speech.model_copy(update={"pad_to_seconds": None})})
     assert pipeline.finetune_encoders(unpadded)["speech_model"] == "embedded"
+
+
+def test_quantised_ctranslate2_weights_are_refused_by_name(tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    _write_ct2(tmp_path / "model.bin", {"encoder/conv1/weight": np.ones((2, 2), np.int8), "encoder/conv1/weight_scale": np.ones(2, np.float32)})
+    with pytest.raises(ConfigError, match="quantised CTranslate2 weights are not read"):
+        whisper_encoder_from_ct2(tmp_path)

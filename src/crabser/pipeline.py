@@ -308,8 +308,8 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str]):
         train=config.train.model_dump(),
         class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels)),
     )
-    if config.model.normalize_inputs:
-        module.fit_input_statistics(_raw_loader(config, splits["train"], False, shard=False))
+    if config.model.normalize_inputs:  # computed at the fit's start, on its device
+        module.statistics_loader = _raw_loader(config, splits["train"], False, shard=False)
     return module, _raw_loader(config, splits["train"], True, labels), _raw_loader(config, splits["val"], False)
 
 

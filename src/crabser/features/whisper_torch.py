@@ -217,6 +217,8 @@ def whisper_encoder_from_ct2(model_path: str | Path) -> WhisperEncoderModule:
     settings = json.loads((folder / "config.json").read_text())
     n_mels = int(settings.get("num_mel_bins", settings.get("feature_size", 80)))
     variables = read_ct2_variables(folder / "model.bin", prefix="encoder/")
+    if any(name.endswith("weight_scale") for name in variables):
+        raise ConfigError(f"{folder}: quantised CTranslate2 weights are not read; convert with --quantization float16 or float32")
     layers = sum(1 for name in variables if name.endswith("/self_attention/linear_1/weight"))
     encoder = WhisperEncoderModule(
         n_mels=n_mels,

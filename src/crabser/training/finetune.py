@@ -228,6 +228,14 @@ class FinetuneLitModule(CrabLitModule):
     def inputs(self, batch: dict) -> tuple[dict, dict]:
         return self.encoders(batch)
 
+    def on_fit_start(self) -> None:
+        """Fit the input statistics on ``statistics_loader`` (when set) on the training device; a
+        resumed fit keeps the checkpoint's. Under DDP every process computes them over the whole
+        split, so all hold the same statistics."""
+        loader, self.statistics_loader = getattr(self, "statistics_loader", None), None
+        if loader is not None and self.trainer.ckpt_path is None:
+            self.fit_input_statistics(loader)
+
     @torch.no_grad()
     def fit_input_statistics(self, loader) -> None:
         """Z-normalise the head's inputs with the pre-trained encoders' statistics on ``loader`` (the
