@@ -35,12 +35,13 @@ BENCHMARKS = {
     "hostile_inputs": [],  # about a minute: bombs, slow and chunked clients against the service
     "whisper_padding": [],
     "emodb_loso": ["--patience", "5"],  # early stopping: about a quarter fewer epochs (its docstring)
+    "whisper_layers": [],  # per-layer probes and three Crab leave-one-speaker-out runs: about 30 minutes
     "meld_text": ["--seeds", "0,1"],  # two seeds side by side (--jobs 2): a third would train alone, +7 min
     "objectives": ["--budget"],  # both grids in one pool; the full grids take about 3.5 hours: python -m benchmarks.objectives
 }
 LONG = {"stacking": []}  #: only with --long (or --only)
 #: scripts side by side start longest first (their --quick minutes on 2 cores: 1.3, 1.2, 0.9, ...)
-LONGEST_FIRST = ["objectives", "speed", "emodb_loso", "whisper_padding", "meld_text", "service", "hostile_inputs", "bigru", "asr_wer"]
+LONGEST_FIRST = ["objectives", "speed", "emodb_loso", "whisper_layers", "whisper_padding", "meld_text", "service", "hostile_inputs", "bigru", "asr_wer"]
 
 
 def main() -> None:
