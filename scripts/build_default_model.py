@@ -21,6 +21,16 @@ TARGET = REPO / "src" / "crabser" / "pretrained" / "emodb_speech"
 VAL_SPEAKERS = ["12", "13"]  # one male, one female
 
 
+def speech_encoder_description(speech) -> str:
+    """The card's words for the speech encoder settings."""
+    form = "each clip's own length" if speech.pad_to_seconds is None else f"padded to {speech.pad_to_seconds:g} s"
+    if speech.kind == "whisper-ct2" and speech.model == "embedded":
+        return f"Whisper tiny.en encoder (embedded, CTranslate2), output layer, {form}"
+    if speech.kind == "hf-speech" and speech.model == "embedded":
+        return f"Whisper tiny.en encoder (embedded, PyTorch from the bundled weights), hidden state {speech.layer} of 4, {form}"
+    return f"{speech.kind} {speech.model}, layer {speech.layer}, {form}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
@@ -57,7 +67,7 @@ def main() -> None:
         "trained_on": "Berlin EmoDB (vendored data/emodb): 535 acted German utterances, 10 speakers, all used "
         f"(validation speakers {VAL_SPEAKERS} pick the checkpoint)",
         "modalities": final.model.modalities,
-        "speech_encoder": "Whisper tiny.en encoder (embedded, CTranslate2), each clip's own length",
+        "speech_encoder": speech_encoder_description(final.speech),
         "labels": json.loads((TARGET / "model.json").read_text())["labels"],
         "cross_validation": {
             "protocol": "leave-one-speaker-out, 10 folds",
