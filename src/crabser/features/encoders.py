@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import socket
 import threading
@@ -40,7 +39,7 @@ import numpy as np
 import torch
 
 from crabser.features.log_mel import log_mel
-from crabser.features.whisper_torch import whisper_frames
+from crabser.features.whisper_torch import WINDOW_SECONDS, check_pad_to_seconds, whisper_frames, whisper_mel_batch
 
 if TYPE_CHECKING:
     from crabser.config import EncoderConfig, RunConfig
@@ -191,7 +190,6 @@ class WhisperCT2Encoder:
     modality: Modality = "speech"
     sample_rate = 16000
     frame_rate = 50.0
-    _WINDOW_S = 30.0
     #: equal-length windows encoded in one CTranslate2 call. 1 by default: on 2 CPU cores, 8 at a
     #: time gave no speed-up for 30 s padding (0.99x) and doubled peak memory (BENCHMARKS.md, speed)
     windows_per_call = 1
@@ -206,8 +204,7 @@ class WhisperCT2Encoder:
         import ctranslate2
 
         model_path, tag = whisper_model_path(model_path)
-        if pad_to_seconds is not None and not 0 < pad_to_seconds <= self._WINDOW_S:
-            raise ValueError(f"pad_to_seconds must be in (0, 30], got {pad_to_seconds}")
+        check_pad_to_seconds(pad_to_seconds)
         config = json.loads((Path(model_path) / "config.json").read_text())
         self.n_mels = int(config.get("num_mel_bins", config.get("feature_size", 80)))
         self.pad_to_seconds = pad_to_seconds
@@ -251,7 +248,7 @@ class WhisperCT2Encoder:
 
     def encode(self, batch: list[np.ndarray]) -> EncodedBatch:
         """Encode a batch of clips; clips over 30 s in 30 s windows, joined again."""
-        window = int(self._WINDOW_S * self.sample_rate)
+        window = WINDOW_SECONDS * self.sample_rate
         spans = [range(0, max(len(wave), 1), window) for wave in batch]
         pieces = [wave[start : start + window] for wave, starts in zip(batch, spans) for start in starts]
         encoded = iter(self._encode_windows(pieces))
@@ -312,9 +309,8 @@ class HFSpeechEncoder:
         pad_to_seconds: float | None = None,
     ) -> None:
         model, tag, self.is_whisper = load_speech_backbone(name_or_path)
-        if self.is_whisper and pad_to_seconds is not None and not 0 < pad_to_seconds <= 30:
-            raise ValueError(f"pad_to_seconds must be in (0, 30], got {pad_to_seconds}")  # Whisper's 1500 positions
         if self.is_whisper:
+            check_pad_to_seconds(pad_to_seconds)
             model.cut(whisper_layers_needed(layer, model.full_depth))
         else:
             from transformers import AutoFeatureExtractor
@@ -341,7 +337,7 @@ class HFSpeechEncoder:
             if self.max_seconds is not None:
                 wave = wave[: int(self.max_seconds * self.sample_rate)]
             if self.is_whisper:
-                window = 30 * self.sample_rate
+                window = WINDOW_SECONDS * self.sample_rate
                 pieces = [self._whisper_states(wave[start : start + window]) for start in range(0, max(len(wave), 1), window)]
                 outputs.append(np.concatenate(pieces, axis=0))
             else:
@@ -353,8 +349,6 @@ class HFSpeechEncoder:
         return hidden.float().cpu().numpy()
 
     def _whisper_states(self, wave: np.ndarray) -> np.ndarray:
-        from crabser.features.whisper_torch import whisper_mel_batch
-
         mels, mask = whisper_mel_batch([wave], self.model.n_mels, self.pad_to_seconds)
         states = self.model(mels.to(self.device), hidden_states=True)
         return self._pick(states)[: int(mask.sum())]

@@ -235,6 +235,15 @@ def whisper_encoder_from_ct2(model_path: str | Path) -> WhisperEncoderModule:
     return encoder.eval()
 
 
+WINDOW_SECONDS = 30  #: Whisper's input window: 3000 mel frames, 1500 positions
+
+
+def check_pad_to_seconds(pad_to_seconds: float | None) -> None:
+    """ValueError unless ``pad_to_seconds`` is None or within Whisper's window, (0, 30]."""
+    if pad_to_seconds is not None and not 0 < pad_to_seconds <= WINDOW_SECONDS:
+        raise ValueError(f"pad_to_seconds must be in (0, {WINDOW_SECONDS}], got {pad_to_seconds}")
+
+
 def whisper_frames(samples: int, pad_to_seconds: float | None) -> tuple[int, int]:
     """Mel frames for a clip of ``samples`` at 16 kHz: its own (even) count and the model input's
     (``pad_to_seconds`` = Whisper's padding, None = the clip's own length). Encoder frames are half."""

@@ -7,6 +7,8 @@ out with a warning naming them.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import logging
 from dataclasses import dataclass
 
@@ -55,21 +57,38 @@ class FeatureDataset(Dataset):
         return torch.tensor([u.label for u in self.items], dtype=torch.long)
 
 
-def feature_statistics(arrays: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Mean and std over all frames of a list of ``(T, ...)`` feature arrays (float64 running sums)."""
-    if not arrays:
-        raise ValueError("feature_statistics needs at least one array")
-    total = np.zeros(arrays[0].shape[1:], dtype=np.float64)
-    squares = np.zeros_like(total)
-    count = 0
-    for array in arrays:
+class RunningMoments:
+    """Mean and std per feature over the frames of ``(T, ...)`` arrays added one at a time
+    (float64 running sums, so the arrays need not be held together)."""
+
+    def __init__(self) -> None:
+        self.total: np.ndarray | None = None
+        self.squares: np.ndarray | None = None
+        self.count = 0
+
+    def add(self, array: np.ndarray) -> None:
         values = array.astype(np.float64)
-        total += values.sum(axis=0)
-        squares += (values**2).sum(axis=0)
-        count += len(values)
-    mean = total / count
-    std = np.sqrt(np.maximum(squares / count - mean**2, 0.0))
-    return mean.astype(np.float32), std.astype(np.float32)
+        if self.total is None:
+            self.total, self.squares = np.zeros(values.shape[1:]), np.zeros(values.shape[1:])
+        self.total += values.sum(axis=0)
+        self.squares += (values**2).sum(axis=0)
+        self.count += len(values)
+
+    def result(self) -> tuple[np.ndarray, np.ndarray]:
+        """float32 ``(mean, std)``; ValueError if nothing was added."""
+        if self.total is None:
+            raise ValueError("feature_statistics needs at least one array")
+        mean = self.total / self.count
+        std = np.sqrt(np.maximum(self.squares / self.count - mean**2, 0.0))
+        return mean.astype(np.float32), std.astype(np.float32)
+
+
+def feature_statistics(arrays: Iterable[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Mean and std over all frames of ``(T, ...)`` feature arrays (:class:`RunningMoments`)."""
+    moments = RunningMoments()
+    for array in arrays:
+        moments.add(array)
+    return moments.result()
 
 
 def collate(items: list[Utterance]) -> dict:

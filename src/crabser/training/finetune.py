@@ -28,12 +28,12 @@ from crabser.data.manifest import Manifest
 from crabser.data.text import clean_text
 from crabser.errors import AudioError
 from crabser.features.encoders import _quiet_transformers, load_speech_backbone, text_model_path, whisper_layers_needed
-from crabser.features.whisper_torch import whisper_mel_batch
+from crabser.features.whisper_torch import WINDOW_SECONDS, whisper_mel_batch
+from crabser.training.datamodule import RunningMoments
 from crabser.training.lit_module import CrabLitModule
 
 log = logging.getLogger(__name__)
 SAMPLE_RATE = 16000
-WHISPER_WINDOW_SAMPLES = 30 * SAMPLE_RATE  #: Whisper's input window (1500 encoder frames)
 
 
 @dataclass
@@ -187,7 +187,7 @@ class TrainableEncoders(nn.Module):
 
     def _speech(self, waves: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self.is_whisper:
-            waves = [wave[: WHISPER_WINDOW_SAMPLES] for wave in waves]
+            waves = [wave[: WINDOW_SECONDS * SAMPLE_RATE] for wave in waves]
             mels, frames = whisper_mel_batch(waves, self.speech.n_mels)
             frames = frames.to(device)
             states = self.speech(mels.to(device), frames, hidden_states=True)
@@ -243,20 +243,17 @@ class FinetuneLitModule(CrabLitModule):
         first 30 s, no random crop or mixup), as the frozen-feature runs do with the cached features; the
         statistics stay fixed while the encoders train (our choice: the reference code normalises
         cached features only). One forward pass over the split."""
-        sums: dict[str, list] = {}
+        moments = {modality: RunningMoments() for modality in self.encoders.dims}
         was_training = self.encoders.training
         self.encoders.eval()
         for batch in loader:
             features, masks = self.encoders(batch)
             for modality, values in features.items():
-                kept = values[masks[modality]].double()  # (frames, ...) of real frames only
-                total, squares, count = sums.setdefault(modality, [0.0, 0.0, 0])
-                sums[modality] = [total + kept.sum(0), squares + (kept**2).sum(0), count + len(kept)]
+                moments[modality].add(values[masks[modality]].cpu().numpy())  # real frames only
         self.encoders.train(was_training)
-        for modality, (total, squares, count) in sums.items():
-            mean = total / max(count, 1)
-            std = (squares / max(count, 1) - mean**2).clamp(min=0).sqrt()
-            self.model.input_stage.normalizers[modality].set_statistics(mean.float(), std.float())
+        for modality, running in moments.items():
+            mean, std = running.result()
+            self.model.input_stage.normalizers[modality].set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoders.parameters() if p.requires_grad]
