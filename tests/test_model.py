@@ -8,6 +8,7 @@ from crabser.models.blocks import (
     AttentionPooling,
     BiGRU,
     FeatureNormalizer,
+    InputMasking,
     downsample_frames,
     masked_mean,
 )
@@ -97,6 +98,49 @@ def test_padding_never_changes_an_utterances_logits():
         batched = model({"speech": s_batch.features, "text": t_batch.features}, {"speech": s_batch.mask, "text": t_batch.mask}, return_taps=True)
         for i, logits in enumerate(alone):
             torch.testing.assert_close(batched.logits[i], logits[0], atol=1e-5, rtol=1e-4)
+
+
+def test_input_masking_blanks_spans_and_channels_in_training_only():
+    torch.manual_seed(0)
+    x = torch.ones(64, 200, 32)
+    mask = torch.ones(64, 200, dtype=torch.bool)
+    mask[:, 100:] = False  # 100 real frames each
+    masking = InputMasking(time_share=0.2, feature_share=0.25, span=5).train()
+    out = masking(x, mask)
+    blank_frames = (out == 0).all(dim=-1)[:, :100]  # frames zeroed in every channel
+    assert 0.12 < blank_frames.float().mean() < 0.25  # about 1 - (1 - 0.2 / 5) ** 5 = 0.18
+    for row in blank_frames[:8]:  # blanked frames come in runs of at least 5
+        runs = torch.diff(torch.cat([torch.tensor([0]), row.int(), torch.tensor([0])])).nonzero().flatten()
+        assert all(end - start >= 5 for start, end in zip(runs[::2].tolist(), runs[1::2].tolist()))
+    blank_channels = (out[:, :100] == 0).all(dim=1)  # (B, D): channels zeroed over the whole clip
+    assert 0.15 < blank_channels.float().mean() < 0.35
+    assert torch.equal(out[(out != 0)], x[(out != 0)])  # the rest is untouched
+    short = InputMasking(time_share=0.9, span=5).train()(torch.ones(2, 4, 3), torch.ones(2, 4, dtype=torch.bool))
+    assert torch.equal(short, torch.ones(2, 4, 3))  # a clip no longer than a span keeps its frames
+    assert torch.equal(masking.eval()(x, mask), x)  # evaluation is never masked
+
+
+def test_models_mask_speech_inputs_only_when_configured():
+    from crabser.config import ModelConfig
+    from crabser.models.registry import build_model
+
+    dims = {"speech": 6, "text": 5}
+    plain = build_model(ModelConfig().model_dump(), dims, 3)
+    assert plain.input_stage.masking.time_share == 0 and plain.input_stage.masking.feature_share == 0
+    masked = build_model(ModelConfig(mask_time=0.3, mask_features=0.1, mask_span=4).model_dump(), dims, 3)
+    assert (masked.input_stage.masking.time_share, masked.input_stage.masking.feature_share, masked.input_stage.masking.span) == (0.3, 0.1, 4)
+    old = {k: v for k, v in ModelConfig().model_dump().items() if not k.startswith("mask_")}
+    assert build_model(old, dims, 3).input_stage.masking.time_share == 0  # runs saved before the setting
+    masked.input_stage.masking.feature_share = 1.0  # every speech channel blank: the text must pass
+    masked.train()
+    features = {"speech": torch.randn(2, 7, 6), "text": torch.randn(2, 4, 5)}
+    masks = {m: torch.ones(2, f.shape[1], dtype=torch.bool) for m, f in features.items()}
+    seen = {}
+    for name in dims:
+        masked.projections[name].register_forward_hook(lambda mod, inp, out, name=name: seen.update({name: inp[0]}))
+    masked(features, masks)
+    assert torch.equal(seen["speech"], torch.zeros_like(seen["speech"]))
+    assert not torch.equal(seen["text"], torch.zeros_like(seen["text"]))
 
 
 def test_masked_helpers():

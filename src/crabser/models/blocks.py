@@ -59,10 +59,47 @@ class LayerWeightedSum(nn.Module):
         return torch.einsum("btld,l->btd", x, self.logits.softmax(dim=0))
 
 
+class InputMasking(nn.Module):
+    """SpecAugment-style masking of (normalised) input features, in training only.
+
+    Per utterance, spans of ``span`` frames are set to 0 (the training mean, after z-normalisation)
+    until about ``time_share`` of its real frames are covered (span starts drawn uniformly, as
+    wav2vec 2.0's ``mask_time_prob``), and ``feature_share`` of the channels are set to 0 over the
+    whole utterance. Channels are drawn one by one, not in bands: the dimensions of a self-supervised
+    encoder have no order (SpecAugment's bands are for filterbanks). Not in the Crab paper, whose
+    encoders are fine-tuned; a regulariser for heads on frozen features (issue 18). Both shares 0
+    (the default) = off; evaluation is never masked.
+    """
+
+    def __init__(self, time_share: float = 0.0, feature_share: float = 0.0, span: int = 5) -> None:
+        super().__init__()
+        self.time_share, self.feature_share, self.span = time_share, feature_share, span
+
+    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """``x`` ``(B, T, D)`` with ``mask`` ``(B, T)`` (True = real): ``x`` with masked parts zeroed."""
+        if not self.training or (self.time_share <= 0 and self.feature_share <= 0):
+            return x
+        keep = torch.ones_like(x[..., :1])  # (B, T, 1)
+        if self.time_share > 0:
+            lengths = mask.sum(dim=1, keepdim=True).to(x.dtype)  # (B, 1)
+            # each real frame starts a span with probability share / span
+            starts = (torch.rand(mask.shape, device=x.device) < self.time_share / self.span) & mask
+            starts = torch.nn.functional.pad(starts.to(x.dtype).unsqueeze(1), (self.span - 1, 0))
+            covered = torch.nn.functional.max_pool1d(starts, self.span, stride=1)[:, 0]  # a start in (t - span, t]
+            covered = covered * (lengths > self.span).to(x.dtype)  # never blank a very short clip
+            keep = keep * (1.0 - covered).unsqueeze(-1)
+        if self.feature_share > 0:
+            channels = (torch.rand(x.shape[0], 1, x.shape[-1], device=x.device) >= self.feature_share).to(x.dtype)
+            keep = keep * channels
+        return x * keep
+
+
 class InputStage(nn.Module):
     """What every model does to its inputs first: z-normalise each modality with fixed statistics,
     sum stacked speech layers with learnt weights (``speech_layers`` > 0, input ``(B, T, L, D)``),
-    and average runs of ``frame_strides[m]`` frames (a CPU budget option; 1 = every frame)."""
+    mask parts of the speech frames in training (``masking``, :class:`InputMasking`; off unless
+    configured), and
+    average runs of ``frame_strides[m]`` frames (a CPU budget option; 1 = every frame)."""
 
     def __init__(
         self, input_dims: dict[str, int], speech_layers: int = 0, frame_strides: dict[str, int] | None = None
@@ -71,6 +108,7 @@ class InputStage(nn.Module):
         self.modalities = tuple(input_dims)
         self.frame_strides = {m: (frame_strides or {}).get(m, 1) for m in self.modalities}
         self.speech_layer_sum = LayerWeightedSum(speech_layers) if speech_layers else None
+        self.masking = InputMasking()
         self.normalizers = nn.ModuleDict({
             m: FeatureNormalizer((speech_layers, d) if m == "speech" and speech_layers else (d,))
             for m, d in input_dims.items()
@@ -85,6 +123,8 @@ class InputStage(nn.Module):
             x = self.normalizers[m](features[m])
             if m == "speech" and self.speech_layer_sum is not None:
                 x = self.speech_layer_sum(x)  # (B, T, L, D) -> (B, T, D)
+            if m == "speech":
+                x = self.masking(x, masks[m])
             out[m], out_masks[m] = downsample_frames(x, masks[m], self.frame_strides[m])
         return out, out_masks
 

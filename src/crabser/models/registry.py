@@ -16,14 +16,14 @@ from crabser.models.baselines.focalser import FocalSER
 from crabser.models.baselines.medusa import Medusa
 from crabser.models.baselines.memocmt import MemoCMT
 from crabser.models.baselines.wavlm_baseline import WavLMBaseline
+from crabser.models.blocks import InputMasking
 from crabser.models.crab import Crab
 from crabser.models.mll import MultiLossSER
 
 MODELS = ("crab", "wavlm_baseline", "focalser", "memocmt", "medusa", "mll")
 
 
-def build_model(config: Mapping, input_dims: Mapping[str, int], num_classes: int, speech_layers: int = 0) -> nn.Module:
-    """The model named by ``config["name"]`` (a ``ModelConfig`` dump) over these inputs."""
+def _build(config: Mapping, input_dims: Mapping[str, int], num_classes: int, speech_layers: int) -> nn.Module:
     name = config["name"]
     strides = {"speech": config["speech_frame_stride"], "paralinguistic": config["paralinguistic_frame_stride"]}
     common = {"hidden": config["hidden"], "dropout": config["dropout"], "speech_layers": speech_layers, "frame_strides": strides}
@@ -51,3 +51,14 @@ def build_model(config: Mapping, input_dims: Mapping[str, int], num_classes: int
             embedding_dim=config["embedding_dim"], **common,
         )
     raise ValueError(f"unknown model {name!r}; known: {', '.join(MODELS)}")
+
+
+def build_model(config: Mapping, input_dims: Mapping[str, int], num_classes: int, speech_layers: int = 0) -> nn.Module:
+    """The model named by ``config["name"]`` (a ``ModelConfig`` dump) over these inputs, with the
+    training-time masking of its speech frames that ``config`` asks for (none in runs saved before
+    the setting existed)."""
+    model = _build(config, input_dims, num_classes, speech_layers)
+    model.input_stage.masking = InputMasking(
+        config.get("mask_time", 0.0), config.get("mask_features", 0.0), config.get("mask_span", 5)
+    )
+    return model
