@@ -6,8 +6,10 @@ over time (mean and standard deviation per dimension), standardised on the train
 class-balanced logistic regression whose C is chosen inside each training fold by speaker-grouped
 3-fold CV (balanced accuracy) from 1e-3 ... 1. The held-out speaker never informs a choice.
 
-Crab rows: ``crabser crossval`` of ``--config`` (the default model's settings) on the same folds,
-early stopping with patience 5 on each fold's validation speakers, on frozen speech features of:
+Crab rows: ``crabser crossval`` of ``--config`` (the default model's settings, which refit each
+fold's model on its training and validation speakers, ``train.refit``, as the probe's grid search
+refits on all of them; one row without) on the same folds, early stopping with patience 5 on each
+fold's validation speakers, on frozen speech features of:
 the last layer (CTranslate2, what the default model used until now), the hidden state named by
 ``--layer`` (2: chosen on the validation speakers of two EmoDB speaker-holdout splits, 12/13 and
 03/08, with 15/16 held out and unused; those speakers are test speakers of other folds here, so the
@@ -112,6 +114,7 @@ def main() -> None:
     own_length = ["speech.model=embedded", "speech.pad_to_seconds=null"]
     crab_rows = {  # name: (run-name tag, overrides)
         "Crab, last layer (CTranslate2; the default model until 2026-12-02)": ("last", ["speech.kind=whisper-ct2", "speech.layer=-1", *own_length]),
+        f"Crab, hidden state {args.layer}, best checkpoint (no refit)": (f"layer{args.layer}_norefit", ["speech.kind=hf-speech", f"speech.layer={args.layer}", *own_length, "train.refit=false"]),
         f"Crab, hidden state {args.layer}": (f"layer{args.layer}", ["speech.kind=hf-speech", f"speech.layer={args.layer}", *own_length]),
         "Crab, all hidden states (learnable weighted sum, train.lr_layer_weights 3e-2)": ("all", ALL_LAYERS),
     }
@@ -122,7 +125,8 @@ def main() -> None:
 
     body = header(command_line()) + (
         f"- protocol: {args.config}'s folds ({len(np.unique(folds))}, by speaker), {len(frame)} clips pooled; Crab with "
-        "early stopping (patience 5 on the fold's validation speakers)\n"
+        "early stopping (patience 5 on the fold's validation speakers), then refitted on all the fold's training speakers "
+        "for the chosen epochs unless the row says otherwise\n"
         f"- all-layer features: {pooled.shape[1]} hidden states x 384, float32, {megabytes:.0f} MB in the cache, "
         f"extracted in {extract_seconds:.0f} s (0 when cached); probes {probe_seconds:.0f} s\n\n"
         "| system | UAR | WAR | Macro-F1 |\n|---|---|---|---|\n"

@@ -4,7 +4,8 @@ Usage: python scripts/build_default_model.py [--config configs/default_model.yam
 
 1. Leave-one-speaker-out cross-validation with ``configs/default_model.yaml`` (the figure the
    README reports; folds already finished are read back).
-2. One model on all ten speakers (validation speakers 12 and 13 choose the checkpoint).
+2. One model on all ten speakers (validation speakers 12 and 13 choose the checkpoint or, with
+   ``train.refit``, the epochs of a refit on all ten).
 3. ``crabser export --half`` into ``src/crabser/pretrained/emodb_speech`` with ``card.json``: what
    it was trained on, its labels, and the cross-validated metrics.
 """
@@ -65,7 +66,8 @@ def main() -> None:
     card = {
         "name": "emodb_speech",
         "trained_on": "Berlin EmoDB (vendored data/emodb): 535 acted German utterances, 10 speakers, all used "
-        f"(validation speakers {VAL_SPEAKERS} pick the checkpoint)",
+        + (f"(validation speakers {VAL_SPEAKERS} pick the number of epochs, then the model is refitted on all ten)"
+           if final.train.refit else f"(validation speakers {VAL_SPEAKERS} pick the checkpoint)"),
         "modalities": final.model.modalities,
         "speech_encoder": speech_encoder_description(final.speech),
         "labels": json.loads((TARGET / "model.json").read_text())["labels"],

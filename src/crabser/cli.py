@@ -161,12 +161,14 @@ def train(
     resume: Annotated[bool, typer.Option(help="Continue from checkpoints/last.ckpt if present.")] = False,
     finetune: Annotated[bool, typer.Option(help="Train the speech/text encoders too (train.finetune=true).")] = False,
 ) -> None:
-    """Prepare, extract (cached) and train Crab; keeps best (val UAR) and last checkpoints.
+    """Prepare, extract (cached) and train Crab; keeps best (val UAR) and last checkpoints
+    (and, with train.refit, a model refitted on training + validation data).
 
     With --finetune the encoders train with the head from raw audio (hierarchical LRs); nothing is
     extracted.
     """
     from crabser import pipeline
+    from crabser.training.checkpoint_io import run_checkpoint
 
     with _friendly_errors():
         cfg = _load(config, [*(override or []), *(["train.finetune=true"] if finetune else [])])
@@ -174,7 +176,7 @@ def train(
         manifest = pipeline.prepare(cfg)
         encoders = {} if cfg.train.finetune else _extracted(cfg, manifest)[0]
         result = pipeline.train(cfg, manifest, encoders, resume=resume)
-    console.print(f"best val UAR {result.best_val_uar:.4f} · checkpoint {result.best_checkpoint} · {result.seconds:.1f} s")
+    console.print(f"best val UAR {result.best_val_uar:.4f} · model {run_checkpoint(cfg.run_dir)} · {result.seconds:.1f} s")
 
 
 @app.command()
@@ -260,7 +262,7 @@ def evaluate(
     split: Annotated[str, typer.Option(help="Split to evaluate: test or val.")] = "test",
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
-    """Evaluate a run's best checkpoint on a split and write its report."""
+    """Evaluate a run's model (refitted with train.refit, else the best checkpoint) on a split and write its report."""
     from crabser import pipeline
     from crabser.config import load_run_config
 

@@ -144,6 +144,11 @@ class TrainConfig(_Section):
     #: stop when the val UAR has not improved for this many epochs (the best checkpoint is kept);
     #: None trains all ``epochs`` (the paper). The cosine schedule still spans ``epochs``.
     patience: int | None = Field(None, ge=1)
+    #: after the fit, train again from scratch on the training and validation utterances together for
+    #: the number of epochs validation chose (same schedule), and make that the run's model
+    #: (pipeline.refit). Not in the paper; as scikit-learn's refit after a grid search. False = the
+    #: best checkpoint by validation UAR
+    refit: bool = False
     batch_size: Count = 32
     accumulate: Count = 4
     lr_head: Positive = 1e-5

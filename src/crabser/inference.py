@@ -199,13 +199,15 @@ class Recognizer(_Predictor):
         return Recognizer.from_run(path, overrides=overrides)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str = "best.ckpt", overrides: list[str] | None = None) -> Recognizer:
-        """Load a checkpoint (the best by default) and the encoders of a run folder (config ``overrides`` allowed)."""
+    def from_run(cls, run_dir: str | Path, checkpoint: str | None = None, overrides: list[str] | None = None) -> Recognizer:
+        """Load a checkpoint of a run folder (by default its model: the refitted one, else the best)
+        and its encoders (config ``overrides`` allowed)."""
         from crabser.config import load_run_config
         from crabser.pipeline import load_module
+        from crabser.training.checkpoint_io import run_checkpoint
 
         config = load_run_config(Path(run_dir), overrides)
-        module = load_module(config.run_dir / "checkpoints" / checkpoint)
+        module = load_module(config.run_dir / "checkpoints" / checkpoint if checkpoint else run_checkpoint(config.run_dir))
         return cls._with_config(module, config)
 
     @classmethod
@@ -288,7 +290,7 @@ class StackedRecognizer(_Predictor):
         return self.forest.predict_proba(np.concatenate(logits, axis=1))
 
 
-def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, checkpoint: str = "best.ckpt") -> Path:
+def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, checkpoint: str | None = None) -> Path:
     """Write a run's model as a small folder: ``model.safetensors`` (fp16 when ``half``; only the
     model's weights, no optimiser or loss state), ``model.json`` (format, hyper-parameters, labels)
     and ``config.yaml`` (encoders, ASR). ``Recognizer.load(out_dir)`` reads it."""
@@ -297,9 +299,10 @@ def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, ch
     from crabser.config import dump_config, load_run_config
     from crabser.io import atomic_path, ensure_folder
     from crabser.pipeline import git_commit, load_module
+    from crabser.training.checkpoint_io import run_checkpoint
 
     config = load_run_config(Path(run_dir))
-    module = load_module(config.run_dir / "checkpoints" / checkpoint)
+    module = load_module(config.run_dir / "checkpoints" / checkpoint if checkpoint else run_checkpoint(config.run_dir))
     if module.encoder_parameters():
         raise CrabserError(f"{run_dir}: a fine-tuned run carries its encoders; load the run folder instead of exporting it")
     out = ensure_folder(out_dir, "--out")

@@ -38,6 +38,7 @@ from crabser.features.encoders import Encoder, build_encoders, require_models_av
 from crabser.features.extract import ExtractionReport, extract
 from crabser.features.store import FeatureStore
 from crabser.io import atomic_path, json_text
+from crabser.training.checkpoint_io import run_checkpoint
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int], Callable[[int], None]]  # (stage title, total) -> advance(n)
@@ -315,14 +316,15 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str]):
 
 def train(
     config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False,
-    callbacks: list | None = None,
+    callbacks: list | None = None, stop_after: int | None = None,
 ) -> TrainResult:
     """Train Crab with Lightning (on cached features, or with its encoders when ``train.finetune``);
     keep the best (by val UAR) and the last checkpoints; stop early after ``train.patience`` epochs
     without a better val UAR, when set. ``resume``: continue exactly where ``last.ckpt`` stopped
     (:mod:`crabser.training.resume`). Several processes (``train.strategy: ddp``) share every
     epoch's batches (:mod:`crabser.data.sampling`) and score validation over all of them together.
-    ``callbacks``: more Lightning callbacks (tests)."""
+    ``callbacks``: more Lightning callbacks (tests). ``stop_after``: stop after this many epochs of
+    the ``train.epochs`` schedule. With ``train.refit`` the run's model is then refitted (:func:`refit`)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
@@ -354,7 +356,7 @@ def train(
     if cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_uar", mode="max", patience=cfg.patience))
     trainer = L.Trainer(
-        max_epochs=cfg.epochs,
+        max_epochs=stop_after or cfg.epochs,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
@@ -374,7 +376,41 @@ def train(
     seconds = time.perf_counter() - started
     if trainer.is_global_zero:
         _record_timing(config.run_dir, "train", seconds)
-    return _train_result(last, seconds)
+    result = _train_result(last, seconds)
+    if cfg.refit:
+        refit(config, manifest, encoders, resume)
+    return result
+
+
+def refit(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False) -> Path:
+    """Train the run's model again, from scratch, on its training and validation utterances
+    together, for the number of epochs its validation chose (on the same ``train.epochs`` cosine
+    schedule, stopped there), and save it as ``checkpoints/refit.ckpt``, the run's model from then on
+    (:func:`crabser.training.checkpoint_io.run_checkpoint`). The fit runs in ``<run>/refit``; its
+    validation UAR is logged but means nothing (those utterances are trained on). Why: a held-out
+    validation split costs the model its data (two of nine training speakers in EmoDB's
+    leave-one-speaker-out folds); a linear probe whose C is chosen by cross-validation is refitted
+    on all of them (scikit-learn's ``refit``), so the head gets the same. ``resume``: a refit already
+    saved is kept, one interrupted continues."""
+    import shutil
+
+    from crabser.training.checkpoint_io import REFIT_CHECKPOINT
+
+    target = config.run_dir / "checkpoints" / REFIT_CHECKPOINT
+    if resume and target.is_file():
+        return target
+    _, epochs = best_validation(config)
+    frame = manifest.frame
+    both = Manifest(pd.concat([frame, frame[frame["split"] == "val"].assign(split="train")], ignore_index=True))
+    settings = config.train.model_copy(update={"refit": False, "patience": None})
+    refit_config = config.model_copy(update={"name": f"{config.name}/refit", "train": settings})
+    save_run_inputs(refit_config, both)
+    log.info("refitting %s on training + validation utterances for %d epochs", config.name, epochs)
+    train(refit_config, both, encoders, resume=resume, stop_after=epochs)
+    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
+        with atomic_path(target) as tmp:
+            shutil.copyfile(refit_config.run_dir / "checkpoints" / "last.ckpt", tmp)
+    return target
 
 
 def _train_result(last: Path, seconds: float) -> TrainResult:
@@ -427,9 +463,10 @@ def evaluate(
     config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], split: str = "test",
     checkpoint: Path | None = None,
 ) -> tuple[dict, dict[str, Path]]:
-    """Metrics of the best checkpoint on a split, written to ``<run>/report``."""
+    """Metrics of the run's model (:func:`crabser.training.checkpoint_io.run_checkpoint`) or of
+    ``checkpoint`` on a split, written to ``<run>/report``."""
     started = time.perf_counter()
-    checkpoint = checkpoint or config.run_dir / "checkpoints" / "best.ckpt"
+    checkpoint = checkpoint or run_checkpoint(config.run_dir)
     module = load_module(checkpoint)
     labels = module.labels
     preds, truths, ids = [], [], []
@@ -492,7 +529,7 @@ def best_validation(config: RunConfig) -> tuple[float, int]:
 
 
 def train_and_test(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder]) -> None:
-    """Train a run (resuming) and score its best checkpoint on the test split."""
+    """Train a run (resuming) and score its model on the test split."""
     train(config, manifest, encoders, resume=True)
     evaluate(config, manifest, encoders, "test")
 

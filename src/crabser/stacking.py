@@ -113,10 +113,11 @@ def _scores(labels: np.ndarray, predictions: np.ndarray, names: list[str], subse
 
 
 def _base_outputs(config: RunConfig, manifest, encoders: dict) -> dict[str, tuple]:
-    """A finished base run's logits on every split, from its best checkpoint (loaded once)."""
+    """A finished base run's logits on every split, from its model (loaded once)."""
     from crabser.pipeline import load_module
+    from crabser.training.checkpoint_io import run_checkpoint
 
-    module = load_module(config.run_dir / "checkpoints" / "best.ckpt")
+    module = load_module(run_checkpoint(config.run_dir))
     return {split: split_logits(module, config, manifest, encoders, split) for split in SPLITS}
 
 

@@ -65,10 +65,11 @@ def plot_curve(summary: pd.DataFrame, axis: str, other_axes: list[str], path: Pa
 
 
 def tap_embeddings(config, manifest, encoders: dict, split: str = "test") -> tuple[dict[str, np.ndarray], list[str]]:
-    """Each tap's representations of a split from a run's best checkpoint, and the true labels."""
+    """Each tap's representations of a split from a run's model, and the true labels."""
     from crabser.pipeline import load_module, split_loader
+    from crabser.training.checkpoint_io import run_checkpoint
 
-    module = load_module(config.run_dir / "checkpoints" / "best.ckpt")
+    module = load_module(run_checkpoint(config.run_dir))
     taps: dict[str, list[torch.Tensor]] = {}
     labels: list[str] = []
     with torch.no_grad():

@@ -21,6 +21,16 @@ from crabser.errors import CrabserError
 T = TypeVar("T")
 
 
+REFIT_CHECKPOINT = "refit.ckpt"  #: a run's model refitted on training + validation data (train.refit)
+
+
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint that is a run's model: the refitted one where ``train.refit`` made one,
+    else the best one by validation UAR."""
+    refit = Path(run_dir) / "checkpoints" / REFIT_CHECKPOINT
+    return refit if refit.is_file() else Path(run_dir) / "checkpoints" / "best.ckpt"
+
+
 class CheckpointError(CrabserError):
     """A checkpoint file that is missing, damaged or holds unusable weights."""
 
