@@ -115,7 +115,7 @@ def main() -> None:
     crab_rows = {  # name: (run-name tag, overrides)
         "Crab, last layer (CTranslate2; the default model until 2026-12-02)": ("last", ["speech.kind=whisper-ct2", "speech.layer=-1", *own_length]),
         f"Crab, hidden state {args.layer}, best checkpoint (no refit)": (f"layer{args.layer}_norefit", ["speech.kind=hf-speech", f"speech.layer={args.layer}", *own_length, "train.refit=false"]),
-        f"Crab, hidden state {args.layer}": (f"layer{args.layer}", ["speech.kind=hf-speech", f"speech.layer={args.layer}", *own_length]),
+        f"Crab, hidden state {args.layer}": (f"layer{args.layer}_refit", ["speech.kind=hf-speech", f"speech.layer={args.layer}", *own_length]),
         "Crab, all hidden states (learnable weighted sum, train.lr_layer_weights 3e-2)": ("all", ALL_LAYERS),
     }
     rows, seconds = {}, {}

@@ -109,9 +109,9 @@ def test_input_masking_blanks_spans_and_channels_in_training_only():
     out = masking(x, mask)
     blank_frames = (out == 0).all(dim=-1)[:, :100]  # frames zeroed in every channel
     assert 0.12 < blank_frames.float().mean() < 0.25  # about 1 - (1 - 0.2 / 5) ** 5 = 0.18
-    for row in blank_frames[:8]:  # blanked frames come in runs of at least 5
+    for row in blank_frames:  # blanked frames come in runs of at least 5 (a run at the clip's end may be cut)
         runs = torch.diff(torch.cat([torch.tensor([0]), row.int(), torch.tensor([0])])).nonzero().flatten()
-        assert all(end - start >= 5 for start, end in zip(runs[::2].tolist(), runs[1::2].tolist()))
+        assert all(end - start >= 5 for start, end in zip(runs[::2].tolist(), runs[1::2].tolist()) if end < 100)
     blank_channels = (out[:, :100] == 0).all(dim=1)  # (B, D): channels zeroed over the whole clip
     assert 0.15 < blank_channels.float().mean() < 0.35
     assert torch.equal(out[(out != 0)], x[(out != 0)])  # the rest is untouched

@@ -104,9 +104,10 @@ class ModelConfig(_Section):
     aggregation: Literal["min", "mean", "max"] = "min"  #: memocmt: pooling of the fused sequence
     mixup_alpha: NonNegative = 0.0  #: medusa: MixUp of the branch embeddings, lambda ~ Beta(a, a); 0 = off
     embedding_dim: Count = 64  #: mll: the center-loss and frame SupCon space (the paper: 64)
-    #: training only, every model: share of each clip's speech frames zeroed in spans of
-    #: ``mask_span`` frames, and share of the speech channels zeroed per clip (after input
-    #: normalisation; models.blocks.InputMasking). A regulariser for heads on frozen features; 0 = off
+    #: training only, every model: speech frames zeroed in spans of ``mask_span`` frames (each frame
+    #: starts one with probability mask_time / mask_span: .18 of the frames at .2), and each speech
+    #: channel zeroed per clip with probability mask_features (after input normalisation;
+    #: models.blocks.InputMasking). A regulariser for heads on frozen features; 0 = off
     mask_time: Fraction = 0.0
     mask_features: Fraction = 0.0
     mask_span: Count = 5

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import subprocess
 import time
 from collections.abc import Callable, Hashable
@@ -38,7 +40,7 @@ from crabser.features.encoders import Encoder, build_encoders, require_models_av
 from crabser.features.extract import ExtractionReport, extract
 from crabser.features.store import FeatureStore
 from crabser.io import atomic_path, json_text
-from crabser.training.checkpoint_io import run_checkpoint
+from crabser.training.checkpoint_io import REFIT_CHECKPOINT, REFIT_FOLDER, run_checkpoint
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int], Callable[[int], None]]  # (stage title, total) -> advance(n)
@@ -216,13 +218,15 @@ def train_batch_sampler(config: RunConfig, labels: list[int], names: list[str], 
     return ShuffleBatchSampler(len(labels), cfg.batch_size, cfg.seed)
 
 
-def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str]):
-    """Crab on cached features: module (with input statistics) and train/val loaders."""
+def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str], validate: bool = True):
+    """Crab on cached features: module (with input statistics) and train/val loaders (no val
+    loader, None, unless ``validate``)."""
     from crabser.training.datamodule import FeatureDataModule, feature_statistics
     from crabser.training.lit_module import CrabLitModule
 
-    splits = _splits(config, manifest, encoders, labels, ("train", "val"))
-    for split in ("train", "val"):
+    names = ("train", "val") if validate else ("train",)
+    splits = _splits(config, manifest, encoders, labels, names)
+    for split in names:
         if not splits[split]:
             raise CrabserError(f"the {split} split has no utterance with cached features")
     first = splits["train"][0].features
@@ -243,7 +247,7 @@ def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Enc
     train_items = splits["train"]
     sampler = train_batch_sampler(config, [u.label for u in train_items], labels, [u.frames for u in train_items])
     data = FeatureDataModule(splits, batch_size=config.train.batch_size, seed=config.train.seed, train_sampler=sampler)
-    return module, data.train_dataloader(), data.val_dataloader()
+    return module, data.train_dataloader(), data.val_dataloader() if validate else None
 
 
 def finetune_encoders(config: RunConfig) -> dict:
@@ -291,11 +295,13 @@ def _raw_loader(config: RunConfig, items: list, train: bool, labels: list[str] |
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=config.train.workers)
 
 
-def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str]):
-    """Crab with trainable encoders on raw audio/text: module and bucketed train/val loaders."""
+def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str], validate: bool = True):
+    """Crab with trainable encoders on raw audio/text: module and bucketed train/val loaders (no val
+    loader, None, unless ``validate``)."""
     from crabser.training.finetune import FinetuneLitModule, load_raw_utterances
 
-    splits = {s: load_raw_utterances(manifest.subset(s), labels, config.model.modalities) for s in ("train", "val")}
+    names = ("train", "val") if validate else ("train",)
+    splits = {s: load_raw_utterances(manifest.subset(s), labels, config.model.modalities) for s in names}
     for split, items in splits.items():
         if not items:
             raise CrabserError(f"the {split} split has no usable utterance")
@@ -311,20 +317,22 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str]):
     )
     if config.model.normalize_inputs:  # computed at the fit's start, on its device
         module.statistics_loader = _raw_loader(config, splits["train"], False, shard=False)
-    return module, _raw_loader(config, splits["train"], True, labels), _raw_loader(config, splits["val"], False)
+    val_loader = _raw_loader(config, splits["val"], False) if validate else None
+    return module, _raw_loader(config, splits["train"], True, labels), val_loader
 
 
 def train(
     config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False,
-    callbacks: list | None = None, stop_after: int | None = None,
+    callbacks: list | None = None, fixed_epochs: int | None = None,
 ) -> TrainResult:
     """Train Crab with Lightning (on cached features, or with its encoders when ``train.finetune``);
     keep the best (by val UAR) and the last checkpoints; stop early after ``train.patience`` epochs
     without a better val UAR, when set. ``resume``: continue exactly where ``last.ckpt`` stopped
     (:mod:`crabser.training.resume`). Several processes (``train.strategy: ddp``) share every
     epoch's batches (:mod:`crabser.data.sampling`) and score validation over all of them together.
-    ``callbacks``: more Lightning callbacks (tests). ``stop_after``: stop after this many epochs of
-    the ``train.epochs`` schedule. With ``train.refit`` the run's model is then refitted (:func:`refit`)."""
+    ``callbacks``: more Lightning callbacks (tests). ``fixed_epochs``: train this many epochs of the
+    ``train.epochs`` schedule without validation (no val split needed, no best checkpoint; the model
+    is ``last.ckpt``): a refit. With ``train.refit`` the run's model is then refitted (:func:`refit`)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
@@ -342,21 +350,27 @@ def train(
     labels = run_labels(config, manifest)
     if cfg.eam and not cfg.finetune:
         raise CrabserError("train.eam mixes waveforms, so it needs raw audio: set train.finetune: true (cached features cannot be mixed)")
+    validate = fixed_epochs is None
     if cfg.finetune:
-        module, train_loader, val_loader = _finetune_setup(config, manifest, labels)
+        module, train_loader, val_loader = _finetune_setup(config, manifest, labels, validate)
     else:
-        module, train_loader, val_loader = _frozen_setup(config, manifest, encoders, labels)
+        module, train_loader, val_loader = _frozen_setup(config, manifest, encoders, labels, validate)
     checkpoint_dir = config.run_dir / "checkpoints"
-    checkpoint = ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", enable_version_counter=False)
     last = checkpoint_dir / "last.ckpt"
     resumed_epochs = checkpoint_epochs(last) if resume else None
+    if resumed_epochs is None:  # a new fit: a refit of an earlier one is no longer the run's model
+        (checkpoint_dir / REFIT_CHECKPOINT).unlink(missing_ok=True)
+        shutil.rmtree(config.run_dir / REFIT_FOLDER, ignore_errors=True)
     resume_from = str(last) if resumed_epochs is not None else None
-    callbacks = [checkpoint, EpochCheckpoint(last), EpochSeed(cfg.seed), *(callbacks or []),
+    callbacks = [EpochCheckpoint(last), EpochSeed(cfg.seed), *(callbacks or []),
                  FiniteLossGuard(cfg.model_dump(), config.loss.model_dump())] + ([RichProgressBar()] if cfg.progress else [])
-    if cfg.patience:
+    if validate:
+        callbacks.insert(0, ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", enable_version_counter=False))
+    if validate and cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_uar", mode="max", patience=cfg.patience))
     trainer = L.Trainer(
-        max_epochs=stop_after or cfg.epochs,
+        max_epochs=fixed_epochs or cfg.epochs,
+        limit_val_batches=1.0 if validate else 0,
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
@@ -385,31 +399,30 @@ def train(
 def refit(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False) -> Path:
     """Train the run's model again, from scratch, on its training and validation utterances
     together, for the number of epochs its validation chose (on the same ``train.epochs`` cosine
-    schedule, stopped there), and save it as ``checkpoints/refit.ckpt``, the run's model from then on
-    (:func:`crabser.training.checkpoint_io.run_checkpoint`). The fit runs in ``<run>/refit``; its
-    validation UAR is logged but means nothing (those utterances are trained on). Why: a held-out
-    validation split costs the model its data (two of nine training speakers in EmoDB's
-    leave-one-speaker-out folds); a linear probe whose C is chosen by cross-validation is refitted
-    on all of them (scikit-learn's ``refit``), so the head gets the same. ``resume``: a refit already
-    saved is kept, one interrupted continues."""
-    import shutil
-
-    from crabser.training.checkpoint_io import REFIT_CHECKPOINT
-
+    schedule, stopped there, without validation), and make it ``checkpoints/refit.ckpt``, the run's
+    model from then on (:func:`crabser.training.checkpoint_io.run_checkpoint`; validation scores
+    still come from the best checkpoint, which never saw those utterances). The fit runs in
+    ``<run>/refit``, whose manifest marks the validation rows ``train``. Why: a held-out validation
+    split costs the model its data (two of nine training speakers in EmoDB's leave-one-speaker-out
+    folds); a linear probe whose C is chosen by cross-validation is refitted on all of them
+    (scikit-learn's ``refit``), so the head gets the same. ``resume``: a refit already saved is
+    kept, one interrupted continues (a new fit of the run clears both, :func:`train`)."""
     target = config.run_dir / "checkpoints" / REFIT_CHECKPOINT
     if resume and target.is_file():
         return target
     _, epochs = best_validation(config)
     frame = manifest.frame
-    both = Manifest(pd.concat([frame, frame[frame["split"] == "val"].assign(split="train")], ignore_index=True))
+    both = Manifest(frame.assign(split=frame["split"].replace({"val": "train"})))
     settings = config.train.model_copy(update={"refit": False, "patience": None})
-    refit_config = config.model_copy(update={"name": f"{config.name}/refit", "train": settings})
+    refit_config = config.model_copy(update={"name": f"{config.name}/{REFIT_FOLDER}", "train": settings})
     save_run_inputs(refit_config, both)
     log.info("refitting %s on training + validation utterances for %d epochs", config.name, epochs)
-    train(refit_config, both, encoders, resume=resume, stop_after=epochs)
-    if not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0:
-        with atomic_path(target) as tmp:
-            shutil.copyfile(refit_config.run_dir / "checkpoints" / "last.ckpt", tmp)
+    train(refit_config, both, encoders, resume=resume, fixed_epochs=epochs)
+    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+    if not distributed or torch.distributed.get_rank() == 0:
+        os.replace(refit_config.run_dir / "checkpoints" / "last.ckpt", target)  # one file system: atomic
+    if distributed:
+        torch.distributed.barrier()  # every rank evaluates the refitted model, not best.ckpt
     return target
 
 
@@ -419,7 +432,8 @@ def _train_result(last: Path, seconds: float) -> TrainResult:
     from crabser.training.checkpoint_io import read_checkpoint
 
     saved = read_checkpoint(last, mmap=True)
-    (state,) = [s for key, s in saved["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    states = [s for key, s in saved["callbacks"].items() if key.startswith("ModelCheckpoint")]
+    state = states[0] if states else {}  # none: a fit without validation (a refit)
     score = state.get("best_model_score")
     best = Path(state.get("best_model_path") or last)
     return TrainResult(best, float(score) if score is not None else float("nan"), seconds, int(saved["epoch"]))
@@ -464,9 +478,10 @@ def evaluate(
     checkpoint: Path | None = None,
 ) -> tuple[dict, dict[str, Path]]:
     """Metrics of the run's model (:func:`crabser.training.checkpoint_io.run_checkpoint`) or of
-    ``checkpoint`` on a split, written to ``<run>/report``."""
+    ``checkpoint`` on a split, written to ``<run>/report``. The val split is scored with the best
+    checkpoint by default: a refitted model trained on it."""
     started = time.perf_counter()
-    checkpoint = checkpoint or run_checkpoint(config.run_dir)
+    checkpoint = checkpoint or (config.run_dir / "checkpoints" / "best.ckpt" if split == "val" else run_checkpoint(config.run_dir))
     module = load_module(checkpoint)
     labels = module.labels
     preds, truths, ids = [], [], []
@@ -523,7 +538,13 @@ def read_metrics(config: RunConfig, split: str = "test") -> dict:
 
 def best_validation(config: RunConfig) -> tuple[float, int]:
     """A trained run's best validation UAR and its epoch (1-based), from its training log."""
-    log = pd.read_csv(config.run_dir / "logs" / "metrics.csv").dropna(subset=["val_uar"])
+    path = config.run_dir / "logs" / "metrics.csv"
+    try:
+        log = pd.read_csv(path).dropna(subset=["val_uar"])
+    except (OSError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise CrabserError(f"{path}: no readable training log with val_uar ({error}); train the run first") from error
+    if log.empty:
+        raise CrabserError(f"{path}: no epoch was validated; train the run first")
     best = log.loc[log["val_uar"].idxmax()]
     return float(best["val_uar"]), int(best["epoch"]) + 1
 

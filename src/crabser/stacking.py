@@ -87,6 +87,11 @@ def base_config(stack: StackConfig, model: str, overrides: list[str] | None = No
     if fold is not None:  # the fold's manifest, written by run_stack, with its train / val / test split
         manifest = str(config.run_dir / "manifest.csv")
         config = config.model_copy(update={"data": config.data.model_copy(update={"protocol": "given", "manifest": manifest})})
+    if config.train.refit:
+        raise ConfigError(
+            f"base model {model!r}: train.refit trains on the validation split, so its val logits (fit_on: val, "
+            "and the val scores of the stack) would be in-sample; set train.refit: false for stacking"
+        )
     return config
 
 

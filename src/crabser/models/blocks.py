@@ -62,10 +62,12 @@ class LayerWeightedSum(nn.Module):
 class InputMasking(nn.Module):
     """SpecAugment-style masking of (normalised) input features, in training only.
 
-    Per utterance, spans of ``span`` frames are set to 0 (the training mean, after z-normalisation)
-    until about ``time_share`` of its real frames are covered (span starts drawn uniformly, as
-    wav2vec 2.0's ``mask_time_prob``), and ``feature_share`` of the channels are set to 0 over the
-    whole utterance. Channels are drawn one by one, not in bands: the dimensions of a self-supervised
+    Per utterance, each real frame starts a span of ``span`` frames set to 0 (the training mean when
+    inputs are z-normalised) with probability ``time_share / span``, as wav2vec 2.0's
+    ``mask_time_prob``: spans overlap, so the share covered is 1 - (1 - time_share / span) ** span
+    (.18 at .2, .41 at .5), less where a span runs past the clip's end, and clips of ``span`` frames
+    or fewer are left whole. Each channel is set to 0 over the whole utterance with probability
+    ``feature_share``. Channels are drawn one by one, not in bands: the dimensions of a self-supervised
     encoder have no order (SpecAugment's bands are for filterbanks). Not in the Crab paper, whose
     encoders are fine-tuned; a regulariser for heads on frozen features (issue 18). Both shares 0
     (the default) = off; evaluation is never masked.

@@ -22,6 +22,7 @@ T = TypeVar("T")
 
 
 REFIT_CHECKPOINT = "refit.ckpt"  #: a run's model refitted on training + validation data (train.refit)
+REFIT_FOLDER = "refit"  #: where in a run folder the refit trains
 
 
 def run_checkpoint(run_dir: Path) -> Path:
