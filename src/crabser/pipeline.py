@@ -370,7 +370,7 @@ def train(
         callbacks.append(EarlyStopping(monitor="val_uar", mode="max", patience=cfg.patience))
     trainer = L.Trainer(
         max_epochs=fixed_epochs or cfg.epochs,
-        limit_val_batches=1.0 if validate else 0,
+        limit_val_batches=None if validate else 0,  # None: all (1.0 would print a notice)
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
