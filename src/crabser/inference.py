@@ -207,7 +207,7 @@ class Recognizer(_Predictor):
         from crabser.training.checkpoint_io import run_checkpoint
 
         config = load_run_config(Path(run_dir), overrides)
-        module = load_module(config.run_dir / "checkpoints" / checkpoint if checkpoint else run_checkpoint(config.run_dir))
+        module = load_module(run_checkpoint(config.run_dir, checkpoint))
         return cls._with_config(module, config)
 
     @classmethod
@@ -302,7 +302,7 @@ def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, ch
     from crabser.training.checkpoint_io import run_checkpoint
 
     config = load_run_config(Path(run_dir))
-    module = load_module(config.run_dir / "checkpoints" / checkpoint if checkpoint else run_checkpoint(config.run_dir))
+    module = load_module(run_checkpoint(config.run_dir, checkpoint))
     if module.encoder_parameters():
         raise CrabserError(f"{run_dir}: a fine-tuned run carries its encoders; load the run folder instead of exporting it")
     out = ensure_folder(out_dir, "--out")

@@ -40,7 +40,7 @@ from crabser.features.encoders import Encoder, build_encoders, require_models_av
 from crabser.features.extract import ExtractionReport, extract
 from crabser.features.store import FeatureStore
 from crabser.io import atomic_path, json_text
-from crabser.training.checkpoint_io import REFIT_CHECKPOINT, REFIT_FOLDER, run_checkpoint
+from crabser.training.checkpoint_io import BEST_CHECKPOINT, REFIT_CHECKPOINT, REFIT_FOLDER, run_checkpoint
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int], Callable[[int], None]]  # (stage title, total) -> advance(n)
@@ -365,7 +365,7 @@ def train(
     callbacks = [EpochCheckpoint(last), EpochSeed(cfg.seed), *(callbacks or []),
                  FiniteLossGuard(cfg.model_dump(), config.loss.model_dump())] + ([RichProgressBar()] if cfg.progress else [])
     if validate:
-        callbacks.insert(0, ModelCheckpoint(dirpath=checkpoint_dir, filename="best", monitor="val_uar", mode="max", enable_version_counter=False))
+        callbacks.insert(0, ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(BEST_CHECKPOINT).stem, monitor="val_uar", mode="max", enable_version_counter=False))
     if validate and cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_uar", mode="max", patience=cfg.patience))
     trainer = L.Trainer(
@@ -417,11 +417,13 @@ def refit(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], r
     refit_config = config.model_copy(update={"name": f"{config.name}/{REFIT_FOLDER}", "train": settings})
     save_run_inputs(refit_config, both)
     log.info("refitting %s on training + validation utterances for %d epochs", config.name, epochs)
+    from crabser.training.lit_module import distributed
+
     train(refit_config, both, encoders, resume=resume, fixed_epochs=epochs)
-    distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-    if not distributed or torch.distributed.get_rank() == 0:
+    several = distributed()
+    if not several or torch.distributed.get_rank() == 0:
         os.replace(refit_config.run_dir / "checkpoints" / "last.ckpt", target)  # one file system: atomic
-    if distributed:
+    if several:
         torch.distributed.barrier()  # every rank evaluates the refitted model, not best.ckpt
     return target
 
@@ -481,7 +483,7 @@ def evaluate(
     ``checkpoint`` on a split, written to ``<run>/report``. The val split is scored with the best
     checkpoint by default: a refitted model trained on it."""
     started = time.perf_counter()
-    checkpoint = checkpoint or (config.run_dir / "checkpoints" / "best.ckpt" if split == "val" else run_checkpoint(config.run_dir))
+    checkpoint = checkpoint or run_checkpoint(config.run_dir, BEST_CHECKPOINT if split == "val" else None)
     module = load_module(checkpoint)
     labels = module.labels
     preds, truths, ids = [], [], []

@@ -23,13 +23,16 @@ T = TypeVar("T")
 
 REFIT_CHECKPOINT = "refit.ckpt"  #: a run's model refitted on training + validation data (train.refit)
 REFIT_FOLDER = "refit"  #: where in a run folder the refit trains
+BEST_CHECKPOINT = "best.ckpt"  #: a run's checkpoint of the best validation UAR
 
 
-def run_checkpoint(run_dir: Path) -> Path:
-    """The checkpoint that is a run's model: the refitted one where ``train.refit`` made one,
-    else the best one by validation UAR."""
-    refit = Path(run_dir) / "checkpoints" / REFIT_CHECKPOINT
-    return refit if refit.is_file() else Path(run_dir) / "checkpoints" / "best.ckpt"
+def run_checkpoint(run_dir: Path, name: str | None = None) -> Path:
+    """The checkpoint ``name`` of a run, or (None) the one that is its model: the refitted one
+    where ``train.refit`` made one, else the best one by validation UAR."""
+    folder = Path(run_dir) / "checkpoints"
+    if name:
+        return folder / name
+    return folder / REFIT_CHECKPOINT if (folder / REFIT_CHECKPOINT).is_file() else folder / BEST_CHECKPOINT
 
 
 class CheckpointError(CrabserError):

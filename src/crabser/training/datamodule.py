@@ -7,9 +7,8 @@ out with a warning naming them.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 import logging
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import lightning as L
