@@ -167,7 +167,9 @@ def test_every_shipped_config_is_valid(path):
     if config.train.finetune:
         from crabser.pipeline import finetune_encoders
 
-        assert finetune_encoders(config)["speech_model"]  # a fine-tunable speech model is named
+        encoders = finetune_encoders(config)
+        for modality in config.model.modalities:  # each fine-tuned branch names its encoder
+            assert encoders[f"{modality}_model"], f"{path.name}: no {modality} encoder to fine-tune"
 
 
 def test_a_non_utf8_transcript_counts_as_missing_and_is_named(tmp_path, caplog):
