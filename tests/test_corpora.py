@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
-from conftest import tone
+from conftest import REPO, tone
 
 from crabser.data.corpora import CORPORA, get_adapter
 from crabser.errors import CorpusError
@@ -135,6 +136,84 @@ def test_savee_both_layouts(tmp_path, wav):
     assert frame.loc["savee_KL_a03", ["label", "speaker"]].tolist() == ["anger", "KL"]
 
 
+
+def _shared_corpus(name: str) -> Path:
+    """A real corpus copy: $CRABSER_<NAME>, else ../shared/data/<name> beside the clone; skip if absent."""
+    root = Path(os.environ.get(f"CRABSER_{name.upper()}", REPO.parent / "shared" / "data" / name))
+    if not root.is_dir():
+        pytest.skip(f"{name} not found at {root} (set CRABSER_{name.upper()})")
+    return root
+
+
+def _counts(frame, column: str) -> dict[str, int]:
+    return frame[column].value_counts().to_dict()
+
+
+def test_ased(tmp_path, wav):
+    for name in ("01Neutral/n1-01-01-01-01", "04Sad/S4-04-02-01-29", "05Angry/a5-07-02-02-41", "05Angry/a5-07-02-03-41", "05Angry/readme"):
+        wav(f"{name}.wav")
+    wav("flat/f2-03-01-02-09.flac")
+    frame = get_adapter("ased")(tmp_path).frame.set_index("id")
+    assert sorted(frame.index) == ["ased_S4-04-02-01-29", "ased_a5-07-02-02-41", "ased_f2-03-01-02-09", "ased_n1-01-01-01-01"]
+    assert frame.loc["ased_n1-01-01-01-01", ["label", "speaker", "gender", "text_code", "repetition"]].tolist() == ["neutral", "01", "female", "01", "01"]
+    assert frame.loc["ased_S4-04-02-01-29", ["label", "speaker", "gender"]].tolist() == ["sadness", "29", "female"]  # upper-case letter as in the release
+    assert frame.loc["ased_a5-07-02-02-41", ["label", "speaker", "gender"]].tolist() == ["anger", "41", "male"]
+    assert frame.loc["ased_f2-03-01-02-09", ["label", "speaker", "gender"]].tolist() == ["fear", "09", "male"]
+    assert frame["text"].isna().all()
+
+
+def test_ased_real():
+    manifest = get_adapter("ased")(_shared_corpus("ased"))
+    assert len(manifest) == 2474
+    assert _counts(manifest.frame, "label") == {"neutral": 522, "fear": 510, "happiness": 486, "anger": 486, "sadness": 470}
+    assert manifest.frame["speaker"].nunique() == 65  # the paper's 65 participants (gg-bb would give 70)
+
+
+def test_emovo(tmp_path, wav):
+    for name in ("f1/dis-f1-b1", "f1/gio-f1-n5", "m3/pau-m3-l4", "m3/sor-m3-d2", "m2/tri-m2-b3", "m2/xyz-m2-b1", "m2/notes"):
+        wav(f"{name}.wav")
+    wav("m1/rab-m1-b2.flac")
+    frame = get_adapter("emovo")(tmp_path).frame.set_index("id")
+    assert len(frame) == 6
+    assert frame.loc["emovo_dis-f1-b1", ["label", "speaker", "gender", "text_code"]].tolist() == ["disgust", "f1", "female", "b1"]
+    assert frame.loc["emovo_gio-f1-n5", "label"] == "happiness"
+    assert frame.loc["emovo_pau-m3-l4", ["label", "speaker", "gender", "text_code"]].tolist() == ["fear", "m3", "male", "l4"]
+    assert frame.loc["emovo_sor-m3-d2", "label"] == "surprise"
+    assert frame.loc["emovo_tri-m2-b3", ["label", "speaker"]].tolist() == ["sadness", "m2"]
+    assert frame.loc["emovo_rab-m1-b2", ["label", "speaker", "gender"]].tolist() == ["anger", "m1", "male"]
+    assert frame["text"].isna().all()
+
+
+def test_emovo_real():
+    manifest = get_adapter("emovo")(_shared_corpus("emovo"))
+    assert len(manifest) == 588
+    assert _counts(manifest.frame, "label") == dict.fromkeys(["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"], 84)
+    assert sorted(manifest.frame["speaker"].unique()) == ["f1", "f2", "f3", "m1", "m2", "m3"]
+    assert manifest.frame["text_code"].nunique() == 14
+
+
+def test_urdu(tmp_path, wav):
+    for name in ("Angry/SM1_F10_A010", "Happy/SF3_F2_H05", "Neutral/SM27_F41_N093", "Sad/SM17_F1_S01", "Sad/SM17_F1", "Sad/Thumbs"):
+        wav(f"{name}.wav")
+    wav("Sad/SF11_F6_S094.flac")
+    frame = get_adapter("urdu")(tmp_path).frame.set_index("id")
+    assert len(frame) == 5
+    assert frame.loc["urdu_SM1_F10_A010", ["label", "speaker", "gender"]].tolist() == ["anger", "SM1", "male"]
+    assert frame.loc["urdu_SF3_F2_H05", ["label", "speaker", "gender"]].tolist() == ["happiness", "SF3", "female"]
+    assert frame.loc["urdu_SM27_F41_N093", ["label", "speaker", "gender"]].tolist() == ["neutral", "SM27", "male"]
+    assert frame.loc["urdu_SM17_F1_S01", ["label", "speaker"]].tolist() == ["sadness", "SM17"]
+    assert frame.loc["urdu_SF11_F6_S094", ["label", "speaker", "gender"]].tolist() == ["sadness", "SF11", "female"]
+    assert frame["text"].isna().all()
+
+
+def test_urdu_real():
+    manifest = get_adapter("urdu")(_shared_corpus("urdu"))
+    assert len(manifest) == 400
+    assert _counts(manifest.frame, "label") == dict.fromkeys(["anger", "happiness", "neutral", "sadness"], 100)
+    speakers = manifest.frame.drop_duplicates("speaker")
+    assert len(speakers) == 29 and _counts(speakers, "gender") == {"male": 18, "female": 11}
+
+
 def test_msp_improv(tmp_path, wav):
     (tmp_path / "Evaluation.txt").write_text(
         "UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:2.0; V:2.0; D:3.0; N:3.0;\nA1; Angry; ...\n\n"
@@ -149,7 +228,7 @@ def test_msp_improv(tmp_path, wav):
     assert frame.loc["MSP-IMPROV-S02B-M03-R-MF02", ["label", "speaker"]].tolist() == ["neutral", "M03"]
 
 
-@pytest.mark.parametrize("corpus", ["iemocap", "meld", "msp-podcast", "msp-improv", "ravdess", "crema-d", "savee", "emodb"])
+@pytest.mark.parametrize("corpus", ["iemocap", "meld", "msp-podcast", "msp-improv", "ravdess", "crema-d", "savee", "emodb", "ased", "emovo", "urdu"])
 def test_missing_or_empty_corpus_names_the_problem(tmp_path, corpus):
     with pytest.raises(CorpusError, match=str(tmp_path / "absent")):
         get_adapter(corpus)(tmp_path / "absent")

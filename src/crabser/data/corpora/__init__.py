@@ -16,6 +16,9 @@ CORPORA = {
     "ravdess": "ravdess.prepare",
     "crema-d": "crema_d.prepare",
     "savee": "savee.prepare",
+    "ased": "ased.prepare",
+    "emovo": "emovo.prepare",
+    "urdu": "urdu.prepare",
     "folder": "generic.prepare_folder",
     "csv": "generic.prepare_csv",
 }
