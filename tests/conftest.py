@@ -35,6 +35,14 @@ def meld_csvs() -> Path:
     return root
 
 
+def shared_corpus(name: str) -> Path:
+    """A real corpus copy: $CRABSER_<NAME>, else ../shared/data/<name> beside the clone; skip if absent."""
+    root = Path(os.environ.get(f"CRABSER_{name.upper()}", REPO.parent / "shared" / "data" / name))
+    if not root.is_dir():
+        pytest.skip(f"{name} not found at {root} (set CRABSER_{name.upper()})")
+    return root
+
+
 def tone(seconds: float = 1.0, rate: int = 16000, freq: float = 220.0, channels: int = 1) -> np.ndarray:
     """A sine tone with a little noise (so it is not silent), shape (n,) or (n, channels)."""
     t = np.arange(int(seconds * rate)) / rate

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import pytest
-from conftest import REPO, tone
+from conftest import shared_corpus, tone
 
 from crabser.data.corpora import CORPORA, get_adapter
 from crabser.errors import CorpusError
@@ -137,14 +136,6 @@ def test_savee_both_layouts(tmp_path, wav):
 
 
 
-def _shared_corpus(name: str) -> Path:
-    """A real corpus copy: $CRABSER_<NAME>, else ../shared/data/<name> beside the clone; skip if absent."""
-    root = Path(os.environ.get(f"CRABSER_{name.upper()}", REPO.parent / "shared" / "data" / name))
-    if not root.is_dir():
-        pytest.skip(f"{name} not found at {root} (set CRABSER_{name.upper()})")
-    return root
-
-
 def _counts(frame, column: str) -> dict[str, int]:
     return frame[column].value_counts().to_dict()
 
@@ -163,7 +154,7 @@ def test_ased(tmp_path, wav):
 
 
 def test_ased_real():
-    manifest = get_adapter("ased")(_shared_corpus("ased"))
+    manifest = get_adapter("ased")(shared_corpus("ased"))
     assert len(manifest) == 2474
     assert _counts(manifest.frame, "label") == {"neutral": 522, "fear": 510, "happiness": 486, "anger": 486, "sadness": 470}
     assert manifest.frame["speaker"].nunique() == 65  # the paper's 65 participants (gg-bb would give 70)
@@ -185,7 +176,7 @@ def test_emovo(tmp_path, wav):
 
 
 def test_emovo_real():
-    manifest = get_adapter("emovo")(_shared_corpus("emovo"))
+    manifest = get_adapter("emovo")(shared_corpus("emovo"))
     assert len(manifest) == 588
     assert _counts(manifest.frame, "label") == dict.fromkeys(["anger", "disgust", "fear", "happiness", "neutral", "sadness", "surprise"], 84)
     assert sorted(manifest.frame["speaker"].unique()) == ["f1", "f2", "f3", "m1", "m2", "m3"]
@@ -207,7 +198,7 @@ def test_urdu(tmp_path, wav):
 
 
 def test_urdu_real():
-    manifest = get_adapter("urdu")(_shared_corpus("urdu"))
+    manifest = get_adapter("urdu")(shared_corpus("urdu"))
     assert len(manifest) == 400
     assert _counts(manifest.frame, "label") == dict.fromkeys(["anger", "happiness", "neutral", "sadness"], 100)
     speakers = manifest.frame.drop_duplicates("speaker")

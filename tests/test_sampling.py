@@ -10,7 +10,7 @@ from crabser.data.sampling import (
     GroupBalancedBatchSampler,
     LengthBucketSampler,
     ShuffleBatchSampler,
-    class_balanced_sampler,
+    equal_share_sampler,
     neutral_expressive_sampler,
 )
 
@@ -23,13 +23,13 @@ def _batches(sampler, epochs):
 
 
 def test_class_balanced_batches_hold_every_class_alike():
-    sampler = class_balanced_sampler(LABELS, batch_size=28, seed=0)
+    sampler = equal_share_sampler(LABELS, batch_size=28, seed=0)
     assert len(sampler) == math.ceil(len(LABELS) / 28)
     batches = _batches(sampler, 3)
     for batch in batches:
         assert len(batch) == 28 and len(set(batch)) == 28
         assert set(Counter(LABELS[i] for i in batch).values()) == {4}  # 28 / 7 exactly
-    uneven = class_balanced_sampler(LABELS, batch_size=32, seed=1)  # 32 / 7: 4 or 5 per class
+    uneven = equal_share_sampler(LABELS, batch_size=32, seed=1)  # 32 / 7: 4 or 5 per class
     counts = Counter(LABELS[i] for batch in _batches(uneven, 20) for i in batch)
     shares = np.array([counts[c] for c in range(7)]) / sum(counts.values())
     assert np.allclose(shares, 1 / 7, atol=0.01)
@@ -44,7 +44,7 @@ def test_neutral_expressive_proportion_over_many_batches():
 
 
 def test_no_item_repeats_before_its_group_is_covered():
-    sampler = class_balanced_sampler(LABELS, batch_size=28, seed=3)
+    sampler = equal_share_sampler(LABELS, batch_size=28, seed=3)
     drawn = [i for batch in _batches(sampler, 5) for i in batch if LABELS[i] == 0]
     assert len(set(drawn[:470])) == 470  # all 470 neutral items, each once, before any repeats
     rare = [i for batch in _batches(sampler, 1) for i in batch if LABELS[i] == 4]

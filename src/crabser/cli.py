@@ -274,9 +274,13 @@ def evaluate(
     if as_json:
         summary = {k: metrics[k] for k in ("war", "uar", "macro_f1", "weighted_f1", "n")}
         summary["balanced_macro_f1"] = metrics["balanced_bootstrap"]["macro_f1_mean"]
+        if "per_corpus" in metrics:
+            summary["per_corpus"] = metrics["per_corpus"]
         typer.echo(json.dumps(summary))
     else:
         _print_metrics(metrics, f"{split} ({cfg.run_dir})")
+        for corpus, m in metrics.get("per_corpus", {}).items():
+            console.print(f"  {corpus}: UAR {m['uar']:.4f} · WAR {m['war']:.4f} · Macro-F1 {m['macro_f1']:.4f} · n {m['n']}")
         boot = metrics["balanced_bootstrap"]
         console.print(
             f"balanced bootstrap ({boot['subsets']} subsets x {boot['per_class']} per class): Macro-F1 "

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crabser.errors import ConfigError
 from crabser.io import file_in_the_way
@@ -31,13 +31,27 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
+class CorpusSource(_Section):
+    """One corpus of a multi-corpus run (``data.corpora``)."""
+
+    corpus: str  #: adapter name (crabser.data.corpora.CORPORA)
+    root: str  #: the corpus folder (or CSV) handed to the adapter
+    options: dict[str, Any] = {}  #: keyword arguments of the adapter
+
+
 class DataConfig(_Section):
     """Where the utterances come from and how they are split."""
 
     corpus: str = "emodb"  #: adapter name (crabser.data.corpora.CORPORA); ignored when ``manifest`` is set
     root: str = "data/emodb"  #: the corpus folder (or CSV) handed to the adapter
     options: dict[str, Any] = {}  #: keyword arguments of the adapter (e.g. IEMOCAP ``classes``)
+    #: several corpora in one run, instead of corpus / root / options: their manifests are joined
+    #: with a ``corpus`` column, and speakers become ``<corpus>:<speaker>`` (data.multicorpus)
+    corpora: list[CorpusSource] = []
     manifest: str | None = None  #: an existing manifest (CSV/Parquet) to use instead of an adapter
+    #: labels renamed or merged (``old: new``) or dropped (``old: null``) before data.labels applies,
+    #: in every corpus alike (e.g. ``{boredom: null, calm: neutral}``)
+    label_map: dict[str, str | None] = {}
     labels: list[str] | None = None  #: the class set; None = every label in the manifest
     #: speaker_holdout = named/seeded speakers; given = the corpus's official split;
     #: folds = group k-fold (``crabser crossval``); random = stratified random split (corpora
@@ -52,6 +66,13 @@ class DataConfig(_Section):
     test_fraction: Fraction = 0.1  #: random: share of each class held out for test
     seed: int = 0  #: draws the held-out speakers (random: the utterances) when none are named
     on_error: Literal["skip", "raise"] = "skip"  #: bad audio: skip it with a warning, or stop
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DataConfig:
+        both = {"corpus", "root", "options"} & self.model_fields_set
+        if self.corpora and both:
+            raise ValueError(f"data.corpora lists the corpora: remove data.{', data.'.join(sorted(both))}")
+        return self
 
 
 class EncoderConfig(_Section):
@@ -178,9 +199,10 @@ class TrainConfig(_Section):
     #: energy-adaptive mixup of training waveforms (data.augment); needs raw audio: train.finetune
     eam: bool = False
     #: training batches (data.sampling): shuffle; length_bucketed (similar lengths, less padding);
-    #: every class alike; or neutral_share neutral. Fine-tuning from raw audio buckets by length
-    #: unless a balanced sampler is asked for.
-    sampler: Literal["shuffle", "length_bucketed", "class_balanced", "neutral_expressive"] = "length_bucketed"
+    #: every class alike; neutral_share neutral; or (data.corpora) every corpus alike, with class
+    #: weights from the classes as these batches hold them. Fine-tuning from raw audio buckets by
+    #: length unless a balanced sampler is asked for.
+    sampler: Literal["shuffle", "length_bucketed", "class_balanced", "neutral_expressive", "corpus_balanced"] = "length_bucketed"
     #: length_bucketed: batches per pool sorted by length (more: less padding, less random). 4: 1.4x
     #: (EmoDB, MELD text) faster training than shuffle at the same validation UAR (README)
     bucket_pool: Count = 4

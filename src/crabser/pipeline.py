@@ -24,6 +24,7 @@ import torch
 from crabser.config import RunConfig, dump_config
 from crabser.data.corpora import get_adapter
 from crabser.data.manifest import Manifest, read_manifest, write_manifest
+from crabser.data.multicorpus import apply_label_map, join_corpora
 from crabser.data.protocols import (
     fold_split,
     group_folds,
@@ -34,13 +35,18 @@ from crabser.data.protocols import (
 from crabser.data.text import clean_text
 from crabser.errors import CrabserError
 from crabser.evaluation.bootstrap import balanced_bootstrap
-from crabser.evaluation.metrics import compute_metrics
+from crabser.evaluation.metrics import compute_metrics, metrics_by_group
 from crabser.evaluation.report import write_report
 from crabser.features.encoders import Encoder, build_encoders, require_models_available
 from crabser.features.extract import ExtractionReport, extract
 from crabser.features.store import FeatureStore
 from crabser.io import atomic_path, json_text
-from crabser.training.checkpoint_io import BEST_CHECKPOINT, REFIT_CHECKPOINT, REFIT_FOLDER, run_checkpoint
+from crabser.training.checkpoint_io import (
+    BEST_CHECKPOINT,
+    REFIT_CHECKPOINT,
+    REFIT_FOLDER,
+    run_checkpoint,
+)
 
 log = logging.getLogger(__name__)
 Progress = Callable[[str, int], Callable[[int], None]]  # (stage title, total) -> advance(n)
@@ -73,8 +79,11 @@ def prepare(config: RunConfig) -> Manifest:
     data = config.data
     if data.manifest:
         manifest = read_manifest(data.manifest, check_files=False)
+    elif data.corpora:
+        manifest = join_corpora(data.corpora)
     else:
         manifest = get_adapter(data.corpus)(data.root, **data.options)
+    manifest = apply_label_map(manifest, data.label_map)
     if data.labels:
         manifest = Manifest(manifest.frame[manifest.frame["label"].isin(data.labels)])
     manifest.validate(labels=data.labels, check_files=False)
@@ -187,22 +196,44 @@ def run_labels(config: RunConfig, manifest: Manifest) -> list[str]:
     return list(config.data.labels) if config.data.labels else manifest.labels
 
 
-def _class_weights(config: RunConfig, train_labels: list[int], num_classes: int) -> list[float] | None:
+def training_corpora(config: RunConfig, manifest: Manifest, ids: list[str]) -> list[str] | None:
+    """The corpus of each training utterance (``ids``) where ``train.sampler: corpus_balanced`` needs
+    it, else None."""
+    if config.train.sampler != "corpus_balanced":
+        return None
+    if "corpus" not in manifest.frame:
+        raise CrabserError("train.sampler corpus_balanced needs a 'corpus' column: list the corpora in data.corpora")
+    corpus = manifest.frame.set_index("id")["corpus"].astype(str)
+    return corpus.loc[ids].tolist()
+
+
+def _class_weights(
+    config: RunConfig, train_labels: list[int], num_classes: int, corpora: list[str] | None = None
+) -> list[float] | None:
+    """Inverse class frequencies of the training split; with ``corpora`` (corpus-balanced batches)
+    each utterance counts 1 / (its corpus's size), the share the sampler gives it."""
     from crabser.losses import inverse_frequency_weights
 
     if not config.loss.class_weights:
         return None
-    return inverse_frequency_weights(torch.tensor(train_labels), num_classes).tolist()
+    sample_weights = None
+    if corpora is not None:
+        sizes = pd.Series(corpora).value_counts()
+        sample_weights = torch.tensor([1.0 / sizes[c] for c in corpora], dtype=torch.float64)
+    return inverse_frequency_weights(torch.tensor(train_labels), num_classes, sample_weights).tolist()
 
 
-def train_batch_sampler(config: RunConfig, labels: list[int], names: list[str], lengths: list[float]):
+def train_batch_sampler(
+    config: RunConfig, labels: list[int], names: list[str], lengths: list[float], corpora: list[str] | None = None
+):
     """The training batch sampler ``train.sampler`` asks for; ``lengths`` (frames or seconds) order
-    the length-bucketed batches. Every one draws its epochs from the seed and the epoch number and
-    shares them among processes (:mod:`crabser.data.sampling`)."""
+    the length-bucketed batches, ``corpora`` (:func:`training_corpora`) group the corpus-balanced
+    ones. Every one draws its epochs from the seed and the epoch number and shares them among
+    processes (:mod:`crabser.data.sampling`)."""
     from crabser.data.sampling import (
         LengthBucketSampler,
         ShuffleBatchSampler,
-        class_balanced_sampler,
+        equal_share_sampler,
         neutral_expressive_sampler,
     )
 
@@ -210,7 +241,10 @@ def train_batch_sampler(config: RunConfig, labels: list[int], names: list[str], 
     if cfg.sampler == "length_bucketed":
         return LengthBucketSampler(lengths, cfg.batch_size, pool=cfg.bucket_pool, seed=cfg.seed)
     if cfg.sampler == "class_balanced":
-        return class_balanced_sampler(labels, cfg.batch_size, cfg.seed)
+        return equal_share_sampler(labels, cfg.batch_size, cfg.seed)
+    if cfg.sampler == "corpus_balanced":
+        index = {name: i for i, name in enumerate(sorted(set(corpora or [])))}
+        return equal_share_sampler([index[c] for c in corpora or []], cfg.batch_size, cfg.seed)
     if cfg.sampler == "neutral_expressive":
         if cfg.neutral_label not in names:
             raise CrabserError(f"train.neutral_label {cfg.neutral_label!r} is not a class of this run ({', '.join(names)})")
@@ -231,13 +265,14 @@ def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Enc
             raise CrabserError(f"the {split} split has no utterance with cached features")
     first = splits["train"][0].features
     speech = first.get("speech")
+    corpora = training_corpora(config, manifest, [u.id for u in splits["train"]])
     module = CrabLitModule(
         input_dims={modality: array.shape[-1] for modality, array in first.items()},
         labels=labels,
         model=config.model.model_dump(),
         loss=config.loss.model_dump(),
         train=config.train.model_dump(),
-        class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels)),
+        class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels), corpora),
         speech_layers=speech.shape[1] if speech is not None and speech.ndim == 3 else 0,
     )
     if config.model.normalize_inputs:
@@ -245,7 +280,7 @@ def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Enc
             mean, std = feature_statistics([u.features[modality] for u in splits["train"]])
             normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     train_items = splits["train"]
-    sampler = train_batch_sampler(config, [u.label for u in train_items], labels, [u.frames for u in train_items])
+    sampler = train_batch_sampler(config, [u.label for u in train_items], labels, [u.frames for u in train_items], corpora)
     data = FeatureDataModule(splits, batch_size=config.train.batch_size, seed=config.train.seed, train_sampler=sampler)
     return module, data.train_dataloader(), data.val_dataloader() if validate else None
 
@@ -273,9 +308,13 @@ def finetune_encoders(config: RunConfig) -> dict:
     }
 
 
-def _raw_loader(config: RunConfig, items: list, train: bool, labels: list[str] | None = None, shard: bool = True):
+def _raw_loader(
+    config: RunConfig, items: list, train: bool, labels: list[str] | None = None, shard: bool = True,
+    corpora: list[str] | None = None,
+):
     """Batches of raw audio and text; ``shard``: each process of a distributed fit takes its share
-    (False: every item here, as evaluation after a fit, in a process still in the group, needs)."""
+    (False: every item here, as evaluation after a fit, in a process still in the group, needs);
+    ``corpora``: the corpus of each item, for corpus-balanced training batches."""
     from crabser.data.sampling import EpochTagged, LengthBucketSampler
     from crabser.training.finetune import RawDataset, collate_raw
 
@@ -283,8 +322,8 @@ def _raw_loader(config: RunConfig, items: list, train: bool, labels: list[str] |
         items, config.speech.max_seconds, train, "speech" in config.model.modalities, config.train.seed, eam=train and config.train.eam
     )
     seconds, cfg = [i.seconds for i in items], config.train
-    if train and labels and cfg.sampler in ("class_balanced", "neutral_expressive"):  # these cannot be bucketed too
-        sampler = train_batch_sampler(config, [i.label for i in items], labels, seconds)
+    if train and labels and cfg.sampler in ("class_balanced", "neutral_expressive", "corpus_balanced"):  # not bucketed too
+        sampler = train_batch_sampler(config, [i.label for i in items], labels, seconds, corpora)
     else:  # batches of similar durations, whatever train.sampler says: raw audio pads most
         sampler = LengthBucketSampler(
             seconds, cfg.batch_size, shuffle=train, pool=cfg.bucket_pool, seed=cfg.seed,
@@ -305,6 +344,7 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str], va
     for split, items in splits.items():
         if not items:
             raise CrabserError(f"the {split} split has no usable utterance")
+    corpora = training_corpora(config, manifest, [u.id for u in splits["train"]])
     encoders = finetune_encoders(config)
     require_models_available(encoders["speech_model"], encoders["text_model"])
     module = FinetuneLitModule(
@@ -313,12 +353,12 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str], va
         model=config.model.model_dump(),
         loss=config.loss.model_dump(),
         train=config.train.model_dump(),
-        class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels)),
+        class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels), corpora),
     )
     if config.model.normalize_inputs:  # computed at the fit's start, on its device
         module.statistics_loader = _raw_loader(config, splits["train"], False, shard=False)
     val_loader = _raw_loader(config, splits["val"], False) if validate else None
-    return module, _raw_loader(config, splits["train"], True, labels), val_loader
+    return module, _raw_loader(config, splits["train"], True, labels, corpora=corpora), val_loader
 
 
 def train(
@@ -495,6 +535,9 @@ def evaluate(
     truth_list, pred_list = torch.cat(truths).tolist(), torch.cat(preds).tolist()
     metrics = compute_metrics(truth_list, pred_list, labels)
     metrics["balanced_bootstrap"] = balanced_bootstrap(truth_list, pred_list)  # beside the plain metrics
+    if "corpus" in manifest.frame:  # a multi-corpus run: each corpus on its own classes as well
+        corpus = manifest.frame.set_index("id")["corpus"].astype(str)
+        metrics["per_corpus"] = metrics_by_group(truth_list, pred_list, corpus.loc[ids].tolist(), labels)
     report_dir = config.run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(report_dir / f"{split}_predictions.csv") as tmp:
@@ -613,9 +656,8 @@ def crossval(
     predictions = [pd.read_csv(configs[fold].run_dir / "report" / "test_predictions.csv", dtype=str) for fold in folds]
     pooled_frame = pd.concat(predictions)
     index = {label: i for i, label in enumerate(labels)}
-    pooled = compute_metrics(
-        [index[x] for x in pooled_frame["label"]], [index[x] for x in pooled_frame["prediction"]], labels
-    )
+    pooled_truth, pooled_predictions = [index[x] for x in pooled_frame["label"]], [index[x] for x in pooled_frame["prediction"]]
+    pooled = compute_metrics(pooled_truth, pooled_predictions, labels)
     keys = ("war", "uar", "macro_f1")
     summary = {
         "folds": {fold: {k: m[k] for k in (*keys, "n")} for fold, m in per_fold.items()},
@@ -625,6 +667,9 @@ def crossval(
         "fold_by": config.data.fold_by,
         "git_commit": git_commit(),
     }
+    if "corpus" in manifest.frame:  # pooled predictions of each corpus, on its own classes
+        corpus = manifest.frame.set_index("id")["corpus"].astype(str)
+        summary["per_corpus"] = metrics_by_group(pooled_truth, pooled_predictions, corpus.loc[pooled_frame["id"]].tolist(), labels)
     write_report(pooled, config.run_dir / "report", prefix="pooled", extra={"folds": len(per_fold)})
     _write_json(config.run_dir / "crossval.json", summary)
     with atomic_path(config.run_dir / "crossval.md") as tmp:
@@ -640,4 +685,8 @@ def crossval_markdown(summary: dict) -> str:
     mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
     lines.append("| mean ± std | " + " | ".join(f"{mean[k]:.4f} ± {std[k]:.4f}" for k in ("war", "uar", "macro_f1")) + " | |")
     lines.append("| pooled | " + " | ".join(f"{pooled[k]:.4f}" for k in ("war", "uar", "macro_f1")) + f" | {pooled['n']} |")
+    if "per_corpus" in summary:
+        lines += ["", "| corpus (pooled over folds) | WAR | UAR | Macro-F1 | n |", "|---|---|---|---|---|"]
+        for corpus, m in summary["per_corpus"].items():
+            lines.append(f"| {corpus} | {m['war']:.4f} | {m['uar']:.4f} | {m['macro_f1']:.4f} | {m['n']} |")
     return "\n".join(lines) + "\n"

@@ -177,10 +177,10 @@ class GroupBalancedBatchSampler(EpochBatchSampler):
         return self._draw_epoch()
 
 
-def class_balanced_sampler(labels: Sequence[int], batch_size: int, seed: int = 0) -> GroupBalancedBatchSampler:
-    """Every class present gets the same share of each batch."""
-    present = sorted({int(y) for y in labels})
-    return GroupBalancedBatchSampler(labels, batch_size, {y: 1.0 for y in present}, seed)
+def equal_share_sampler(groups: Sequence[int], batch_size: int, seed: int = 0) -> GroupBalancedBatchSampler:
+    """Every group present (a class, or a corpus) gets the same share of each batch."""
+    present = sorted({int(g) for g in groups})
+    return GroupBalancedBatchSampler(groups, batch_size, {g: 1.0 for g in present}, seed)
 
 
 def neutral_expressive_sampler(

@@ -48,3 +48,17 @@ def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequen
         "confusion": counts.tolist(),
         "confusion_normalised": normalised.tolist(),
     }
+
+
+def metrics_by_group(
+    y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence[str], labels: Sequence[str]
+) -> dict[str, dict]:
+    """WAR, UAR, Macro-F1 and n of each group (a corpus) on its own rows: UAR averages the classes
+    that group has, so a class one corpus lacks does not count against it."""
+    y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
+    summary = {}
+    for group in sorted(set(groups.tolist())):
+        rows = groups == group
+        metrics = compute_metrics(y_true[rows], y_pred[rows], labels)
+        summary[group] = {key: metrics[key] for key in ("war", "uar", "macro_f1", "n")}
+    return summary

@@ -10,11 +10,17 @@ import torch
 import torch.nn.functional as F
 
 
-def inverse_frequency_weights(labels: torch.Tensor, num_classes: int) -> torch.Tensor:
-    """w_j = N / N_j from integer training labels; a class absent from training gets weight 0."""
-    counts = torch.bincount(labels, minlength=num_classes).float()
-    weights = torch.where(counts > 0, labels.numel() / counts.clamp(min=1), torch.zeros_like(counts))
-    return weights
+def inverse_frequency_weights(
+    labels: torch.Tensor, num_classes: int, sample_weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """w_j = N / N_j from integer training labels; a class absent from training gets weight 0.
+    ``sample_weights`` counts each label by its weight instead of 1 (N = their sum): with 1 / (size
+    of the item's corpus), N_j / N is class j's share of corpus-balanced batches."""
+    if sample_weights is None:
+        counts, total = torch.bincount(labels, minlength=num_classes).float(), labels.numel()
+    else:
+        counts, total = torch.bincount(labels, weights=sample_weights.float(), minlength=num_classes), float(sample_weights.sum())
+    return torch.where(counts > 0, total / counts.clamp(min=1e-12), torch.zeros_like(counts))
 
 
 def weighted_cross_entropy(
