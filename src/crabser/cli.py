@@ -258,11 +258,24 @@ def stack(
 
 @app.command()
 def evaluate(
-    run: RunOption,
+    run: Annotated[Path | None, typer.Option("--run", "-r", help="Run folder: scored on its own split.")] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate: test or val.")] = "test",
+    corpus: Annotated[
+        Path | None, typer.Option("--corpus", help="YAML config naming a corpus (data.corpus / data.corpora, data.label_map): score the model on all of it.")
+    ] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="--corpus: 'default', a run, checkpoint, exported model or stack folder.")] = None,
+    override: OverrideOption = None,
+    out: Annotated[Path | None, typer.Option("--out", help="--corpus: folder for the report (default: <model>/cross_corpus/<config name>, or ./cross_corpus/<name> for 'default').")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
-    """Evaluate a run's model (refitted with train.refit, else the best checkpoint) on a split and write its report."""
+    """Evaluate a run's model (refitted with train.refit, else the best checkpoint) on a split, or any
+    model on a whole corpus (--corpus), and write the report."""
+    if corpus is not None:
+        _evaluate_on_corpus(model or (str(run) if run else "default"), corpus, override, out, as_json)
+        return
+    if run is None:
+        _print_error(CrabserError("give --run (a run scored on its split) or --corpus (a model scored on a corpus)"))
+        raise typer.Exit(2)
     from crabser import pipeline
     from crabser.config import load_run_config
 
@@ -279,8 +292,7 @@ def evaluate(
         typer.echo(json.dumps(summary))
     else:
         _print_metrics(metrics, f"{split} ({cfg.run_dir})")
-        for corpus, m in metrics.get("per_corpus", {}).items():
-            console.print(f"  {corpus}: UAR {m['uar']:.4f} · WAR {m['war']:.4f} · Macro-F1 {m['macro_f1']:.4f} · n {m['n']}")
+        _print_per_corpus(metrics)
         boot = metrics["balanced_bootstrap"]
         console.print(
             f"balanced bootstrap ({boot['subsets']} subsets x {boot['per_class']} per class): Macro-F1 "
@@ -288,6 +300,41 @@ def evaluate(
             f"[{boot['macro_f1_ci'][0]:.4f}, {boot['macro_f1_ci'][1]:.4f}]"
         )
         console.print(f"report: {paths['metrics'].parent}")
+
+
+def _print_per_corpus(metrics: dict) -> None:
+    for name, m in metrics.get("per_corpus", {}).items():
+        console.print(f"  {name}: UAR {m['uar']:.4f} · WAR {m['war']:.4f} · Macro-F1 {m['macro_f1']:.4f} · n {m['n']}")
+
+
+def _evaluate_on_corpus(model: str, corpus: Path, override: list[str] | None, out: Path | None, as_json: bool) -> None:
+    """``crabser evaluate --corpus``: :func:`crabser.cross_corpus.evaluate_on_corpus` with a progress bar."""
+    from crabser.config import load_config
+    from crabser.cross_corpus import evaluate_on_corpus
+
+    with _friendly_errors():
+        config = load_config(corpus, override)
+        if out is None:
+            model_dir = Path(model)
+            base = model_dir if model != "default" and model_dir.is_dir() else Path("cross_corpus")
+            out = base / "cross_corpus" / config.name if base == model_dir else base / config.name
+        with _progress() as start:
+            result = evaluate_on_corpus(model, config, out, progress=lambda total: start(f"scoring on {config.name}", total))
+    if as_json:
+        keys = ("war", "uar", "macro_f1", "n", "per_corpus", "scored_classes", "left_out_model_lacks", "model_classes_corpus_lacks", "unreadable")
+        typer.echo(json.dumps({k: result[k] for k in keys if k in result}))
+        return
+    _print_metrics(result, f"{model} on {config.name}")
+    _print_per_corpus(result)
+    console.print(f"scored classes: {', '.join(result['scored_classes'])}")
+    if result["left_out_model_lacks"]:
+        left = ", ".join(f"{label} ({n})" for label, n in result["left_out_model_lacks"].items())
+        console.print(f"left out, classes the model lacks: {left}")
+    if result["model_classes_corpus_lacks"]:
+        console.print(f"model classes the corpus lacks (out of UAR): {', '.join(result['model_classes_corpus_lacks'])}")
+    if result["unreadable"]:
+        console.print(f"[yellow]{len(result['unreadable'])} clips could not be read and were left out (listed in the report)[/]")
+    console.print(f"report: {out}")
 
 
 ModelOption = Annotated[

@@ -74,8 +74,9 @@ def _record_timing(run_dir: Path, stage: str, seconds: float) -> None:
     _write_json(path, timings)
 
 
-def prepare(config: RunConfig) -> Manifest:
-    """Build the manifest (adapter or given file), keep the class set, assign splits; save it."""
+def source_manifest(config: RunConfig) -> Manifest:
+    """The utterances a config names (a manifest file, several corpora or one adapter), through
+    ``data.label_map`` and kept to ``data.labels``; no split yet."""
     data = config.data
     if data.manifest:
         manifest = read_manifest(data.manifest, check_files=False)
@@ -86,7 +87,13 @@ def prepare(config: RunConfig) -> Manifest:
     manifest = apply_label_map(manifest, data.label_map)
     if data.labels:
         manifest = Manifest(manifest.frame[manifest.frame["label"].isin(data.labels)])
-    manifest.validate(labels=data.labels, check_files=False)
+    return manifest.validate(labels=data.labels, check_files=False)
+
+
+def prepare(config: RunConfig) -> Manifest:
+    """Build the manifest (:func:`source_manifest`), assign splits; save it in the run folder."""
+    data = config.data
+    manifest = source_manifest(config)
     if "text" in config.model.modalities and config.asr.fill_missing:
         manifest = transcribe_missing(config, manifest)
     if data.protocol == "speaker_holdout":

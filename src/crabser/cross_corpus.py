@@ -1,0 +1,103 @@
+"""Cross-corpus evaluation: any model (a run, an exported model, the packaged default, a stack) on
+any corpus a config names (``data.corpus`` or ``data.corpora``), through the config's label map.
+
+Every utterance of the corpus is scored, whatever split a protocol would give it: a corpus the model
+never saw is all test. Only the classes the model and the corpus share count:
+
+- utterances of a class the model lacks are left out, and the report counts them per class;
+- classes the model has and the corpus lacks are left out of UAR (a prediction into one of them is
+  still an error), and the report names them.
+
+A clip that cannot be read is named in the report and left out; the others are still scored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from pathlib import Path
+
+import pandas as pd
+
+from crabser.config import RunConfig
+from crabser.data.text import clean_text
+from crabser.errors import CrabserError
+from crabser.evaluation.metrics import compute_metrics, metrics_by_group
+from crabser.evaluation.report import write_report
+from crabser.io import atomic_path
+from crabser.pipeline import git_commit, source_manifest
+
+log = logging.getLogger(__name__)
+
+
+def _predict_rows(recognizer, rows: pd.DataFrame, errors: dict[str, str]) -> dict[str, str]:
+    """Predicted label per id of ``rows``; a batch with a bad clip is redone clip by clip, and each
+    bad clip's error goes into ``errors``."""
+    audios = rows["audio"].tolist()
+    texts = [clean_text(t) for t in rows["text"]] if "text" in rows else None
+    ids = rows["id"].tolist()
+    try:
+        return {p.source: p.label for p in recognizer.predict_batch(audios, texts, names=ids)}
+    except CrabserError:
+        predicted = {}
+        for i, name in enumerate(ids):
+            try:
+                predicted[name] = recognizer.predict(audios[i], texts[i] if texts else None, name=name).label
+            except CrabserError as error:
+                errors[name] = f"{audios[i]}: {error}"
+                log.warning("%s", errors[name])
+        return predicted
+
+
+def evaluate_on_corpus(
+    model: str | Path, config: RunConfig, out_dir: Path | None = None, batch_size: int = 16,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
+) -> dict:
+    """Score ``model`` (:meth:`crabser.inference.Recognizer.load`) on the corpus ``config`` names;
+    write the report into ``out_dir`` when given. ``progress(total)`` returns the function told
+    after each batch how many clips it held."""
+    from crabser.inference import Recognizer
+
+    recognizer = Recognizer.load(model)
+    frame = source_manifest(config).frame
+    model_labels = list(recognizer.labels)
+    corpus_labels = sorted(frame["label"].unique())
+    shared = [label for label in corpus_labels if label in model_labels]
+    if not shared:
+        raise CrabserError(
+            f"the corpus shares no class with the model (corpus: {', '.join(corpus_labels)}; model: {', '.join(model_labels)}); "
+            "rename its labels with data.label_map"
+        )
+    scored = frame[frame["label"].isin(shared)].reset_index(drop=True)
+    errors: dict[str, str] = {}
+    predicted: dict[str, str] = {}
+    advance = progress(len(scored)) if progress else None
+    for start in range(0, len(scored), batch_size):
+        rows = scored.iloc[start : start + batch_size]
+        predicted.update(_predict_rows(recognizer, rows, errors))
+        if advance:
+            advance(len(rows))
+    scored = scored[scored["id"].isin(predicted)]
+    if scored.empty:
+        raise CrabserError(f"no clip of the corpus could be read ({len(errors)} errors, e.g. {next(iter(errors.values()))})")
+    index = {label: i for i, label in enumerate(model_labels)}
+    truth = [index[label] for label in scored["label"]]
+    predictions = [index[predicted[i]] for i in scored["id"]]
+    metrics = compute_metrics(truth, predictions, model_labels)
+    if "corpus" in scored:
+        metrics["per_corpus"] = metrics_by_group(truth, predictions, scored["corpus"].astype(str).tolist(), model_labels)
+    report = {
+        "model": str(model),
+        "corpus_classes": corpus_labels,
+        "scored_classes": shared,
+        "left_out_model_lacks": frame.loc[~frame["label"].isin(model_labels), "label"].value_counts().to_dict(),
+        "model_classes_corpus_lacks": [label for label in model_labels if label not in corpus_labels],
+        "unreadable": errors,
+        "git_commit": git_commit(),
+    }
+    if out_dir is not None:
+        out_dir = Path(out_dir)
+        write_report(metrics, out_dir, prefix="cross_corpus", extra=report)
+        with atomic_path(out_dir / "cross_corpus_predictions.csv") as tmp:
+            pd.DataFrame({"id": scored["id"], "label": scored["label"], "prediction": [predicted[i] for i in scored["id"]]}).to_csv(tmp, index=False)
+    return {**metrics, **report}
