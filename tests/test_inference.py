@@ -127,6 +127,29 @@ def test_the_packaged_default_model_is_small_and_recognises_emodb(clips, emodb):
     assert correct >= 15, correct
 
 
+def test_packaged_models_load_by_name_and_list_their_cards(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from crabser.cli import app
+    from crabser.pretrained import packaged_models
+
+    by_name = Recognizer.load("crabser/emodb_speech")
+    assert by_name.labels == Recognizer.load().labels
+    with pytest.raises(CrabserError, match="no packaged model 'missing'.*crabser/emodb_speech"):
+        Recognizer.load("crabser/missing")
+    listed = CliRunner().invoke(app, ["models", "--json"])
+    assert listed.exit_code == 0, listed.output
+    cards = json.loads(listed.output)
+    assert set(cards) == set(packaged_models()) and "emodb_speech" in cards
+    assert cards["emodb_speech"]["labels"] == by_name.labels
+    shown = CliRunner().invoke(app, ["models", "crabser/emodb_speech"])
+    assert shown.exit_code == 0 and "classes: anger, boredom" in shown.output
+    missing = CliRunner().invoke(app, ["models", "nope"])
+    assert missing.exit_code == 2 and "no packaged model 'nope'" in missing.output
+
+
 class _FakePredictor(_Predictor):
     """A text model whose probabilities are given; its ASR factory is slow and counts its calls."""
 

@@ -1,4 +1,4 @@
-"""The ``crabser`` command: prepare, extract, train, crossval, experiment, stack, evaluate, predict, export, serve, demo."""
+"""The ``crabser`` command: prepare, extract, train, crossval, experiment, stack, evaluate, predict, export, models, serve, demo."""
 
 from __future__ import annotations
 
@@ -463,6 +463,46 @@ def export(
         folder = export_model(run, out, half=half)
     size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
     console.print(f"model: {folder} ({size:.2f} MB)")
+
+
+@app.command()
+def models(
+    name: Annotated[str | None, typer.Argument(help="A packaged model (crabser/<name> or <name>): print its whole card.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the card(s) as JSON.")] = False,
+) -> None:
+    """List the models shipped in the package with their cards (classes, languages, training data, terms, accuracy)."""
+    from crabser.pretrained import DEFAULT_MODEL, PREFIX, packaged_model_dir, packaged_models
+
+    with _friendly_errors():
+        folders = {name.removeprefix(PREFIX): packaged_model_dir(name)} if name else packaged_models()
+        cards = {key: _read_card(folder) for key, folder in folders.items()}
+    if as_json:
+        typer.echo(json.dumps(cards if not name else next(iter(cards.values())), indent=2))
+        return
+    for key, card in cards.items():
+        default = " (default)" if key == DEFAULT_MODEL else ""
+        console.print(f"[bold]{PREFIX}{key}[/]{default}", highlight=False)
+        cv = card.get("cross_validation", {})
+        lines = [
+            f"classes: {', '.join(card.get('labels', []))}",
+            f"languages: {', '.join(card.get('languages', [])) or 'not stated'}",
+            f"trained on: {card.get('trained_on', 'not stated')}",
+            f"accuracy: {cv.get('protocol', 'not stated')}: pooled UAR {cv['pooled']['uar']:.3f}" if "pooled" in cv else "accuracy: not stated",
+            *(f"  {corpus}: UAR {m['uar']:.3f} (n {m['n']})" for corpus, m in cv.get("per_corpus", {}).items()),
+            f"terms: {card.get('terms', 'not stated')}",
+        ]
+        if name:
+            lines += [f"intended use: {card.get('intended_use', 'not stated')}", *(f"limit: {note}" for note in card.get("limits", []))]
+        for line in lines:
+            console.print(f"  {line}", highlight=False, soft_wrap=True)
+
+
+def _read_card(folder: Path) -> dict:
+    path = folder / "card.json"
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as error:
+        raise CrabserError(f"{path}: no readable model card ({error})") from error
 
 
 @app.command()

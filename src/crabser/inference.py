@@ -181,12 +181,16 @@ class Recognizer(_Predictor):
 
     @staticmethod
     def load(path_or_name: str | Path = DEFAULT, overrides: list[str] | None = None) -> Recognizer | StackedRecognizer:
-        """The recognizer of ``"default"`` (the packaged model), a run folder, a checkpoint file, an
-        exported model folder or a stack folder."""
+        """The recognizer of ``"default"`` (the packaged default model), ``"crabser/<name>"`` (a
+        packaged model), a run folder, a checkpoint file, an exported model folder or a stack folder."""
         if str(path_or_name) == DEFAULT:
             from crabser.pretrained import default_model_dir
 
             path_or_name = default_model_dir()
+        elif str(path_or_name).startswith("crabser/"):
+            from crabser.pretrained import packaged_model_dir
+
+            path_or_name = packaged_model_dir(str(path_or_name))
         path = Path(path_or_name)
         if path.is_file() and path.suffix == ".ckpt":
             return Recognizer.from_run(path.parent.parent, checkpoint=path.name, overrides=overrides)

@@ -32,3 +32,12 @@ def get_adapter(name: str) -> Callable[..., Manifest]:
         raise ValueError(f"unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))}")
     module, function = CORPORA[name].rsplit(".", 1)
     return getattr(importlib.import_module(f"crabser.data.corpora.{module}"), function)
+
+
+def corpus_facts(name: str) -> dict[str, str | None]:
+    """What a model card says of a corpus: its name, language, kind of speech and terms of use
+    (None where the adapter does not state them)."""
+    import importlib
+
+    module = importlib.import_module(f"crabser.data.corpora.{CORPORA[name].rsplit('.', 1)[0]}") if name in CORPORA else None
+    return {key.lower(): getattr(module, key, None) for key in ("CORPUS", "LANGUAGE", "SPEECH", "TERMS")}

@@ -19,6 +19,9 @@ from crabser.data.corpora.common import audio_files, manifest_or_error, require_
 from crabser.data.manifest import Manifest
 
 CORPUS = "ASED"
+LANGUAGE = "Amharic"
+SPEECH = "acted"
+TERMS = 'no licence file, "freely available": research data; cite Retta et al., ACM TALLIP 22(1), 2023'  #: the terms a model trained on it carries over
 
 EMOTIONS = {"n1": "neutral", "f2": "fear", "h3": "happiness", "s4": "sadness", "a5": "anger"}
 LABELS = tuple(sorted(EMOTIONS.values()))

@@ -15,6 +15,9 @@ from crabser.data.corpora.common import audio_files, manifest_or_error, require_
 from crabser.data.manifest import Manifest
 
 CORPUS = "EmoDB"
+LANGUAGE = "German"
+SPEECH = "acted"
+TERMS = 'free download, no formal licence: research data; cite Burkhardt et al., Interspeech 2005'  #: the terms a model trained on it carries over
 
 EMOTIONS = {
     "W": "anger",

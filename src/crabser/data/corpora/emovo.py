@@ -17,6 +17,9 @@ from crabser.data.corpora.common import audio_files, manifest_or_error, require_
 from crabser.data.manifest import Manifest
 
 CORPUS = "EMOVO"
+LANGUAGE = "Italian"
+SPEECH = "acted"
+TERMS = 'free for research (Fondazione Ugo Bordoni), no open licence; cite Costantini et al., LREC 2014'  #: the terms a model trained on it carries over
 
 EMOTIONS = {
     "dis": "disgust",

@@ -16,6 +16,9 @@ from crabser.data.corpora.common import audio_files, manifest_or_error, require_
 from crabser.data.manifest import Manifest
 
 CORPUS = "URDU"
+LANGUAGE = "Urdu"
+SPEECH = "natural (TV talk shows)"
+TERMS = 'research purposes only, no licence file; cite Latif et al., FIT 2018'  #: the terms a model trained on it carries over
 
 EMOTIONS = {"A": "anger", "H": "happiness", "N": "neutral", "S": "sadness"}
 LABELS = tuple(sorted(EMOTIONS.values()))
