@@ -9,8 +9,9 @@ import torch
 from conftest import shared_corpus, tone
 from tiny_runs import encoders, tiny_config, tiny_manifest
 
-from crabser.config import ConfigError, RunConfig, load_config
+from crabser.config import ConfigError, RunConfig, dump_config, load_config, load_run_config
 from crabser.data.manifest import Manifest, ManifestError
+from crabser.errors import CrabserError
 from crabser.data.multicorpus import apply_label_map, join_corpora
 from crabser.data.protocols import group_folds
 from crabser.data.sampling import equal_share_sampler
@@ -43,8 +44,11 @@ def test_joined_corpora_carry_their_corpus_and_keep_speakers_apart(two_corpora):
 
 def test_a_corpus_listed_twice_is_an_error_naming_the_clash(two_corpora):
     source = _source("emodb", two_corpora / "emodb")
-    with pytest.raises(ManifestError, match=r"corpora \['emodb'\] share 3 utterance ids"):
+    with pytest.raises(ManifestError, match=r"names \['emodb'\] more than once"):
         join_corpora([source, source])
+    renamed = RunConfig.model_validate({"data": {"corpora": [{"corpus": "emodb", "root": str(two_corpora / "emodb"), "name": "again"}]}})
+    with pytest.raises(ManifestError, match=r"3 utterance ids occur more than once in .*emodb"):
+        join_corpora([source, renamed.data.corpora[0]])
 
 
 def test_the_label_map_renames_merges_and_drops():
@@ -55,6 +59,8 @@ def test_the_label_map_renames_merges_and_drops():
     assert mapped["label"].tolist() == ["anger", "neutral", "neutral", "anger"]
     with pytest.raises(ManifestError, match=r"labels no corpus has: \['bordeom'\]"):
         apply_label_map(Manifest(frame), {"bordeom": None})
+    shared_map = apply_label_map(Manifest(frame), {"boredom": None, "disgust": None}).frame  # disgust: another corpus's
+    assert "boredom" not in set(shared_map["label"]) and len(shared_map) == 5
 
 
 def test_corpora_and_a_single_corpus_root_cannot_both_be_given(tmp_path):
@@ -133,7 +139,7 @@ def test_a_multi_corpus_run_weights_classes_by_corpus_share_and_scores_each_corp
 def test_a_single_corpus_manifest_refuses_corpus_balanced_batches(tmp_path):
     from crabser import pipeline
 
-    with pytest.raises(Exception, match="needs a 'corpus' column"):
+    with pytest.raises(CrabserError, match="needs a 'corpus' column"):
         pipeline.train(tiny_config(tmp_path, "one", sampler="corpus_balanced"), tiny_manifest(tmp_path), encoders())
 
 
@@ -151,3 +157,10 @@ def test_prepare_joins_the_real_corpora_through_one_label_map(tmp_path):
     assert sorted(frame["label"].unique()) == ["anger", "disgust", "fear", "happiness", "neutral", "sadness"]
     assert frame.groupby("corpus")["fold"].nunique().to_dict() == {"emodb": 1, "emovo": 1}
     assert frame["speaker"].str.split(":").str[0].eq(frame["corpus"]).all()
+    # the run's saved config loads again (every field is written, corpus / root at their defaults),
+    # and its saved manifest, already through the label map, is read as it is
+    saved = load_run_config(config.run_dir)
+    assert [s.corpus for s in saved.data.corpora] == ["emodb", "emovo"]
+    again = pipeline.source_manifest(saved.model_copy(update={"data": saved.data.model_copy(update={"manifest": str(config.run_dir / "manifest.csv")})}))
+    assert len(again) == len(frame)
+    assert dump_config(saved) == dump_config(load_config(config.run_dir / "config.yaml", [f"output_dir={tmp_path}", "name=joined"], check_outputs=False))

@@ -265,7 +265,7 @@ def evaluate(
     ] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="--corpus: 'default', a run, checkpoint, exported model or stack folder.")] = None,
     override: OverrideOption = None,
-    out: Annotated[Path | None, typer.Option("--out", help="--corpus: folder for the report (default: <model>/cross_corpus/<config name>, or ./cross_corpus/<name> for 'default').")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="--corpus: folder for the report (default: <model folder>/cross_corpus/<config file stem>; ./cross_corpus/<stem> for 'default', crabser/<name> or a checkpoint).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
     """Evaluate a run's model (refitted with train.refit, else the best checkpoint) on a split, or any
@@ -316,8 +316,7 @@ def _evaluate_on_corpus(model: str, corpus: Path, override: list[str] | None, ou
         config = load_config(corpus, override)
         if out is None:
             model_dir = Path(model)
-            base = model_dir if model != "default" and model_dir.is_dir() else Path("cross_corpus")
-            out = base / "cross_corpus" / config.name if base == model_dir else base / config.name
+            out = (model_dir if model_dir.is_dir() else Path()) / "cross_corpus" / corpus.stem
         with _progress() as start:
             result = evaluate_on_corpus(model, config, out, progress=lambda total: start(f"scoring on {config.name}", total))
     if as_json:

@@ -37,6 +37,9 @@ class CorpusSource(_Section):
     corpus: str  #: adapter name (crabser.data.corpora.CORPORA)
     root: str  #: the corpus folder (or CSV) handed to the adapter
     options: dict[str, Any] = {}  #: keyword arguments of the adapter
+    #: its name in the ``corpus`` column and speaker ids (default: the adapter name); set it when
+    #: one adapter reads two sources (two ``folder`` or ``csv`` roots)
+    name: str | None = None
 
 
 class DataConfig(_Section):
@@ -50,7 +53,8 @@ class DataConfig(_Section):
     corpora: list[CorpusSource] = []
     manifest: str | None = None  #: an existing manifest (CSV/Parquet) to use instead of an adapter
     #: labels renamed or merged (``old: new``) or dropped (``old: null``) before data.labels applies,
-    #: in every corpus alike (e.g. ``{boredom: null, calm: neutral}``)
+    #: in every corpus an adapter reads (a ``manifest`` file is taken as it is), e.g.
+    #: ``{boredom: null, calm: neutral}``
     label_map: dict[str, str | None] = {}
     labels: list[str] | None = None  #: the class set; None = every label in the manifest
     #: speaker_holdout = named/seeded speakers; given = the corpus's official split;
@@ -69,9 +73,11 @@ class DataConfig(_Section):
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
-        both = {"corpus", "root", "options"} & self.model_fields_set
+        # a saved config states every field, so only values other than the defaults conflict
+        defaults = {name: DataConfig.model_fields[name].default for name in ("corpus", "root", "options")}
+        both = sorted(name for name, default in defaults.items() if getattr(self, name) != default)
         if self.corpora and both:
-            raise ValueError(f"data.corpora lists the corpora: remove data.{', data.'.join(sorted(both))}")
+            raise ValueError(f"data.corpora lists the corpora: remove data.{', data.'.join(both)}")
         return self
 
 

@@ -8,7 +8,9 @@ never saw is all test. Only the classes the model and the corpus share count:
 - classes the model has and the corpus lacks are left out of UAR (a prediction into one of them is
   still an error), and the report names them.
 
-A clip that cannot be read is named in the report and left out; the others are still scored.
+A clip that cannot be read (:class:`~crabser.errors.AudioError`) is named in the report and left
+out; the others are still scored. Any other error (a missing transcript for a model that reads text
+and has no ASR, a non-finite output) stops the evaluation with its message.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ import pandas as pd
 
 from crabser.config import RunConfig
 from crabser.data.text import clean_text
-from crabser.errors import CrabserError
+from crabser.errors import AudioError, CrabserError
 from crabser.evaluation.metrics import compute_metrics, metrics_by_group
 from crabser.evaluation.report import write_report
 from crabser.io import atomic_path
@@ -38,12 +40,12 @@ def _predict_rows(recognizer, rows: pd.DataFrame, errors: dict[str, str]) -> dic
     ids = rows["id"].tolist()
     try:
         return {p.source: p.label for p in recognizer.predict_batch(audios, texts, names=ids)}
-    except CrabserError:
+    except AudioError:
         predicted = {}
         for i, name in enumerate(ids):
             try:
                 predicted[name] = recognizer.predict(audios[i], texts[i] if texts else None, name=name).label
-            except CrabserError as error:
+            except AudioError as error:
                 errors[name] = f"{audios[i]}: {error}"
                 log.warning("%s", errors[name])
         return predicted

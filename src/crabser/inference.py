@@ -187,7 +187,7 @@ class Recognizer(_Predictor):
             from crabser.pretrained import default_model_dir
 
             path_or_name = default_model_dir()
-        elif str(path_or_name).startswith("crabser/"):
+        elif str(path_or_name).startswith("crabser/") and not Path(path_or_name).exists():
             from crabser.pretrained import packaged_model_dir
 
             path_or_name = packaged_model_dir(str(path_or_name))

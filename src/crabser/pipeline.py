@@ -75,16 +75,14 @@ def _record_timing(run_dir: Path, stage: str, seconds: float) -> None:
 
 
 def source_manifest(config: RunConfig) -> Manifest:
-    """The utterances a config names (a manifest file, several corpora or one adapter), through
-    ``data.label_map`` and kept to ``data.labels``; no split yet."""
+    """The utterances a config names (a manifest file, several corpora or one adapter; the corpora
+    through ``data.label_map``), kept to ``data.labels``; no split yet."""
     data = config.data
-    if data.manifest:
+    if data.manifest:  # taken as it is (a run's saved manifest is already through the label map)
         manifest = read_manifest(data.manifest, check_files=False)
-    elif data.corpora:
-        manifest = join_corpora(data.corpora)
     else:
-        manifest = get_adapter(data.corpus)(data.root, **data.options)
-    manifest = apply_label_map(manifest, data.label_map)
+        manifest = join_corpora(data.corpora) if data.corpora else get_adapter(data.corpus)(data.root, **data.options)
+        manifest = apply_label_map(manifest, data.label_map)
     if data.labels:
         manifest = Manifest(manifest.frame[manifest.frame["label"].isin(data.labels)])
     return manifest.validate(labels=data.labels, check_files=False)
@@ -203,6 +201,11 @@ def run_labels(config: RunConfig, manifest: Manifest) -> list[str]:
     return list(config.data.labels) if config.data.labels else manifest.labels
 
 
+def corpus_of(manifest: Manifest, ids) -> list[str]:
+    """The ``corpus`` of each utterance id (the manifest must have the column)."""
+    return manifest.frame.set_index("id")["corpus"].astype(str).loc[list(ids)].tolist()
+
+
 def training_corpora(config: RunConfig, manifest: Manifest, ids: list[str]) -> list[str] | None:
     """The corpus of each training utterance (``ids``) where ``train.sampler: corpus_balanced`` needs
     it, else None."""
@@ -210,8 +213,7 @@ def training_corpora(config: RunConfig, manifest: Manifest, ids: list[str]) -> l
         return None
     if "corpus" not in manifest.frame:
         raise CrabserError("train.sampler corpus_balanced needs a 'corpus' column: list the corpora in data.corpora")
-    corpus = manifest.frame.set_index("id")["corpus"].astype(str)
-    return corpus.loc[ids].tolist()
+    return corpus_of(manifest, ids)
 
 
 def _class_weights(
@@ -543,8 +545,7 @@ def evaluate(
     metrics = compute_metrics(truth_list, pred_list, labels)
     metrics["balanced_bootstrap"] = balanced_bootstrap(truth_list, pred_list)  # beside the plain metrics
     if "corpus" in manifest.frame:  # a multi-corpus run: each corpus on its own classes as well
-        corpus = manifest.frame.set_index("id")["corpus"].astype(str)
-        metrics["per_corpus"] = metrics_by_group(truth_list, pred_list, corpus.loc[ids].tolist(), labels)
+        metrics["per_corpus"] = metrics_by_group(truth_list, pred_list, corpus_of(manifest, ids), labels)
     report_dir = config.run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
     with atomic_path(report_dir / f"{split}_predictions.csv") as tmp:
@@ -675,8 +676,7 @@ def crossval(
         "git_commit": git_commit(),
     }
     if "corpus" in manifest.frame:  # pooled predictions of each corpus, on its own classes
-        corpus = manifest.frame.set_index("id")["corpus"].astype(str)
-        summary["per_corpus"] = metrics_by_group(pooled_truth, pooled_predictions, corpus.loc[pooled_frame["id"]].tolist(), labels)
+        summary["per_corpus"] = metrics_by_group(pooled_truth, pooled_predictions, corpus_of(manifest, pooled_frame["id"]), labels)
     write_report(pooled, config.run_dir / "report", prefix="pooled", extra={"folds": len(per_fold)})
     _write_json(config.run_dir / "crossval.json", summary)
     with atomic_path(config.run_dir / "crossval.md") as tmp:

@@ -7,12 +7,13 @@ corpora (the adapters prefix them with the corpus name); a clash is an error nam
 
 :func:`apply_label_map` renames, merges (two old labels to one new) or drops (``None``) labels in
 every corpus alike, so the corpora meet on one class set; a class a corpus lacks is simply absent
-there. A key that names no label of any corpus is an error (a misspelt label would otherwise be
-kept silently).
+there. A map none of whose keys names a label here is an error (a misspelling, or the wrong corpus);
+keys that match nothing beside others that do are logged (one map may serve several corpora).
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -21,24 +22,30 @@ import pandas as pd
 from crabser.data.corpora import get_adapter
 from crabser.data.manifest import Manifest, ManifestError
 
+log = logging.getLogger(__name__)
+
 
 def join_corpora(sources: Sequence[Any]) -> Manifest:
     """One manifest of every corpus in ``sources`` (each with ``corpus``, ``root``, ``options``)."""
     frames = []
-    for source in sources:
+    names = [source.name or source.corpus for source in sources]
+    repeated = sorted({name for name in names if names.count(name) > 1})
+    if repeated:
+        raise ManifestError(f"data.corpora names {repeated} more than once: list each corpus once, or give each source its own name")
+    for source, name in zip(sources, names):
         frame = get_adapter(source.corpus)(source.root, **source.options).frame.copy()
-        frame["corpus"] = source.corpus
+        frame["corpus"] = name
         if "speaker" in frame:
             speaker = frame["speaker"].fillna("").astype(str)
-            frame["speaker"] = speaker.where(speaker == "", source.corpus + ":" + speaker)
+            frame["speaker"] = speaker.where(speaker == "", name + ":" + speaker)
         frames.append(frame)
     joined = pd.concat(frames, ignore_index=True)
     clashes = joined.loc[joined["id"].duplicated(keep=False)]
     if len(clashes):
-        corpora = sorted(clashes["corpus"].unique())
+        roots = sorted({str(source.root) for source, name in zip(sources, names) if name in set(clashes["corpus"])})
         raise ManifestError(
-            f"corpora {corpora} share {clashes['id'].nunique()} utterance ids (e.g. {clashes['id'].iloc[0]!r}); "
-            "list each corpus once in data.corpora"
+            f"{clashes['id'].nunique()} utterance ids occur more than once in {', '.join(roots)} (e.g. {clashes['id'].iloc[0]!r}); "
+            "ids must be unique across data.corpora"
         )
     return Manifest(joined)
 
@@ -48,9 +55,12 @@ def apply_label_map(manifest: Manifest, label_map: Mapping[str, str | None]) -> 
     if not label_map:
         return manifest
     frame = manifest.frame
-    unknown = sorted(set(label_map) - set(frame["label"].unique()))
-    if unknown:
-        raise ManifestError(f"data.label_map names labels no corpus has: {unknown}; the labels are {sorted(frame['label'].unique())}")
+    present = set(frame["label"].unique())
+    unknown = sorted(set(label_map) - present)
+    if len(unknown) == len(label_map):  # not one key matches: a misspelling, or the wrong corpus
+        raise ManifestError(f"data.label_map names labels no corpus has: {unknown}; the labels are {sorted(present)}")
+    if unknown:  # a map shared by several corpora: a key another corpus needs
+        log.info("data.label_map: no utterance labelled %s here", ", ".join(unknown))
     dropped = [label for label, new in label_map.items() if new is None]
     frame = frame[~frame["label"].isin(dropped)].copy()
     frame["label"] = frame["label"].replace({old: new for old, new in label_map.items() if new is not None})

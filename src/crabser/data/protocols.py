@@ -134,7 +134,7 @@ def fold_split(manifest: Manifest, fold: int, val_speakers: int = 2, seed: int =
     if fold not in set(folds):
         raise ManifestError(f"fold {fold} is not in the manifest (folds: {sorted(set(folds))})")
     training = frame[folds != fold]
-    speakers = sorted(training["speaker"].astype(str).unique())
+    speakers = sorted(set(training["speaker"].astype(str)) - {""})  # rows without a speaker stay in train
     if len(speakers) <= val_speakers:
         raise ManifestError(f"fold {fold}: {len(speakers)} training speakers cannot give {val_speakers} for validation")
     rng = np.random.default_rng(seed + fold)

@@ -1,0 +1,111 @@
+"""Four corpora, four languages: leave-one-corpus-out with the multi-corpus model, the EmoDB-only
+default model and a linear probe, each scored on the held-out corpus's own classes.
+
+- multi-corpus model: ``crabser crossval -c configs/multicorpus.yaml`` (fold_by corpus): each
+  corpus is scored by a Crab trained on the other three (corpus-balanced batches);
+- EmoDB-only: the packaged EmoDB model (crabser/emodb_speech: all of EmoDB, 7 classes) through
+  ``crabser evaluate --corpus`` on each other corpus, with the same label map (its extra class, boredom, stays a
+  possible error, as it is for a user);
+- probe: mean+std of the same cached Whisper features, standardised, class-balanced logistic
+  regression trained on the other three corpora (C by speaker-grouped 3-fold CV on them).
+
+Usage (from the repository root): python -m benchmarks.multicorpus [--jobs 2] [--quick] [-o KEY=VALUE ...]
+(``--quick``: 2 epochs: a smoke run, not the benchmark.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+
+import numpy as np
+
+from benchmarks.common import command_line, header, quick_overrides, write_section
+from benchmarks.whisper_layers import probe_loso
+from crabser import pipeline
+from crabser.config import load_config
+from crabser.cross_corpus import evaluate_on_corpus
+from crabser.data.corpora import get_adapter
+from crabser.evaluation.metrics import metrics_by_group
+from crabser.features.extract import content_hashes
+from crabser.features.store import FeatureStore
+
+EMODB_ONLY = "crabser/emodb_speech"  #: the packaged EmoDB-only model
+
+
+def pooled_features(config, manifest, encoders) -> np.ndarray:
+    """Mean and standard deviation over time of each clip's cached speech features, ``(N, 2D)``."""
+    store, cache_id = FeatureStore(config.cache_dir), encoders["speech"].cache_id
+    hashes = content_hashes(manifest, "speech")
+    pooled = []
+    for utterance in manifest.frame["id"]:
+        features = store.get(cache_id, hashes[utterance]).astype(np.float32)
+        pooled.append(np.concatenate([features.mean(0), features.std(0)], axis=-1))
+    return np.stack(pooled)
+
+
+def single_corpus_config(config, corpus: str, labels: list[str]):
+    """``config`` reading one of its corpora, with the label map's entries for the corpus's own
+    ``labels`` (the map also serves the others)."""
+    source = next(s for s in config.data.corpora if s.corpus == corpus)
+    label_map = {old: new for old, new in config.data.label_map.items() if old in labels}
+    data = config.data.model_copy(update={"corpora": [source], "label_map": label_map})
+    return config.model_copy(update={"data": data, "name": f"{config.name}_{corpus}"})
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/multicorpus.yaml")
+    parser.add_argument("--jobs", type=int, default=2, help="folds trained side by side")
+    parser.add_argument("--quick", action="store_true", help="2 epochs: a smoke run")
+    parser.add_argument("-o", "--override", action="append", default=[], help="config override, key=value")
+    args = parser.parse_args()
+    quick = ["train.epochs=2", "train.progress=false", "name=multicorpus_quick"] if args.quick else []
+    config = load_config(args.config, [*quick, *quick_overrides(args.quick), *args.override])
+    manifest = pipeline.prepare(config)
+    encoders = pipeline.build_encoders(config)
+    started = time.perf_counter()
+    pipeline.extract_features(config, manifest, encoders)
+    extract_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    summary = pipeline.crossval(config, manifest, encoders, jobs=args.jobs)
+    crab_seconds = time.perf_counter() - started
+
+    frame = manifest.frame
+    labels = pipeline.run_labels(config, manifest)
+    y = np.array([labels.index(label) for label in frame["label"]])
+    started = time.perf_counter()
+    probe = probe_loso(pooled_features(config, manifest, encoders), y, frame["fold"].astype(int).to_numpy(), frame["speaker"].to_numpy())
+    probe_scores = metrics_by_group(y.tolist(), probe.tolist(), frame["corpus"].tolist(), labels)
+    probe_seconds = time.perf_counter() - started
+
+    started = time.perf_counter()
+    default_scores = {}
+    for corpus in sorted(frame["corpus"].unique()):
+        if corpus != "emodb":
+            corpus_labels = sorted(get_adapter(corpus)(next(s.root for s in config.data.corpora if s.corpus == corpus)).frame["label"].unique())
+            default_scores[corpus] = evaluate_on_corpus(EMODB_ONLY, single_corpus_config(config, corpus, corpus_labels))
+    default_seconds = time.perf_counter() - started
+
+    counts = frame.groupby("corpus")["label"].agg(lambda s: f"{len(s)} clips, {s.nunique()} classes")
+    body = header(command_line()) + (
+        f"- {config.name}: {', '.join(f'{c} ({n})' for c, n in counts.items())}; classes {', '.join(labels)}\n"
+        f"- seconds: extraction {extract_seconds:.0f} (0 when cached), Crab crossval {crab_seconds:.0f}, "
+        f"probe {probe_seconds:.0f}, default model on the other corpora {default_seconds:.0f}\n\n"
+        "UAR on the held-out corpus's own classes (the models never saw a clip of it):\n\n"
+        "| held-out corpus | EmoDB-only model (crabser/emodb_speech) | multi-corpus Crab (other three) | probe (other three) | multi / EmoDB-only |\n"
+        "|---|---|---|---|---|\n"
+    )
+    for corpus, crab in summary["per_corpus"].items():
+        emodb_only = default_scores.get(corpus)
+        ratio = f"{crab['uar'] / emodb_only['uar']:.2f}" if emodb_only else ""
+        emodb_cell = f"{emodb_only['uar']:.4f}" if emodb_only else "(trained on it)"
+        body += f"| {corpus} | {emodb_cell} | {crab['uar']:.4f} | {probe_scores[corpus]['uar']:.4f} | {ratio} |\n"
+    write_section("Leave one corpus out: EmoDB, EMOVO, ASED, URDU", body)
+    print(body)
+    print(json.dumps({"crab": summary["per_corpus"], "probe": probe_scores, "default": {c: m["uar"] for c, m in default_scores.items()}}))
+
+
+if __name__ == "__main__":
+    main()
