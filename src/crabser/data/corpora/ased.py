@@ -15,7 +15,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.corpora.common import audio_files, manifest_or_error, require_dir
+from crabser.data.corpora.common import manifest_from_names
 from crabser.data.manifest import Manifest
 
 CORPUS = "ASED"
@@ -48,19 +48,4 @@ def parse_name(stem: str) -> dict[str, str] | None:
 
 def prepare(root: str | Path) -> Manifest:
     """Manifest of every ASED file under ``root`` (labels and speakers from the names, no texts)."""
-    root = Path(root)
-    require_dir(CORPUS, root, hint="ASED emotion folders (01Neutral ... 05Angry) of files named like n1-01-01-01-01.wav")
-    records = []
-    for path in audio_files(root):
-        fields = parse_name(path.stem)
-        if fields is None:
-            continue
-        records.append(
-            {
-                "id": f"ased_{path.stem}",
-                "audio": str(path.resolve()),
-                "text": None,
-                **fields,
-            }
-        )
-    return manifest_or_error(CORPUS, root, records, "files named like n1-01-01-01-01.wav or n1-01-01-01-01.flac")
+    return manifest_from_names(CORPUS, root, parse_name, "ased", "ASED emotion folders (01Neutral ... 05Angry)", "n1-01-01-01-01")

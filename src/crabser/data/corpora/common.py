@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from crabser.data.manifest import Manifest, from_records
@@ -74,3 +74,20 @@ def manifest_or_error(corpus: str, root: Path, records: Iterable[dict], expected
     if not records:
         raise CorpusError(corpus, root, f"no utterances found; expected {expected}")
     return from_records(records)
+
+
+def manifest_from_names(
+    corpus: str, root: str | Path, parse: Callable[[str], dict | None], prefix: str, hint: str, example: str,
+    text: Callable[[dict], str | None] = lambda fields: None,
+) -> Manifest:
+    """The manifest of a corpus whose file names carry everything: every audio file under ``root``
+    whose stem ``parse`` reads (others are skipped) becomes a row ``{prefix}_{stem}`` with the parsed
+    fields and ``text(fields)``; ``hint`` describes the expected layout, ``example`` one file stem."""
+    root = Path(root)
+    require_dir(corpus, root, hint=f"{hint} of files named like {example}.wav")
+    records = []
+    for path in audio_files(root):
+        fields = parse(path.stem)
+        if fields is not None:
+            records.append({"id": f"{prefix}_{path.stem}", "audio": str(path.resolve()), "text": text(fields), **fields})
+    return manifest_or_error(corpus, root, records, f"files named like {example}.wav or {example}.flac")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.corpora.common import audio_files, manifest_or_error, require_dir
+from crabser.data.corpora.common import manifest_from_names
 from crabser.data.manifest import Manifest
 
 CORPUS = "EmoDB"
@@ -60,24 +60,13 @@ def parse_name(stem: str) -> dict[str, str] | None:
     }
 
 
+def _fields(stem: str) -> dict[str, str] | None:
+    fields = parse_name(stem)
+    return fields and {**fields, "gender": GENDER.get(fields["speaker"], "")}
+
+
 def prepare(root: str | Path) -> Manifest:
     """Manifest of every EmoDB file under ``root`` (labels from names, German sentence texts)."""
-    root = Path(root)
-    require_dir(CORPUS, root, hint="EmoDB audio files named like 03a01Fa.wav")
-    records = []
-    for path in audio_files(root):
-        fields = parse_name(path.stem)
-        if fields is None:
-            continue
-        records.append(
-            {
-                "id": f"emodb_{path.stem}",
-                "audio": str(path.resolve()),
-                "text": SENTENCES.get(fields["text_code"]),
-                "label": fields["label"],
-                "speaker": fields["speaker"],
-                "gender": GENDER.get(fields["speaker"], ""),
-                **{k: fields[k] for k in ("text_code", "version")},
-            }
-        )
-    return manifest_or_error(CORPUS, root, records, "files named like 03a01Fa.wav or 03a01Fa.flac")
+    return manifest_from_names(
+        CORPUS, root, _fields, "emodb", "a folder (or its wav/ or flac/ sub-folder)", "03a01Fa", text=lambda fields: SENTENCES.get(fields["text_code"])
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.corpora.common import audio_files, manifest_or_error, require_dir
+from crabser.data.corpora.common import manifest_from_names
 from crabser.data.manifest import Manifest
 
 CORPUS = "EMOVO"
@@ -51,19 +51,4 @@ def parse_name(stem: str) -> dict[str, str] | None:
 
 def prepare(root: str | Path) -> Manifest:
     """Manifest of every EMOVO file under ``root`` (labels and actors from the names, no texts)."""
-    root = Path(root)
-    require_dir(CORPUS, root, hint="EMOVO actor folders (f1 ... m3) of files named like dis-f1-b1.wav")
-    records = []
-    for path in audio_files(root):
-        fields = parse_name(path.stem)
-        if fields is None:
-            continue
-        records.append(
-            {
-                "id": f"emovo_{path.stem}",
-                "audio": str(path.resolve()),
-                "text": None,
-                **fields,
-            }
-        )
-    return manifest_or_error(CORPUS, root, records, "files named like dis-f1-b1.wav or dis-f1-b1.flac")
+    return manifest_from_names(CORPUS, root, parse_name, "emovo", "EMOVO actor folders (f1 ... m3)", "dis-f1-b1")

@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-from crabser.data.corpora.common import audio_files, manifest_or_error, require_dir
+from crabser.data.corpora.common import manifest_from_names
 from crabser.data.manifest import Manifest
 
 CORPUS = "URDU"
@@ -40,19 +40,4 @@ def parse_name(stem: str) -> dict[str, str] | None:
 
 def prepare(root: str | Path) -> Manifest:
     """Manifest of every URDU file under ``root`` (labels and speakers from the names, no texts)."""
-    root = Path(root)
-    require_dir(CORPUS, root, hint="URDU emotion folders (Angry Happy Neutral Sad) of files named like SM1_F10_A010.wav")
-    records = []
-    for path in audio_files(root):
-        fields = parse_name(path.stem)
-        if fields is None:
-            continue
-        records.append(
-            {
-                "id": f"urdu_{path.stem}",
-                "audio": str(path.resolve()),
-                "text": None,
-                **fields,
-            }
-        )
-    return manifest_or_error(CORPUS, root, records, "files named like SM1_F10_A010.wav or SM1_F10_A010.flac")
+    return manifest_from_names(CORPUS, root, parse_name, "urdu", "URDU emotion folders (Angry Happy Neutral Sad)", "SM1_F10_A010")
