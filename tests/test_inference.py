@@ -12,7 +12,7 @@ from crabser.data.audio import decode_audio
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.inference import Recognizer, _Predictor, export_model
-from crabser.pretrained import default_model_dir
+from crabser.pretrained import DEFAULT_MODEL, packaged_model_dir
 
 TEXT = "Der Lappen liegt auf dem Eisschrank."
 
@@ -113,10 +113,10 @@ def test_load_takes_run_checkpoint_and_export_folders(run, recognizer, clips, tm
         Recognizer.load(tmp_path / "nowhere")
 
 
-def test_the_packaged_default_model_is_small_and_recognises_emodb(clips, emodb):
-    folder = default_model_dir()
+def test_the_packaged_emodb_model_is_small_and_recognises_emodb(clips, emodb):
+    folder = packaged_model_dir("crabser/emodb_speech")
     assert sum(p.stat().st_size for p in folder.iterdir()) <= 10_000_000
-    model = Recognizer.load()
+    model = Recognizer.load("crabser/emodb_speech")
     assert model.modalities == ["speech"] and set(model.labels) == set(emodb_adapter.LABELS)
     prediction = model.predict(clips[0], "ignored by a speech-only model")
     assert prediction.transcript is None and prediction.text_source is None
@@ -136,7 +136,7 @@ def test_packaged_models_load_by_name_and_list_their_cards(tmp_path):
     from crabser.pretrained import packaged_models
 
     by_name = Recognizer.load("crabser/emodb_speech")
-    assert by_name.labels == Recognizer.load().labels
+    assert Recognizer.load().labels == Recognizer.load(f"crabser/{DEFAULT_MODEL}").labels
     with pytest.raises(CrabserError, match="no packaged model 'missing'.*crabser/emodb_speech"):
         Recognizer.load("crabser/missing")
     listed = CliRunner().invoke(app, ["models", "--json"])
