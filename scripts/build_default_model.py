@@ -1,25 +1,34 @@
-"""Build the packaged default model: cross-validate its settings, train it on all of EmoDB, export it.
+"""Build a packaged model: cross-validate its settings, train it on every utterance, export it with its card.
 
-Usage: python scripts/build_default_model.py [--config configs/default_model.yaml] [--skip-crossval]
+Usage: python scripts/build_default_model.py [--config configs/default_model.yaml] [--target NAME] [--skip-crossval]
 
-1. Leave-one-speaker-out cross-validation with ``configs/default_model.yaml`` (the figure the
-   README reports; folds already finished are read back).
-2. One model on all ten speakers (validation speakers 12 and 13 choose the checkpoint or, with
-   ``train.refit``, the epochs of a refit on all ten).
-3. ``crabser export --half`` into ``src/crabser/pretrained/emodb_speech`` with ``card.json``: what
-   it was trained on, its labels, and the cross-validated metrics.
+1. Cross-validation with the config's folds (EmoDB: leave one speaker out; configs/multicorpus.yaml:
+   leave one corpus out), the figure the card and README report; finished folds are read back.
+2. One model on every utterance: validation speakers (EmoDB 12 and 13; in another corpus a tenth of
+   its speakers, drawn by data.seed) choose the checkpoint or, with ``train.refit``, the epochs of a
+   refit on all of them.
+3. ``crabser export --half`` into ``src/crabser/pretrained/<target>`` with ``card.json``: classes,
+   languages, training corpora with their terms, the cross-validated metrics, intended use and limits
+   (``crabser models <target>`` prints it).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
-TARGET = REPO / "src" / "crabser" / "pretrained" / "emodb_speech"
-VAL_SPEAKERS = ["12", "13"]  # one male, one female
+PRETRAINED = REPO / "src" / "crabser" / "pretrained"
+NAMED_VAL_SPEAKERS = {"emodb": ["12", "13"]}  # one male, one female
+INTENDED_USE = (
+    "Research and prototyping of speech emotion recognition on short clips (about 1-10 s) of one speaker; "
+    "a score per class, not a diagnosis. Not for decisions about people."
+)
 
 
 def speech_encoder_description(speech) -> str:
@@ -32,9 +41,65 @@ def speech_encoder_description(speech) -> str:
     return f"{speech.kind} {speech.model}, layer {speech.layer}, {form}"
 
 
+def validation_speakers(frame, corpus_name: str, seed: int) -> list[str]:
+    """The final model's validation speakers: named ones for EmoDB, else a tenth of each corpus's
+    (``corpus_name``: the corpus of a single-corpus frame)."""
+    corpora = frame.get("corpus")
+    chosen = []
+    for corpus in sorted(corpora.unique()) if corpora is not None else [corpus_name]:
+        speakers = sorted(frame.loc[corpora == corpus, "speaker"].unique()) if corpora is not None else sorted(frame["speaker"].unique())
+        prefix = f"{corpus}:" if corpora is not None else ""
+        named = [prefix + s for s in NAMED_VAL_SPEAKERS.get(corpus, []) if prefix + s in speakers]
+        chosen += named or [str(s) for s in np.random.default_rng(seed).choice(speakers, math.ceil(len(speakers) / 10), replace=False)]
+    return chosen
+
+
+def corpora_of(config, frame) -> list[dict]:
+    """Each training corpus with its facts (language, kind of speech, terms) and its size."""
+    from crabser.data.corpora import corpus_facts
+
+    names = [s.corpus for s in config.data.corpora] or [config.data.corpus]
+    rows = []
+    for name in names:
+        part = frame[frame["corpus"] == name] if "corpus" in frame else frame
+        rows.append({**corpus_facts(name), "clips": len(part), "speakers": int(part["speaker"].nunique()),
+                     "classes": sorted(part["label"].unique())})
+    return rows
+
+
+def cross_validation(config, crossval: dict, pooled: dict) -> dict:
+    """The card's cross-validation section: per fold group for several corpora, pooled for one."""
+    section = {"mean": crossval["mean"], "std": crossval["std"], "pooled": crossval["pooled"],
+               "per_class_recall": {label: row["recall"] for label, row in pooled["per_class"].items()}}
+    if config.data.fold_by == "corpus":
+        return {"protocol": "leave one corpus out: each corpus scored by a model trained on the others, on its own classes",
+                "per_corpus": crossval["per_corpus"], **section}
+    folds = "leave one speaker out" if config.data.folds is None else f"{config.data.folds} folds"
+    return {"protocol": f"speaker-independent, {folds} by {config.data.fold_by}", **section}
+
+
+def limits(corpora: list[dict], crossval: dict, speech: str) -> list[str]:
+    """Known limits stated on the card."""
+    acted = [c["corpus"] for c in corpora if c["speech"] == "acted"]
+    size = f"Trained on {sum(c['clips'] for c in corpora)} clips from {sum(c['speakers'] for c in corpora)} speakers"
+    if acted:
+        size += f"; {', '.join(acted)} {'is' if len(acted) == 1 else 'are'} acted speech, more intense and cleaner than everyday speech"
+    notes = [
+        size + ".",
+        ("Languages: " + ", ".join(sorted({c["language"] for c in corpora if c["language"]}))
+         + "; other languages and recording conditions are unseen, and accuracy there is lower (see cross_validation)."),
+        f"The speech encoder ({speech}) is frozen; only the head is trained.",
+    ]
+    if "per_corpus" in crossval:
+        worst = min(crossval["per_corpus"].items(), key=lambda item: item[1]["uar"])
+        notes.append(f"On a corpus it never saw, UAR ranged down to {worst[1]['uar']:.2f} ({worst[0]}).")
+    return notes
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
+    parser.add_argument("--target", default=None, help="Folder name under src/crabser/pretrained (default: emodb_speech, or multicorpus_speech for data.corpora).")
     parser.add_argument("--skip-crossval", action="store_true", help="Reuse runs/<name>/crossval.json.")
     args = parser.parse_args()
 
@@ -44,6 +109,7 @@ def main() -> None:
     from crabser.inference import export_model
 
     config = load_config(args.config, [])
+    target = PRETRAINED / (args.target or ("multicorpus_speech" if config.data.corpora else "emodb_speech"))
     manifest = pipeline.prepare(config)
     encoders = pipeline.build_encoders(config)
     pipeline.extract_features(config, manifest, encoders)
@@ -54,7 +120,8 @@ def main() -> None:
     pooled = json.loads((config.run_dir / "report" / "pooled_metrics.json").read_text())
 
     frame = manifest.frame.drop(columns=["fold"]).copy()
-    frame["split"] = ["val" if s in VAL_SPEAKERS else "train" for s in frame["speaker"]]
+    val_speakers = validation_speakers(frame, config.data.corpus, config.data.seed)
+    frame["split"] = np.where(frame["speaker"].isin(val_speakers), "val", "train")
     final_manifest = config.run_dir / "all_speakers_manifest.csv"
     write_manifest(Manifest(frame), final_manifest)
     final = load_config(args.config, [f"name={config.name}_all", "data.protocol=given", f"data.manifest={final_manifest}"])
@@ -62,26 +129,29 @@ def main() -> None:
     result = pipeline.train(final, final_manifest_loaded, encoders)
     print(f"final model: best val UAR {result.best_val_uar:.4f} after {result.epochs} epochs", flush=True)
 
-    export_model(final.run_dir, TARGET, half=True)
+    export_model(final.run_dir, target, half=True)
+    corpora = corpora_of(config, frame)
+    how = (f"validation speakers {val_speakers} pick the number of epochs, then the model is refitted on every speaker"
+           if final.train.refit else f"validation speakers {val_speakers} pick the checkpoint")
     card = {
-        "name": "emodb_speech",
-        "trained_on": "Berlin EmoDB (vendored data/emodb): 535 acted German utterances, 10 speakers, all used "
-        + (f"(validation speakers {VAL_SPEAKERS} pick the number of epochs, then the model is refitted on all ten)"
-           if final.train.refit else f"(validation speakers {VAL_SPEAKERS} pick the checkpoint)"),
+        "name": target.name,
+        "trained_on": "; ".join(f"{c['corpus']} ({c['language']}, {c['speech']}): {c['clips']} clips, {c['speakers']} speakers" for c in corpora)
+        + f"; every utterance used ({how})",
+        "corpora": corpora,
+        "languages": sorted({c["language"] for c in corpora if c["language"]}),
+        "terms": "The training corpora's terms carry over to the model: " + " | ".join(f"{c['corpus']}: {c['terms']}" for c in corpora),
         "modalities": final.model.modalities,
         "speech_encoder": speech_encoder_description(final.speech),
-        "labels": json.loads((TARGET / "model.json").read_text())["labels"],
-        "cross_validation": {
-            "protocol": "leave-one-speaker-out, 10 folds",
-            "mean": crossval["mean"], "std": crossval["std"], "pooled": crossval["pooled"],
-            "per_class_recall": {label: row["recall"] for label, row in pooled["per_class"].items()},
-        },
+        "labels": json.loads((target / "model.json").read_text())["labels"],
+        "cross_validation": cross_validation(config, crossval, pooled),
+        "intended_use": INTENDED_USE,
+        "limits": limits(corpora, crossval, speech_encoder_description(final.speech)),
         "final_val_uar": result.best_val_uar,
-        "command": "python scripts/build_default_model.py",
+        "command": f"python scripts/build_default_model.py --config {Path(args.config).resolve().relative_to(REPO)}",
     }
-    (TARGET / "card.json").write_text(json.dumps(card, indent=2) + "\n")
-    size = sum(p.stat().st_size for p in TARGET.iterdir()) / 1e6
-    print(f"wrote {TARGET} ({size:.2f} MB)")
+    (target / "card.json").write_text(json.dumps(card, indent=2) + "\n")
+    size = sum(p.stat().st_size for p in target.iterdir()) / 1e6
+    print(f"wrote {target} ({size:.2f} MB)")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ import soundfile as sf
 
 from crabser.data.audio import decode_audio
 from crabser.data.corpora import emodb as emodb_adapter
+from crabser.data.corpora import get_adapter
 from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.inference import Recognizer, _Predictor, export_model
 from crabser.pretrained import DEFAULT_MODEL, packaged_model_dir
@@ -125,6 +126,27 @@ def test_the_packaged_emodb_model_is_small_and_recognises_emodb(clips, emodb):
     predicted = model.predict_batch(list(sample["audio"]))
     correct = sum(p.label == label for p, label in zip(predicted, sample["label"]))
     assert correct >= 15, correct
+
+
+def test_the_packaged_default_model_knows_four_corpora_and_says_so():
+    import json
+
+    from conftest import shared_corpus
+
+    folder = packaged_model_dir(DEFAULT_MODEL)
+    assert sum(p.stat().st_size for p in folder.iterdir()) <= 10_000_000
+    model = Recognizer.load()
+    assert model.modalities == ["speech"]
+    assert model.labels == ["anger", "disgust", "fear", "happiness", "neutral", "sadness"]
+    card = json.loads((folder / "card.json").read_text())
+    assert card["languages"] == ["Amharic", "German", "Italian", "Urdu"]
+    assert set(card["cross_validation"]["per_corpus"]) == {"ased", "emodb", "emovo", "urdu"}
+    assert all("research" in c["terms"] for c in card["corpora"])
+    frame = get_adapter("emovo")(shared_corpus("emovo")).frame
+    sample = frame[frame["label"].isin(model.labels)].groupby("label").head(3)  # 18 clips it trained on
+    predicted = model.predict_batch(list(sample["audio"]))
+    correct = sum(p.label == label for p, label in zip(predicted, sample["label"]))
+    assert correct >= 12, correct
 
 
 def test_packaged_models_load_by_name_and_list_their_cards(tmp_path):

@@ -338,7 +338,7 @@ def _evaluate_on_corpus(model: str, corpus: Path, override: list[str] | None, ou
 
 ModelOption = Annotated[
     str,
-    typer.Option("--model", "-m", "--run", "-r", help="'default' (the packaged EmoDB model), a run, checkpoint, exported model or stack folder."),
+    typer.Option("--model", "-m", "--run", "-r", help="'default' (the packaged four-corpus model), crabser/<name> (a packaged model: crabser models), a run, checkpoint, exported model or stack folder."),
 ]
 
 

@@ -1,10 +1,14 @@
-"""The model shipped in the package: ``Recognizer.load("default")`` and ``crabser predict`` with no ``--model``.
+"""The models shipped in the package: ``Recognizer.load("default")``, ``crabser predict`` with no
+``--model``, and ``crabser/<name>`` for each folder here (``crabser models`` lists them with their cards).
 
-``emodb_speech/`` is Crab's speech-only variant over the embedded Whisper tiny.en encoder, trained
-on all ten speakers of the vendored Berlin EmoDB (German, acted, 7 classes) by
-``scripts/build_default_model.py``; fp16 weights (``crabser export --half``). Its README section
-states its cross-validated speaker-independent accuracy and what an acted German corpus means for
-real-world speech.
+- ``multicorpus_speech`` (the default): Crab's speech-only variant over hidden state 2 of the embedded
+  Whisper tiny.en encoder, trained on EmoDB (German), EMOVO (Italian), ASED (Amharic) and URDU (Urdu)
+  by ``scripts/build_default_model.py --config configs/multicorpus.yaml``; six classes.
+- ``emodb_speech``: the same head trained on the vendored Berlin EmoDB alone (German, acted, seven
+  classes, boredom included), by ``scripts/build_default_model.py``.
+
+Both are fp16 (``crabser export --half``); each ``card.json`` states its cross-validated accuracy,
+training data, terms of use and limits.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from pathlib import Path
 
 from crabser.errors import CrabserError
 
-DEFAULT_MODEL = "emodb_speech"
+DEFAULT_MODEL = "multicorpus_speech"
 
 
 PREFIX = "crabser/"  #: ``crabser/<name>`` names a packaged model
