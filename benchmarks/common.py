@@ -138,3 +138,14 @@ def pooled_baseline(config, manifest, encoder_id: str, modality: str, pooling: s
     model.fit(pooled[split == "train"], y[split == "train"])
     return {name: compute_metrics(y[split == name], model.predict(pooled[split == name]), labels) for name in ("val", "test")}
 
+
+
+def quick_subset(manifest, per_corpus: int = 40, seed: int = 0):
+    """A ``--quick`` run's share of a multi-corpus manifest: ``per_corpus`` clips of each corpus,
+    drawn by seed (the columns, folds included, kept)."""
+    from crabser.data.manifest import Manifest
+
+    frame = manifest.frame.groupby("corpus", group_keys=False).apply(
+        lambda part: part.sample(min(per_corpus, len(part)), random_state=seed)
+    )
+    return Manifest(frame.reset_index(drop=True))

@@ -10,7 +10,7 @@ default model and a linear probe, each scored on the held-out corpus's own class
   regression trained on the other three corpora (C by speaker-grouped 3-fold CV on them).
 
 Usage (from the repository root): python -m benchmarks.multicorpus [--jobs 2] [--quick] [-o KEY=VALUE ...]
-(``--quick``: 2 epochs: a smoke run, not the benchmark.)
+(``--quick``: 40 clips per corpus, 2 epochs, in runs/quick: a smoke run, not the benchmark.)
 """
 
 from __future__ import annotations
@@ -21,12 +21,12 @@ import time
 
 import numpy as np
 
-from benchmarks.common import command_line, header, quick_overrides, write_section
+from benchmarks.common import command_line, header, quick_overrides, quick_subset, write_section
 from benchmarks.whisper_layers import probe_loso
 from crabser import pipeline
 from crabser.config import load_config
 from crabser.cross_corpus import evaluate_on_corpus
-from crabser.data.corpora import get_adapter
+from crabser.data.manifest import Manifest, write_manifest
 from crabser.evaluation.metrics import metrics_by_group
 from crabser.features.extract import content_hashes
 from crabser.features.store import FeatureStore
@@ -45,12 +45,12 @@ def pooled_features(config, manifest, encoders) -> np.ndarray:
     return np.stack(pooled)
 
 
-def single_corpus_config(config, corpus: str, labels: list[str]):
-    """``config`` reading one of its corpora, with the label map's entries for the corpus's own
-    ``labels`` (the map also serves the others)."""
-    source = next(s for s in config.data.corpora if s.corpus == corpus)
-    label_map = {old: new for old, new in config.data.label_map.items() if old in labels}
-    data = config.data.model_copy(update={"corpora": [source], "label_map": label_map})
+def single_corpus_config(config, manifest, corpus: str):
+    """``config`` reading the run's utterances of one corpus (a manifest file: already through the
+    label map)."""
+    path = config.run_dir / f"{corpus}_manifest.csv"
+    write_manifest(Manifest(manifest.frame[manifest.frame["corpus"] == corpus]), path)
+    data = config.data.model_copy(update={"manifest": str(path)})
     return config.model_copy(update={"data": data, "name": f"{config.name}_{corpus}"})
 
 
@@ -61,9 +61,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="2 epochs: a smoke run")
     parser.add_argument("-o", "--override", action="append", default=[], help="config override, key=value")
     args = parser.parse_args()
-    quick = ["train.epochs=2", "train.progress=false", "name=multicorpus_quick"] if args.quick else []
+    quick = ["train.epochs=2", "train.progress=false", "data.val_speakers_per_fold=2"] if args.quick else []
     config = load_config(args.config, [*quick, *quick_overrides(args.quick), *args.override])
     manifest = pipeline.prepare(config)
+    if args.quick:  # 40 clips of each corpus
+        manifest = quick_subset(manifest)
+        pipeline.save_run_inputs(config, manifest)
     encoders = pipeline.build_encoders(config)
     started = time.perf_counter()
     pipeline.extract_features(config, manifest, encoders)
@@ -84,8 +87,7 @@ def main() -> None:
     default_scores = {}
     for corpus in sorted(frame["corpus"].unique()):
         if corpus != "emodb":
-            corpus_labels = sorted(get_adapter(corpus)(next(s.root for s in config.data.corpora if s.corpus == corpus)).frame["label"].unique())
-            default_scores[corpus] = evaluate_on_corpus(EMODB_ONLY, single_corpus_config(config, corpus, corpus_labels))
+            default_scores[corpus] = evaluate_on_corpus(EMODB_ONLY, single_corpus_config(config, manifest, corpus))
     default_seconds = time.perf_counter() - started
 
     counts = frame.groupby("corpus")["label"].agg(lambda s: f"{len(s)} clips, {s.nunique()} classes")

@@ -10,7 +10,8 @@ The full run runs one script at a time (each measures speed, so none may share t
 processes and importing libraries on one core (Lightning alone takes ~12 s on the AVX2-only EPYC),
 and its figures are smoke checks, not measurements. Each script's output is printed when it ends.
 
-``--long`` adds the benchmarks too long for ``make bench`` (StackingSER, about 100 minutes).
+``--long`` adds the benchmarks too long for ``make bench`` (StackingSER, about 100 minutes; multi-corpus
+within-corpus folds, about 40).
 
 Usage (from the repository root): python -m benchmarks.run_all [--quick] [--long] [--only speed,service] [--parallel N]
 """
@@ -37,11 +38,12 @@ BENCHMARKS = {
     "emodb_loso": ["--patience", "5"],  # early stopping: about a quarter fewer epochs (its docstring)
     "whisper_layers": [],  # per-layer probes and three Crab leave-one-speaker-out runs: about 30 minutes
     "meld_text": ["--seeds", "0,1"],  # two seeds side by side (--jobs 2): a third would train alone, +7 min
+    "multicorpus": [],  # leave one corpus out, probe, EmoDB-only model on three corpora: about 15 minutes
     "objectives": ["--budget"],  # both grids in one pool; the full grids take about 3.5 hours: python -m benchmarks.objectives
 }
-LONG = {"stacking": []}  #: only with --long (or --only)
+LONG = {"stacking": [], "multicorpus_within": []}  #: only with --long (or --only); multicorpus_within: about 40 minutes
 #: scripts side by side start longest first (their --quick minutes on 2 cores: 1.3, 1.2, 0.9, ...)
-LONGEST_FIRST = ["objectives", "speed", "emodb_loso", "whisper_layers", "whisper_padding", "meld_text", "service", "hostile_inputs", "bigru", "asr_wer"]
+LONGEST_FIRST = ["objectives", "multicorpus", "speed", "emodb_loso", "whisper_layers", "whisper_padding", "meld_text", "service", "hostile_inputs", "bigru", "asr_wer"]
 
 
 def main() -> None:

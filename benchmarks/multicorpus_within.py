@@ -1,0 +1,73 @@
+"""Does pooling corpora cost in-corpus accuracy? Speaker-independent folds over the four corpora
+together: the multi-corpus model (``configs/multicorpus.yaml`` with ``fold_by: speaker``, 5 folds,
+trained on the training speakers of all corpora) next to a model per corpus trained on that corpus's
+training speakers alone, on the same folds (each corpus's speakers keep the fold the union gave
+them), same recipe; both scored on each corpus's held-out speakers, on its own classes.
+
+Validation speakers per fold: 10 from the union for the multi-corpus model; a tenth of the corpus's
+speakers (at least one) for a single-corpus model.
+
+Usage (from the repository root): python -m benchmarks.multicorpus_within [--jobs 2] [--quick]
+(``--quick``: 40 clips per corpus, 2 folds, 2 epochs, in runs/quick: a smoke run, not the benchmark.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from benchmarks.common import command_line, header, quick_overrides, quick_subset, write_section
+from crabser import pipeline
+from crabser.config import load_config
+from crabser.data.manifest import Manifest
+
+FOLDS = 5
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/multicorpus.yaml")
+    parser.add_argument("--jobs", type=int, default=2, help="folds trained side by side")
+    parser.add_argument("--quick", action="store_true", help="2 epochs: a smoke run")
+    args = parser.parse_args()
+    quick = ["train.epochs=2", "train.progress=false", "data.val_speakers_per_fold=2"] if args.quick else []
+    name = "multicorpus_within"
+    folds = 2 if args.quick else FOLDS
+    union = load_config(args.config, [*quick, *quick_overrides(args.quick), "data.fold_by=speaker", f"data.folds={folds}", f"name={name}"])
+    manifest = pipeline.prepare(union)
+    if args.quick:  # 40 clips of each corpus
+        manifest = quick_subset(manifest)
+        pipeline.save_run_inputs(union, manifest)
+    encoders = pipeline.build_encoders(union)
+    pipeline.extract_features(union, manifest, encoders)
+    started = time.perf_counter()
+    pooled = pipeline.crossval(union, manifest, encoders, jobs=args.jobs)
+    seconds = {"all four corpora": time.perf_counter() - started}
+
+    alone = {}
+    for corpus in sorted(manifest.frame["corpus"].unique()):
+        subset = Manifest(manifest.frame[manifest.frame["corpus"] == corpus].reset_index(drop=True))
+        speakers = subset.frame["speaker"].nunique()
+        data = union.data.model_copy(update={"val_speakers_per_fold": max(1, round(speakers / 10))})
+        config = union.model_copy(update={"data": data, "name": f"{name}_{corpus}_alone"})
+        pipeline.save_run_inputs(config, subset)
+        started = time.perf_counter()
+        alone[corpus] = pipeline.crossval(config, subset, encoders, jobs=args.jobs)["pooled"]
+        seconds[corpus] = time.perf_counter() - started
+
+    body = header(command_line()) + (
+        f"- {folds} speaker-independent folds over the union of {', '.join(sorted(alone))} "
+        f"({len(manifest.frame)} clips); each corpus's speakers keep their fold in its single-corpus runs\n"
+        "- seconds: " + ", ".join(f"{key} {value:.0f}" for key, value in seconds.items()) + "\n\n"
+        "UAR on each corpus's held-out speakers, its own classes, pooled over the folds:\n\n"
+        "| corpus | trained on that corpus alone | trained on all four | all four / alone |\n|---|---|---|---|\n"
+    )
+    for corpus, own in alone.items():
+        multi = pooled["per_corpus"][corpus]
+        body += f"| {corpus} | {own['uar']:.4f} | {multi['uar']:.4f} | {multi['uar'] / own['uar']:.3f} |\n"
+    write_section("Within each corpus: one corpus or all four (speaker-independent folds)", body)
+    print(body)
+
+
+if __name__ == "__main__":
+    main()
