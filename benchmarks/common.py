@@ -107,21 +107,16 @@ def command_line() -> str:
     return " ".join(["python -m", module, *sys.argv[1:]])
 
 
-def pooled_baseline(config, manifest, encoder_id: str, modality: str, pooling: str = "mean+std") -> dict[str, dict]:
-    """The simple baseline of REFERENCE.md: pooled cached features of one modality + class-balanced
-    logistic regression, fit on train; metrics on val and test. ``pooling``: ``mean+std`` or
-    ``mean`` (standardised), or ``mean-l2`` (unit-length mean, as sentence-transformers embeds)."""
+def pooled_features(config, manifest, encoder_id: str, modality: str, pooling: str = "mean+std"):
+    """The rows of ``manifest`` with cached features of one modality, and those features pooled over
+    time, ``(N, D')``. ``pooling``: ``mean+std`` or ``mean``, or ``mean-l2`` (unit-length mean, as
+    sentence-transformers embeds)."""
     import numpy as np
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-    from sklearn.preprocessing import StandardScaler
 
-    from crabser.evaluation.metrics import compute_metrics
     from crabser.features.extract import content_hashes
     from crabser.features.store import FeatureStore
-    from crabser.pipeline import run_labels
 
-    store, labels = FeatureStore(config.cache_dir), run_labels(config, manifest)
+    store = FeatureStore(config.cache_dir)
     hashes = content_hashes(manifest, modality)
     frame = manifest.frame[manifest.frame["id"].isin(hashes)]
     features = (store.get(encoder_id, hashes[i]) for i in frame["id"])
@@ -130,14 +125,28 @@ def pooled_baseline(config, manifest, encoder_id: str, modality: str, pooling: s
         "mean": lambda f: f.mean(0),
         "mean-l2": lambda f: f.mean(0) / max(float(np.linalg.norm(f.mean(0))), 1e-12),  # sentence-transformers style
     }
-    pooled = np.stack([pools[pooling](f) for f in features])
+    return frame, np.stack([pools[pooling](f) for f in features])
+
+
+def pooled_baseline(config, manifest, encoder_id: str, modality: str, pooling: str = "mean+std") -> dict[str, dict]:
+    """The simple baseline of REFERENCE.md: :func:`pooled_features` of one modality + class-balanced
+    logistic regression, fit on train; metrics on val and test (``mean-l2`` is not standardised)."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from crabser.evaluation.metrics import compute_metrics
+    from crabser.pipeline import run_labels
+
+    labels = run_labels(config, manifest)
+    frame, pooled = pooled_features(config, manifest, encoder_id, modality, pooling)
     y = np.array([labels.index(label) for label in frame["label"]])
     split = frame["split"].to_numpy()
     classifier = LogisticRegression(max_iter=3000, class_weight="balanced")
     model = classifier if pooling == "mean-l2" else make_pipeline(StandardScaler(), classifier)
     model.fit(pooled[split == "train"], y[split == "train"])
     return {name: compute_metrics(y[split == name], model.predict(pooled[split == name]), labels) for name in ("val", "test")}
-
 
 
 def quick_subset(manifest, per_corpus: int = 40, seed: int = 0):

@@ -21,28 +21,22 @@ import time
 
 import numpy as np
 
-from benchmarks.common import command_line, header, quick_overrides, quick_subset, write_section
+from benchmarks.common import (
+    command_line,
+    header,
+    pooled_features,
+    quick_overrides,
+    quick_subset,
+    write_section,
+)
 from benchmarks.whisper_layers import probe_loso
 from crabser import pipeline
 from crabser.config import load_config
 from crabser.cross_corpus import evaluate_on_corpus
 from crabser.data.manifest import Manifest, write_manifest
 from crabser.evaluation.metrics import metrics_by_group
-from crabser.features.extract import content_hashes
-from crabser.features.store import FeatureStore
 
 EMODB_ONLY = "crabser/emodb_speech"  #: the packaged EmoDB-only model
-
-
-def pooled_features(config, manifest, encoders) -> np.ndarray:
-    """Mean and standard deviation over time of each clip's cached speech features, ``(N, 2D)``."""
-    store, cache_id = FeatureStore(config.cache_dir), encoders["speech"].cache_id
-    hashes = content_hashes(manifest, "speech")
-    pooled = []
-    for utterance in manifest.frame["id"]:
-        features = store.get(cache_id, hashes[utterance]).astype(np.float32)
-        pooled.append(np.concatenate([features.mean(0), features.std(0)], axis=-1))
-    return np.stack(pooled)
 
 
 def single_corpus_config(config, manifest, corpus: str):
@@ -75,11 +69,11 @@ def main() -> None:
     summary = pipeline.crossval(config, manifest, encoders, jobs=args.jobs)
     crab_seconds = time.perf_counter() - started
 
-    frame = manifest.frame
     labels = pipeline.run_labels(config, manifest)
-    y = np.array([labels.index(label) for label in frame["label"]])
     started = time.perf_counter()
-    probe = probe_loso(pooled_features(config, manifest, encoders), y, frame["fold"].astype(int).to_numpy(), frame["speaker"].to_numpy())
+    frame, pooled = pooled_features(config, manifest, encoders["speech"].cache_id, "speech")
+    y = np.array([labels.index(label) for label in frame["label"]])
+    probe = probe_loso(pooled, y, frame["fold"].astype(int).to_numpy(), frame["speaker"].to_numpy())
     probe_scores = metrics_by_group(y.tolist(), probe.tolist(), frame["corpus"].tolist(), labels)
     probe_seconds = time.perf_counter() - started
 

@@ -25,8 +25,7 @@ from crabser.config import RunConfig
 from crabser.data.text import clean_text
 from crabser.errors import AudioError, CrabserError
 from crabser.evaluation.metrics import compute_metrics, metrics_by_group
-from crabser.evaluation.report import write_report
-from crabser.io import atomic_path
+from crabser.evaluation.report import write_predictions, write_report
 from crabser.pipeline import git_commit, source_manifest
 
 log = logging.getLogger(__name__)
@@ -100,6 +99,5 @@ def evaluate_on_corpus(
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_report(metrics, out_dir, prefix="cross_corpus", extra=report)
-        with atomic_path(out_dir / "cross_corpus_predictions.csv") as tmp:
-            pd.DataFrame({"id": scored["id"], "label": scored["label"], "prediction": [predicted[i] for i in scored["id"]]}).to_csv(tmp, index=False)
+        write_predictions(out_dir / "cross_corpus_predictions.csv", scored["id"], scored["label"], [predicted[i] for i in scored["id"]])
     return {**metrics, **report}

@@ -36,7 +36,7 @@ from crabser.data.text import clean_text
 from crabser.errors import CrabserError
 from crabser.evaluation.bootstrap import balanced_bootstrap
 from crabser.evaluation.metrics import compute_metrics, metrics_by_group
-from crabser.evaluation.report import write_report
+from crabser.evaluation.report import write_predictions, write_report
 from crabser.features.encoders import Encoder, build_encoders, require_models_available
 from crabser.features.extract import ExtractionReport, extract
 from crabser.features.store import FeatureStore
@@ -548,8 +548,7 @@ def evaluate(
         metrics["per_corpus"] = metrics_by_group(truth_list, pred_list, corpus_of(manifest, ids), labels)
     report_dir = config.run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(report_dir / f"{split}_predictions.csv") as tmp:
-        pd.DataFrame({"id": ids, "label": [labels[i] for i in truth_list], "prediction": [labels[i] for i in pred_list]}).to_csv(tmp, index=False)
+    write_predictions(report_dir / f"{split}_predictions.csv", ids, [labels[i] for i in truth_list], [labels[i] for i in pred_list])
     seconds = time.perf_counter() - started
     _record_timing(config.run_dir, f"evaluate_{split}", seconds)
     speakers = sorted(manifest.subset(split).frame["speaker"].unique().tolist()) if "speaker" in manifest.frame else []
@@ -686,14 +685,15 @@ def crossval(
 
 def crossval_markdown(summary: dict) -> str:
     """Per-fold, mean ± std and pooled metrics as a Markdown table."""
+    def row(name: object, m: dict) -> str:
+        return f"| {name} | {m['war']:.4f} | {m['uar']:.4f} | {m['macro_f1']:.4f} | {m['n']} |"
+
     lines = ["| fold | WAR | UAR | Macro-F1 | n |", "|---|---|---|---|---|"]
-    for fold, m in summary["folds"].items():
-        lines.append(f"| {fold} | {m['war']:.4f} | {m['uar']:.4f} | {m['macro_f1']:.4f} | {m['n']} |")
+    lines += [row(fold, m) for fold, m in summary["folds"].items()]
     mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
     lines.append("| mean ± std | " + " | ".join(f"{mean[k]:.4f} ± {std[k]:.4f}" for k in ("war", "uar", "macro_f1")) + " | |")
     lines.append("| pooled | " + " | ".join(f"{pooled[k]:.4f}" for k in ("war", "uar", "macro_f1")) + f" | {pooled['n']} |")
     if "per_corpus" in summary:
         lines += ["", "| corpus (pooled over folds) | WAR | UAR | Macro-F1 | n |", "|---|---|---|---|---|"]
-        for corpus, m in summary["per_corpus"].items():
-            lines.append(f"| {corpus} | {m['war']:.4f} | {m['uar']:.4f} | {m['macro_f1']:.4f} | {m['n']} |")
+        lines += [row(corpus, m) for corpus, m in summary["per_corpus"].items()]
     return "\n".join(lines) + "\n"

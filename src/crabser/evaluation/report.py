@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 
 from crabser.io import atomic_path, json_text
 
@@ -71,3 +73,10 @@ def write_report(metrics: dict, folder: Path, prefix: str = "test", extra: dict 
         tmp.write_text("\n".join(rows) + "\n")
     plot_confusion(metrics, paths["confusion"])
     return paths
+
+
+def write_predictions(path: Path, ids: Sequence[str], labels: Sequence[str], predictions: Sequence[str]) -> Path:
+    """``id,label,prediction`` rows of an evaluation, written atomically."""
+    with atomic_path(path) as tmp:
+        pd.DataFrame({"id": list(ids), "label": list(labels), "prediction": list(predictions)}).to_csv(tmp, index=False)
+    return path

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Callable
+from types import ModuleType
 
 from crabser.data.manifest import Manifest
 
@@ -24,20 +26,20 @@ CORPORA = {
 }
 
 
-def get_adapter(name: str) -> Callable[..., Manifest]:
-    """The ``prepare`` function of a corpus adapter by name (see :data:`CORPORA`)."""
-    import importlib
-
+def _adapter_module(name: str) -> ModuleType:
+    """The module of the adapter ``name`` (see :data:`CORPORA`)."""
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}; known: {', '.join(sorted(CORPORA))}")
-    module, function = CORPORA[name].rsplit(".", 1)
-    return getattr(importlib.import_module(f"crabser.data.corpora.{module}"), function)
+    return importlib.import_module(f"crabser.data.corpora.{CORPORA[name].rsplit('.', 1)[0]}")
+
+
+def get_adapter(name: str) -> Callable[..., Manifest]:
+    """The ``prepare`` function of a corpus adapter by name (see :data:`CORPORA`)."""
+    return getattr(_adapter_module(name), CORPORA[name].rsplit(".", 1)[1])
 
 
 def corpus_facts(name: str) -> dict[str, str | None]:
     """What a model card says of a corpus: its name, language, kind of speech and terms of use
     (None where the adapter does not state them)."""
-    import importlib
-
-    module = importlib.import_module(f"crabser.data.corpora.{CORPORA[name].rsplit('.', 1)[0]}") if name in CORPORA else None
+    module = _adapter_module(name) if name in CORPORA else None
     return {key.lower(): getattr(module, key, None) for key in ("CORPUS", "LANGUAGE", "SPEECH", "TERMS")}
