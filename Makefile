@@ -1,11 +1,13 @@
-# Entry points: `make demo`, `make test`, `make bench` (every benchmark, tables into BENCHMARKS.md)
-# and `make bench-quick` (smoke-sized, into BENCHMARKS.quick.md). All create .venv and install crabser first.
+# Entry points: `make demo`, `make test` (`make test-fast`: without the slow tests), `make lint`
+# (ruff lint + format check; `make format` fixes), `make bench` (every benchmark, tables into
+# BENCHMARKS.md) and `make bench-quick` (smoke-sized, into BENCHMARKS.quick.md). All create .venv
+# and install crabser first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test bench bench-quick bench-deps clean
+.PHONY: setup demo test test-fast lint format bench bench-quick bench-deps clean
 
 setup: $(STAMP)
 
@@ -22,6 +24,19 @@ demo: setup
 
 test: setup
 	$(BIN)/python -m pytest -q
+
+# The tests not marked slow (the slow ones train or run the pipeline on real corpora): a few minutes.
+test-fast: setup
+	$(BIN)/python -m pytest -q -m "not slow"
+
+LINTED := src tests benchmarks scripts
+lint: setup
+	$(BIN)/ruff check $(LINTED)
+	$(BIN)/ruff format --check $(LINTED)
+
+format: setup
+	$(BIN)/ruff check --fix $(LINTED)
+	$(BIN)/ruff format $(LINTED)
 
 # benchmarks.asr_wer synthesises speech with espeak-ng (Debian), installed here when missing.
 bench-deps: setup

@@ -47,7 +47,11 @@ RATES = (140, 175, 210)  # words per minute
 
 def synthesise(text: str, rate: int, path: Path) -> Path:
     """Speak ``text`` with espeak-ng into a WAV file."""
-    subprocess.run(["espeak-ng", "-v", "en-us", "-s", str(rate), "-w", str(path), text], check=True, capture_output=True)
+    subprocess.run(
+        ["espeak-ng", "-v", "en-us", "-s", str(rate), "-w", str(path), text],
+        check=True,
+        capture_output=True,
+    )
     return path
 
 
@@ -62,23 +66,31 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for rate in rates:
-            waves = [load_audio(synthesise(s, rate, Path(tmp) / f"{rate}_{i}.wav"), 16000) for i, s in enumerate(sentences)]
+            waves = [
+                load_audio(synthesise(s, rate, Path(tmp) / f"{rate}_{i}.wav"), 16000)
+                for i, s in enumerate(sentences)
+            ]
             started = time.perf_counter()
             hypotheses = [asr.transcribe(w) for w in waves]
             seconds = time.perf_counter() - started
             audio = sum(len(w) for w in waves) / 16000
             wer = word_error_rate(sentences, hypotheses)
-            rows.append(f"| {rate} wpm | {len(sentences)} | {audio:.1f} | {wer:.3f} | {seconds:.1f} | {seconds / audio:.3f} |")
+            rows.append(
+                f"| {rate} wpm | {len(sentences)} | {audio:.1f} | {wer:.3f} | {seconds:.1f} | "
+                f"{seconds / audio:.3f} |"
+            )
             print(rows[-1], flush=True)
             for ref, hyp in zip(sentences, hypotheses):
                 if word_error_rate([ref], [hyp]) > 0:
                     print(f"    {ref!r} -> {hyp!r}")
     body = (
         header(command_line())
-        + "\nEmbedded Whisper tiny.en (CTranslate2, greedy, 30 s windows) on espeak-ng en-us speech of known\n"
-        "sentences (synthetic: cleaner than real speech, so this checks the ASR path, not real-world WER).\n\n"
-        "| espeak-ng rate | sentences | audio s | WER | transcribe s | RTF |\n|---|---|---|---|---|---|\n"
-        + "\n".join(rows) + "\n"
+        + "\nEmbedded Whisper tiny.en (CTranslate2, greedy, 30 s windows) on espeak-ng en-us "
+        "speech of known\n"
+        "sentences (synthetic: cleaner than real speech, so this checks the ASR path, not "
+        "real-world WER).\n\n"
+        "| espeak-ng rate | sentences | audio s | WER | transcribe s | RTF "
+        "|\n|---|---|---|---|---|---|\n" + "\n".join(rows) + "\n"
     )
     write_section("ASR: Whisper tiny.en WER on synthesised speech", body)
 

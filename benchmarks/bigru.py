@@ -2,7 +2,8 @@
 its length) vs. the plain way (one bidirectional nn.GRU on a packed sequence), forward + backward
 on the same batch and weights, with the outputs checked equal.
 
-Usage (from the repository root): python -m benchmarks.bigru [--batch 32] [--hidden 256] [--threads 2]
+Usage (from the repository root): python -m benchmarks.bigru [--batch 32] [--hidden 256] [--threads
+2]
 """
 
 from __future__ import annotations
@@ -42,7 +43,9 @@ def main() -> None:
     packed_gru = torch.nn.GRU(args.hidden, args.hidden, batch_first=True, bidirectional=True)
     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
         getattr(packed_gru, f"{name}_l0").data.copy_(getattr(ours.forward_gru, f"{name}_l0"))
-        getattr(packed_gru, f"{name}_l0_reverse").data.copy_(getattr(ours.backward_gru, f"{name}_l0"))
+        getattr(packed_gru, f"{name}_l0_reverse").data.copy_(
+            getattr(ours.backward_gru, f"{name}_l0")
+        )
     rows = ["| frames T | packed nn.GRU (s) | ours (s) | speed-up |", "|---|---|---|---|"]
     repeats = 2 if args.quick else args.repeats
     for frames in (50, 110) if args.quick else (50, 110, 220, 440):
@@ -51,18 +54,27 @@ def main() -> None:
         mask = torch.arange(frames)[None, :] < lengths[:, None]
         x = torch.randn(args.batch, frames, args.hidden, requires_grad=True)
 
-        def packed(inputs: torch.Tensor) -> torch.Tensor:
+        def packed(
+            inputs: torch.Tensor, lengths: torch.Tensor = lengths, frames: int = frames
+        ) -> torch.Tensor:
             sequence = pack_padded_sequence(inputs, lengths, batch_first=True, enforce_sorted=False)
-            return pad_packed_sequence(packed_gru(sequence)[0], batch_first=True, total_length=frames)[0]
+            return pad_packed_sequence(
+                packed_gru(sequence)[0], batch_first=True, total_length=frames
+            )[0]
 
         assert torch.allclose(packed(x), ours(x, mask), atol=1e-5)
-        baseline, fast = seconds_per_step(packed, x, repeats), seconds_per_step(lambda v: ours(v, mask), x, repeats)
+        baseline, fast = (
+            seconds_per_step(packed, x, repeats),
+            seconds_per_step(lambda v, mask=mask: ours(v, mask), x, repeats),
+        )
         rows.append(f"| {frames} | {baseline:.3f} | {fast:.3f} | {baseline / fast:.2f}x |")
         print(rows[-1])
     body = (
         header(command_line())
-        + f"\nForward + backward of one batch ({args.batch} sequences, hidden {args.hidden}, lengths uniform in"
-        " [T/3, T]), median of the repeats, same weights, outputs checked equal. On a CPU the packed path's"
+        + f"\nForward + backward of one batch ({args.batch} sequences, hidden {args.hidden}, "
+        "lengths uniform in"
+        " [T/3, T]), median of the repeats, same weights, outputs checked equal. On a CPU the "
+        "packed path's"
         " backward allocates a full-size zero tensor per time step.\n\n" + "\n".join(rows) + "\n"
     )
     write_section("BiGRU: padded two-GRU vs. packed (CPU)", body)

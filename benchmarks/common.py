@@ -16,8 +16,9 @@ from crabser.io import atomic_path
 REPO = Path(__file__).resolve().parents[1]
 BENCHMARKS = REPO / "BENCHMARKS.md"
 
+#: a --quick run's run folders, apart from the full runs they would stand in for
 
-QUICK_OUTPUT = "runs/quick"  #: a --quick run's run folders, apart from the full runs they would stand in for
+QUICK_OUTPUT = "runs/quick"
 
 
 def quick_overrides(quick: bool) -> list[str]:
@@ -47,7 +48,8 @@ def quick_meld_manifest(config, sizes: dict[str, int] | None = None, seed: int =
 
 
 def quick_emodb_manifest(speakers: tuple[str, ...] = ("03", "08", "09", "10")) -> str:
-    """Some EmoDB speakers' clips (by default two men, two women) for a --quick run, as a manifest file."""
+    """Some EmoDB speakers' clips (by default two men, two women) for a --quick run, as a manifest
+    file."""
     from crabser.data.corpora import emodb
     from crabser.data.manifest import Manifest, write_manifest
 
@@ -65,20 +67,23 @@ def cpu_description() -> str:
         info = Path("/proc/cpuinfo").read_text()
     except OSError:
         return platform.processor() or platform.machine()
-    model = re.search(r"^model name\s*:\s*(.+)$", info, re.M)
-    flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.M) or [None, ""])[1].split())
+    model = re.search(r"^model name\s*:\s*(.+)$", info, re.MULTILINE)
+    flags = set((re.search(r"^flags\s*:\s*(.+)$", info, re.MULTILINE) or [None, ""])[1].split())
     vector = next((flag for flag in ("avx512f", "avx2", "avx") if flag in flags), "no AVX")
     return f"{model[1].strip() if model else platform.machine()} ({vector})"
 
 
 def machine() -> str:
     """One line describing this machine."""
-    return f"{platform.machine()}, {cpu_description()}, {os.cpu_count()} cores, Python {platform.python_version()}"
+    cores, python = os.cpu_count(), platform.python_version()
+    return f"{platform.machine()}, {cpu_description()}, {cores} cores, Python {python}"
 
 
 def header(command: str) -> str:
     """The provenance lines every table carries."""
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False
+    ).stdout.strip()
     return (
         f"- command: `{command}`\n- date: {dt.date.today().isoformat()}\n"
         f"- machine: {machine()}\n- git commit: {commit or 'unknown'}\n"
@@ -88,14 +93,22 @@ def header(command: str) -> str:
 def write_section(name: str, body: str) -> None:
     """Replace (or append) the section ``## name`` of BENCHMARKS.md with ``body``."""
     # a --quick run never replaces a measured table, whether run_all started it or a user did
-    default = BENCHMARKS.with_name("BENCHMARKS.quick.md") if "--quick" in sys.argv[1:] else BENCHMARKS
+    default = (
+        BENCHMARKS.with_name("BENCHMARKS.quick.md") if "--quick" in sys.argv[1:] else BENCHMARKS
+    )
     target = Path(os.environ.get("CRABSER_BENCHMARKS_MD", default))
     section = f"## {name}\n\n{body.strip()}\n"
-    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.S | re.M)
-    with open(target.with_name(f".{target.name}.lock"), "w") as lock:  # scripts run side by side (run_all --quick)
+    pattern = re.compile(rf"^## {re.escape(name)}\n.*?(?=^## |\Z)", re.DOTALL | re.MULTILINE)
+    with open(
+        target.with_name(f".{target.name}.lock"), "w"
+    ) as lock:  # scripts run side by side (run_all --quick)
         fcntl.flock(lock, fcntl.LOCK_EX)
         text = target.read_text() if target.is_file() else "# Benchmarks\n"
-        text = pattern.sub(section + "\n", text) if pattern.search(text) else text.rstrip() + "\n\n" + section
+        text = (
+            pattern.sub(section + "\n", text)
+            if pattern.search(text)
+            else text.rstrip() + "\n\n" + section
+        )
         with atomic_path(target) as tmp:
             tmp.write_text(text)
 
@@ -123,12 +136,16 @@ def pooled_features(config, manifest, encoder_id: str, modality: str, pooling: s
     pools = {
         "mean+std": lambda f: np.concatenate([f.mean(0), f.std(0)]),
         "mean": lambda f: f.mean(0),
-        "mean-l2": lambda f: f.mean(0) / max(float(np.linalg.norm(f.mean(0))), 1e-12),  # sentence-transformers style
+        "mean-l2": lambda f: (
+            f.mean(0) / max(float(np.linalg.norm(f.mean(0))), 1e-12)
+        ),  # sentence-transformers style
     }
     return frame, np.stack([pools[pooling](f) for f in features])
 
 
-def pooled_baseline(config, manifest, encoder_id: str, modality: str, pooling: str = "mean+std") -> dict[str, dict]:
+def pooled_baseline(
+    config, manifest, encoder_id: str, modality: str, pooling: str = "mean+std"
+) -> dict[str, dict]:
     """The simple baseline of REFERENCE.md: :func:`pooled_features` of one modality + class-balanced
     logistic regression, fit on train; metrics on val and test (``mean-l2`` is not standardised)."""
     import numpy as np
@@ -146,7 +163,10 @@ def pooled_baseline(config, manifest, encoder_id: str, modality: str, pooling: s
     classifier = LogisticRegression(max_iter=3000, class_weight="balanced")
     model = classifier if pooling == "mean-l2" else make_pipeline(StandardScaler(), classifier)
     model.fit(pooled[split == "train"], y[split == "train"])
-    return {name: compute_metrics(y[split == name], model.predict(pooled[split == name]), labels) for name in ("val", "test")}
+    return {
+        name: compute_metrics(y[split == name], model.predict(pooled[split == name]), labels)
+        for name in ("val", "test")
+    }
 
 
 def quick_subset(manifest, per_corpus: int = 40, seed: int = 0):

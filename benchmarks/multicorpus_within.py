@@ -8,7 +8,8 @@ Validation speakers per fold: 10 from the union for the multi-corpus model; a te
 speakers (at least one) for a single-corpus model.
 
 Usage (from the repository root): python -m benchmarks.multicorpus_within [--jobs 2] [--quick]
-(``--quick``: 40 clips per corpus, 2 folds, 2 epochs, in runs/quick: a smoke run, not the benchmark.)
+(``--quick``: 40 clips per corpus, 2 folds, 2 epochs, in runs/quick: a smoke run, not the
+benchmark.)
 """
 
 from __future__ import annotations
@@ -30,10 +31,23 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="folds trained side by side")
     parser.add_argument("--quick", action="store_true", help="2 epochs: a smoke run")
     args = parser.parse_args()
-    quick = ["train.epochs=2", "train.progress=false", "data.val_speakers_per_fold=2"] if args.quick else []
+    quick = (
+        ["train.epochs=2", "train.progress=false", "data.val_speakers_per_fold=2"]
+        if args.quick
+        else []
+    )
     name = "multicorpus_within"
     folds = 2 if args.quick else FOLDS
-    union = load_config(args.config, [*quick, *quick_overrides(args.quick), "data.fold_by=speaker", f"data.folds={folds}", f"name={name}"])
+    union = load_config(
+        args.config,
+        [
+            *quick,
+            *quick_overrides(args.quick),
+            "data.fold_by=speaker",
+            f"data.folds={folds}",
+            f"name={name}",
+        ],
+    )
     manifest = pipeline.prepare(union)
     if args.quick:  # 40 clips of each corpus
         manifest = quick_subset(manifest)
@@ -57,14 +71,19 @@ def main() -> None:
 
     body = header(command_line()) + (
         f"- {folds} speaker-independent folds over the union of {', '.join(sorted(alone))} "
-        f"({len(manifest.frame)} clips); each corpus's speakers keep their fold in its single-corpus runs\n"
+        f"({len(manifest.frame)} clips); each corpus's speakers keep their fold in its "
+        "single-corpus runs\n"
         "- seconds: " + ", ".join(f"{key} {value:.0f}" for key, value in seconds.items()) + "\n\n"
         "UAR on each corpus's held-out speakers, its own classes, pooled over the folds:\n\n"
-        "| corpus | trained on that corpus alone | trained on all four | all four / alone |\n|---|---|---|---|\n"
+        "| corpus | trained on that corpus alone | trained on all four | all four / alone "
+        "|\n|---|---|---|---|\n"
     )
     for corpus, own in alone.items():
         multi = pooled["per_corpus"][corpus]
-        body += f"| {corpus} | {own['uar']:.4f} | {multi['uar']:.4f} | {multi['uar'] / own['uar']:.3f} |\n"
+        body += (
+            f"| {corpus} | {own['uar']:.4f} | {multi['uar']:.4f} | {multi['uar'] / own['uar']:.3f} "
+            "|\n"
+        )
     write_section("Within each corpus: one corpus or all four (speaker-independent folds)", body)
     print(body)
 

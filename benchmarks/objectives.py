@@ -8,13 +8,14 @@ mean ± std table of each grid, MLCS / CE UAR ratio, and the paired MLCS - CE UA
 signed-rank test: does MLCS beat CE beyond the seed spread?
 
 Usage (from the repository root):
-    python -m benchmarks.objectives [--only objective=mlcs,ce] [--threads 1] [--grids meld,emodb] [--report-only] [--quick]
+    python -m benchmarks.objectives [--only objective=mlcs,ce] [--threads 1] [--grids meld,emodb]
+    [--report-only] [--quick]
 
 ``--budget`` (what ``make bench`` runs): MLCS, CE and CE + MPCL, 3 seeds; MELD for 3 epochs;
 EmoDB on the demo's speaker split (test 15, 16; val 12, 13) instead of 5 folds, speech only on
 own-length Whisper (EmoDB's carrier sentences carry no emotion; configs/default_model.yaml); both
-grids' runs in one pool of --jobs; in runs/budget, written to its own BENCHMARKS.md section. The full grids
-(about 3.5 hours on 2 cores) are the run without flags.
+grids' runs in one pool of --jobs; in runs/budget, written to its own BENCHMARKS.md section. The
+full grids (about 3.5 hours on 2 cores) are the run without flags.
 ``--quick`` is a smoke run in runs/quick: MLCS and CE, seed 0, 1 epoch, 4 EmoDB speakers in 2
 folds on own-length Whisper, MELD on a 1200-utterance subset.
 """
@@ -40,23 +41,38 @@ from benchmarks.common import (
 from crabser.config import load_config
 from crabser.experiment import load_experiment, results_markdown, run_experiments, summarise
 
-GRIDS = {"meld": "configs/experiments/table4_meld_text.yaml", "emodb": "configs/experiments/table4_emodb.yaml"}
-PAPER = "paper (MELD, WavLM-L + RoBERTa-L fine-tuned) UAR: CE .5253, CE+MPCL .5375, MLS+CE .5539, MLCS w/ SCL .5534, MLCS .5565"
+GRIDS = {
+    "meld": "configs/experiments/table4_meld_text.yaml",
+    "emodb": "configs/experiments/table4_emodb.yaml",
+}
+PAPER = (
+    "paper (MELD, WavLM-L + RoBERTa-L fine-tuned) UAR: CE .5253, CE+MPCL .5375, MLS+CE .5539, MLCS "
+    "w/ SCL .5534, MLCS .5565"
+)
 
 
 QUICK = {  # per grid, the --quick run's data
     "emodb": lambda grid: [
-        "data.folds=2", "data.val_speakers_per_fold=1", "speech.pad_to_seconds=null", "data.manifest=" + quick_emodb_manifest(),
+        "data.folds=2",
+        "data.val_speakers_per_fold=1",
+        "speech.pad_to_seconds=null",
+        "data.manifest=" + quick_emodb_manifest(),
     ],
-    "meld": lambda grid: ["data.manifest=" + quick_meld_manifest(load_config(grid.base, quick_overrides(True)))],
+    "meld": lambda grid: [
+        "data.manifest=" + quick_meld_manifest(load_config(grid.base, quick_overrides(True)))
+    ],
 }
 
 
 BUDGET = {  # per grid, the --budget run's settings (the EmoDB grid already trains 12 epochs)
     "meld": ["train.epochs=3"],
-    "emodb": [  # speech only, as configs/default_model.yaml: EmoDB's ten carrier sentences carry no emotion
-        "data.protocol=speaker_holdout", "data.test_speakers=['15','16']", "data.val_speakers=['12','13']",
-        "speech.pad_to_seconds=null", "model.modalities=[speech]",
+    # speech only, as configs/default_model.yaml: EmoDB's ten carrier sentences carry no emotion
+    "emodb": [
+        "data.protocol=speaker_holdout",
+        "data.test_speakers=['15','16']",
+        "data.val_speakers=['12','13']",
+        "speech.pad_to_seconds=null",
+        "model.modalities=[speech]",
     ],
 }
 
@@ -73,7 +89,8 @@ def paired_uar(results: pd.DataFrame, a: str, b: str) -> np.ndarray:
             summary = Path(row["run"].iloc[0]) / "crossval.json"
             runs[cell] = (
                 {k: v["uar"] for k, v in json.loads(summary.read_text())["folds"].items()}
-                if summary.is_file() else {"all": float(row["uar"].iloc[0])}
+                if summary.is_file()
+                else {"all": float(row["uar"].iloc[0])}
             )
         if len(runs) == 2:
             diffs += [runs[a][k] - runs[b][k] for k in runs[a] if k in runs[b]]
@@ -85,7 +102,10 @@ def comparison(results: pd.DataFrame, baseline: str = "ce") -> str:
     from scipy.stats import wilcoxon
 
     means = results.groupby("cell")["uar"].mean()
-    lines = ["| vs. CE | UAR ratio | paired UAR diff (mean ± std) | wins / pairs | Wilcoxon p |", "|---|---|---|---|---|"]
+    lines = [
+        "| vs. CE | UAR ratio | paired UAR diff (mean ± std) | wins / pairs | Wilcoxon p |",
+        "|---|---|---|---|---|",
+    ]
     for cell in means.index:
         if cell == baseline or baseline not in means:
             continue
@@ -94,7 +114,8 @@ def comparison(results: pd.DataFrame, baseline: str = "ce") -> str:
             continue
         p = wilcoxon(diffs).pvalue if len(diffs) >= 3 and np.any(diffs) else float("nan")
         lines.append(
-            f"| {cell} | {means[cell] / means[baseline]:.3f} | {diffs.mean():+.4f} ± {diffs.std():.4f} | "
+            f"| {cell} | {means[cell] / means[baseline]:.3f} | {diffs.mean():+.4f} ± "
+            f"{diffs.std():.4f} | "
             f"{int((diffs > 0).sum())} / {len(diffs)} | {p:.3f} |"
         )
     return "\n".join(lines) + "\n"
@@ -102,20 +123,54 @@ def comparison(results: pd.DataFrame, baseline: str = "ce") -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--only", action="append", default=[], help="axis=level1,level2 (as crabser experiment --only)")
-    parser.add_argument("--threads", type=int, default=None, help="torch threads per run with --jobs 1 (more jobs: cores / jobs each)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs side by side (crabser experiment --jobs); 1 = one after another")
+    parser.add_argument(
+        "--only",
+        action="append",
+        default=[],
+        help="axis=level1,level2 (as crabser experiment --only)",
+    )
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch threads per run with --jobs 1 (more jobs: cores / jobs each)",
+    )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=2,
+        help="runs side by side (crabser experiment --jobs); 1 = one after another",
+    )
     parser.add_argument("--grids", default="meld,emodb")
-    parser.add_argument("--report-only", action="store_true", help="tabulate finished runs only (a grid running elsewhere)")
-    parser.add_argument("--quick", action="store_true", help="MLCS and CE, seed 0, 1 epoch, small data, in runs/quick")
-    parser.add_argument("--budget", action="store_true", help="MLCS, CE, CE+MPCL; MELD 3 epochs; EmoDB one split (make bench)")
+    parser.add_argument(
+        "--report-only",
+        action="store_true",
+        help="tabulate finished runs only (a grid running elsewhere)",
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="MLCS and CE, seed 0, 1 epoch, small data, in runs/quick",
+    )
+    parser.add_argument(
+        "--budget",
+        action="store_true",
+        help="MLCS, CE, CE+MPCL; MELD 3 epochs; EmoDB one split (make bench)",
+    )
     args = parser.parse_args()
-    only = {axis: levels.split(",") for axis, _, levels in (item.partition("=") for item in args.only)}
-    overrides = ["train.progress=false", *quick_overrides(args.quick)] + ([f"train.threads={args.threads}"] if args.threads else [])
+    only = {
+        axis: levels.split(",") for axis, _, levels in (item.partition("=") for item in args.only)
+    }
+    overrides = ["train.progress=false", *quick_overrides(args.quick)] + (
+        [f"train.threads={args.threads}"] if args.threads else []
+    )
     if args.quick:
         only, overrides = {"objective": ["mlcs", "ce"]}, [*overrides, "train.epochs=1"]
     elif args.budget:
-        only, overrides = {"objective": ["mlcs", "ce", "ce_mpcl"]}, [*overrides, "output_dir=runs/budget"]
+        only, overrides = (
+            {"objective": ["mlcs", "ce", "ce_mpcl"]},
+            [*overrides, "output_dir=runs/budget"],
+        )
     body = [header(command_line()), PAPER, ""]
     requests = []
     for key in args.grids.split(","):
@@ -127,23 +182,40 @@ def main() -> None:
             grid_overrides += BUDGET[key]
         requests.append((grid, grid_overrides, only))
     started = time.perf_counter()
-    outputs = run_experiments(requests, report_only=args.report_only, jobs=args.jobs)  # one pool for all grids
+    outputs = run_experiments(
+        requests, report_only=args.report_only, jobs=args.jobs
+    )  # one pool for all grids
     wall = time.perf_counter() - started
     for key, (grid, _, _), (results, out) in zip(args.grids.split(","), requests, outputs):
         summary = summarise(results, list(grid.axes))
-        body += [f"### {grid.name} ({GRIDS[key]}), per-seed score = " + ("mean over folds" if "pooled_uar" in results else "test"), ""]
+        body += [
+            f"### {grid.name} ({GRIDS[key]}), per-seed score = "
+            + ("mean over folds" if "pooled_uar" in results else "test"),
+            "",
+        ]
         body += [results_markdown(summary, list(grid.axes)), comparison(results)]
         body += [
-            f"{len(results)} runs, {results['seconds'].sum() / 60:.0f} min of training and testing in all; tables and plots in `{out}`.", "",
+            (
+                f"{len(results)} runs, {results['seconds'].sum() / 60:.0f} min of training and "
+                f"testing in all; tables and plots in `{out}`."
+            ),
+            "",
         ]
         print(results_markdown(summary, list(grid.axes)))
         print(comparison(results))
     runs = sum(len(results) for results, _ in outputs)
     body += [
-        f"Wall time of this run: {wall / 60:.0f} min for the {runs} runs of all grids, trained in one pool with --jobs {args.jobs} "
-        "(finished runs are read back).", "",
+        (
+            f"Wall time of this run: {wall / 60:.0f} min for the {runs} runs of all grids, "
+            f"trained in one pool with --jobs {args.jobs} "
+            "(finished runs are read back)."
+        ),
+        "",
     ]
-    write_section("Training objectives (Crab table IV)" + (", make bench budget" if args.budget else ""), "\n".join(body))
+    write_section(
+        "Training objectives (Crab table IV)" + (", make bench budget" if args.budget else ""),
+        "\n".join(body),
+    )
 
 
 if __name__ == "__main__":

@@ -10,10 +10,11 @@ The full run runs one script at a time (each measures speed, so none may share t
 processes and importing libraries on one core (Lightning alone takes ~12 s on the AVX2-only EPYC),
 and its figures are smoke checks, not measurements. Each script's output is printed when it ends.
 
-``--long`` adds the benchmarks too long for ``make bench`` (StackingSER, about 100 minutes; multi-corpus
-within-corpus folds, about 40).
+``--long`` adds the benchmarks too long for ``make bench`` (StackingSER, about 100 minutes;
+multi-corpus within-corpus folds, about 40).
 
-Usage (from the repository root): python -m benchmarks.run_all [--quick] [--long] [--only speed,service] [--parallel N]
+Usage (from the repository root): python -m benchmarks.run_all [--quick] [--long] [--only
+speed,service] [--parallel N]
 """
 
 from __future__ import annotations
@@ -35,23 +36,61 @@ BENCHMARKS = {
     "service": [],
     "hostile_inputs": [],  # about a minute: bombs, slow and chunked clients against the service
     "whisper_padding": [],
-    "emodb_loso": ["--patience", "5"],  # early stopping: about a quarter fewer epochs (its docstring)
-    "whisper_layers": [],  # per-layer probes and three Crab leave-one-speaker-out runs: about 30 minutes
-    "meld_text": ["--seeds", "0,1"],  # two seeds side by side (--jobs 2): a third would train alone, +7 min
-    "multicorpus": [],  # leave one corpus out, probe, EmoDB-only model on three corpora: about 15 minutes
-    "objectives": ["--budget"],  # both grids in one pool; the full grids take about 3.5 hours: python -m benchmarks.objectives
+    "emodb_loso": [
+        "--patience",
+        "5",
+    ],  # early stopping: about a quarter fewer epochs (its docstring)
+    # per-layer probes and three Crab leave-one-speaker-out runs: about 30 minutes
+    "whisper_layers": [],
+    "meld_text": [
+        "--seeds",
+        "0,1",
+    ],  # two seeds side by side (--jobs 2): a third would train alone, +7 min
+    # leave one corpus out, probe, EmoDB-only model on three corpora: about 15 minutes
+    "multicorpus": [],
+    "objectives": [
+        "--budget"
+        # both grids in one pool; the full grids take about 3.5 hours:
+        # python -m benchmarks.objectives
+    ],
 }
-LONG = {"stacking": [], "multicorpus_within": []}  #: only with --long (or --only); multicorpus_within: about 40 minutes
+LONG = {
+    "stacking": [],
+    "multicorpus_within": [],
+}  #: only with --long (or --only); multicorpus_within: about 40 minutes
 #: scripts side by side start longest first (their --quick minutes on 2 cores: 1.3, 1.2, 0.9, ...)
-LONGEST_FIRST = ["objectives", "multicorpus", "speed", "emodb_loso", "whisper_layers", "whisper_padding", "meld_text", "service", "hostile_inputs", "bigru", "asr_wer"]
+LONGEST_FIRST = [
+    "objectives",
+    "multicorpus",
+    "speed",
+    "emodb_loso",
+    "whisper_layers",
+    "whisper_padding",
+    "meld_text",
+    "service",
+    "hostile_inputs",
+    "bigru",
+    "asr_wer",
+]
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="smoke-sized runs, tables to BENCHMARKS.quick.md")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke-sized runs, tables to BENCHMARKS.quick.md"
+    )
     parser.add_argument("--long", action="store_true", help="add " + ", ".join(LONG))
-    parser.add_argument("--only", help="comma-separated benchmark names (default: all, --long adds the long ones)")
-    parser.add_argument("--parallel", type=int, default=None, help="scripts at a time (default: 2 with --quick, else 1)")
+    parser.add_argument(
+        "--only", help="comma-separated benchmark names (default: all, --long adds the long ones)"
+    )
+    parser.add_argument(
+        "--parallel",
+        type=int,
+        default=None,
+        help="scripts at a time (default: 2 with --quick, else 1)",
+    )
     args = parser.parse_args()
     parallel = args.parallel or (2 if args.quick else 1)
     known = BENCHMARKS | LONG
@@ -64,11 +103,24 @@ def main() -> None:
         env["CRABSER_BENCHMARKS_MD"] = str(REPO / "BENCHMARKS.quick.md")
 
     def run(name: str) -> tuple[str, float, int]:
-        command = [sys.executable, "-m", f"benchmarks.{name}", *(["--quick"] if args.quick else known[name])]
+        command = [
+            sys.executable,
+            "-m",
+            f"benchmarks.{name}",
+            *(["--quick"] if args.quick else known[name]),
+        ]
         print(f"== {' '.join(command[1:])}", flush=True)
         started = time.perf_counter()
         if parallel > 1:  # print each script's output in one piece, when it ends
-            done = subprocess.run(command, cwd=REPO, env=env, check=False, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            done = subprocess.run(
+                command,
+                cwd=REPO,
+                env=env,
+                check=False,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                text=True,
+            )
             print(done.stdout, end="", flush=True)
         else:
             done = subprocess.run(command, cwd=REPO, env=env, check=False)
@@ -82,13 +134,22 @@ def main() -> None:
     with ThreadPoolExecutor(parallel) as pool:
         results = list(pool.map(run, names))
     total = (time.perf_counter() - started_all) / 60
-    rows = [f"| `{command}` | {seconds / 60:.1f} | {'ok' if code == 0 else f'failed ({code})'} |" for command, seconds, code in results]
+    rows = [
+        f"| `{command}` | {seconds / 60:.1f} | {'ok' if code == 0 else f'failed ({code})'} |"
+        for command, seconds, code in results
+    ]
     failed = [name for name, (_, _, code) in zip(names, results) if code]
     together = f" ({parallel} scripts at a time: the minutes overlap)" if parallel > 1 else ""
-    table = "| benchmark | minutes | result |\n|---|---|---|\n" + "\n".join(rows) + f"\n| **all**{together} | **{total:.1f}** | |\n"
+    table = (
+        "| benchmark | minutes | result |\n|---|---|---|\n"
+        + "\n".join(rows)
+        + f"\n| **all**{together} | **{total:.1f}** | |\n"
+    )
     print(table)
     os.environ.update(env)
-    write_section("make bench" + (" --quick" if args.quick else ""), header(command_line()) + "\n" + table)
+    write_section(
+        "make bench" + (" --quick" if args.quick else ""), header(command_line()) + "\n" + table
+    )
     if failed:
         raise SystemExit(f"failed: {', '.join(failed)}")
 

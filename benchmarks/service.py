@@ -49,7 +49,11 @@ def cold_and_warm(model: str, clip: Path, repeats: int = 20) -> dict:
         f"r=Recognizer.load({model!r}); r.predict({str(clip)!r}); print(time.perf_counter()-t)"
     )
     started = time.perf_counter()
-    inside = float(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip())
+    inside = float(
+        subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True
+        ).stdout.strip()
+    )
     process = time.perf_counter() - started
     from crabser.inference import Recognizer
 
@@ -60,7 +64,11 @@ def cold_and_warm(model: str, clip: Path, repeats: int = 20) -> dict:
         t = time.perf_counter()
         recognizer.predict(clip)
         times.append(time.perf_counter() - t)
-    return {"cold_process_s": process, "cold_in_process_s": inside, "warm_s": float(np.median(times))}
+    return {
+        "cold_process_s": process,
+        "cold_in_process_s": inside,
+        "warm_s": float(np.median(times)),
+    }
 
 
 def ten_minute_recording(folder: Path, minutes: float) -> tuple[Path, list[np.ndarray]]:
@@ -120,9 +128,14 @@ def segment_rtf(model: str, minutes: float) -> dict:
         direct = time.perf_counter() - t
     audio_s = minutes * 60
     return {
-        "audio_s": audio_s, "segments": len(entries), "seconds": seconds, "rtf": seconds / audio_s,
-        "direct_seconds": direct, "direct_rtf": direct / audio_s,
-        "peak_rss_mb": peak[0] / 1e6, "rss_growth_mb": (peak[0] - base_rss) / 1e6,
+        "audio_s": audio_s,
+        "segments": len(entries),
+        "seconds": seconds,
+        "rtf": seconds / audio_s,
+        "direct_seconds": direct,
+        "direct_rtf": direct / audio_s,
+        "peak_rss_mb": peak[0] / 1e6,
+        "rss_growth_mb": (peak[0] - base_rss) / 1e6,
     }
 
 
@@ -133,14 +146,26 @@ def free_port() -> int:
 
 
 def load_test(model: str, clip: Path, requests: int, concurrency: int) -> dict:
-    """``crabser serve`` in a subprocess under ``concurrency`` clients; in-process predict as baseline."""
+    """``crabser serve`` in a subprocess under ``concurrency`` clients; in-process predict as
+    baseline."""
     import httpx
     import psutil
 
     from crabser.inference import Recognizer
 
     port = free_port()
-    command = [sys.executable, "-m", "crabser.cli", "serve", "--model", model, "--port", str(port), "--queue", str(4 * concurrency)]
+    command = [
+        sys.executable,
+        "-m",
+        "crabser.cli",
+        "serve",
+        "--model",
+        model,
+        "--port",
+        str(port),
+        "--queue",
+        str(4 * concurrency),
+    ]
     server = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -151,7 +176,9 @@ def load_test(model: str, clip: Path, requests: int, concurrency: int) -> dict:
             except httpx.HTTPError:
                 time.sleep(0.1)
         else:
-            raise RuntimeError("the service did not start: " + server.stderr.read().decode()[-2000:])
+            raise RuntimeError(
+                "the service did not start: " + server.stderr.read().decode()[-2000:]
+            )
         data = clip.read_bytes()
         watched, peak, stop = psutil.Process(server.pid), [0], threading.Event()
 
@@ -172,7 +199,9 @@ def load_test(model: str, clip: Path, requests: int, concurrency: int) -> dict:
                     while not queue.empty():
                         queue.get_nowait()
                         t = time.perf_counter()
-                        response = await client.post("/v1/predict", files={"audio": (clip.name, data, "audio/wav")})
+                        response = await client.post(
+                            "/v1/predict", files={"audio": (clip.name, data, "audio/wav")}
+                        )
                         latencies.append(time.perf_counter() - t)
                         statuses.append(response.status_code)
 
@@ -194,9 +223,14 @@ def load_test(model: str, clip: Path, requests: int, concurrency: int) -> dict:
     direct = n / (time.perf_counter() - t)
     failed = sum(s != 200 for s in statuses)
     return {
-        "requests": requests, "concurrency": concurrency, "failed": failed, "throughput": requests / wall,
-        "p50_ms": 1000 * float(np.percentile(latencies, 50)), "p99_ms": 1000 * float(np.percentile(latencies, 99)),
-        "peak_rss_mb": peak[0] / 1e6, "direct_throughput": direct,
+        "requests": requests,
+        "concurrency": concurrency,
+        "failed": failed,
+        "throughput": requests / wall,
+        "p50_ms": 1000 * float(np.percentile(latencies, 50)),
+        "p99_ms": 1000 * float(np.percentile(latencies, 99)),
+        "peak_rss_mb": peak[0] / 1e6,
+        "direct_throughput": direct,
     }
 
 
@@ -215,27 +249,51 @@ def main() -> None:
 
     clip_s = sf.info(clip).duration
     latency = cold_and_warm(args.model, clip)
-    print(f"one {clip_s:.2f} s clip: cold {latency['cold_process_s']:.2f} s (process), warm {1000 * latency['warm_s']:.0f} ms", flush=True)
+    print(
+        f"one {clip_s:.2f} s clip: cold {latency['cold_process_s']:.2f} s (process), warm "
+        f"{1000 * latency['warm_s']:.0f} ms",
+        flush=True,
+    )
     segment = segment_rtf(args.model, args.minutes)
-    print(f"--segment on {args.minutes:g} min: RTF {segment['rtf']:.4f} vs direct {segment['direct_rtf']:.4f}; peak RSS {segment['peak_rss_mb']:.0f} MB", flush=True)
+    print(
+        f"--segment on {args.minutes:g} min: RTF {segment['rtf']:.4f} vs direct "
+        f"{segment['direct_rtf']:.4f}; peak RSS {segment['peak_rss_mb']:.0f} MB",
+        flush=True,
+    )
     load = load_test(args.model, clip, args.requests, args.concurrency)
-    print(f"load: {load['throughput']:.1f} req/s (direct {load['direct_throughput']:.1f}/s), p50 {load['p50_ms']:.0f} ms, p99 {load['p99_ms']:.0f} ms, failed {load['failed']}", flush=True)
+    print(
+        f"load: {load['throughput']:.1f} req/s (direct {load['direct_throughput']:.1f}/s), p50 "
+        f"{load['p50_ms']:.0f} ms, p99 {load['p99_ms']:.0f} ms, failed {load['failed']}",
+        flush=True,
+    )
 
-    body = header(command_line()) + f"- model: `{args.model}`; clip: `{clip.name}` ({clip_s:.2f} s)\n\n"
+    body = (
+        header(command_line())
+        + f"- model: `{args.model}`; clip: `{clip.name}` ({clip_s:.2f} s)\n\n"
+    )
     body += "| measure | crabser | baseline | ratio |\n|---|---|---|---|\n"
     body += (
-        f"| one clip, cold (new process: import + load + predict) | {latency['cold_process_s']:.2f} s "
-        f"| warm predict {1000 * latency['warm_s']:.0f} ms | {latency['cold_process_s'] / latency['warm_s']:.0f}x |\n"
+        "| one clip, cold (new process: import + load + predict) | "
+        f"{latency['cold_process_s']:.2f} s "
+        f"| warm predict {1000 * latency['warm_s']:.0f} ms | "
+        f"{latency['cold_process_s'] / latency['warm_s']:.0f}x |\n"
     )
     body += (
-        f"| `--segment`, {args.minutes:g} min recording ({segment['segments']} segments) | RTF {segment['rtf']:.4f} "
-        f"({segment['seconds']:.1f} s) | same clips predicted directly: RTF {segment['direct_rtf']:.4f} "
+        f"| `--segment`, {args.minutes:g} min recording ({segment['segments']} segments) | RTF "
+        f"{segment['rtf']:.4f} "
+        f"({segment['seconds']:.1f} s) | same clips predicted directly: RTF "
+        f"{segment['direct_rtf']:.4f} "
         f"| {segment['rtf'] / segment['direct_rtf']:.2f}x |\n"
     )
-    body += f"| `--segment` peak RSS (growth during the run) | {segment['peak_rss_mb']:.0f} MB (+{segment['rss_growth_mb']:.0f} MB) | | |\n"
     body += (
-        f"| service: {load['requests']} requests, {load['concurrency']} concurrent | {load['throughput']:.1f} req/s, "
-        f"p50 {load['p50_ms']:.0f} ms, p99 {load['p99_ms']:.0f} ms, {load['failed']} failed, server peak RSS "
+        f"| `--segment` peak RSS (growth during the run) | {segment['peak_rss_mb']:.0f} MB "
+        f"(+{segment['rss_growth_mb']:.0f} MB) | | |\n"
+    )
+    body += (
+        f"| service: {load['requests']} requests, {load['concurrency']} concurrent | "
+        f"{load['throughput']:.1f} req/s, "
+        f"p50 {load['p50_ms']:.0f} ms, p99 {load['p99_ms']:.0f} ms, {load['failed']} failed, "
+        "server peak RSS "
         f"{load['peak_rss_mb']:.0f} MB | in-process predict {load['direct_throughput']:.1f}/s "
         f"| {load['throughput'] / load['direct_throughput']:.2f}x |\n"
     )

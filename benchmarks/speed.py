@@ -36,7 +36,10 @@ import pandas as pd
 from benchmarks.common import QUICK_OUTPUT, REPO, command_line, header, write_section
 
 EMODB = REPO / "data" / "emodb"
-MELD_TRAIN = Path(os.environ.get("CRABSER_MELD", REPO.parent / "shared" / "data" / "meld")) / "train_sent_emo.csv"
+MELD_TRAIN = (
+    Path(os.environ.get("CRABSER_MELD", REPO.parent / "shared" / "data" / "meld"))
+    / "train_sent_emo.csv"
+)
 PLOT = REPO / "docs" / "benchmarks_scaling.png"
 ENCODERS = {
     "Whisper tiny.en, own length": {"kind": "whisper-ct2", "pad_to_seconds": None},
@@ -85,7 +88,8 @@ def current_rss_mb() -> float:
 
 
 def extraction_worker(name: str, mode: str, clips: int, threads: int) -> dict:
-    """In a fresh process: build one encoder, extract ``clips`` utterances, report time and memory."""
+    """In a fresh process: build one encoder, extract ``clips`` utterances, report time and
+    memory."""
     import torch
 
     from crabser.config import EncoderConfig
@@ -105,12 +109,23 @@ def extraction_worker(name: str, mode: str, clips: int, threads: int) -> dict:
     batch_size, bucket_batches = MODES[mode]
     with tempfile.TemporaryDirectory() as folder:
         started = time.perf_counter()
-        report = extract(Manifest(frame), encoder, FeatureStore(folder), "raise", batch_size, None, bucket_batches)
+        report = extract(
+            Manifest(frame),
+            encoder,
+            FeatureStore(folder),
+            "raise",
+            batch_size,
+            None,
+            bucket_batches,
+        )
         seconds = time.perf_counter() - started
     return {
-        "seconds": seconds, "items": report.encoded, "audio_s": report.seconds_of_audio,
+        "seconds": seconds,
+        "items": report.encoded,
+        "audio_s": report.seconds_of_audio,
         "rtf": seconds / report.seconds_of_audio if report.seconds_of_audio else None,
-        "peak_rss_mb": peak_rss_mb(), "loaded_rss_mb": loaded_rss,
+        "peak_rss_mb": peak_rss_mb(),
+        "loaded_rss_mb": loaded_rss,
     }
 
 
@@ -125,19 +140,27 @@ def run_worker(*args: str) -> dict:
 
 def speed_figure(measured: dict) -> str:
     """RTF for audio encoders, items per second for text."""
-    return f"RTF {measured['rtf']:.4f}" if measured["rtf"] is not None else f"{measured['items'] / measured['seconds']:.1f} items/s"
+    return (
+        f"RTF {measured['rtf']:.4f}"
+        if measured["rtf"] is not None
+        else f"{measured['items'] / measured['seconds']:.1f} items/s"
+    )
 
 
 def extraction_table(clips: int, threads: int, encoders: list[str]) -> tuple[list[str], dict]:
     rows, results = [], {}
     for name in encoders:
         count = max(1, clips // CLIP_FRACTION.get(name, 1))
-        measured = {mode: run_worker("extract", name, mode, str(count), str(threads)) for mode in MODES}
+        measured = {
+            mode: run_worker("extract", name, mode, str(count), str(threads)) for mode in MODES
+        }
         results[name] = measured
         plain, ours = measured["one at a time"], measured["batched + bucketed"]
         rows.append(
-            f"| {name} | {ours['items']} | {speed_figure(plain)} ({plain['seconds']:.1f} s) | {speed_figure(ours)} ({ours['seconds']:.1f} s) | "
-            f"**{plain['seconds'] / ours['seconds']:.2f}x** | {plain['peak_rss_mb']:.0f} | {ours['peak_rss_mb']:.0f} |"
+            f"| {name} | {ours['items']} | {speed_figure(plain)} ({plain['seconds']:.1f} s) | "
+            f"{speed_figure(ours)} ({ours['seconds']:.1f} s) | "
+            f"**{plain['seconds'] / ours['seconds']:.2f}x** | {plain['peak_rss_mb']:.0f} | "
+            f"{ours['peak_rss_mb']:.0f} |"
         )
         print(rows[-1], flush=True)
     return rows, results
@@ -150,10 +173,18 @@ def training_config(name: str, epochs: int, threads: int):
     """The default model's Crab settings (speech only, Whisper own length) on the demo's split."""
     from crabser.config import load_config
 
-    return load_config("configs/demo.yaml", [
-        f"name={name}", "model.modalities=[speech]", "speech.pad_to_seconds=null", f"train.epochs={epochs}",
-        "train.progress=false", f"train.threads={threads}", "output_dir=" + tempfile.mkdtemp(prefix="crabser-speed-"),
-    ])
+    return load_config(
+        "configs/demo.yaml",
+        [
+            f"name={name}",
+            "model.modalities=[speech]",
+            "speech.pad_to_seconds=null",
+            f"train.epochs={epochs}",
+            "train.progress=false",
+            f"train.threads={threads}",
+            "output_dir=" + tempfile.mkdtemp(prefix="crabser-speed-"),
+        ],
+    )
 
 
 class RereadingDataset:
@@ -169,7 +200,9 @@ class RereadingDataset:
         from crabser.training.datamodule import Utterance
 
         item = self.items[index]
-        return Utterance(item.id, {"speech": self.store.get(self.cache_id, self.digests[item.id])}, item.label)
+        return Utterance(
+            item.id, {"speech": self.store.get(self.cache_id, self.digests[item.id])}, item.label
+        )
 
 
 def training_inputs(config, clips: int | None = None):
@@ -187,7 +220,11 @@ def training_inputs(config, clips: int | None = None):
     return manifest, encoders
 
 
-OURS, SHUFFLED, NAIVE = "in memory, length-bucketed batches (crabser)", "in memory, shuffled batches", "re-read every epoch, shuffled (naive)"
+OURS, SHUFFLED, NAIVE = (
+    "in memory, length-bucketed batches (crabser)",
+    "in memory, shuffled batches",
+    "re-read every epoch, shuffled (naive)",
+)
 UNFUSED = "in memory, length-bucketed batches, per-tensor AdamW"
 
 
@@ -214,26 +251,45 @@ def epoch_rates(config, manifest, encoders, epochs: int, baselines: bool = True)
     items, _ = load_utterances(train, store, {"speech": cache_id}, labels)
     preload_s = time.perf_counter() - started
     in_memory = FeatureDataset(items)
-    loops = {OURS: (in_memory, True, True)}  # name -> dataset, length-bucketed batches (else shuffled), fused step
+    loops = {
+        OURS: (in_memory, True, True)
+    }  # name -> dataset, length-bucketed batches (else shuffled), fused step
     if baselines:
         loops[SHUFFLED] = (in_memory, False, True)
-        loops[NAIVE] = (RereadingDataset(items, content_hashes(train, "speech"), store, cache_id), False, True)
+        loops[NAIVE] = (
+            RereadingDataset(items, content_hashes(train, "speech"), store, cache_id),
+            False,
+            True,
+        )
         loops[UNFUSED] = (in_memory, True, False)
     runners = {}
     for name, (dataset, bucketed, fused) in loops.items():
         torch.manual_seed(0)
         module = CrabLitModule(
-            input_dims={"speech": items[0].features["speech"].shape[-1]}, labels=labels, model=config.model.model_dump(),
-            loss=config.loss.model_dump(), train=config.train.model_dump(), class_weights=None,
+            input_dims={"speech": items[0].features["speech"].shape[-1]},
+            labels=labels,
+            model=config.model.model_dump(),
+            loss=config.loss.model_dump(),
+            train=config.train.model_dump(),
+            class_weights=None,
         )
         params = [{"params": list(module.parameters())}]
-        optimiser = torch.optim.AdamW(params, lr=config.train.lr_head, fused=fused and fusable(params))
+        optimiser = torch.optim.AdamW(
+            params, lr=config.train.lr_head, fused=fused and fusable(params)
+        )
         if bucketed:
-            sampler = LengthBucketSampler([u.frames for u in items], config.train.batch_size, pool=config.train.bucket_pool)
+            sampler = LengthBucketSampler(
+                [u.frames for u in items], config.train.batch_size, pool=config.train.bucket_pool
+            )
             loader = DataLoader(dataset, batch_sampler=sampler, collate_fn=collate)
         else:
-            loader = DataLoader(dataset, batch_size=config.train.batch_size, shuffle=True, collate_fn=collate,
-                                generator=torch.Generator().manual_seed(0))
+            loader = DataLoader(
+                dataset,
+                batch_size=config.train.batch_size,
+                shuffle=True,
+                collate_fn=collate,
+                generator=torch.Generator().manual_seed(0),
+            )
         runners[name] = (module, optimiser, loader)
     # epochs interleaved (one of each loop in turn): timed one loop after another (make bench of
     # 2026-11-30), the last loop came out 29 % faster than the first though the two differed only in
@@ -243,7 +299,9 @@ def epoch_rates(config, manifest, encoders, epochs: int, baselines: bool = True)
         for name, (module, optimiser, loader) in runners.items():
             started = time.perf_counter()
             for batch in loader:
-                output = module.model(*module.inputs(batch), return_taps=module.objective.wants_taps)
+                output = module.model(
+                    *module.inputs(batch), return_taps=module.objective.wants_taps
+                )
                 loss = module.objective(output, batch["labels"], None).total
                 optimiser.zero_grad()
                 loss.backward()
@@ -261,8 +319,14 @@ def pipeline_training(config, manifest, encoders) -> dict:
     best_val_uar, best_epoch = pipeline.best_validation(config)
     per_epoch = result.seconds / max(result.epochs, 1)
     train_size = int((manifest.frame["split"] == "train").sum())
-    return {"seconds": result.seconds, "per_epoch_s": per_epoch, "utt_per_s": train_size / per_epoch,
-            "best_val_uar": best_val_uar, "best_epoch": best_epoch, "to_best_s": per_epoch * best_epoch}
+    return {
+        "seconds": result.seconds,
+        "per_epoch_s": per_epoch,
+        "utt_per_s": train_size / per_epoch,
+        "best_val_uar": best_val_uar,
+        "best_epoch": best_epoch,
+        "to_best_s": per_epoch * best_epoch,
+    }
 
 
 # --- inference and scaling -------------------------------------------------------------------
@@ -300,7 +364,8 @@ def joined_speech(seconds: float) -> np.ndarray:
 
 
 def length_scaling(lengths: list[float]) -> list[dict]:
-    """Per clip length: Whisper (own length) extraction seconds and warm predict seconds (median of 3)."""
+    """Per clip length: Whisper (own length) extraction seconds and warm predict seconds (median of
+    3)."""
     from crabser.features.encoders import WhisperCT2Encoder
     from crabser.inference import Recognizer
 
@@ -321,16 +386,26 @@ def length_scaling(lengths: list[float]) -> list[dict]:
 
 
 def size_scaling(sizes: list[int], threads: int, epochs: int) -> list[dict]:
-    """Per corpus size: Whisper (own length) extraction in a fresh process and one training epoch."""
+    """Per corpus size: Whisper (own length) extraction in a fresh process and one training
+    epoch."""
 
     rows = []
     for size in sizes:
-        extraction = run_worker("extract", "Whisper tiny.en, own length", "batched + bucketed", str(size), str(threads))
+        extraction = run_worker(
+            "extract", "Whisper tiny.en, own length", "batched + bucketed", str(size), str(threads)
+        )
         config = training_config(f"speed_size{size}", epochs, threads)
         manifest, encoders = training_inputs(config, size)
         rates = epoch_rates(config, manifest, encoders, epochs, baselines=False)
         epoch_s = rates["utterances"] / rates["rates"][OURS]
-        rows.append({"clips": size, "extract_s": extraction["seconds"], "train_utts": rates["utterances"], "epoch_s": epoch_s})
+        rows.append(
+            {
+                "clips": size,
+                "extract_s": extraction["seconds"],
+                "train_utts": rates["utterances"],
+                "epoch_s": epoch_s,
+            }
+        )
         print(rows[-1], flush=True)
     return rows
 
@@ -343,12 +418,18 @@ def plot(sizes: list[dict], lengths: list[dict], target: Path) -> None:
 
     figure, (left, right) = plt.subplots(1, 2, figsize=(10, 4))
     clips = [row["clips"] for row in sizes]
-    left.plot(clips, [row["extract_s"] for row in sizes], "o-", label="extraction (Whisper own length)")
-    left.plot(clips, [row["epoch_s"] for row in sizes], "s-", label="one training epoch (train split)")
+    left.plot(
+        clips, [row["extract_s"] for row in sizes], "o-", label="extraction (Whisper own length)"
+    )
+    left.plot(
+        clips, [row["epoch_s"] for row in sizes], "s-", label="one training epoch (train split)"
+    )
     left.set(xlabel="EmoDB clips", ylabel="seconds", title="corpus size")
     seconds = [row["seconds"] for row in lengths]
     right.plot(seconds, [row["extract"] for row in lengths], "o-", label="Whisper encode")
-    right.plot(seconds, [row["predict"] for row in lengths], "s-", label="predict (default model, warm)")
+    right.plot(
+        seconds, [row["predict"] for row in lengths], "s-", label="predict (default model, warm)"
+    )
     right.set(xlabel="clip length (s)", ylabel="seconds", title="clip length")
     for axis in (left, right):
         axis.grid(alpha=0.3)
@@ -359,8 +440,15 @@ def plot(sizes: list[dict], lengths: list[dict], target: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="2 encoders on 8 clips, 64 for training, 2 epochs, sizes 8/16, lengths to 4 s; plot in runs/quick")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--quick",
+        action="store_true",
+        help="2 encoders on 8 clips, 64 for training, 2 epochs, sizes 8/16, lengths to 4 s; "
+        "plot in runs/quick",
+    )
     parser.add_argument("--threads", type=int, default=os.cpu_count() or 1)
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -369,7 +457,6 @@ def main() -> None:
         print(json.dumps(extraction_worker(name, mode, int(clips), int(threads))))
         return
     import torch
-
 
     torch.set_num_threads(args.threads)
     clips, epochs = (8, 2) if args.quick else (96, 5)
@@ -383,7 +470,9 @@ def main() -> None:
     manifest, encoders = training_inputs(config, 64 if args.quick else None)
     rates = epoch_rates(config, manifest, encoders, epochs)
     trained = pipeline_training(config, manifest, encoders)
-    ours, shuffled, naive, unfused = (rates["rates"][name] for name in (OURS, SHUFFLED, NAIVE, UNFUSED))
+    ours, shuffled, naive, unfused = (
+        rates["rates"][name] for name in (OURS, SHUFFLED, NAIVE, UNFUSED)
+    )
     print(rates, trained, flush=True)
 
     inference = batch_inference(20 if args.quick else 100)
@@ -393,33 +482,54 @@ def main() -> None:
     plot(size_rows, length_rows, target)
 
     body = header(command_line()) + (
-        f"- torch threads: {args.threads}\n\n### Feature extraction (EmoDB clips; MiniLM: MELD utterances)\n\n"
-        "Each encoder and mode in a fresh process; peak RSS includes the loaded model. Whisper with 30 s padding "
-        "on a third of the clips (its cost per clip is ~10x; all of EmoDB: the Whisper padding section).\n\n"
-        "| encoder | items | one at a time | batched + bucketed | speed-up | peak RSS MB (one) | peak RSS MB (batched) |\n"
+        f"- torch threads: {args.threads}\n\n### Feature extraction (EmoDB clips; MiniLM: MELD "
+        "utterances)\n\n"
+        "Each encoder and mode in a fresh process; peak RSS includes the loaded model. Whisper "
+        "with 30 s padding "
+        "on a third of the clips (its cost per clip is ~10x; all of EmoDB: the Whisper padding "
+        "section).\n\n"
+        "| encoder | items | one at a time | batched + bucketed | speed-up | peak RSS MB (one) | "
+        "peak RSS MB (batched) |\n"
         "|---|---|---|---|---|---|---|\n" + "\n".join(extraction_rows) + "\n\n"
-        f"### Training on cached features (EmoDB demo split, {rates['utterances']} training clips, speech only)\n\n"
+        f"### Training on cached features (EmoDB demo split, {rates['utterances']} training clips, "
+        "speech only)\n\n"
         "| loop | utterances / s per epoch | ratio |\n|---|---|---|\n"
-        f"| features in memory (read once, {rates['preload_s']:.1f} s), length-bucketed batches (`train.sampler: length_bucketed`, "
+        f"| features in memory (read once, {rates['preload_s']:.1f} s), length-bucketed batches "
+        "(`train.sampler: length_bucketed`, "
         f"pools of {config.train.bucket_pool} batches) | {ours:.0f} | **{ours / naive:.2f}x** |\n"
-        f"| features in memory, shuffled batches (each padded to its longest clip) | {shuffled:.0f} | {shuffled / naive:.2f}x |\n"
-        f"| naive: re-read every feature file each epoch, shuffled batches | {naive:.0f} | 1.00x |\n"
-        f"| features in memory, length-bucketed batches, per-tensor AdamW step (torch's CPU default) | {unfused:.0f} | {unfused / naive:.2f}x |\n\n"
-        f"Every loop but the last steps with the fused AdamW kernel, as `crabser train` does. Length-bucketed vs. shuffled "
-        f"batches: **{ours / shuffled:.2f}x**; fused vs. per-tensor AdamW step: **{ours / unfused:.2f}x**.\n\n"
-        f"`crabser train` ({config.train.epochs} epochs, with validation and checkpoints): {trained['utt_per_s']:.0f} utterances/s, "
-        f"{trained['per_epoch_s']:.1f} s per epoch; best val UAR {trained['best_val_uar']:.3f} at epoch {trained['best_epoch']}, "
+        "| features in memory, shuffled batches (each padded to its longest clip) | "
+        f"{shuffled:.0f} | {shuffled / naive:.2f}x |\n"
+        f"| naive: re-read every feature file each epoch, shuffled batches | {naive:.0f} | 1.00x "
+        "|\n"
+        "| features in memory, length-bucketed batches, per-tensor AdamW step (torch's CPU "
+        f"default) | {unfused:.0f} | {unfused / naive:.2f}x |\n\n"
+        "Every loop but the last steps with the fused AdamW kernel, as `crabser train` does. "
+        "Length-bucketed vs. shuffled "
+        f"batches: **{ours / shuffled:.2f}x**; fused vs. per-tensor AdamW step: "
+        f"**{ours / unfused:.2f}x**.\n\n"
+        f"`crabser train` ({config.train.epochs} epochs, with validation and checkpoints): "
+        f"{trained['utt_per_s']:.0f} utterances/s, "
+        f"{trained['per_epoch_s']:.1f} s per epoch; best val UAR {trained['best_val_uar']:.3f} at "
+        f"epoch {trained['best_epoch']}, "
         f"reached after {trained['to_best_s']:.0f} s.\n\n"
         f"### Inference (default model, warm)\n\n"
         "| way | clips | seconds | clips / s | ratio |\n|---|---|---|---|---|\n"
-        f"| `predict_batch` | {inference['clips']} | {inference['batch_s']:.2f} | {inference['clips'] / inference['batch_s']:.1f} | "
+        f"| `predict_batch` | {inference['clips']} | {inference['batch_s']:.2f} | "
+        f"{inference['clips'] / inference['batch_s']:.1f} | "
         f"**{inference['loop_s'] / inference['batch_s']:.2f}x** |\n"
-        f"| `predict` in a loop | {inference['clips']} | {inference['loop_s']:.2f} | {inference['clips'] / inference['loop_s']:.1f} | 1.00x |\n\n"
+        f"| `predict` in a loop | {inference['clips']} | {inference['loop_s']:.2f} | "
+        f"{inference['clips'] / inference['loop_s']:.1f} | 1.00x |\n\n"
         "Cold and warm latency of one 3-second clip: the service section below.\n\n"
-        "### Scaling\n\n| EmoDB clips | extraction s (Whisper own, batched) | training clips | one epoch s |\n|---|---|---|---|\n"
-        + "\n".join(f"| {r['clips']} | {r['extract_s']:.1f} | {r['train_utts']} | {r['epoch_s']:.2f} |" for r in size_rows)
+        "### Scaling\n\n| EmoDB clips | extraction s (Whisper own, batched) | training clips | one "
+        "epoch s |\n|---|---|---|---|\n"
+        + "\n".join(
+            f"| {r['clips']} | {r['extract_s']:.1f} | {r['train_utts']} | {r['epoch_s']:.2f} |"
+            for r in size_rows
+        )
         + "\n\n| clip length s | Whisper encode s | predict s (warm) |\n|---|---|---|\n"
-        + "\n".join(f"| {r['seconds']:g} | {r['extract']:.3f} | {r['predict']:.3f} |" for r in length_rows)
+        + "\n".join(
+            f"| {r['seconds']:g} | {r['extract']:.3f} | {r['predict']:.3f} |" for r in length_rows
+        )
         + f"\n\n![scaling]({target.relative_to(REPO)})\n"
     )
     write_section("Speed: extraction, training, inference, scaling", body)

@@ -1,6 +1,8 @@
-"""Build a packaged model: cross-validate its settings, train it on every utterance, export it with its card.
+"""Build a packaged model: cross-validate its settings, train it on every utterance, export it with
+its card.
 
-Usage: python scripts/build_default_model.py [--config configs/default_model.yaml] [--target NAME] [--skip-crossval]
+Usage: python scripts/build_default_model.py [--config configs/default_model.yaml] [--target NAME]
+[--skip-crossval]
 
 1. Cross-validation with the config's folds (EmoDB: leave one speaker out; configs/multicorpus.yaml:
    leave one corpus out), the figure the card and README report; finished folds are read back.
@@ -8,8 +10,8 @@ Usage: python scripts/build_default_model.py [--config configs/default_model.yam
    its speakers, drawn by data.seed) choose the checkpoint or, with ``train.refit``, the epochs of a
    refit on all of them.
 3. ``crabser export --half`` into ``src/crabser/pretrained/<target>`` with ``card.json``: classes,
-   languages, training corpora with their terms, the cross-validated metrics, intended use and limits
-   (``crabser models <target>`` prints it).
+   languages, training corpora with their terms, the cross-validated metrics, intended use and
+   limits (``crabser models <target>`` prints it).
 """
 
 from __future__ import annotations
@@ -26,18 +28,26 @@ REPO = Path(__file__).resolve().parents[1]
 PRETRAINED = REPO / "src" / "crabser" / "pretrained"
 NAMED_VAL_SPEAKERS = {"emodb": ["12", "13"]}  # one male, one female
 INTENDED_USE = (
-    "Research and prototyping of speech emotion recognition on short clips (about 1-10 s) of one speaker; "
+    "Research and prototyping of speech emotion recognition on short clips (about 1-10 s) of one "
+    "speaker; "
     "a score per class, not a diagnosis. Not for decisions about people."
 )
 
 
 def speech_encoder_description(speech) -> str:
     """The card's words for the speech encoder settings."""
-    form = "each clip's own length" if speech.pad_to_seconds is None else f"padded to {speech.pad_to_seconds:g} s"
+    form = (
+        "each clip's own length"
+        if speech.pad_to_seconds is None
+        else f"padded to {speech.pad_to_seconds:g} s"
+    )
     if speech.kind == "whisper-ct2" and speech.model == "embedded":
         return f"Whisper tiny.en encoder (embedded, CTranslate2), output layer, {form}"
     if speech.kind == "hf-speech" and speech.model == "embedded":
-        return f"Whisper tiny.en encoder (embedded, PyTorch from the bundled weights), hidden state {speech.layer} of 4, {form}"
+        return (
+            "Whisper tiny.en encoder (embedded, PyTorch from the bundled weights), "
+            f"hidden state {speech.layer} of 4, {form}"
+        )
     return f"{speech.kind} {speech.model}, layer {speech.layer}, {form}"
 
 
@@ -47,10 +57,19 @@ def validation_speakers(frame, corpus_name: str, seed: int) -> list[str]:
     corpora = frame.get("corpus")
     chosen = []
     for corpus in sorted(corpora.unique()) if corpora is not None else [corpus_name]:
-        speakers = sorted(frame.loc[corpora == corpus, "speaker"].unique()) if corpora is not None else sorted(frame["speaker"].unique())
+        speakers = (
+            sorted(frame.loc[corpora == corpus, "speaker"].unique())
+            if corpora is not None
+            else sorted(frame["speaker"].unique())
+        )
         prefix = f"{corpus}:" if corpora is not None else ""
         named = [prefix + s for s in NAMED_VAL_SPEAKERS.get(corpus, []) if prefix + s in speakers]
-        chosen += named or [str(s) for s in np.random.default_rng(seed).choice(speakers, math.ceil(len(speakers) / 10), replace=False)]
+        chosen += named or [
+            str(s)
+            for s in np.random.default_rng(seed).choice(
+                speakers, math.ceil(len(speakers) / 10), replace=False
+            )
+        ]
     return chosen
 
 
@@ -62,18 +81,34 @@ def corpora_of(config, frame) -> list[dict]:
     rows = []
     for name in names:
         part = frame[frame["corpus"] == name] if "corpus" in frame else frame
-        rows.append({**corpus_facts(name), "clips": len(part), "speakers": int(part["speaker"].nunique()),
-                     "classes": sorted(part["label"].unique())})
+        rows.append(
+            {
+                **corpus_facts(name),
+                "clips": len(part),
+                "speakers": int(part["speaker"].nunique()),
+                "classes": sorted(part["label"].unique()),
+            }
+        )
     return rows
 
 
 def cross_validation(config, crossval: dict, pooled: dict) -> dict:
     """The card's cross-validation section: per fold group for several corpora, pooled for one."""
-    section = {"mean": crossval["mean"], "std": crossval["std"], "pooled": crossval["pooled"],
-               "per_class_recall": {label: row["recall"] for label, row in pooled["per_class"].items()}}
+    section = {
+        "mean": crossval["mean"],
+        "std": crossval["std"],
+        "pooled": crossval["pooled"],
+        "per_class_recall": {label: row["recall"] for label, row in pooled["per_class"].items()},
+    }
     if config.data.fold_by == "corpus":
-        return {"protocol": "leave one corpus out: each corpus scored by a model trained on the others, on its own classes",
-                "per_corpus": crossval["per_corpus"], **section}
+        return {
+            "protocol": (
+                "leave one corpus out: each corpus scored by a model trained on the others, "
+                "on its own classes"
+            ),
+            "per_corpus": crossval["per_corpus"],
+            **section,
+        }
     folds = "leave one speaker out" if config.data.folds is None else f"{config.data.folds} folds"
     return {"protocol": f"speaker-independent, {folds} by {config.data.fold_by}", **section}
 
@@ -81,26 +116,42 @@ def cross_validation(config, crossval: dict, pooled: dict) -> dict:
 def limits(corpora: list[dict], crossval: dict, speech: str) -> list[str]:
     """Known limits stated on the card."""
     acted = [c["corpus"] for c in corpora if c["speech"] == "acted"]
-    size = f"Trained on {sum(c['clips'] for c in corpora)} clips from {sum(c['speakers'] for c in corpora)} speakers"
+    clips, speakers = sum(c["clips"] for c in corpora), sum(c["speakers"] for c in corpora)
+    size = f"Trained on {clips} clips from {speakers} speakers"
     if acted:
-        size += f"; {', '.join(acted)} {'is' if len(acted) == 1 else 'are'} acted speech, more intense and cleaner than everyday speech"
+        verb = "is" if len(acted) == 1 else "are"
+        size += f"; {', '.join(acted)} {verb} acted speech"
+        size += ", more intense and cleaner than everyday speech"
     notes = [
         size + ".",
-        ("Languages: " + ", ".join(sorted({c["language"] for c in corpora if c["language"]}))
-         + "; other languages and recording conditions are unseen, and accuracy there is lower (see cross_validation)."),
+        (
+            "Languages: "
+            + ", ".join(sorted({c["language"] for c in corpora if c["language"]}))
+            + "; other languages and recording conditions are unseen, and accuracy there is lower "
+            "(see cross_validation)."
+        ),
         f"The speech encoder ({speech}) is frozen; only the head is trained.",
     ]
     if "per_corpus" in crossval:
         worst = min(crossval["per_corpus"].items(), key=lambda item: item[1]["uar"])
-        notes.append(f"On a corpus it never saw, UAR ranged down to {worst[1]['uar']:.2f} ({worst[0]}).")
+        notes.append(
+            f"On a corpus it never saw, UAR ranged down to {worst[1]['uar']:.2f} ({worst[0]})."
+        )
     return notes
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default=str(REPO / "configs" / "default_model.yaml"))
-    parser.add_argument("--target", default=None, help="Folder name under src/crabser/pretrained (default: emodb_speech, or multicorpus_speech for data.corpora).")
-    parser.add_argument("--skip-crossval", action="store_true", help="Reuse runs/<name>/crossval.json.")
+    parser.add_argument(
+        "--target",
+        default=None,
+        help="Folder name under src/crabser/pretrained "
+        "(default: emodb_speech, or multicorpus_speech for data.corpora).",
+    )
+    parser.add_argument(
+        "--skip-crossval", action="store_true", help="Reuse runs/<name>/crossval.json."
+    )
     args = parser.parse_args()
 
     from crabser import pipeline
@@ -109,13 +160,20 @@ def main() -> None:
     from crabser.inference import export_model
 
     config = load_config(args.config, [])
-    target = PRETRAINED / (args.target or ("multicorpus_speech" if config.data.corpora else "emodb_speech"))
+    target = PRETRAINED / (
+        args.target or ("multicorpus_speech" if config.data.corpora else "emodb_speech")
+    )
     manifest = pipeline.prepare(config)
     encoders = pipeline.build_encoders(config)
     pipeline.extract_features(config, manifest, encoders)
     summary_path = config.run_dir / "crossval.json"
     if not args.skip_crossval or not summary_path.is_file():
-        pipeline.crossval(config, manifest, encoders, on_fold=lambda k, m: print(f"fold {k}: UAR {m['uar']:.4f}", flush=True))
+        pipeline.crossval(
+            config,
+            manifest,
+            encoders,
+            on_fold=lambda k, m: print(f"fold {k}: UAR {m['uar']:.4f}", flush=True),
+        )
     crossval = json.loads(summary_path.read_text())
     pooled = json.loads((config.run_dir / "report" / "pooled_metrics.json").read_text())
 
@@ -124,22 +182,37 @@ def main() -> None:
     frame["split"] = np.where(frame["speaker"].isin(val_speakers), "val", "train")
     final_manifest = config.run_dir / "all_speakers_manifest.csv"
     write_manifest(Manifest(frame), final_manifest)
-    final = load_config(args.config, [f"name={config.name}_all", "data.protocol=given", f"data.manifest={final_manifest}"])
+    final = load_config(
+        args.config,
+        [f"name={config.name}_all", "data.protocol=given", f"data.manifest={final_manifest}"],
+    )
     final_manifest_loaded = pipeline.prepare(final)
     result = pipeline.train(final, final_manifest_loaded, encoders)
-    print(f"final model: best val UAR {result.best_val_uar:.4f} after {result.epochs} epochs", flush=True)
+    print(
+        f"final model: best val UAR {result.best_val_uar:.4f} after {result.epochs} epochs",
+        flush=True,
+    )
 
     export_model(final.run_dir, target, half=True)
     corpora = corpora_of(config, frame)
-    how = (f"validation speakers {val_speakers} pick the number of epochs, then the model is refitted on every speaker"
-           if final.train.refit else f"validation speakers {val_speakers} pick the checkpoint")
+    how = (
+        f"validation speakers {val_speakers} pick the number of epochs, then the model is refitted "
+        "on every speaker"
+        if final.train.refit
+        else f"validation speakers {val_speakers} pick the checkpoint"
+    )
     card = {
         "name": target.name,
-        "trained_on": "; ".join(f"{c['corpus']} ({c['language']}, {c['speech']}): {c['clips']} clips, {c['speakers']} speakers" for c in corpora)
+        "trained_on": "; ".join(
+            f"{c['corpus']} ({c['language']}, {c['speech']}): {c['clips']} clips, {c['speakers']} "
+            "speakers"
+            for c in corpora
+        )
         + f"; every utterance used ({how})",
         "corpora": corpora,
         "languages": sorted({c["language"] for c in corpora if c["language"]}),
-        "terms": "The training corpora's terms carry over to the model: " + " | ".join(f"{c['corpus']}: {c['terms']}" for c in corpora),
+        "terms": "The training corpora's terms carry over to the model: "
+        + " | ".join(f"{c['corpus']}: {c['terms']}" for c in corpora),
         "modalities": final.model.modalities,
         "speech_encoder": speech_encoder_description(final.speech),
         "labels": json.loads((target / "model.json").read_text())["labels"],
@@ -147,7 +220,8 @@ def main() -> None:
         "intended_use": INTENDED_USE,
         "limits": limits(corpora, crossval, speech_encoder_description(final.speech)),
         "final_val_uar": result.best_val_uar,
-        "command": f"python scripts/build_default_model.py --config {Path(args.config).resolve().relative_to(REPO)}",
+        "command": "python scripts/build_default_model.py --config "
+        f"{Path(args.config).resolve().relative_to(REPO)}",
     }
     (target / "card.json").write_text(json.dumps(card, indent=2) + "\n")
     size = sum(p.stat().st_size for p in target.iterdir()) / 1e6

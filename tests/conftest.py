@@ -13,8 +13,13 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def emodb_root() -> Path:
-    """Real EmoDB: $CRABSER_EMODB, else ../shared/data/emodb beside the clone, else the vendored copy."""
-    candidates = [os.environ.get("CRABSER_EMODB"), REPO.parent / "shared" / "data" / "emodb", REPO / "data" / "emodb"]
+    """Real EmoDB: $CRABSER_EMODB, else ../shared/data/emodb beside the clone, else the vendored
+    copy."""
+    candidates = [
+        os.environ.get("CRABSER_EMODB"),
+        REPO.parent / "shared" / "data" / "emodb",
+        REPO / "data" / "emodb",
+    ]
     for candidate in candidates:
         if candidate and Path(candidate).is_dir():
             return Path(candidate)
@@ -28,7 +33,8 @@ def emodb() -> Path:
 
 @pytest.fixture(scope="session")
 def meld_csvs() -> Path:
-    """The real MELD annotation CSVs (../shared/data/meld or $CRABSER_MELD); CI has them beside the clone."""
+    """The real MELD annotation CSVs (../shared/data/meld or $CRABSER_MELD); CI has them beside the
+    clone."""
     root = Path(os.environ.get("CRABSER_MELD", REPO.parent / "shared" / "data" / "meld"))
     if not (root / "train_sent_emo.csv").is_file():
         pytest.skip(f"MELD CSVs not found at {root} (set CRABSER_MELD)")
@@ -36,17 +42,22 @@ def meld_csvs() -> Path:
 
 
 def shared_corpus(name: str) -> Path:
-    """A real corpus copy: $CRABSER_<NAME>, else ../shared/data/<name> beside the clone; skip if absent."""
+    """A real corpus copy: $CRABSER_<NAME>, else ../shared/data/<name> beside the clone; skip if
+    absent."""
     root = Path(os.environ.get(f"CRABSER_{name.upper()}", REPO.parent / "shared" / "data" / name))
     if not root.is_dir():
         pytest.skip(f"{name} not found at {root} (set CRABSER_{name.upper()})")
     return root
 
 
-def tone(seconds: float = 1.0, rate: int = 16000, freq: float = 220.0, channels: int = 1) -> np.ndarray:
+def tone(
+    seconds: float = 1.0, rate: int = 16000, freq: float = 220.0, channels: int = 1
+) -> np.ndarray:
     """A sine tone with a little noise (so it is not silent), shape (n,) or (n, channels)."""
     t = np.arange(int(seconds * rate)) / rate
-    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(len(t))
+    wave = 0.3 * np.sin(2 * np.pi * freq * t) + 0.01 * np.random.default_rng(0).standard_normal(
+        len(t)
+    )
     wave = wave.astype(np.float32)
     return np.stack([wave] * channels, axis=1) if channels > 1 else wave
 
@@ -73,9 +84,17 @@ def tiny_wavlm(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-wavlm")
     config = WavLMConfig(
-        hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        conv_dim=(8, 8, 8), conv_kernel=(10, 8, 8), conv_stride=(5, 8, 8), num_conv_pos_embeddings=8,
-        num_conv_pos_embedding_groups=2, num_buckets=8, max_bucket_distance=16,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=32,
+        conv_dim=(8, 8, 8),
+        conv_kernel=(10, 8, 8),
+        conv_stride=(5, 8, 8),
+        num_conv_pos_embeddings=8,
+        num_conv_pos_embedding_groups=2,
+        num_buckets=8,
+        max_bucket_distance=16,
     )
     torch.manual_seed(0)
     WavLMModel(config).save_pretrained(folder)
@@ -92,14 +111,29 @@ def tiny_roberta(tmp_path_factory) -> Path:
 
     folder = tmp_path_factory.mktemp("tiny-roberta")
     bpe = ByteLevelBPETokenizer()
-    sentences = ["I am happy today.", "Der Lappen liegt auf dem Eisschrank.", "Das will sie am Mittwoch abgeben."]
-    bpe.train_from_iterator(sentences, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"])
+    sentences = [
+        "I am happy today.",
+        "Der Lappen liegt auf dem Eisschrank.",
+        "Das will sie am Mittwoch abgeben.",
+    ]
+    bpe.train_from_iterator(
+        sentences, vocab_size=300, special_tokens=["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    )
     bpe.save_model(str(folder))
-    tokenizer = RobertaTokenizerFast(vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt"))
+    tokenizer = RobertaTokenizerFast(
+        vocab_file=str(folder / "vocab.json"), merges_file=str(folder / "merges.txt")
+    )
     tokenizer.save_pretrained(folder)
     torch.manual_seed(0)
-    config = RobertaConfig(vocab_size=len(tokenizer), hidden_size=12, num_hidden_layers=2, num_attention_heads=2,
-                           intermediate_size=24, max_position_embeddings=140, pad_token_id=tokenizer.pad_token_id)
+    config = RobertaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=12,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=24,
+        max_position_embeddings=140,
+        pad_token_id=tokenizer.pad_token_id,
+    )
     RobertaModel(config).save_pretrained(folder)
     return folder
 
@@ -120,9 +154,9 @@ def run(tmp_path_factory, emodb):
     config.write_text(
         f"""
 name: e2e
-output_dir: {root / 'runs'}
-cache_dir: {root / 'cache'}
-data: {{manifest: {root / 'manifest.csv'}, test_speakers: ["16"], val_speakers: ["11"]}}
+output_dir: {root / "runs"}
+cache_dir: {root / "cache"}
+data: {{manifest: {root / "manifest.csv"}, test_speakers: ["16"], val_speakers: ["11"]}}
 speech: {{kind: whisper-ct2}}
 text: {{kind: hf-text}}
 model: {{hidden: 64, speech_frame_stride: 4, dropout: 0.1, attention_dropout: 0.1}}

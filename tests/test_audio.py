@@ -44,7 +44,10 @@ def _write_bytes(path, data):
     [
         (lambda d, w: d / "missing.wav", "not found"),
         (lambda d, w: _write_bytes(d / "empty.wav", b""), "empty file"),
-        (lambda d, w: _write_bytes(d / "junk.wav", b"RIFF\x00\x01not audio at all" * 20), "corrupt"),
+        (
+            lambda d, w: _write_bytes(d / "junk.wav", b"RIFF\x00\x01not audio at all" * 20),
+            "corrupt",
+        ),
         (lambda d, w: w("silent.wav", np.zeros(16000, dtype=np.float32)), "silent"),
         (lambda d, w: w("zero.wav", np.zeros(0, dtype=np.float32)), "empty audio"),
     ],
@@ -80,7 +83,9 @@ class _MeanEncoder:
         from crabser.features.encoders import pad_batch
 
         self.calls += 1
-        return pad_batch([w[: len(w) // 1600 * 1600].reshape(-1, 1600).mean(1, keepdims=True) for w in batch])
+        return pad_batch(
+            [w[: len(w) // 1600 * 1600].reshape(-1, 1600).mean(1, keepdims=True) for w in batch]
+        )
 
 
 def test_one_bad_file_never_loses_the_others(tmp_path, write_wav):
@@ -110,7 +115,9 @@ def _write_mp4(path, seconds: float = 1.0, rate: int = 44100) -> None:
     with av.open(str(path), "w") as container:
         stream = container.add_stream("aac", rate=rate, layout="stereo")
         for start in range(0, planar.shape[1], 1024):
-            frame = av.AudioFrame.from_ndarray(planar[:, start : start + 1024].copy(), format="fltp", layout="stereo")
+            frame = av.AudioFrame.from_ndarray(
+                planar[:, start : start + 1024].copy(), format="fltp", layout="stereo"
+            )
             frame.sample_rate = rate
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -122,7 +129,9 @@ def test_mp4_audio_track_is_decoded_to_16k_mono(tmp_path):
     path = tmp_path / "dia0_utt0.mp4"
     _write_mp4(path)
     wave = load_audio(path, 16000)
-    assert wave.ndim == 1 and abs(len(wave) / 16000 - 1.0) < 0.1  # AAC adds ~1024 samples of priming
+    assert (
+        wave.ndim == 1 and abs(len(wave) / 16000 - 1.0) < 0.1
+    )  # AAC adds ~1024 samples of priming
     spectrum = np.abs(np.fft.rfft(wave))
     assert abs(np.argmax(spectrum) * 16000 / len(wave) - 440) < 5  # the tone survives decoding
     broken = tmp_path / "broken.mp4"
@@ -131,8 +140,8 @@ def test_mp4_audio_track_is_decoded_to_16k_mono(tmp_path):
         load_audio(broken)
 
 
-# --- decode_audio: bytes and arrays, the inputs of Recognizer.predict and the service ---------------
-
+# --- decode_audio: bytes and arrays, the inputs of Recognizer.predict and the service
+# ---------------
 
 
 def _wav_bytes(wave: np.ndarray, rate: int = 16000, fmt: str = "WAV") -> bytes:
@@ -164,7 +173,9 @@ def test_stereo_arrays_either_layout_and_int16_are_mono_float():
     stereo = tone(0.5, channels=2)
     expected = stereo.mean(axis=1)
     assert np.allclose(decode_audio((stereo, 16000)), expected, atol=1e-6)
-    assert np.allclose(decode_audio((stereo.T.copy(), 16000)), expected, atol=1e-6)  # (channels, samples)
+    assert np.allclose(
+        decode_audio((stereo.T.copy(), 16000)), expected, atol=1e-6
+    )  # (channels, samples)
     ints = (expected * 32768).astype(np.int16)
     assert np.allclose(decode_audio((ints, 16000)), expected, atol=1e-4)
 
@@ -182,8 +193,16 @@ def test_flac_and_ogg_bytes_decode():
         (b"hello, this is not audio" * 10, {}, "not audio or an unsupported format"),
         (np.zeros(16000, dtype=np.float32), {"sample_rate": 16000}, "silent"),
         (np.zeros(0, dtype=np.float32), {"sample_rate": 16000}, "empty audio"),
-        (np.array([0.1, np.nan] * 8000, dtype=np.float32), {"sample_rate": 16000}, "NaN or infinite"),
-        (np.array([0.1, np.inf] * 8000, dtype=np.float32), {"sample_rate": 16000}, "NaN or infinite"),
+        (
+            np.array([0.1, np.nan] * 8000, dtype=np.float32),
+            {"sample_rate": 16000},
+            "NaN or infinite",
+        ),
+        (
+            np.array([0.1, np.inf] * 8000, dtype=np.float32),
+            {"sample_rate": 16000},
+            "NaN or infinite",
+        ),
         (tone(0.5), {}, "needs its sample rate"),
         (tone(0.5), {"sample_rate": 3}, "implausible sample rate"),
         (tone(0.5), {"sample_rate": float("nan")}, "whole number of Hz"),
@@ -205,7 +224,9 @@ def test_truncated_bytes_keep_what_is_there_or_fail_by_name(write_wav):
     data = write_wav("t.wav", tone(1.0)).read_bytes()
     with pytest.raises(AudioError, match="up.wav"):
         decode_audio(data[:30], name="up.wav")  # header cut: nothing decodable
-    assert 0 < len(decode_audio(data[: len(data) // 2], name="half.wav")) < 16000  # samples cut: the first half
+    assert (
+        0 < len(decode_audio(data[: len(data) // 2], name="half.wav")) < 16000
+    )  # samples cut: the first half
 
 
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -239,19 +260,25 @@ def test_stream_audio_blocks_join_to_the_whole_wave(write_wav):
     assert duration == pytest.approx(5.0)
     assert abs(len(joined) - len(whole)) <= 2
     n = min(len(joined), len(whole))
-    assert np.abs(joined[100 : n - 100] - whole[100 : n - 100]).max() < 1e-2  # streaming vs one-shot resampler
+    assert (
+        np.abs(joined[100 : n - 100] - whole[100 : n - 100]).max() < 1e-2
+    )  # streaming vs one-shot resampler
 
 
 def test_browser_webm_opus_bytes_decode():
     """What the web page's microphone recording sends (MediaRecorder: WebM / Opus)."""
-    av = pytest.importorskip("av", reason="PyAV decodes WebM (crabser[video]; in the dev extras CI installs)")
+    av = pytest.importorskip(
+        "av", reason="PyAV decodes WebM (crabser[video]; in the dev extras CI installs)"
+    )
     buffer = io.BytesIO()
     with av.open(buffer, "w", format="webm") as container:
         stream = container.add_stream("libopus", rate=48000)
         stream.layout = "mono"
         wave = tone(1.0, rate=48000, freq=440)[None, :]
         for i in range(0, wave.shape[1], 960):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i : i + 960]), format="fltp", layout="mono")
+            frame = av.AudioFrame.from_ndarray(
+                np.ascontiguousarray(wave[:, i : i + 960]), format="fltp", layout="mono"
+            )
             frame.sample_rate = 48000
             for packet in stream.encode(frame):
                 container.mux(packet)
@@ -263,7 +290,8 @@ def test_browser_webm_opus_bytes_decode():
     assert abs(np.argmax(spectrum) * 16000 / len(out) - 440) < 5
 
 
-# --- hostile input: decompression bombs, lying headers, absurd rates (issue 19) ----------------------
+# --- hostile input: decompression bombs, lying headers, absurd rates (issue 19)
+# ----------------------
 
 
 def _flac_bytes(wave: np.ndarray, rate: int) -> bytes:
@@ -273,13 +301,15 @@ def _flac_bytes(wave: np.ndarray, rate: int) -> bytes:
 
 
 def _claiming(flac: bytes, total_samples: int) -> bytes:
-    """The FLAC with STREAMINFO's 36-bit total-samples field replaced (0 = unknown, as streaming encoders write)."""
+    """The FLAC with STREAMINFO's 36-bit total-samples field replaced (0 = unknown, as streaming
+    encoders write)."""
     field = int.from_bytes(flac[18:26], "big") & ~((1 << 36) - 1) | total_samples
     return flac[:18] + field.to_bytes(8, "big") + flac[26:]
 
 
 def _peak_bytes(function) -> tuple[int, object]:
-    """Peak memory (tracemalloc, numpy included) added while ``function()`` runs, and its result or error."""
+    """Peak memory (tracemalloc, numpy included) added while ``function()`` runs, and its result or
+    error."""
     import tracemalloc
 
     tracemalloc.start()
@@ -295,9 +325,13 @@ def _peak_bytes(function) -> tuple[int, object]:
 
 
 def test_a_header_over_the_limit_is_refused_before_decoding():
-    ten_minutes = _flac_bytes(np.zeros(16000 * 600, dtype=np.int16), 16000)  # 600 s of silence, ~30 KB
+    ten_minutes = _flac_bytes(
+        np.zeros(16000 * 600, dtype=np.int16), 16000
+    )  # 600 s of silence, ~30 KB
     peak, result = _peak_bytes(lambda: decode_audio(ten_minutes, name="bomb.flac", max_seconds=60))
-    assert isinstance(result, AudioTooLong) and "600.0 s" in str(result) and "bomb.flac" in str(result)
+    assert (
+        isinstance(result, AudioTooLong) and "600.0 s" in str(result) and "bomb.flac" in str(result)
+    )
     assert peak < 256_000  # nothing decoded
 
 
@@ -305,9 +339,13 @@ def test_a_header_over_the_limit_is_refused_before_decoding():
 def test_a_header_that_cannot_be_trusted_is_read_up_to_the_limit_only(claim):
     seconds, limit = 120, 5.0
     rng = np.random.default_rng(0)
-    noise = (3000 * rng.standard_normal((48000 * seconds, 2))).astype(np.int16)  # 48 kHz stereo: resampled
+    noise = (3000 * rng.standard_normal((48000 * seconds, 2))).astype(
+        np.int16
+    )  # 48 kHz stereo: resampled
     bomb = _claiming(_flac_bytes(noise, 48000), claim)
-    peak, result = _peak_bytes(lambda: decode_audio(bomb, 16000, name="bomb.flac", max_seconds=limit))
+    peak, result = _peak_bytes(
+        lambda: decode_audio(bomb, 16000, name="bomb.flac", max_seconds=limit)
+    )
     assert isinstance(result, AudioTooLong) and "over the limit of 5 s" in str(result)
     assert peak < limit * 16000 * 4 + 2 * 2**20  # the limit's own size plus a decode block
     short = _claiming(_flac_bytes((tone(3.0) * 32767).astype(np.int16), 16000), claim)
@@ -328,13 +366,17 @@ def test_stream_audio_refuses_audio_over_the_limit_before_reading():
     with pytest.raises(AudioTooLong, match="20.0 s long"):
         stream_audio(data, 16000, name="long.flac", max_seconds=10)
     blocks, total = stream_audio(_claiming(data, 0), 16000, name="unknown.flac", max_seconds=30)
-    assert total == pytest.approx(20.0, abs=0.3) and sum(len(b) for b in blocks) == round(total * 16000)
+    assert total == pytest.approx(20.0, abs=0.3) and sum(len(b) for b in blocks) == round(
+        total * 16000
+    )
     with pytest.raises(AudioTooLong, match="over the limit of 10 s"):
         stream_audio(_claiming(data, 0), 16000, name="unknown.flac", max_seconds=10)
 
 
 def test_a_container_over_the_limit_is_refused(tmp_path):
-    pytest.importorskip("av", reason="PyAV decodes MP4 (crabser[video]; in the dev extras CI installs)")
+    pytest.importorskip(
+        "av", reason="PyAV decodes MP4 (crabser[video]; in the dev extras CI installs)"
+    )
     path = tmp_path / "clip.mp4"
     _write_mp4(path, seconds=3.0)
     with pytest.raises(AudioTooLong, match="over the limit of 1 s"):
@@ -361,8 +403,9 @@ def test_float_arrays_at_integer_scale_are_used_with_a_warning():
 
 def test_a_header_claiming_days_without_a_limit_is_no_allocation_request():
     # 2 s of audio whose STREAMINFO claims 5.8 days (under the 7 days a header is trusted for):
-    # sized by the claim, the output buffer alone asked for 30 GB (a MemoryError, not an AudioError).
-    # libsndfile cannot read such a file past its first failed read: a named AudioError, in bounded memory.
+    # sized by the claim, the output buffer alone asked for 30 GB (a MemoryError, not an
+    # AudioError). libsndfile cannot read such a file past its first failed read: a named
+    # AudioError, in bounded memory.
     liar = _claiming(_flac_bytes((tone(2.0) * 32767).astype(np.int16), 16000), 500_000 * 16000)
     peak, result = _peak_bytes(lambda: decode_audio(liar, 16000, name="liar.flac"))
     assert isinstance(result, AudioError) and "liar.flac" in str(result)
@@ -386,7 +429,8 @@ def test_sample_rates_that_are_no_number_of_hz_are_named(rate):
 
 @pytest.mark.parametrize("samples, rate", [(320, 16000), (399, 16000), (199, 8000)])
 def test_audio_too_short_for_a_wav2vec_style_encoder_is_named(samples, rate):
-    # 320-399 samples at 16 kHz passed the old 20 ms minimum, but give wav2vec 2.0 / WavLM zero frames
+    # 320-399 samples at 16 kHz passed the old 20 ms minimum, but give wav2vec 2.0 / WavLM zero
+    # frames
     with pytest.raises(AudioError, match="short.wav: audio too short.*at least 25 ms"):
         decode_audio(tone(1.0, rate)[:samples], sample_rate=rate, name="short.wav")
     assert len(decode_audio(tone(1.0, rate)[: rate // 40], sample_rate=rate, name="ok.wav")) >= 400
@@ -398,8 +442,15 @@ def test_the_shortest_accepted_clip_gives_wav2vec_style_encoders_a_frame():
 
     from crabser.data.audio import MIN_DURATION_S
 
-    model = Wav2Vec2Model(Wav2Vec2Config(hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                                         intermediate_size=16, conv_dim=(8,) * 7)).eval()
+    model = Wav2Vec2Model(
+        Wav2Vec2Config(
+            hidden_size=16,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=16,
+            conv_dim=(8,) * 7,
+        )
+    ).eval()
     samples = round(MIN_DURATION_S * 16000)
     with torch.no_grad():
         assert model(torch.randn(1, samples)).last_hidden_state.shape[1] == 1

@@ -37,7 +37,10 @@ def test_eam_overlays_an_snr_scaled_segment_and_weighs_its_label():
 
 def test_eam_keeps_the_dominant_utterance_and_handles_silence():
     rng = np.random.default_rng(0)
-    x_i, x_j = rng.standard_normal(16000).astype(np.float32), rng.standard_normal(8000).astype(np.float32)
+    x_i, x_j = (
+        rng.standard_normal(16000).astype(np.float32),
+        rng.standard_normal(8000).astype(np.float32),
+    )
     for _ in range(50):
         mixed, lam = energy_adaptive_mixup(x_i, x_j, rng)
         changed = np.flatnonzero(mixed != x_i)

@@ -9,12 +9,21 @@ from crabser.models.registry import MODELS, build_model
 from crabser.training.objective import TrainingObjective
 
 DIMS = {"speech": 6, "text": 5}
-MODALITIES = {"wavlm_baseline": ("speech",), "focalser": ("speech", "text"), "memocmt": ("speech", "text"), "medusa": ("speech", "text"), "crab": ("speech", "text"), "mll": ("speech",)}
+MODALITIES = {
+    "wavlm_baseline": ("speech",),
+    "focalser": ("speech", "text"),
+    "memocmt": ("speech", "text"),
+    "medusa": ("speech", "text"),
+    "crab": ("speech", "text"),
+    "mll": ("speech",),
+}
 
 
 def _model(name, **overrides):
     torch.manual_seed(0)
-    config = ModelConfig(name=name, hidden=16, heads=2, dropout=0.0, attention_dropout=0.0, **overrides).model_dump()
+    config = ModelConfig(
+        name=name, hidden=16, heads=2, dropout=0.0, attention_dropout=0.0, **overrides
+    ).model_dump()
     return build_model(config, {m: DIMS[m] for m in MODALITIES[name]}, num_classes=3)
 
 
@@ -27,7 +36,9 @@ def _batch(modalities, lengths, pad_to=None):
         x, mask = batch.features, batch.mask
         if pad_to:  # extra padded frames full of junk must change nothing
             extra = pad_to - x.shape[1]
-            junk = 100 * torch.randn(len(items), extra, DIMS[m], generator=torch.Generator().manual_seed(9))
+            junk = 100 * torch.randn(
+                len(items), extra, DIMS[m], generator=torch.Generator().manual_seed(9)
+            )
             x = torch.cat([x, junk], dim=1)
             mask = torch.cat([mask, torch.zeros(len(items), extra, dtype=torch.bool)], dim=1)
         features[m], masks[m] = x, mask
@@ -60,9 +71,20 @@ def test_each_system_fits_a_small_separable_set(name):
     centres = {m: torch.randn(classes, d) * 2 for m, d in DIMS.items()}
     features, masks = {}, {}
     for m in model.modalities:
-        batch = pad_batch([centres[m][y] + 0.3 * torch.randn(int(torch.randint(2, 9, ())), DIMS[m]) for y in labels])
+        batch = pad_batch(
+            [
+                centres[m][y] + 0.3 * torch.randn(int(torch.randint(2, 9, ())), DIMS[m])
+                for y in labels
+            ]
+        )
         features[m], masks[m] = batch.features, batch.mask
-    objective = TrainingObjective(model.tap_dims(), None, classes, classifier="focal" if name == "focalser" else "ce", legs="none")
+    objective = TrainingObjective(
+        model.tap_dims(),
+        None,
+        classes,
+        classifier="focal" if name == "focalser" else "ce",
+        legs="none",
+    )
     optimiser = torch.optim.AdamW(model.parameters(), lr=3e-3)
     losses = []
     for _ in range(120):
@@ -103,10 +125,17 @@ def test_multi_loss_model_and_objective_fit_and_cluster():
     classes, n = 3, 24
     labels = torch.arange(n) % classes
     centres = torch.randn(classes, DIMS["speech"]) * 2
-    batch = pad_batch([centres[y] + 0.3 * torch.randn(int(torch.randint(2, 9, ())), DIMS["speech"]) for y in labels])
+    batch = pad_batch(
+        [
+            centres[y] + 0.3 * torch.randn(int(torch.randint(2, 9, ())), DIMS["speech"])
+            for y in labels
+        ]
+    )
     features, masks = {"speech": batch.features}, {"speech": batch.mask}
     config = ModelConfig(name="mll", hidden=16, heads=2).model_dump()
-    objective = build_objective(LossConfig(name="multi_loss").model_dump(), config, model.tap_dims(), None, classes)
+    objective = build_objective(
+        LossConfig(name="multi_loss").model_dump(), config, model.tap_dims(), None, classes
+    )
     out = model(features, masks, return_taps=True)
     frames, frame_mask = out.frames
     assert frames.shape == (n, batch.features.shape[1], 64) and torch.equal(frame_mask, batch.mask)
@@ -123,4 +152,6 @@ def test_multi_loss_model_and_objective_fit_and_cluster():
     assert (model(features, masks).logits.argmax(-1) == labels).all()
     assert parts.classification.item() < 0.3 * first[0] and parts.legs.item() < first[1]
     with pytest.raises(ValueError, match="model.name: mll"):
-        objective(_model("crab")(*_batch(("speech", "text"), LENGTHS), return_taps=True), labels[:3])
+        objective(
+            _model("crab")(*_batch(("speech", "text"), LENGTHS), return_taps=True), labels[:3]
+        )

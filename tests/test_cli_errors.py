@@ -1,4 +1,5 @@
-"""Through the real CLI: expected failures end with exit code != 0 and ONE line naming the file or setting, never a traceback.
+"""Through the real CLI: expected failures end with exit code != 0 and ONE line naming the file or
+setting, never a traceback.
 
 A tiny bimodal run (generated tones, one epoch) serves the checkpoint, cache and resume cases.
 """
@@ -25,7 +26,9 @@ def invoke(*args: str):
 def assert_one_line_error(result, *names: str) -> str:
     """Exit code != 0, no traceback, exactly one ``error:`` line, naming every one of ``names``."""
     assert result.exit_code != 0, result.output
-    assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)
+    assert result.exception is None or isinstance(result.exception, SystemExit), repr(
+        result.exception
+    )
     assert "Traceback" not in result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1, result.output
@@ -35,14 +38,23 @@ def assert_one_line_error(result, *names: str) -> str:
 
 
 def _write_clips(root: Path, speakers: list[str], labels: dict[str, float]) -> Path:
-    """Tones (a pitch per label) for every speaker and label, with transcripts, in a manifest CSV."""
+    """Tones (a pitch per label) for every speaker and label, with transcripts, in a manifest
+    CSV."""
     rows = []
     for speaker in speakers:
         for label, freq in labels.items():
             path = root / "audio" / f"{speaker}_{label}.wav"
             path.parent.mkdir(parents=True, exist_ok=True)
             sf.write(path, tone(0.6, freq=freq + 10 * int(speaker)), 16000)
-            rows.append({"id": path.stem, "audio": str(path), "label": label, "speaker": speaker, "text": f"a {label} sound"})
+            rows.append(
+                {
+                    "id": path.stem,
+                    "audio": str(path),
+                    "label": label,
+                    "speaker": speaker,
+                    "text": f"a {label} sound",
+                }
+            )
     manifest = root / "manifest.csv"
     pd.DataFrame(rows).to_csv(manifest, index=False)
     return manifest
@@ -57,7 +69,8 @@ def tiny_run(tmp_path_factory):
     config.write_text(
         f"name: tiny\noutput_dir: {root / 'runs'}\ncache_dir: {root / 'cache'}\n"
         f"data: {{manifest: {manifest}, test_speakers: ['4'], val_speakers: ['3']}}\n"
-        "model: {hidden: 16, leg_dim: 16, leg_hidden: 16, leg_hidden_unimodal: 16, speech_frame_stride: 4}\n"
+        "model: {hidden: 16, leg_dim: 16, leg_hidden: 16, leg_hidden_unimodal: 16, "
+        "speech_frame_stride: 4}\n"
         "train: {epochs: 1, batch_size: 4, accumulate: 1, progress: false, threads: 1}\n"
     )
     result = invoke("train", "--config", config)
@@ -75,8 +88,14 @@ def _damaged_copy(run_dir: Path, how: str) -> Path:
     shutil.copytree(run_dir, copy)
     best = copy / "checkpoints" / "best.ckpt"
     data = best.read_bytes()
-    best.write_bytes({"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint" * 10}[how])
-    (copy / "config.yaml").write_text((copy / "config.yaml").read_text().replace("name: tiny", f"name: tiny_{how}"))
+    best.write_bytes(
+        {"truncated": data[: len(data) // 2], "empty": b"", "garbage": b"not a checkpoint" * 10}[
+            how
+        ]
+    )
+    (copy / "config.yaml").write_text(
+        (copy / "config.yaml").read_text().replace("name: tiny", f"name: tiny_{how}")
+    )
     return copy
 
 
@@ -86,7 +105,9 @@ def test_damaged_checkpoint_is_one_line_in_evaluate_predict_export(tiny_run, tmp
     damaged = _damaged_copy(run_dir, how)
     best = str(damaged / "checkpoints" / "best.ckpt")
     assert_one_line_error(invoke("evaluate", "--run", damaged), best)
-    assert_one_line_error(invoke("predict", root / "audio" / "1_high.wav", "--run", damaged, "--text", "hi"), best)
+    assert_one_line_error(
+        invoke("predict", root / "audio" / "1_high.wav", "--run", damaged, "--text", "hi"), best
+    )
     assert_one_line_error(invoke("export", "--run", damaged, "--out", tmp_path / "out"), best)
 
 
@@ -96,7 +117,9 @@ def test_damaged_last_checkpoint_stops_resume_with_one_line(tiny_run):
     saved = last.read_bytes()
     try:
         last.write_bytes(saved[: len(saved) // 3])
-        assert_one_line_error(invoke("train", "--config", config, "--resume", "-o", "train.epochs=2"), str(last))
+        assert_one_line_error(
+            invoke("train", "--config", config, "--resume", "-o", "train.epochs=2"), str(last)
+        )
     finally:
         last.write_bytes(saved)
 
@@ -107,22 +130,31 @@ def test_damaged_exported_model_is_one_line(tiny_run, tmp_path):
     assert invoke("export", "--run", run_dir, "--out", out).exit_code == 0
     weights = out / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[:100])
-    assert_one_line_error(invoke("predict", root / "audio" / "1_high.wav", "--model", out, "--text", "hi"), str(weights))
+    assert_one_line_error(
+        invoke("predict", root / "audio" / "1_high.wav", "--model", out, "--text", "hi"),
+        str(weights),
+    )
 
 
 def test_checkpoint_with_nan_weights_is_refused_not_predicted(tiny_run):
     root, _, run_dir = tiny_run
     copy = _damaged_copy(run_dir, "garbage")
-    state = torch.load(run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False)
+    state = torch.load(
+        run_dir / "checkpoints" / "best.ckpt", map_location="cpu", weights_only=False
+    )
     name = next(k for k, v in state["state_dict"].items() if v.is_floating_point())
     state["state_dict"][name] = torch.full_like(state["state_dict"][name], float("nan"))
     torch.save(state, copy / "checkpoints" / "best.ckpt")
-    line = assert_one_line_error(invoke("predict", root / "audio" / "1_high.wav", "--run", copy, "--text", "hi", "--json"), "not finite")
+    line = assert_one_line_error(
+        invoke("predict", root / "audio" / "1_high.wav", "--run", copy, "--text", "hi", "--json"),
+        "not finite",
+    )
     assert name.split(".", 1)[-1] in line
 
 
 def test_damaged_feature_cache_is_named_when_evaluating(tiny_run):
-    """Evaluation reads the cache without an extractor: the damaged file is named, with the way out."""
+    """Evaluation reads the cache without an extractor: the damaged file is named, with the way
+    out."""
     root, _, run_dir = tiny_run
     files = sorted((root / "cache").rglob("*.safetensors"))
     victim = files[0]
@@ -130,7 +162,9 @@ def test_damaged_feature_cache_is_named_when_evaluating(tiny_run):
     try:
         victim.write_bytes(saved[: len(saved) // 2])
         assert_one_line_error(invoke("evaluate", "--run", run_dir), str(victim), "crabser extract")
-        result = invoke("extract", "--config", root / "config.yaml")  # detects it and encodes it again
+        result = invoke(
+            "extract", "--config", root / "config.yaml"
+        )  # detects it and encodes it again
         assert result.exit_code == 0, result.output
         assert "1 encoded" in result.output
         assert invoke("evaluate", "--run", run_dir).exit_code == 0
@@ -139,15 +173,30 @@ def test_damaged_feature_cache_is_named_when_evaluating(tiny_run):
             victim.write_bytes(saved)
 
 
-@pytest.mark.skipif(torch.cuda.is_available(), reason="a CUDA GPU is visible here, so accelerator=gpu is valid")
+@pytest.mark.skipif(
+    torch.cuda.is_available(), reason="a CUDA GPU is visible here, so accelerator=gpu is valid"
+)
 def test_gpu_accelerator_without_a_gpu_is_one_line(tiny_run):
     _, config, _ = tiny_run
-    assert_one_line_error(invoke("train", "--config", config, "-o", "train.accelerator=gpu", "-o", "name=gpu"), "train.accelerator")
+    assert_one_line_error(
+        invoke("train", "--config", config, "-o", "train.accelerator=gpu", "-o", "name=gpu"),
+        "train.accelerator",
+    )
 
 
-@pytest.mark.parametrize("override", ["train.epochs=-1", "train.lr_head=nan", "loss.tau=0", "train.devices=0"])
+@pytest.mark.parametrize(
+    "override", ["train.epochs=-1", "train.lr_head=nan", "loss.tau=0", "train.devices=0"]
+)
 def test_nonsense_settings_are_refused_before_anything_runs(tmp_path, override):
-    result = invoke("train", "--config", REPO / "configs/demo.yaml", "-o", override, "-o", f"output_dir={tmp_path}")
+    result = invoke(
+        "train",
+        "--config",
+        REPO / "configs/demo.yaml",
+        "-o",
+        override,
+        "-o",
+        f"output_dir={tmp_path}",
+    )
     assert_one_line_error(result, override.split("=")[0], "configs/demo.yaml")
     assert not any(tmp_path.iterdir())
 
@@ -171,18 +220,38 @@ def test_output_paths_that_are_files_are_one_line(tiny_run, tmp_path):
     blocker.write_text("a file")
     assert_one_line_error(invoke("export", "--run", run_dir, "--out", blocker), str(blocker))
     clip = root / "audio" / "1_high.wav"
-    assert_one_line_error(invoke("predict", clip, "--segment", "--out", blocker / "sub"), str(blocker))
-    assert_one_line_error(invoke("prepare", "--config", root / "config.yaml", "-o", f"output_dir={blocker}"), "output_dir")
+    assert_one_line_error(
+        invoke("predict", clip, "--segment", "--out", blocker / "sub"), str(blocker)
+    )
+    assert_one_line_error(
+        invoke("prepare", "--config", root / "config.yaml", "-o", f"output_dir={blocker}"),
+        "output_dir",
+    )
 
 
 def test_hub_id_offline_fails_fast_with_one_line(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))  # an empty cache: the id is surely not in it
+    monkeypatch.setenv(
+        "HF_HOME", str(tmp_path / "hf")
+    )  # an empty cache: the id is surely not in it
     manifest = _write_clips(tmp_path, ["1", "2", "3"], {"a": 300.0})
     started = time.perf_counter()
     result = invoke(
-        "extract", "-o", f"data.manifest={manifest}", "-o", "data.test_speakers=['3']", "-o", "data.val_speakers=['2']",
-        "-o", f"output_dir={tmp_path / 'runs'}", "-o", "model.modalities=[text]", "-o", "text.kind=hf-text", "-o", "text.model=crabser-tests/no-such-model",
+        "extract",
+        "-o",
+        f"data.manifest={manifest}",
+        "-o",
+        "data.test_speakers=['3']",
+        "-o",
+        "data.val_speakers=['2']",
+        "-o",
+        f"output_dir={tmp_path / 'runs'}",
+        "-o",
+        "model.modalities=[text]",
+        "-o",
+        "text.kind=hf-text",
+        "-o",
+        "text.model=crabser-tests/no-such-model",
     )
     assert time.perf_counter() - started < 10
     assert_one_line_error(result, "crabser-tests/no-such-model", "not available offline")
@@ -193,9 +262,22 @@ def test_hub_id_offline_fails_fast_in_fine_tuning_too(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
     manifest = _write_clips(tmp_path, ["1", "2", "3"], {"a": 300.0})
     result = invoke(
-        "train", "--finetune", "-o", f"data.manifest={manifest}", "-o", "data.test_speakers=['3']", "-o", "data.val_speakers=['2']",
-        "-o", f"output_dir={tmp_path / 'runs'}", "-o", "model.modalities=[speech]", "-o", "speech.kind=hf-speech",
-        "-o", "speech.model=crabser-tests/no-such-wavlm",
+        "train",
+        "--finetune",
+        "-o",
+        f"data.manifest={manifest}",
+        "-o",
+        "data.test_speakers=['3']",
+        "-o",
+        "data.val_speakers=['2']",
+        "-o",
+        f"output_dir={tmp_path / 'runs'}",
+        "-o",
+        "model.modalities=[speech]",
+        "-o",
+        "speech.kind=hf-speech",
+        "-o",
+        "speech.model=crabser-tests/no-such-wavlm",
     )
     assert_one_line_error(result, "crabser-tests/no-such-wavlm", "not available offline")
 
@@ -216,7 +298,15 @@ def test_non_utf8_transcript_fails_only_its_file_in_predict(tiny_run, tmp_path):
 def test_non_utf8_csv_is_one_line_naming_it(tmp_path):
     table = tmp_path / "corpus.csv"
     table.write_bytes("path,label,text\na.wav,anger,très\n".encode("latin-1"))
-    result = invoke("prepare", "-o", "data.corpus=csv", "-o", f"data.root={table}", "-o", f"output_dir={tmp_path / 'runs'}")
+    result = invoke(
+        "prepare",
+        "-o",
+        "data.corpus=csv",
+        "-o",
+        f"data.root={table}",
+        "-o",
+        f"output_dir={tmp_path / 'runs'}",
+    )
     assert_one_line_error(result, str(table), "UTF-8")
 
 
@@ -230,8 +320,17 @@ def test_folder_corpus_prepares_with_speaker_folders_and_with_random_split(tmp_p
                 flat = tmp_path / "flat" / label / f"{speaker}_{i}.wav"
                 flat.parent.mkdir(parents=True, exist_ok=True)
                 sf.write(flat, tone(0.3), 16000)
-    common = ["-o", "data.corpus=folder", "-o", "model.modalities=[speech]", "-o", f"output_dir={tmp_path / 'runs'}"]
-    result = invoke("prepare", *common, "-o", f"data.root={tmp_path / 'by_speaker'}", "-o", "name=speakers")
+    common = [
+        "-o",
+        "data.corpus=folder",
+        "-o",
+        "model.modalities=[speech]",
+        "-o",
+        f"output_dir={tmp_path / 'runs'}",
+    ]
+    result = invoke(
+        "prepare", *common, "-o", f"data.root={tmp_path / 'by_speaker'}", "-o", "name=speakers"
+    )
     assert result.exit_code == 0, result.output
     split = pd.read_csv(tmp_path / "runs/speakers/manifest.csv", dtype=str)
     assert set(split["speaker"]) == {"s1", "s2", "s3", "s4"}
@@ -243,7 +342,9 @@ def test_folder_corpus_prepares_with_speaker_folders_and_with_random_split(tmp_p
     assert result.exit_code == 0, result.output
     split = pd.read_csv(tmp_path / "runs/flat/manifest.csv", dtype=str)
     assert set(split["split"]) == {"train", "val", "test"}
-    assert (split.groupby("label")["split"].apply(set).map(len) == 3).all()  # stratified: every class in every split
+    assert (
+        split.groupby("label")["split"].apply(set).map(len) == 3
+    ).all()  # stratified: every class in every split
 
 
 def test_segment_outputs_of_same_named_files_do_not_overwrite_each_other(tmp_path):
@@ -255,7 +356,19 @@ def test_segment_outputs_of_same_named_files_do_not_overwrite_each_other(tmp_pat
         sf.write(path, wave, 16000)
         paths.append(path)
     out = tmp_path / "out"
-    result = invoke("predict", *paths, "--segment", "--segment-mode", "fixed", "--window", "1", "--hop", "1", "--out", out)
+    result = invoke(
+        "predict",
+        *paths,
+        "--segment",
+        "--segment-mode",
+        "fixed",
+        "--window",
+        "1",
+        "--hop",
+        "1",
+        "--out",
+        out,
+    )
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in out.glob("*.timeline.json"))
     assert len(written) == 2, written
@@ -264,7 +377,17 @@ def test_segment_outputs_of_same_named_files_do_not_overwrite_each_other(tmp_pat
 
 def test_diverging_training_stops_with_one_line_naming_the_settings(tiny_run):
     _, config, _ = tiny_run
-    result = invoke("train", "--config", config, "-o", "train.lr_head=1e30", "-o", "name=diverged", "-o", "train.epochs=3")
+    result = invoke(
+        "train",
+        "--config",
+        config,
+        "-o",
+        "train.lr_head=1e30",
+        "-o",
+        "name=diverged",
+        "-o",
+        "train.epochs=3",
+    )
     line = assert_one_line_error(result, "train.lr_head", "loss.tau", "epoch")
     assert "nan" in line.lower() or "inf" in line.lower()
 

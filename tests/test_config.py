@@ -1,4 +1,5 @@
-"""Run config validation: nonsense values, invalid YAML and misplaced outputs are one-line ConfigErrors naming the key."""
+"""Run config validation: nonsense values, invalid YAML and misplaced outputs are one-line
+ConfigErrors naming the key."""
 
 from pathlib import Path
 
@@ -8,9 +9,20 @@ from crabser.config import load_config
 from crabser.errors import ConfigError
 
 NONSENSE = [
-    "train.epochs=-1", "train.epochs=0", "train.lr_head=nan", "train.lr_head=.inf", "train.lr_head=-1",
-    "loss.tau=0", "train.batch_size=0", "train.accumulate=0", "train.threads=-1", "train.devices=0",
-    "model.dropout=1.0", "loss.alpha=-0.5", "speech.batch_size=0", "train.neutral_share=1.5",
+    "train.epochs=-1",
+    "train.epochs=0",
+    "train.lr_head=nan",
+    "train.lr_head=.inf",
+    "train.lr_head=-1",
+    "loss.tau=0",
+    "train.batch_size=0",
+    "train.accumulate=0",
+    "train.threads=-1",
+    "train.devices=0",
+    "model.dropout=1.0",
+    "loss.alpha=-0.5",
+    "speech.batch_size=0",
+    "train.neutral_share=1.5",
 ]
 
 
@@ -23,7 +35,16 @@ def test_nonsense_values_are_refused_naming_the_key(override):
     assert key in message and "\n" not in message
 
 
-@pytest.mark.parametrize("override", ["train.devices=-1", "train.devices=2", "train.threads=1", "train.lr_encoder=0", "loss.alpha=0"])
+@pytest.mark.parametrize(
+    "override",
+    [
+        "train.devices=-1",
+        "train.devices=2",
+        "train.threads=1",
+        "train.lr_encoder=0",
+        "loss.alpha=0",
+    ],
+)
 def test_sensible_edge_values_are_kept(override):
     key, value = override.split("=")
     section, name = key.split(".")
@@ -35,7 +56,11 @@ def test_invalid_yaml_names_the_file_and_line(tmp_path):
     path.write_text("train:\n  epochs: [3\nloss: {}\n")
     with pytest.raises(ConfigError) as caught:
         load_config(path)
-    assert str(path) in str(caught.value) and "line" in str(caught.value) and "\n" not in str(caught.value)
+    assert (
+        str(path) in str(caught.value)
+        and "line" in str(caught.value)
+        and "\n" not in str(caught.value)
+    )
 
 
 def test_a_config_that_is_not_a_mapping_is_refused(tmp_path):
@@ -53,7 +78,9 @@ def test_an_output_folder_that_is_a_file_is_refused(tmp_path: Path, key):
         load_config(None, [f"{key}={blocker}"])
 
 
-def test_an_output_folder_under_a_file_is_refused_but_a_saved_run_loads_anywhere(tmp_path: Path, monkeypatch):
+def test_an_output_folder_under_a_file_is_refused_but_a_saved_run_loads_anywhere(
+    tmp_path: Path, monkeypatch
+):
     from crabser.config import dump_config, load_run_config
 
     blocker = tmp_path / "out"
@@ -70,5 +97,7 @@ def test_an_output_folder_under_a_file_is_refused_but_a_saved_run_loads_anywhere
 
 
 def test_settings_that_meant_something_before_still_load():
-    config = load_config(None, ["speech.kind=whisper-ct2", "speech.bucket_batches=0", "train.lr_decay=1.05"])
+    config = load_config(
+        None, ["speech.kind=whisper-ct2", "speech.bucket_batches=0", "train.lr_decay=1.05"]
+    )
     assert config.speech.bucket_batches == 0 and config.train.lr_decay == 1.05

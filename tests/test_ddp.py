@@ -37,12 +37,17 @@ class RecordBatches(L.Callback):
     utterances its validation UAR was computed over, to ``<folder>/rank<k>.json``."""
 
     def __init__(self, folder: Path) -> None:
-        self.folder, self.seen = Path(folder), {"train": {}, "val": {}, "val_n": {}, "leg_batches": []}
+        self.folder, self.seen = (
+            Path(folder),
+            {"train": {}, "val": {}, "val_n": {}, "leg_batches": []},
+        )
 
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         self.seen["train"].setdefault(str(trainer.current_epoch), []).append(batch["ids"])
 
-    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_start(
+        self, trainer, module, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self.seen["val"].setdefault(str(trainer.current_epoch), []).append(batch["ids"])
 
     def on_validation_end(self, trainer, module) -> None:
@@ -62,8 +67,9 @@ class RecordBatches(L.Callback):
 
 
 def _train(root: Path, name: str, sampler: str, **kwargs) -> pipeline.TrainResult:
-    config = tiny_runs.tiny_config(root, name, epochs=EPOCHS, batch_size=BATCH, sampler=sampler,
-                                   strategy="ddp_fork", devices=2)
+    config = tiny_runs.tiny_config(
+        root, name, epochs=EPOCHS, batch_size=BATCH, sampler=sampler, strategy="ddp_fork", devices=2
+    )
     return pipeline.train(config, tiny_runs.tiny_manifest(root), tiny_runs.encoders(), **kwargs)
 
 
@@ -82,41 +88,62 @@ def test_two_ranks_share_every_epoch_and_score_validation_over_all_of_it(root, s
     result = _train(root, sampler, sampler, callbacks=[RecordBatches(folder)])
     manifest = tiny_runs.tiny_manifest(root)
     config = tiny_runs.tiny_config(root, sampler, batch_size=BATCH, sampler=sampler)
-    train_items = pipeline._splits(config, manifest, tiny_runs.encoders(), tiny_runs.LABELS, ("train",))["train"]
-    single = pipeline.train_batch_sampler(config, [u.label for u in train_items], tiny_runs.LABELS, [u.frames for u in train_items])
+    train_items = pipeline._splits(
+        config, manifest, tiny_runs.encoders(), tiny_runs.LABELS, ("train",)
+    )["train"]
+    single = pipeline.train_batch_sampler(
+        config, [u.label for u in train_items], tiny_runs.LABELS, [u.frames for u in train_items]
+    )
     val_ids = sorted(manifest.subset("val").frame["id"])
     ranks = _ranks(folder)
     for epoch in map(str, range(EPOCHS)):
-        assert len(ranks[0]["train"][epoch]) == len(ranks[1]["train"][epoch])  # as many steps on each rank
+        assert len(ranks[0]["train"][epoch]) == len(
+            ranks[1]["train"][epoch]
+        )  # as many steps on each rank
         shares = [Counter(i for batch in rank["train"][epoch] for i in batch) for rank in ranks]
         single.set_epoch(int(epoch))  # what one process draws in this epoch, shared out exactly
-        assert shares[0] + shares[1] == Counter(train_items[i].id for batch in single for i in batch)
-        if sampler == "length_bucketed":  # every training utterance exactly once per epoch, on one rank
+        assert shares[0] + shares[1] == Counter(
+            train_items[i].id for batch in single for i in batch
+        )
+        if (
+            sampler == "length_bucketed"
+        ):  # every training utterance exactly once per epoch, on one rank
             assert sorted(shares[0] + shares[1]) == sorted(u.id for u in train_items)
             assert set((shares[0] + shares[1]).values()) == {1}
         val_seen = [i for rank in ranks for batch in rank["val"][epoch] for i in batch]
         assert sorted(val_seen) == val_ids  # each validation utterance once, on one rank
-        assert all(rank["val_n"][epoch] == len(val_ids) for rank in ranks)  # UAR over all of them on each rank
+        assert all(
+            rank["val_n"][epoch] == len(val_ids) for rank in ranks
+        )  # UAR over all of them on each rank
     # MPCL and the other legs see each rank's own batch (per-rank, as lit_module documents)
     for rank in ranks:
-        assert rank["leg_batches"] == [len(batch) for epoch in map(str, range(EPOCHS)) for batch in rank["train"][epoch]]
+        assert rank["leg_batches"] == [
+            len(batch) for epoch in map(str, range(EPOCHS)) for batch in rank["train"][epoch]
+        ]
         assert max(rank["leg_batches"]) <= BATCH
     # the best checkpoint is the best epoch's, with the val UAR a single process gives it
     saved = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
     best_uar, best_epoch = pipeline.best_validation(config)
     assert saved["epoch"] == best_epoch - 1 and result.best_val_uar == pytest.approx(best_uar)
-    metrics, _ = pipeline.evaluate(config, manifest, tiny_runs.encoders(), "val", result.best_checkpoint)
+    metrics, _ = pipeline.evaluate(
+        config, manifest, tiny_runs.encoders(), "val", result.best_checkpoint
+    )
     assert metrics["n"] == len(val_ids) and metrics["uar"] == pytest.approx(best_uar)
 
 
 def test_two_ranks_stopped_mid_epoch_resume_exactly(root):
-    """Both ranks stop at the same step (as when a job is killed), then the run resumes on two ranks."""
+    """Both ranks stop at the same step (as when a job is killed), then the run resumes on two
+    ranks."""
     with pytest.raises(Exception) as stopped:
         _train(root, "cut", "length_bucketed", callbacks=[KillAt("train_batch", 1, 1)])
     assert Interrupt.__name__ in str(stopped.value) or isinstance(stopped.value, Interrupt)
     _train(root, "cut", "length_bucketed", resume=True)
-    whole = torch.load(root / "runs/length_bucketed/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
-    resumed = torch.load(root / "runs/cut/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    whole = torch.load(
+        root / "runs/length_bucketed/checkpoints/last.ckpt", map_location="cpu", weights_only=False
+    )
+    resumed = torch.load(
+        root / "runs/cut/checkpoints/last.ckpt", map_location="cpu", weights_only=False
+    )
     assert whole["epoch"] == resumed["epoch"] == EPOCHS
     for key, value in whole["state_dict"].items():
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0, msg=key)
@@ -125,26 +152,37 @@ def test_two_ranks_stopped_mid_epoch_resume_exactly(root):
 def test_the_cli_trains_on_two_processes_with_strategy_ddp(root):
     command = Path(sys.executable).parent / "crabser"
     if not command.is_file():
-        pytest.skip(f"the crabser command is not installed beside {sys.executable} (pip install -e .)")
+        pytest.skip(
+            f"the crabser command is not installed beside {sys.executable} (pip install -e .)"
+        )
     manifest = tiny_runs.tiny_manifest(root)
     write_manifest(manifest, root / "manifest.csv")
     (root / "cli.yaml").write_text(f"""
 name: cli-ddp
-output_dir: {root / 'runs'}
-cache_dir: {root / 'cache'}
-data: {{manifest: {root / 'manifest.csv'}, protocol: given, labels: {tiny_runs.LABELS}}}
+output_dir: {root / "runs"}
+cache_dir: {root / "cache"}
+data: {{manifest: {root / "manifest.csv"}, protocol: given, labels: {tiny_runs.LABELS}}}
 text: {{kind: hf-text}}
 model: {{modalities: [text], hidden: 16, leg_dim: 8, leg_hidden: 8, leg_hidden_unimodal: 8}}
-train: {{epochs: 2, batch_size: {BATCH}, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: 1,
-        accelerator: cpu, devices: 2, strategy: ddp}}
+train: {{epochs: 2, batch_size: {BATCH}, accumulate: 1, lr_head: 3.0e-3, progress: false,
+        threads: 1, accelerator: cpu, devices: 2, strategy: ddp}}
 """)
-    done = subprocess.run([str(command), "train", "-c", str(root / "cli.yaml")], capture_output=True, text=True,
-                          timeout=300, check=False)
+    done = subprocess.run(
+        [str(command), "train", "-c", str(root / "cli.yaml")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-3000:]
     assert "best val UAR" in done.stdout
-    last = torch.load(root / "runs/cli-ddp/checkpoints/last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(
+        root / "runs/cli-ddp/checkpoints/last.ckpt", map_location="cpu", weights_only=False
+    )
     batches = math.ceil(len(manifest.subset("train")) / BATCH)
-    assert last["epoch"] == 2 and last["global_step"] == 2 * math.ceil(batches / 2)  # half the steps: two ranks
+    assert last["epoch"] == 2 and last["global_step"] == 2 * math.ceil(
+        batches / 2
+    )  # half the steps: two ranks
     assert (root / "runs/cli-ddp/checkpoints/best.ckpt").is_file()
 
 
@@ -166,4 +204,6 @@ def test_evaluation_in_a_process_of_a_finished_fit_scores_every_utterance(root, 
     assert sorted(i for batch in loader for i in batch["ids"]) == ids
     items = [item for item in loader.dataset.items]
     shared = pipeline._raw_loader(config, items, train=False)
-    assert 0 < sum(len(batch["ids"]) for batch in shared) < len(ids)  # fit-time loaders: this rank's share
+    assert (
+        0 < sum(len(batch["ids"]) for batch in shared) < len(ids)
+    )  # fit-time loaders: this rank's share

@@ -3,10 +3,15 @@
 import numpy as np
 import pytest
 import torch
-
-from crabser.features.encoders import HFSpeechEncoder, HFTextEncoder, WhisperCT2Encoder, build_encoder
-from crabser.config import EncoderConfig
 from conftest import tone
+
+from crabser.config import EncoderConfig
+from crabser.features.encoders import (
+    HFSpeechEncoder,
+    HFTextEncoder,
+    WhisperCT2Encoder,
+    build_encoder,
+)
 
 
 @pytest.fixture(scope="module")
@@ -67,10 +72,18 @@ def tiny_bert(tmp_path_factory):
 
     folder = tmp_path_factory.mktemp("tiny-bert")
     vocab = folder / "vocab.txt"
-    vocab.write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "i", "am", "happy", "sad", "today"]))
+    vocab.write_text("[PAD]\n[UNK]\n[CLS]\n[SEP]\n[MASK]\ni\nam\nhappy\nsad\ntoday")
     BertTokenizerFast(vocab_file=str(vocab)).save_pretrained(folder)
     torch.manual_seed(0)
-    BertModel(BertConfig(vocab_size=10, hidden_size=12, num_hidden_layers=2, num_attention_heads=2, intermediate_size=24)).save_pretrained(folder)
+    BertModel(
+        BertConfig(
+            vocab_size=10,
+            hidden_size=12,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=24,
+        )
+    ).save_pretrained(folder)
     return folder
 
 
@@ -115,24 +128,42 @@ def test_numpy_log_mel_equals_transformers_whisper_features(seconds, frames):
 
     from crabser.features.log_mel import log_mel
 
-    wave = np.random.default_rng(3).normal(0, 0.1, int(seconds * 16000)).astype(np.float32) + tone(seconds, freq=440.0)
+    wave = np.random.default_rng(3).normal(0, 0.1, int(seconds * 16000)).astype(np.float32) + tone(
+        seconds, freq=440.0
+    )
     padded = np.zeros(max(frames * 160, len(wave)), dtype=np.float32)
     padded[: len(wave)] = wave
-    reference = WhisperFeatureExtractor(feature_size=80)(padded, sampling_rate=16000, return_tensors="np")["input_features"][0, :, :frames]
+    reference = WhisperFeatureExtractor(feature_size=80)(
+        padded, sampling_rate=16000, return_tensors="np"
+    )["input_features"][0, :, :frames]
     ours = log_mel(padded, frames)
     assert ours.shape == (80, frames) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, reference, atol=5e-5)
-    assert log_mel(wave[:8000], 50).max() == pytest.approx(log_mel(wave[:8000], 100).max())  # the silence after adds nothing
+    assert log_mel(wave[:8000], 50).max() == pytest.approx(
+        log_mel(wave[:8000], 100).max()
+    )  # the silence after adds nothing
 
 
 def test_the_hub_probe_goes_to_the_proxy_when_one_is_set(monkeypatch):
     from crabser.features.encoders import _hub_address
 
-    for name in ("HTTPS_PROXY", "https_proxy", "HTTP_PROXY", "http_proxy", "NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+    for name in (
+        "HTTPS_PROXY",
+        "https_proxy",
+        "HTTP_PROXY",
+        "http_proxy",
+        "NO_PROXY",
+        "no_proxy",
+        "ALL_PROXY",
+        "all_proxy",
+    ):
         monkeypatch.delenv(name, raising=False)
     assert _hub_address("https://huggingface.co") == ("huggingface.co", 443)
     monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
-    assert _hub_address("https://huggingface.co") == ("proxy.internal", 3128)  # a direct probe would fail there
+    assert _hub_address("https://huggingface.co") == (
+        "proxy.internal",
+        3128,
+    )  # a direct probe would fail there
     monkeypatch.setenv("NO_PROXY", "huggingface.co")
     assert _hub_address("https://huggingface.co") == ("huggingface.co", 443)
 
@@ -142,12 +173,27 @@ def test_hf_speech_whisper_names_its_input_form_and_refuses_padding_beyond_30_s(
     ``hf-speech:<tag>:<layer>:<max_seconds>``; the own-length form must not share that id."""
     from transformers import WhisperConfig, WhisperModel
 
-    config = WhisperConfig(num_mel_bins=80, d_model=16, encoder_layers=1, encoder_attention_heads=2, encoder_ffn_dim=32,
-                           decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=32, vocab_size=64, max_target_positions=16,
-                           pad_token_id=0, bos_token_id=1, eos_token_id=2, decoder_start_token_id=1)
+    config = WhisperConfig(
+        num_mel_bins=80,
+        d_model=16,
+        encoder_layers=1,
+        encoder_attention_heads=2,
+        encoder_ffn_dim=32,
+        decoder_layers=1,
+        decoder_attention_heads=2,
+        decoder_ffn_dim=32,
+        vocab_size=64,
+        max_target_positions=16,
+        pad_token_id=0,
+        bos_token_id=1,
+        eos_token_id=2,
+        decoder_start_token_id=1,
+    )
     WhisperModel(config).save_pretrained(tmp_path / "tiny-whisper")
     own = HFSpeechEncoder(str(tmp_path / "tiny-whisper"))
     assert own.cache_id.endswith(":None:own")
-    assert HFSpeechEncoder(str(tmp_path / "tiny-whisper"), pad_to_seconds=30).cache_id.endswith(":None:pad30")
+    assert HFSpeechEncoder(str(tmp_path / "tiny-whisper"), pad_to_seconds=30).cache_id.endswith(
+        ":None:pad30"
+    )
     with pytest.raises(ValueError, match=r"pad_to_seconds must be in \(0, 30\]"):
         HFSpeechEncoder(str(tmp_path / "tiny-whisper"), pad_to_seconds=31)

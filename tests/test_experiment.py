@@ -21,8 +21,14 @@ def _grid(tmp_path, **extra):
     base = tmp_path / "base.yaml"
     base.write_text("name: base\noutput_dir: out\nloss: {alpha: 2.0}\n")
     return ExperimentConfig(
-        name="g", base=str(base), seeds=[0, 1], overrides=["train.epochs=3"],
-        axes={"objective": {"ce": ["loss.legs=none"], "mlcs": []}, "alpha": {"0.5": ["loss.alpha=0.5"], "1": ["loss.alpha=1"]}},
+        name="g",
+        base=str(base),
+        seeds=[0, 1],
+        overrides=["train.epochs=3"],
+        axes={
+            "objective": {"ce": ["loss.legs=none"], "mlcs": []},
+            "alpha": {"0.5": ["loss.alpha=0.5"], "1": ["loss.alpha=1"]},
+        },
         **extra,
     )
 
@@ -40,10 +46,16 @@ def test_cells_are_seed_major_with_level_overrides(tmp_path):
 
 
 def test_summary_is_mean_and_population_std_over_seeds(tmp_path):
-    results = pd.DataFrame({
-        "objective": ["ce", "ce", "mlcs"], "cell": ["ce", "ce", "mlcs"], "seed": [0, 1, 0],
-        "war": [0.5, 0.7, 0.6], "uar": [0.4, 0.8, 0.5], "macro_f1": [0.3, 0.5, 0.45],
-    })
+    results = pd.DataFrame(
+        {
+            "objective": ["ce", "ce", "mlcs"],
+            "cell": ["ce", "ce", "mlcs"],
+            "seed": [0, 1, 0],
+            "war": [0.5, 0.7, 0.6],
+            "uar": [0.4, 0.8, 0.5],
+            "macro_f1": [0.3, 0.5, 0.45],
+        }
+    )
     summary = summarise(results, ["objective"]).set_index("cell")
     assert summary.loc["ce", "uar_mean"] == pytest.approx(0.6)
     assert summary.loc["ce", "uar_std"] == pytest.approx(0.2)
@@ -65,7 +77,9 @@ def test_bad_experiment_files_are_clear_errors(tmp_path):
         load_experiment(bad)
 
 
-@pytest.mark.parametrize("path", sorted((REPO / "configs/experiments").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path", sorted((REPO / "configs/experiments").glob("*.yaml")), ids=lambda p: p.name
+)
 def test_shipped_grids_give_valid_run_configs(path, monkeypatch):
     monkeypatch.chdir(REPO)
     grid = load_experiment(path)
@@ -107,7 +121,9 @@ def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch)
 
     def fake_run_cell(config, encoders, manifest=None):
         config.run_dir.mkdir(parents=True, exist_ok=True)
-        (config.run_dir / "result.json").write_text(json.dumps({"war": 0.5, "uar": config.train.seed / 10, "macro_f1": 0.4, "seconds": 1.0}))
+        (config.run_dir / "result.json").write_text(
+            json.dumps({"war": 0.5, "uar": config.train.seed / 10, "macro_f1": 0.4, "seconds": 1.0})
+        )
 
     def fake_run_jobs(function, arguments, jobs=1, on_done=None, finished=()):
         pools.append(list(arguments))
@@ -116,8 +132,12 @@ def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch)
 
     monkeypatch.setattr(experiment, "run_cell", fake_run_cell)
     monkeypatch.setattr(parallel, "run_jobs", fake_run_jobs)
-    monkeypatch.setattr(pipeline, "EncoderCache", lambda: (lambda config: {}))
-    monkeypatch.setattr(experiment, "write_outputs", lambda grid, results, overrides: written.append(grid.name) or tmp_path / grid.name)
+    monkeypatch.setattr(pipeline, "EncoderCache", lambda: lambda config: {})
+    monkeypatch.setattr(
+        experiment,
+        "write_outputs",
+        lambda grid, results, overrides: written.append(grid.name) or tmp_path / grid.name,
+    )
     monkeypatch.chdir(tmp_path)
     first = _grid(tmp_path)
     second = first.model_copy(update={"name": "h", "seeds": [2]})
@@ -126,7 +146,11 @@ def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch)
     assert [index for index, _ in pools[0]] == [0] * 4 + [1] * 4
     assert written == ["g", "h"]
     (results_g, out_g), (results_h, _) = outputs
-    assert out_g == tmp_path / "g" and set(results_g["cell"]) == {"ce-0.5", "ce-1"} and len(results_h) == 4
+    assert (
+        out_g == tmp_path / "g"
+        and set(results_g["cell"]) == {"ce-0.5", "ce-1"}
+        and len(results_h) == 4
+    )
     assert sorted(results_g["uar"]) == [0.0, 0.0, 0.1, 0.1] and set(results_h["uar"]) == {0.2}
 
 
@@ -147,7 +171,9 @@ def test_cells_run_as_jobs_are_prepared_once_with_the_jobs_threads(tmp_path, mon
     def fake_run_cell(config, encoders, manifest=None):
         received.append((config.train.threads, manifest))
         config.run_dir.mkdir(parents=True, exist_ok=True)
-        (config.run_dir / "result.json").write_text(json.dumps({"war": 0.5, "uar": 0.5, "macro_f1": 0.4, "seconds": 1.0}))
+        (config.run_dir / "result.json").write_text(
+            json.dumps({"war": 0.5, "uar": 0.5, "macro_f1": 0.4, "seconds": 1.0})
+        )
 
     def fake_run_jobs(function, arguments, jobs=1, on_done=None, finished=()):
         for args in arguments.values():
@@ -157,11 +183,15 @@ def test_cells_run_as_jobs_are_prepared_once_with_the_jobs_threads(tmp_path, mon
     monkeypatch.setattr(pipeline, "extract_features", lambda config, manifest, encoders: None)
     monkeypatch.setattr(experiment, "run_cell", fake_run_cell)
     monkeypatch.setattr(parallel, "run_jobs", fake_run_jobs)
-    monkeypatch.setattr(pipeline, "EncoderCache", lambda: (lambda config: {}))
-    monkeypatch.setattr(experiment, "write_outputs", lambda grid, results, overrides: tmp_path / grid.name)
+    monkeypatch.setattr(pipeline, "EncoderCache", lambda: lambda config: {})
+    monkeypatch.setattr(
+        experiment, "write_outputs", lambda grid, results, overrides: tmp_path / grid.name
+    )
     monkeypatch.chdir(tmp_path)
     experiment.run_experiments([(_grid(tmp_path), [], {"objective": ["ce"]})], jobs=2)
-    assert len(prepared) == 4 and {config.train.threads for config in prepared} == {threads_per_job(2)}
+    assert len(prepared) == 4 and {config.train.threads for config in prepared} == {
+        threads_per_job(2)
+    }
     assert received == [(threads_per_job(2), f"manifest of {config.name}") for config in prepared]
 
 
@@ -171,5 +201,9 @@ def test_shipped_run_configs_validate_and_fine_tuning_ones_pass_the_fine_tuning_
     from crabser.config import load_config
 
     config = load_config(path, check_outputs=False)
-    if config.train.finetune:  # the settings fine-tuning refuses (no CTranslate2 encoder, no padding)
-        assert pipeline.finetune_encoders(config)["speech_model" if "speech" in config.model.modalities else "text_model"]
+    if (
+        config.train.finetune
+    ):  # the settings fine-tuning refuses (no CTranslate2 encoder, no padding)
+        assert pipeline.finetune_encoders(config)[
+            "speech_model" if "speech" in config.model.modalities else "text_model"
+        ]

@@ -27,7 +27,11 @@ class RecordingTextEncoder:
 
 
 def _manifest(texts: list[str]) -> Manifest:
-    return Manifest(pd.DataFrame({"id": [f"u{i}" for i in range(len(texts))], "audio": "", "label": "x", "text": texts}))
+    return Manifest(
+        pd.DataFrame(
+            {"id": [f"u{i}" for i in range(len(texts))], "audio": "", "label": "x", "text": texts}
+        )
+    )
 
 
 def _padding(batches: list[list[str]]) -> int:
@@ -45,7 +49,9 @@ def test_bucketing_changes_batches_not_features(tmp_path, bucket_batches):
     assert max(map(len, encoder.batches)) == 4
     hashes = content_hashes(manifest, "text")
     for row in manifest.frame.itertuples():
-        assert store.get(encoder.cache_id, hashes[row.id])[:, 0].tolist() == [float(ord(c)) for c in row.text]
+        assert store.get(encoder.cache_id, hashes[row.id])[:, 0].tolist() == [
+            float(ord(c)) for c in row.text
+        ]
     if bucket_batches == 1:  # manifest order: the batches are consecutive rows
         assert encoder.batches[0] == sorted(texts[:4], key=len)
 
@@ -56,7 +62,13 @@ def test_bucketing_pads_less_than_manifest_order(tmp_path):
     padding = {}
     for window in (1, 8):
         encoder = RecordingTextEncoder()
-        extract(_manifest(texts), encoder, FeatureStore(tmp_path / str(window)), batch_size=8, bucket_batches=window)
+        extract(
+            _manifest(texts),
+            encoder,
+            FeatureStore(tmp_path / str(window)),
+            batch_size=8,
+            bucket_batches=window,
+        )
         padding[window] = _padding(encoder.batches)
     assert padding[8] < padding[1] / 3
 
@@ -79,7 +91,9 @@ def _damage(path, how: str) -> None:
         save_file({"features": np.full((3, 1), np.nan, dtype=np.float32)}, str(path))
 
 
-@pytest.mark.parametrize("how", ["truncated", "empty", "wrong_key", "wrong_shape", "wrong_dim", "nan"])
+@pytest.mark.parametrize(
+    "how", ["truncated", "empty", "wrong_key", "wrong_shape", "wrong_dim", "nan"]
+)
 def test_a_damaged_cache_file_is_re_extracted_and_named(tmp_path, caplog, how):
     from crabser.features.store import DamagedFeatureError
 
@@ -96,7 +110,9 @@ def test_a_damaged_cache_file_is_re_extracted_and_named(tmp_path, caplog, how):
     report = extract(manifest, encoder, store)
     assert (report.encoded, report.cached) == (1, 1)
     assert str(victim) in caplog.text
-    assert store.get(encoder.cache_id, digest, dim=1)[:, 0].tolist() == [float(ord(c)) for c in "hello"]
+    assert store.get(encoder.cache_id, digest, dim=1)[:, 0].tolist() == [
+        float(ord(c)) for c in "hello"
+    ]
 
 
 def test_a_cache_hit_reads_the_header_only(tmp_path, monkeypatch):

@@ -1,4 +1,5 @@
-"""Recognizer: load anything crabser writes, predict on paths, bytes and arrays, partial inputs, export."""
+"""Recognizer: load anything crabser writes, predict on paths, bytes and arrays, partial inputs,
+export."""
 
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -106,10 +107,14 @@ def test_load_takes_run_checkpoint_and_export_folders(run, recognizer, clips, tm
     assert np.allclose(_probs(by_checkpoint), _probs(reference), atol=1e-6)
     folder = export_model(root / "runs/e2e", tmp_path / "exported", half=True)
     checkpoint_bytes = (root / "runs/e2e/checkpoints/best.ckpt").stat().st_size
-    assert (folder / "model.safetensors").stat().st_size < checkpoint_bytes / 2  # fp16, no optimiser state
+    assert (
+        folder / "model.safetensors"
+    ).stat().st_size < checkpoint_bytes / 2  # fp16, no optimiser state
     exported = Recognizer.load(folder)
     assert exported.labels == recognizer.labels
-    assert np.abs(_probs(exported.predict(clips[2], TEXT)) - _probs(reference)).max() < 0.02  # fp16 weights
+    assert (
+        np.abs(_probs(exported.predict(clips[2], TEXT)) - _probs(reference)).max() < 0.02
+    )  # fp16 weights
     with pytest.raises(CrabserError, match="no such model"):
         Recognizer.load(tmp_path / "nowhere")
 
@@ -122,7 +127,9 @@ def test_the_packaged_emodb_model_is_small_and_recognises_emodb(clips, emodb):
     prediction = model.predict(clips[0], "ignored by a speech-only model")
     assert prediction.transcript is None and prediction.text_source is None
     frame = emodb_adapter.prepare(emodb).frame
-    sample = frame.groupby("label").head(3)  # 21 clips; the model saw them in training, so most are right
+    sample = frame.groupby("label").head(
+        3
+    )  # 21 clips; the model saw them in training, so most are right
     predicted = model.predict_batch(list(sample["audio"]))
     correct = sum(p.label == label for p, label in zip(predicted, sample["label"]))
     assert correct >= 15, correct
@@ -143,7 +150,9 @@ def test_the_packaged_default_model_knows_four_corpora_and_says_so():
     assert set(card["cross_validation"]["per_corpus"]) == {"ased", "emodb", "emovo", "urdu"}
     assert all("research" in c["terms"] for c in card["corpora"])
     frame = get_adapter("emovo")(shared_corpus("emovo")).frame
-    sample = frame[frame["label"].isin(model.labels)].groupby("label").head(3)  # 18 clips it trained on
+    sample = (
+        frame[frame["label"].isin(model.labels)].groupby("label").head(3)
+    )  # 18 clips it trained on
     predicted = model.predict_batch(list(sample["audio"]))
     correct = sum(p.label == label for p, label in zip(predicted, sample["label"]))
     assert correct >= 12, correct

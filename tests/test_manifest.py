@@ -1,12 +1,12 @@
 import pandas as pd
 import pytest
+from conftest import tone
 
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.data.corpora import generic
 from crabser.data.manifest import Manifest, read_manifest, write_manifest
 from crabser.data.protocols import speaker_holdout
 from crabser.errors import ManifestError
-from conftest import tone
 
 
 def _frame(tmp_path, n=3):
@@ -14,7 +14,16 @@ def _frame(tmp_path, n=3):
     for i in range(n):
         path = tmp_path / f"u{i}.wav"
         path.write_bytes(b"x")
-        rows.append({"id": f"u{i}", "audio": str(path), "label": "happy" if i % 2 else "sad", "text": f"t{i}", "speaker": f"s{i}", "corpus_col": i})
+        rows.append(
+            {
+                "id": f"u{i}",
+                "audio": str(path),
+                "label": "happy" if i % 2 else "sad",
+                "text": f"t{i}",
+                "speaker": f"s{i}",
+                "corpus_col": i,
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -53,7 +62,11 @@ def test_emodb_names_give_labels_speakers_and_texts(emodb):
     counts = manifest.frame["label"].value_counts().to_dict()
     assert counts["anger"] == 127 and counts["disgust"] == 46
     row = manifest.frame.set_index("id").loc["emodb_03a01Fa"]
-    assert row["label"] == "happiness" and row["speaker"] == "03" and row["text"].startswith("Der Lappen")
+    assert (
+        row["label"] == "happiness"
+        and row["speaker"] == "03"
+        and row["text"].startswith("Der Lappen")
+    )
 
 
 def test_emodb_parse_rejects_foreign_names():
@@ -77,7 +90,9 @@ def test_generic_folder_and_csv(tmp_path, write_wav):
 
 
 def test_speaker_holdout_is_speaker_disjoint(emodb):
-    manifest = speaker_holdout(emodb_adapter.prepare(emodb), test_speakers=["15", "16"], val_speakers=["12"])
+    manifest = speaker_holdout(
+        emodb_adapter.prepare(emodb), test_speakers=["15", "16"], val_speakers=["12"]
+    )
     by_split = manifest.frame.groupby("split")["speaker"].apply(set).to_dict()
     assert by_split["test"] == {"15", "16"} and by_split["val"] == {"12"}
     assert not by_split["train"] & (by_split["test"] | by_split["val"])
@@ -91,4 +106,6 @@ def test_clean_text_treats_blank_and_non_strings_as_missing():
     from crabser.data.text import clean_text
 
     assert clean_text("  Hallo.\n") == "Hallo."
-    assert clean_text("   ") is None and clean_text(None) is None and clean_text(float("nan")) is None
+    assert (
+        clean_text("   ") is None and clean_text(None) is None and clean_text(float("nan")) is None
+    )

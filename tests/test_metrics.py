@@ -41,16 +41,25 @@ def test_balanced_bootstrap_draws_equal_classes_and_summarises_macro_f1():
 
     y_true = [0] * 50 + [1] * 10
     perfect = balanced_bootstrap(y_true, y_true, n_subsets=20)
-    assert perfect["macro_f1_mean"] == 1.0 and perfect["macro_f1_std"] == 0.0 and perfect["per_class"] == 10
+    assert (
+        perfect["macro_f1_mean"] == 1.0
+        and perfect["macro_f1_std"] == 0.0
+        and perfect["per_class"] == 10
+    )
     # every class-1 item is predicted 0, so every subset has F1(1) = 0 and F1(0) = 2/3: macro 1/3
     always_zero = balanced_bootstrap(y_true, [0] * 60, n_subsets=20)
     assert always_zero["macro_f1_mean"] == pytest.approx(1 / 3)
     # 5 of the 50 class-0 items wrong: subsets differ, the interval brackets the mean
     noisy = [1 if i < 5 else y for i, y in enumerate(y_true)]
     result = balanced_bootstrap(y_true, noisy, n_subsets=200, per_class=8, seed=1)
-    assert result["per_class"] == 8 and result["macro_f1_min"] < result["macro_f1_mean"] < result["macro_f1_max"] == 1.0
+    assert (
+        result["per_class"] == 8
+        and result["macro_f1_min"] < result["macro_f1_mean"] < result["macro_f1_max"] == 1.0
+    )
     assert result["macro_f1_ci"][0] <= result["macro_f1_mean"] <= result["macro_f1_ci"][1]
-    assert balanced_bootstrap(y_true, noisy, n_subsets=50, seed=3) == balanced_bootstrap(y_true, noisy, n_subsets=50, seed=3)
+    assert balanced_bootstrap(y_true, noisy, n_subsets=50, seed=3) == balanced_bootstrap(
+        y_true, noisy, n_subsets=50, seed=3
+    )
 
 
 def test_embedding_map_draws_at_most_max_points_and_scores_all(tmp_path, monkeypatch):
@@ -73,11 +82,16 @@ def test_embedding_map_draws_at_most_max_points_and_scores_all(tmp_path, monkeyp
     monkeypatch.setattr(sklearn.manifold, "TSNE", RecordingTSNE)
     rng = np.random.default_rng(1)
     labels = ["a", "b"] * 50
-    taps = {"fused": rng.normal(size=(100, 4)) + np.array([[3.0 * (k % 2), 0, 0, 0] for k in range(100)])}
+    taps = {
+        "fused": rng.normal(size=(100, 4))
+        + np.array([[3.0 * (k % 2), 0, 0, 0] for k in range(100)])
+    }
     scores = plot_embeddings(taps, labels, tmp_path / "map.png", max_points=20)
     assert fitted == [20] and (tmp_path / "map.png").is_file()
     y = np.array([k % 2 for k in range(100)])
-    assert scores["fused"] == pytest.approx(silhouette_score(taps["fused"], y, metric="cosine"))  # all 100, not the 20
+    assert scores["fused"] == pytest.approx(
+        silhouette_score(taps["fused"], y, metric="cosine")
+    )  # all 100, not the 20
     plot_embeddings(taps, labels, tmp_path / "all.png", max_points=None)
     assert fitted == [20, 100]
 

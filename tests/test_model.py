@@ -37,12 +37,18 @@ def test_bigru_matches_a_packed_bidirectional_gru():
     reference = torch.nn.GRU(5, 5, batch_first=True, bidirectional=True)
     for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh"):
         getattr(ours.forward_gru, f"{name}_l0").data.copy_(getattr(reference, f"{name}_l0"))
-        getattr(ours.backward_gru, f"{name}_l0").data.copy_(getattr(reference, f"{name}_l0_reverse"))
+        getattr(ours.backward_gru, f"{name}_l0").data.copy_(
+            getattr(reference, f"{name}_l0_reverse")
+        )
     lengths = torch.tensor([7, 3, 1, 5])
     x = torch.randn(4, 7, 5)
     mask = torch.arange(7)[None, :] < lengths[:, None]
-    packed = torch.nn.utils.rnn.pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
-    expected, _ = torch.nn.utils.rnn.pad_packed_sequence(reference(packed)[0], batch_first=True, total_length=7)
+    packed = torch.nn.utils.rnn.pack_padded_sequence(
+        x, lengths, batch_first=True, enforce_sorted=False
+    )
+    expected, _ = torch.nn.utils.rnn.pad_packed_sequence(
+        reference(packed)[0], batch_first=True, total_length=7
+    )
     out = ours(x, mask)
     assert torch.allclose(out, expected, atol=1e-6)
     assert (out[~mask] == 0).all()
@@ -63,7 +69,11 @@ def test_unimodal_and_trimodal_variants():
     text_only = _crab(("text",))
     assert not len(text_only.cross)  # the cross-modal block is removed
     out = text_only(*_inputs(("text",)), return_taps=True)
-    assert out.logits.shape == (4, 3) and set(out.taps) == set(tap_names(("text",))) == {"text_unimodal", "text_pooled", "fused"}
+    assert out.logits.shape == (4, 3) and set(out.taps) == set(tap_names(("text",))) == {
+        "text_unimodal",
+        "text_pooled",
+        "fused",
+    }
     trimodal = _crab(("speech", "text", "paralinguistic"))
     assert len(trimodal.cross) == 6  # each modality attends to each other one
     out = trimodal(*_inputs(("speech", "text", "paralinguistic")), return_taps=True)
@@ -87,15 +97,27 @@ def test_padding_never_changes_an_utterances_logits():
     for stride in (1, 2):
         model = _crab(frame_strides={"speech": stride})
         alone = [
-            model({"speech": s[None], "text": t[None]},
-                  {"speech": torch.ones(1, len(s), dtype=torch.bool), "text": torch.ones(1, len(t), dtype=torch.bool)}).logits
+            model(
+                {"speech": s[None], "text": t[None]},
+                {
+                    "speech": torch.ones(1, len(s), dtype=torch.bool),
+                    "text": torch.ones(1, len(t), dtype=torch.bool),
+                },
+            ).logits
             for s, t in zip(speech, text)
         ]
-        s_batch, t_batch = pad_batch(speech + [torch.randn(15, 6)]), pad_batch(text + [torch.randn(9, 5)])
+        s_batch, t_batch = (
+            pad_batch(speech + [torch.randn(15, 6)]),
+            pad_batch(text + [torch.randn(9, 5)]),
+        )
         # garbage in the padding must not leak through any mask
         s_batch.features[~s_batch.mask] = 1e3
         t_batch.features[~t_batch.mask] = -1e3
-        batched = model({"speech": s_batch.features, "text": t_batch.features}, {"speech": s_batch.mask, "text": t_batch.mask}, return_taps=True)
+        batched = model(
+            {"speech": s_batch.features, "text": t_batch.features},
+            {"speech": s_batch.mask, "text": t_batch.mask},
+            return_taps=True,
+        )
         for i, logits in enumerate(alone):
             torch.testing.assert_close(batched.logits[i], logits[0], atol=1e-5, rtol=1e-4)
 
@@ -109,13 +131,25 @@ def test_input_masking_blanks_spans_and_channels_in_training_only():
     out = masking(x, mask)
     blank_frames = (out == 0).all(dim=-1)[:, :100]  # frames zeroed in every channel
     assert 0.12 < blank_frames.float().mean() < 0.25  # about 1 - (1 - 0.2 / 5) ** 5 = 0.18
-    for row in blank_frames:  # blanked frames come in runs of at least 5 (a run at the clip's end may be cut)
-        runs = torch.diff(torch.cat([torch.tensor([0]), row.int(), torch.tensor([0])])).nonzero().flatten()
-        assert all(end - start >= 5 for start, end in zip(runs[::2].tolist(), runs[1::2].tolist()) if end < 100)
+    for row in (
+        blank_frames
+    ):  # blanked frames come in runs of at least 5 (a run at the clip's end may be cut)
+        runs = (
+            torch.diff(torch.cat([torch.tensor([0]), row.int(), torch.tensor([0])]))
+            .nonzero()
+            .flatten()
+        )
+        assert all(
+            end - start >= 5
+            for start, end in zip(runs[::2].tolist(), runs[1::2].tolist())
+            if end < 100
+        )
     blank_channels = (out[:, :100] == 0).all(dim=1)  # (B, D): channels zeroed over the whole clip
     assert 0.15 < blank_channels.float().mean() < 0.35
     assert torch.equal(out[(out != 0)], x[(out != 0)])  # the rest is untouched
-    short = InputMasking(time_share=0.9, span=5).train()(torch.ones(2, 4, 3), torch.ones(2, 4, dtype=torch.bool))
+    short = InputMasking(time_share=0.9, span=5).train()(
+        torch.ones(2, 4, 3), torch.ones(2, 4, dtype=torch.bool)
+    )
     assert torch.equal(short, torch.ones(2, 4, 3))  # a clip no longer than a span keeps its frames
     assert torch.equal(masking.eval()(x, mask), x)  # evaluation is never masked
 
@@ -126,18 +160,30 @@ def test_models_mask_speech_inputs_only_when_configured():
 
     dims = {"speech": 6, "text": 5}
     plain = build_model(ModelConfig().model_dump(), dims, 3)
-    assert plain.input_stage.masking.time_share == 0 and plain.input_stage.masking.feature_share == 0
-    masked = build_model(ModelConfig(mask_time=0.3, mask_features=0.1, mask_span=4).model_dump(), dims, 3)
-    assert (masked.input_stage.masking.time_share, masked.input_stage.masking.feature_share, masked.input_stage.masking.span) == (0.3, 0.1, 4)
+    assert (
+        plain.input_stage.masking.time_share == 0 and plain.input_stage.masking.feature_share == 0
+    )
+    masked = build_model(
+        ModelConfig(mask_time=0.3, mask_features=0.1, mask_span=4).model_dump(), dims, 3
+    )
+    assert (
+        masked.input_stage.masking.time_share,
+        masked.input_stage.masking.feature_share,
+        masked.input_stage.masking.span,
+    ) == (0.3, 0.1, 4)
     old = {k: v for k, v in ModelConfig().model_dump().items() if not k.startswith("mask_")}
-    assert build_model(old, dims, 3).input_stage.masking.time_share == 0  # runs saved before the setting
+    assert (
+        build_model(old, dims, 3).input_stage.masking.time_share == 0
+    )  # runs saved before the setting
     masked.input_stage.masking.feature_share = 1.0  # every speech channel blank: the text must pass
     masked.train()
     features = {"speech": torch.randn(2, 7, 6), "text": torch.randn(2, 4, 5)}
     masks = {m: torch.ones(2, f.shape[1], dtype=torch.bool) for m, f in features.items()}
     seen = {}
     for name in dims:
-        masked.projections[name].register_forward_hook(lambda mod, inp, out, name=name: seen.update({name: inp[0]}))
+        masked.projections[name].register_forward_hook(
+            lambda mod, inp, out, name=name: seen.update({name: inp[0]})
+        )
     masked(features, masks)
     assert torch.equal(seen["speech"], torch.zeros_like(seen["speech"]))
     assert not torch.equal(seen["text"], torch.zeros_like(seen["text"]))
@@ -155,7 +201,9 @@ def test_masked_helpers():
 
 def test_legs_add_no_parameters_to_the_model():
     model = _crab()
-    objective = TrainingObjective(model.tap_dims(), None, 3, leg_dim=4, leg_hidden_unimodal=3, leg_hidden=5)
+    objective = TrainingObjective(
+        model.tap_dims(), None, 3, leg_dim=4, leg_hidden_unimodal=3, leg_hidden=5
+    )
     assert not any("leg" in name for name, _ in model.named_parameters())
     assert len(objective.legs) == 5
     assert objective.legs["speech_unimodal"].net[0].out_features == 3
@@ -171,9 +219,21 @@ def test_crab_with_mlcs_fits_a_small_separable_set():
     text = [centres_t[y] + 0.3 * torch.randn(int(torch.randint(2, 6, ())), 5) for y in labels]
     s_batch, t_batch = pad_batch(speech), pad_batch(text)
     model = Crab({"speech": 6, "text": 5}, classes, hidden=16, dropout=0.0, attention_dropout=0.0)
-    features, masks = {"speech": s_batch.features, "text": t_batch.features}, {"speech": s_batch.mask, "text": t_batch.mask}
-    objective = TrainingObjective(model.tap_dims(), torch.ones(classes), classes, leg_dim=8, leg_hidden_unimodal=8, leg_hidden=8)
-    optimiser = torch.optim.AdamW(parameter_groups(list(model.parameters()) + list(objective.parameters()), [], 3e-3, 1e-6))
+    features, masks = (
+        {"speech": s_batch.features, "text": t_batch.features},
+        {"speech": s_batch.mask, "text": t_batch.mask},
+    )
+    objective = TrainingObjective(
+        model.tap_dims(),
+        torch.ones(classes),
+        classes,
+        leg_dim=8,
+        leg_hidden_unimodal=8,
+        leg_hidden=8,
+    )
+    optimiser = torch.optim.AdamW(
+        parameter_groups(list(model.parameters()) + list(objective.parameters()), [], 3e-3, 1e-6)
+    )
     losses = []
     for _ in range(150):
         out = model(features, masks, return_taps=True)
@@ -208,14 +268,21 @@ def test_training_losses_are_logged_once_per_epoch_as_utterance_weighted_means()
 
     torch.manual_seed(0)
     module = CrabLitModule(
-        input_dims={"speech": 5}, labels=["a", "b"], model=ModelConfig(hidden=8, modalities=["speech"]).model_dump(),
-        loss=LossConfig().model_dump(), train=TrainConfig().model_dump(),
+        input_dims={"speech": 5},
+        labels=["a", "b"],
+        model=ModelConfig(hidden=8, modalities=["speech"]).model_dump(),
+        loss=LossConfig().model_dump(),
+        train=TrainConfig().model_dump(),
     )
     logged: dict[str, float] = {}
     module.log = lambda name, value, **kwargs: logged.__setitem__(name, float(value))
+
     def step(size: int) -> float:
-        batch = {"features": {"speech": torch.randn(size, 7, 5)}, "masks": {"speech": torch.ones(size, 7, dtype=torch.bool)},
-                 "labels": torch.arange(size) % 2}
+        batch = {
+            "features": {"speech": torch.randn(size, 7, 5)},
+            "masks": {"speech": torch.ones(size, 7, dtype=torch.bool)},
+            "labels": torch.arange(size) % 2,
+        }
         return float(module.training_step(batch, 0).detach())
 
     losses = [step(2), step(6)]
@@ -234,8 +301,11 @@ def test_layer_weights_get_their_own_group_only_when_asked(lr_layer_weights):
     from crabser.training.lit_module import CrabLitModule
 
     module = CrabLitModule(
-        input_dims={"speech": 5}, labels=["a", "b"], model=ModelConfig(hidden=8, modalities=["speech"]).model_dump(),
-        loss=LossConfig().model_dump(), train=TrainConfig(lr_head=1e-3, lr_layer_weights=lr_layer_weights).model_dump(),
+        input_dims={"speech": 5},
+        labels=["a", "b"],
+        model=ModelConfig(hidden=8, modalities=["speech"]).model_dump(),
+        loss=LossConfig().model_dump(),
+        train=TrainConfig(lr_head=1e-3, lr_layer_weights=lr_layer_weights).model_dump(),
         speech_layers=3,
     )
     optimizer = module.configure_optimizers()["optimizer"]
@@ -245,5 +315,11 @@ def test_layer_weights_get_their_own_group_only_when_asked(lr_layer_weights):
     if lr_layer_weights is None:  # with the head, as before (old runs resume with their groups)
         assert owner == "head" and set(groups) == {"head"}
     else:
-        assert owner == "layer_weights" and groups[owner]["lr"] == lr_layer_weights and groups[owner]["weight_decay"] == 0.0
-        assert groups["head"]["lr"] == 1e-3 and all(p is not weights for p in groups["head"]["params"])
+        assert (
+            owner == "layer_weights"
+            and groups[owner]["lr"] == lr_layer_weights
+            and groups[owner]["weight_decay"] == 0.0
+        )
+        assert groups["head"]["lr"] == 1e-3 and all(
+            p is not weights for p in groups["head"]["params"]
+        )

@@ -1,4 +1,5 @@
-"""Independent runs side by side: every job runs, failures wait for the others, threads are shared out."""
+"""Independent runs side by side: every job runs, failures wait for the others, threads are shared
+out."""
 
 from pathlib import Path
 
@@ -28,11 +29,20 @@ def _record(path: str, value: str) -> None:
 def test_every_job_runs_and_the_first_failure_is_raised_after(tmp_path, jobs):
     log = tmp_path / "log.txt"
     done = []
-    arguments = {"a": (str(log), "a"), "b": (str(log), "bad"), "c": (str(log), "c"), "d": (str(log), "d")}
+    arguments = {
+        "a": (str(log), "a"),
+        "b": (str(log), "bad"),
+        "c": (str(log), "c"),
+        "d": (str(log), "d"),
+    }
     with pytest.raises(ValueError, match="job bad failed"):
         run_jobs(_record, arguments, jobs, on_done=done.append)
     lines = sorted(Path(log).read_text().split())
-    assert [line.split(":")[0] for line in lines] == ["a", "c", "d"]  # the jobs after the failure ran too
+    assert [line.split(":")[0] for line in lines] == [
+        "a",
+        "c",
+        "d",
+    ]  # the jobs after the failure ran too
     assert sorted(done) == ["a", "c", "d"]
     if jobs > 1:  # each process got its share of the cores
         assert {line.split(":")[1] for line in lines} == {str(threads_per_job(jobs))}
@@ -53,6 +63,12 @@ def test_threads_are_shared_and_stand_ins_keep_the_cache_id(monkeypatch):
 
 def test_finished_runs_are_reported_first_and_jobs_never_exceed_the_runs(tmp_path):
     done = []
-    run_jobs(_record, {"a": (str(tmp_path / "log.txt"), "a")}, 2, on_done=done.append, finished=["x", "y"])
+    run_jobs(
+        _record,
+        {"a": (str(tmp_path / "log.txt"), "a")},
+        2,
+        on_done=done.append,
+        finished=["x", "y"],
+    )
     assert done == ["x", "y", "a"]
     assert [jobs_for(2, 1), jobs_for(2, 5), jobs_for(3, 0), jobs_for(1, 4)] == [1, 2, 1, 1]

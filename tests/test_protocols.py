@@ -14,8 +14,15 @@ def _manifest(speakers: dict[str, int], session: dict[str, str] | None = None) -
     rows = []
     for speaker, count in speakers.items():
         for i in range(count):
-            rows.append({"id": f"{speaker}_{i}", "audio": "x.wav", "label": "a", "speaker": speaker,
-                         "session": (session or {}).get(speaker, "")})
+            rows.append(
+                {
+                    "id": f"{speaker}_{i}",
+                    "audio": "x.wav",
+                    "label": "a",
+                    "speaker": speaker,
+                    "session": (session or {}).get(speaker, ""),
+                }
+            )
     return Manifest(pd.DataFrame(rows))
 
 
@@ -25,14 +32,21 @@ def test_leave_one_group_out_and_balanced_k_fold():
     assert loso.groupby("speaker")["fold"].nunique().eq(1).all() and loso["fold"].nunique() == 6
     three = group_folds(manifest, 3, seed=1).frame
     sizes = three.groupby("fold").size().tolist()
-    assert sorted(sizes) == [10, 10, 12]  # largest-first dealing: {s1}, {s2}, {s3, s4, s5} + s6 on the first tie
+    assert sorted(sizes) == [
+        10,
+        10,
+        12,
+    ]  # largest-first dealing: {s1}, {s2}, {s3, s4, s5} + s6 on the first tie
     assert three.groupby("speaker")["fold"].nunique().eq(1).all()
     with pytest.raises(ManifestError, match="between 2 and 6"):
         group_folds(manifest, 7)
 
 
 def test_folds_by_session_keep_both_speakers_of_a_session_together():
-    manifest = _manifest({"Ses01F": 3, "Ses01M": 3, "Ses02F": 3, "Ses02M": 3}, {"Ses01F": "1", "Ses01M": "1", "Ses02F": "2", "Ses02M": "2"})
+    manifest = _manifest(
+        {"Ses01F": 3, "Ses01M": 3, "Ses02F": 3, "Ses02M": 3},
+        {"Ses01F": "1", "Ses01M": "1", "Ses02F": "2", "Ses02M": "2"},
+    )
     frame = group_folds(manifest, by="session").frame
     assert frame.groupby("session")["fold"].nunique().eq(1).all() and frame["fold"].nunique() == 2
 
@@ -41,9 +55,16 @@ def test_fold_split_validation_comes_from_training_speakers_only(emodb):
     manifest = group_folds(emodb_adapter.prepare(emodb), 5, seed=0)
     for fold in range(5):
         frame = fold_split(manifest, fold, val_speakers=2, seed=0).frame
-        speakers = {split: set(frame.loc[frame["split"] == split, "speaker"]) for split in ("train", "val", "test")}
-        assert len(speakers["test"]) == 2 and len(speakers["val"]) == 2 and len(speakers["train"]) == 6
-        assert not (speakers["val"] & speakers["test"]) and not (speakers["train"] & (speakers["val"] | speakers["test"]))
+        speakers = {
+            split: set(frame.loc[frame["split"] == split, "speaker"])
+            for split in ("train", "val", "test")
+        }
+        assert (
+            len(speakers["test"]) == 2 and len(speakers["val"]) == 2 and len(speakers["train"]) == 6
+        )
+        assert not (speakers["val"] & speakers["test"]) and not (
+            speakers["train"] & (speakers["val"] | speakers["test"])
+        )
         assert set(frame.loc[frame["fold"] == fold, "split"]) == {"test"}
     with pytest.raises(ManifestError, match="fold 9"):
         fold_split(manifest, 9)
@@ -51,7 +72,12 @@ def test_fold_split_validation_comes_from_training_speakers_only(emodb):
 
 def _labelled(rows: list[tuple[str, str]]) -> Manifest:
     """A manifest of (speaker, label) rows."""
-    frame = pd.DataFrame([{"id": f"u{i}", "audio": "x.wav", "speaker": sp, "label": lab} for i, (sp, lab) in enumerate(rows)])
+    frame = pd.DataFrame(
+        [
+            {"id": f"u{i}", "audio": "x.wav", "speaker": sp, "label": lab}
+            for i, (sp, lab) in enumerate(rows)
+        ]
+    )
     return Manifest(frame)
 
 

@@ -1,5 +1,6 @@
 """``train.refit``: after the fit, the run's model is trained again on training + validation
-utterances for the epochs validation chose, and becomes the model evaluate, predict and export use."""
+utterances for the epochs validation chose, and becomes the model evaluate, predict and export
+use."""
 
 from __future__ import annotations
 
@@ -34,21 +35,33 @@ def test_refit_trains_on_training_and_validation_data_for_the_chosen_epochs(refi
     refit_manifest = pd.read_csv(refit_dir / "manifest.csv")
     trained = refit_manifest.loc[refit_manifest["split"] == "train", "id"]
     frame = manifest.frame
-    assert set(trained) == set(frame.loc[frame["split"].isin(["train", "val"]), "id"])  # validation speakers too
+    assert set(trained) == set(
+        frame.loc[frame["split"].isin(["train", "val"]), "id"]
+    )  # validation speakers too
     assert trained.is_unique and "val" not in set(refit_manifest["split"])
     assert not set(trained) & set(frame.loc[frame["split"] == "test", "id"])  # never the test split
     log = pd.read_csv(refit_dir / "logs" / "metrics.csv")
-    assert len(log.dropna(subset=["train_loss"])) == best_epoch  # the epochs validation chose, not train.epochs
+    assert (
+        len(log.dropna(subset=["train_loss"])) == best_epoch
+    )  # the epochs validation chose, not train.epochs
     assert "val_uar" not in log  # no validation in the refit
     model = run_checkpoint(config.run_dir)
     assert model.name == "refit.ckpt"
     saved = torch.load(model, map_location="cpu", weights_only=False)
     assert saved["epoch"] == best_epoch
-    lr = saved["optimizer_states"][0]["param_groups"][0]["lr"]  # where the 5-epoch cosine is after best_epoch
-    assert lr == pytest.approx(config.train.lr_head * cosine_factor(best_epoch, 5, config.train.min_lr_ratio))
-    assert sorted(p.name for p in (refit_dir / "checkpoints").iterdir()) == []  # its last.ckpt became refit.ckpt
+    lr = saved["optimizer_states"][0]["param_groups"][0][
+        "lr"
+    ]  # where the 5-epoch cosine is after best_epoch
+    assert lr == pytest.approx(
+        config.train.lr_head * cosine_factor(best_epoch, 5, config.train.min_lr_ratio)
+    )
+    assert (
+        sorted(p.name for p in (refit_dir / "checkpoints").iterdir()) == []
+    )  # its last.ckpt became refit.ckpt
     refit, best = saved["state_dict"], _weights(result.best_checkpoint)
-    assert any(not torch.equal(refit[k], best[k]) for k in refit)  # a different model from the selected one
+    assert any(
+        not torch.equal(refit[k], best[k]) for k in refit
+    )  # a different model from the selected one
 
 
 def test_evaluate_and_predict_use_the_refitted_model(refitted):
@@ -56,12 +69,18 @@ def test_evaluate_and_predict_use_the_refitted_model(refitted):
     metrics, _ = pipeline.evaluate(config, manifest, tiny_runs.encoders(), "test")
     report = pd.read_json(config.run_dir / "report" / "test_metrics.json", typ="series")
     assert report["checkpoint"].endswith("refit.ckpt")
-    pipeline.evaluate(config, manifest, tiny_runs.encoders(), "val")  # validation is scored by the model that never saw it
-    assert pd.read_json(config.run_dir / "report" / "val_metrics.json", typ="series")["checkpoint"].endswith("best.ckpt")
+    pipeline.evaluate(
+        config, manifest, tiny_runs.encoders(), "val"
+    )  # validation is scored by the model that never saw it
+    assert pd.read_json(config.run_dir / "report" / "val_metrics.json", typ="series")[
+        "checkpoint"
+    ].endswith("best.ckpt")
     assert metrics["uar"] > 0.25  # above chance (four classes)
     recognizer = Recognizer.from_run(config.run_dir)
     refit = _weights(config.run_dir / "checkpoints" / "refit.ckpt")
-    assert all(torch.equal(v, refit[f"model.{k}"]) for k, v in recognizer.module.model.state_dict().items())
+    assert all(
+        torch.equal(v, refit[f"model.{k}"]) for k, v in recognizer.module.model.state_dict().items()
+    )
 
 
 def test_a_resumed_run_keeps_its_refit_and_a_plain_run_uses_its_best_checkpoint(refitted, tmp_path):
@@ -70,9 +89,13 @@ def test_a_resumed_run_keeps_its_refit_and_a_plain_run_uses_its_best_checkpoint(
     stamp = target.stat().st_mtime_ns
     pipeline.train(config, manifest, tiny_runs.encoders(), resume=True)
     assert target.stat().st_mtime_ns == stamp
-    retrained = config.model_copy(update={"train": config.train.model_copy(update={"refit": False, "epochs": 2})})
+    retrained = config.model_copy(
+        update={"train": config.train.model_copy(update={"refit": False, "epochs": 2})}
+    )
     pipeline.train(retrained, manifest, tiny_runs.encoders())  # a new fit of the run, without refit
-    assert run_checkpoint(config.run_dir).name == "best.ckpt" and not target.exists()  # the old refit is not its model
+    assert (
+        run_checkpoint(config.run_dir).name == "best.ckpt" and not target.exists()
+    )  # the old refit is not its model
     plain = tiny_runs.tiny_config(tmp_path, "plain", epochs=2)
     pipeline.train(plain, manifest, tiny_runs.encoders())
     assert run_checkpoint(plain.run_dir) == plain.run_dir / "checkpoints" / "best.ckpt"

@@ -1,4 +1,5 @@
-"""Exact resume (issue 19, items 3 and 4): a run interrupted anywhere and resumed with ``resume=True``
+"""Exact resume (issue 19, items 3 and 4): a run interrupted anywhere and resumed with
+``resume=True``
 ends with the same checkpoints, metrics and training log as a run that never stopped."""
 
 from __future__ import annotations
@@ -33,11 +34,15 @@ def _state(path: Path) -> tuple[int, dict[str, torch.Tensor]]:
 def _assert_same_run(root: Path, a: str, b: str) -> None:
     """Same best and last checkpoints (epoch and every weight), training log and test metrics."""
     for name in ("best", "last"):
-        (epoch_a, weights_a), (epoch_b, weights_b) = (_state(root / f"runs/{run}/checkpoints/{name}.ckpt") for run in (a, b))
+        (epoch_a, weights_a), (epoch_b, weights_b) = (
+            _state(root / f"runs/{run}/checkpoints/{name}.ckpt") for run in (a, b)
+        )
         assert epoch_a == epoch_b, name
         assert weights_a.keys() == weights_b.keys()
         for key in weights_a:
-            torch.testing.assert_close(weights_a[key], weights_b[key], rtol=0, atol=0, msg=f"{name}.ckpt: {key}")
+            torch.testing.assert_close(
+                weights_a[key], weights_b[key], rtol=0, atol=0, msg=f"{name}.ckpt: {key}"
+            )
     logs = [pd.read_csv(root / f"runs/{run}/logs/metrics.csv") for run in (a, b)]
     pd.testing.assert_frame_equal(*logs)
     configs = [tiny_runs.tiny_config(root, run) for run in (a, b)]
@@ -78,7 +83,13 @@ def test_a_run_stopped_anywhere_and_resumed_ends_like_an_uninterrupted_one(root,
 def test_a_run_stopped_twice_resumes_exactly_both_times(root):
     for epoch in (1, 3):
         with pytest.raises(Interrupt):
-            _train(root, "twice", "length_bucketed", resume=True, callbacks=[KillAt("train_batch", epoch, 1)])
+            _train(
+                root,
+                "twice",
+                "length_bucketed",
+                resume=True,
+                callbacks=[KillAt("train_batch", epoch, 1)],
+            )
     _train(root, "twice", "length_bucketed", resume=True)
     _assert_same_run(root, "whole-length_bucketed", "twice")
 
@@ -89,17 +100,24 @@ sys.path.insert(0, {tests!r})
 from pathlib import Path
 from test_resume import _train
 from tiny_runs import KillAt
-_train(Path({root!r}), "killed", "length_bucketed", callbacks=[KillAt("train_batch", 2, 1, hard=True)])
+kill = KillAt("train_batch", 2, 1, hard=True)
+_train(Path({root!r}), "killed", "length_bucketed", callbacks=[kill])
 """
 
 
 def test_resume_after_kill_9_keeps_the_log_of_the_finished_epochs(root):
-    """The real thing: SIGKILL mid-epoch (no exception handler, no logger flush at exit), then resume."""
+    """The real thing: SIGKILL mid-epoch (no exception handler, no logger flush at exit), then
+    resume."""
     script = KILLED_CHILD.format(tests=str(Path(__file__).parent), root=str(root))
-    child = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False)
+    child = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=300, check=False
+    )
     assert child.returncode == -signal.SIGKILL, child.stderr[-2000:]
     log = pd.read_csv(root / "runs/killed/logs/metrics.csv")
-    assert sorted(log["epoch"].unique()) == [0, 1]  # the two finished epochs are on disk at the kill
+    assert sorted(log["epoch"].unique()) == [
+        0,
+        1,
+    ]  # the two finished epochs are on disk at the kill
     _train(root, "killed", "length_bucketed", resume=True)
     log = pd.read_csv(root / "runs/killed/logs/metrics.csv")
     for epoch in range(EPOCHS):  # each epoch once: one validation row and one training row
@@ -115,33 +133,58 @@ def test_raw_items_draw_the_same_crop_and_mix_for_an_epoch_whatever_came_before(
 
     rng = np.random.default_rng(0)
     items = [
-        RawUtterance(f"u{k}", str(write_wav(f"u{k}.wav", 0.3 * rng.standard_normal(32000).astype(np.float32))), "t", k % 2, 2.0)
+        RawUtterance(
+            f"u{k}",
+            str(write_wav(f"u{k}.wav", 0.3 * rng.standard_normal(32000).astype(np.float32))),
+            "t",
+            k % 2,
+            2.0,
+        )
         for k in range(4)
     ]
 
     def epochs(dataset: RawDataset, sampler, count: int) -> list[list[dict]]:
-        return [[dataset[key] for batch in EpochTagged(sampler) for key in batch] for _ in range(count)]
+        return [
+            [dataset[key] for batch in EpochTagged(sampler) for key in batch] for _ in range(count)
+        ]
 
-    running = epochs(RawDataset(items, 0.5, train=True, seed=3, eam=True), LengthBucketSampler([2.0] * 4, 2, seed=3), 3)
+    running = epochs(
+        RawDataset(items, 0.5, train=True, seed=3, eam=True),
+        LengthBucketSampler([2.0] * 4, 2, seed=3),
+        3,
+    )
     resumed_sampler = LengthBucketSampler([2.0] * 4, 2, seed=3)
     resumed_sampler.set_epoch(2)
     resumed = epochs(RawDataset(items, 0.5, train=True, seed=3, eam=True), resumed_sampler, 1)[0]
     for a, b in zip(running[2], resumed, strict=True):
-        assert a["id"] == b["id"] and a["mix_label"] == b["mix_label"] and a["mix_lambda"] == b["mix_lambda"]
+        assert (
+            a["id"] == b["id"]
+            and a["mix_label"] == b["mix_label"]
+            and a["mix_lambda"] == b["mix_lambda"]
+        )
         np.testing.assert_array_equal(a["wave"], b["wave"])
     first = {s["id"]: s["wave"] for s in running[0]}
-    assert any(not np.array_equal(first[s["id"]], s["wave"]) for s in running[2])  # new draws each epoch
+    assert any(
+        not np.array_equal(first[s["id"]], s["wave"]) for s in running[2]
+    )  # new draws each epoch
 
 
 def test_an_interrupted_crossval_resumes_to_the_same_folds(root, monkeypatch):
-    """``crabser crossval`` reads finished folds back and resumes the interrupted one from its last.ckpt."""
+    """``crabser crossval`` reads finished folds back and resumes the interrupted one from its
+    last.ckpt."""
     from crabser.data.protocols import group_folds
 
     manifest = group_folds(tiny_runs.tiny_manifest(root), 3, by="speaker")
 
     def crossval(name: str) -> dict:
         config = tiny_runs.tiny_config(root, name, epochs=EPOCHS)
-        config = config.model_copy(update={"data": config.data.model_copy(update={"protocol": "folds", "val_speakers_per_fold": 1})})
+        config = config.model_copy(
+            update={
+                "data": config.data.model_copy(
+                    update={"protocol": "folds", "val_speakers_per_fold": 1}
+                )
+            }
+        )
         return pipeline.crossval(config, manifest, tiny_runs.encoders())
 
     whole = crossval("cv-whole")

@@ -36,7 +36,9 @@ def test_class_balanced_batches_hold_every_class_alike():
 
 
 def test_neutral_expressive_proportion_over_many_batches():
-    sampler = neutral_expressive_sampler(LABELS, neutral=0, batch_size=16, neutral_share=0.3, seed=0)
+    sampler = neutral_expressive_sampler(
+        LABELS, neutral=0, batch_size=16, neutral_share=0.3, seed=0
+    )
     batches = _batches(sampler, 10)
     per_batch = [sum(LABELS[i] == 0 for i in b) for b in batches]
     assert set(per_batch) <= {4, 5}  # 0.3 x 16 = 4.8: never off by more than the rounding
@@ -48,7 +50,10 @@ def test_no_item_repeats_before_its_group_is_covered():
     drawn = [i for batch in _batches(sampler, 5) for i in batch if LABELS[i] == 0]
     assert len(set(drawn[:470])) == 470  # all 470 neutral items, each once, before any repeats
     rare = [i for batch in _batches(sampler, 1) for i in batch if LABELS[i] == 4]
-    assert Counter(Counter(rare).values()).keys() <= {math.floor(len(rare) / 27), math.ceil(len(rare) / 27)}
+    assert Counter(Counter(rare).values()).keys() <= {
+        math.floor(len(rare) / 27),
+        math.ceil(len(rare) / 27),
+    }
 
 
 def test_a_share_for_an_empty_group_is_an_error():
@@ -62,7 +67,10 @@ def test_length_buckets_cover_every_item_once_and_group_similar_durations():
     sampler = LengthBucketSampler(durations, batch_size=8, pool=10, seed=0)
     epoch1, epoch2 = list(sampler), list(sampler)
     for batches in (epoch1, epoch2):
-        assert sorted(i for b in batches for i in b) == list(range(203)) and len(batches) == len(sampler) == 26
+        assert (
+            sorted(i for b in batches for i in b) == list(range(203))
+            and len(batches) == len(sampler) == 26
+        )
     assert epoch1 != epoch2  # reshuffled every epoch
     spread = np.mean([np.ptp([durations[i] for i in b]) for b in epoch1 if len(b) > 1])
     random_spread = np.mean([np.ptp(rng.choice(durations, 8)) for _ in range(200)])
@@ -90,10 +98,19 @@ def test_bucketed_training_batches_follow_the_config():
     config = RunConfig().model_copy(deep=True)
     config.train.sampler, config.train.batch_size = "shuffle", 10
     plain = train_batch_sampler(config, [0] * 100, ["a"], lengths)
-    assert isinstance(plain, ShuffleBatchSampler) and sorted(i for b in plain for i in b) == list(range(100))
-    config.train.sampler, config.train.bucket_pool, config.train.batch_size = "length_bucketed", 4, 10
+    assert isinstance(plain, ShuffleBatchSampler) and sorted(i for b in plain for i in b) == list(
+        range(100)
+    )
+    config.train.sampler, config.train.bucket_pool, config.train.batch_size = (
+        "length_bucketed",
+        4,
+        10,
+    )
     sampler = train_batch_sampler(config, [0] * 100, ["a"], lengths)
-    assert isinstance(sampler, LengthBucketSampler) and (sampler.pool, sampler.batch_size) == (4, 10)
+    assert isinstance(sampler, LengthBucketSampler) and (sampler.pool, sampler.batch_size) == (
+        4,
+        10,
+    )
     padded = np.mean([[max(lengths[i] for i in b) * len(b) for b in sampler] for _ in range(20)])
     rng = np.random.default_rng(0)
     shuffled = np.mean([max(rng.choice(lengths, 10, replace=False)) * 10 for _ in range(200)])
@@ -105,13 +122,19 @@ def _samplers(**kwargs) -> dict:
     lengths = np.random.default_rng(0).uniform(1, 10, len(LABELS)).tolist()
     return {
         "length_bucketed": LengthBucketSampler(lengths, 32, pool=4, seed=1, **kwargs),
-        "class_balanced": GroupBalancedBatchSampler(LABELS, 28, {y: 1.0 for y in range(7)}, seed=1, **kwargs),
-        "neutral_expressive": GroupBalancedBatchSampler([int(y == 0) for y in LABELS], 16, {0: 0.5, 1: 0.5}, seed=1, **kwargs),
+        "class_balanced": GroupBalancedBatchSampler(
+            LABELS, 28, {y: 1.0 for y in range(7)}, seed=1, **kwargs
+        ),
+        "neutral_expressive": GroupBalancedBatchSampler(
+            [int(y == 0) for y in LABELS], 16, {0: 0.5, 1: 0.5}, seed=1, **kwargs
+        ),
         "shuffle": ShuffleBatchSampler(len(LABELS), 32, seed=1, **kwargs),
     }
 
 
-@pytest.mark.parametrize("kind", ["length_bucketed", "class_balanced", "neutral_expressive", "shuffle"])
+@pytest.mark.parametrize(
+    "kind", ["length_bucketed", "class_balanced", "neutral_expressive", "shuffle"]
+)
 def test_any_epoch_is_drawn_again_after_set_epoch(kind):
     """A resumed run (a fresh sampler set to epoch k) draws what the running one drew at epoch k."""
     running = _samplers()[kind]
@@ -136,7 +159,9 @@ def test_lightning_sets_the_epoch_of_our_batch_samplers():
 
 
 @pytest.mark.parametrize("replicas", [2, 3, 4])
-@pytest.mark.parametrize("kind", ["length_bucketed", "class_balanced", "neutral_expressive", "shuffle"])
+@pytest.mark.parametrize(
+    "kind", ["length_bucketed", "class_balanced", "neutral_expressive", "shuffle"]
+)
 def test_ranks_share_each_epoch_exactly_with_as_many_steps_each(kind, replicas):
     """Over all ranks: the single process's epoch, every item as often (once for the epoch-covering
     samplers), no padding; every rank takes the same number of steps, as DDP needs."""
@@ -146,9 +171,13 @@ def test_ranks_share_each_epoch_exactly_with_as_many_steps_each(kind, replicas):
     for epoch in range(2):
         shares = [list(sampler) for sampler in ranks]
         assert {len(share) for share in shares} == {len(ranks[0])}
-        assert Counter(i for share in shares for b in share for i in b) == Counter(i for b in whole[epoch] for i in b)
+        assert Counter(i for share in shares for b in share for i in b) == Counter(
+            i for b in whole[epoch] for i in b
+        )
         if kind in ("length_bucketed", "shuffle"):
-            assert sorted(i for share in shares for b in share for i in b) == list(range(len(LABELS)))
+            assert sorted(i for share in shares for b in share for i in b) == list(
+                range(len(LABELS))
+            )
 
 
 def test_too_few_items_for_the_ranks_is_an_error():
@@ -161,8 +190,13 @@ def test_the_feature_data_module_shuffles_resumably_without_a_sampler():
 
     from crabser.training.datamodule import FeatureDataModule, Utterance
 
-    items = [Utterance(f"u{i}", {"text": np.zeros((2, 3), dtype=np.float32)}, i % 2) for i in range(20)]
-    loaders = [FeatureDataModule({"train": items, "val": items}, batch_size=4, seed=5).train_dataloader() for _ in range(2)]
+    items = [
+        Utterance(f"u{i}", {"text": np.zeros((2, 3), dtype=np.float32)}, i % 2) for i in range(20)
+    ]
+    loaders = [
+        FeatureDataModule({"train": items, "val": items}, batch_size=4, seed=5).train_dataloader()
+        for _ in range(2)
+    ]
     running = [[batch["ids"] for batch in loaders[0]] for _ in range(3)]
     _set_sampler_epoch(loaders[1], 2)  # a resumed run: Lightning sets the epoch
     assert [batch["ids"] for batch in loaders[1]] == running[2] != running[1]

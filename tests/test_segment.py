@@ -34,7 +34,8 @@ def _blocks(wave: np.ndarray, size: int = 7919):
 
 @pytest.fixture(scope="module")
 def speech_with_pauses(emodb):
-    """Two real EmoDB sentences with 2 s of silence before, between and after: (wave, [(start, end)])."""
+    """Two real EmoDB sentences with 2 s of silence before, between and after: (wave, [(start,
+    end)])."""
     frame = emodb_adapter.prepare(emodb).frame.set_index("id")
     clips = [decode_audio(frame.loc[name, "audio"]) for name in ("emodb_03a01Fa", "emodb_08a01Ab")]
     silence = np.zeros(2 * RATE, dtype=np.float32)
@@ -68,13 +69,20 @@ def test_vad_cuts_long_speech_at_max_seconds(speech_with_pauses):
 
 def test_fixed_windows_overlap_cover_the_tail_and_skip_silence():
     wave = np.concatenate([tone(9.0), np.zeros(4 * RATE, dtype=np.float32), tone(1.5)])  # 14.5 s
-    segments = list(window_segments(_blocks(wave), SegmentSettings(mode="fixed", window=4.0, hop=2.0)))
+    segments = list(
+        window_segments(_blocks(wave), SegmentSettings(mode="fixed", window=4.0, hop=2.0))
+    )
     starts = [round(s, 3) for s, _ in segments]
     assert starts == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]  # 8 and 10 s each hold a second of tone
     assert all(len(w) == 4 * RATE for _, w in segments[:-1])
-    assert len(segments[-1][1]) == int(2.5 * RATE)  # the tail 12-14.5 s, half of it not covered before
+    assert len(segments[-1][1]) == int(
+        2.5 * RATE
+    )  # the tail 12-14.5 s, half of it not covered before
     silent_only = np.concatenate([tone(4.0), np.zeros(8 * RATE, dtype=np.float32)])
-    assert [s for s, _ in window_segments(_blocks(silent_only), SegmentSettings(mode="fixed"))] == [0.0, 2.0]
+    assert [s for s, _ in window_segments(_blocks(silent_only), SegmentSettings(mode="fixed"))] == [
+        0.0,
+        2.0,
+    ]
 
 
 class _FakeRecognizer:
@@ -104,7 +112,13 @@ def test_timeline_batches_segments_and_keeps_going_past_a_failed_one(tmp_path):
     recognizer = _FakeRecognizer(fail_at=6.0)
     seen = []
     blocks, total = stream_audio(path)
-    entries = predict_timeline(recognizer, blocks, total, SegmentSettings(mode="fixed", batch_size=3), progress=lambda d, t: seen.append((d, t)))
+    entries = predict_timeline(
+        recognizer,
+        blocks,
+        total,
+        SegmentSettings(mode="fixed", batch_size=3),
+        progress=lambda d, t: seen.append((d, t)),
+    )
     assert [e.start for e in entries] == [0.0, 2.0, 4.0, 6.0, 8.0, 10.0, 12.0]
     assert [e.label for e in entries] == ["loud", "loud", "loud", None, "soft", "soft", "soft"]
     assert "ASR heard no words" in entries[3].error
@@ -128,7 +142,9 @@ def test_segment_cli_on_a_ten_minute_recording_writes_the_timeline(tmp_path, emo
     wave = np.tile(one_pass, int(np.ceil(600 * RATE / len(one_pass))))[: 600 * RATE]
     path = tmp_path / "ten_minutes.flac"
     sf.write(path, wave, RATE)
-    result = CliRunner().invoke(app, ["predict", str(path), "--segment", "--out", str(tmp_path / "out"), "--json"])
+    result = CliRunner().invoke(
+        app, ["predict", str(path), "--segment", "--out", str(tmp_path / "out"), "--json"]
+    )
     assert result.exit_code == 0, result.output
     answer = json.loads(result.output.strip().splitlines()[-1])
     segments = answer["segments"]
@@ -139,7 +155,12 @@ def test_segment_cli_on_a_ten_minute_recording_writes_the_timeline(tmp_path, emo
 
 
 def test_output_stems_are_distinct_for_same_named_files(tmp_path):
-    a, b, c, nested = tmp_path / "a/x.wav", tmp_path / "b/x.wav", tmp_path / "c/y.wav", tmp_path / "d/a/x.wav"
+    a, b, c, nested = (
+        tmp_path / "a/x.wav",
+        tmp_path / "b/x.wav",
+        tmp_path / "c/y.wav",
+        tmp_path / "d/a/x.wav",
+    )
     stems = output_stems([a, b, c, a])
     assert stems[c] == "y" and stems[a] != stems[b]
     assert stems[a].endswith("a_x") and stems[b].endswith("b_x")

@@ -1,4 +1,5 @@
-"""The HTTP service on the packaged model: endpoints, limits, hard inputs, fuzzing, the worker pool."""
+"""The HTTP service on the packaged model: endpoints, limits, hard inputs, fuzzing, the worker
+pool."""
 
 import asyncio
 import io
@@ -18,7 +19,13 @@ from crabser.data.corpora import emodb as emodb_adapter
 from crabser.inference import Recognizer
 from crabser.serve import Busy, ServiceSettings, WorkerPool, create_app
 
-LIMITS = ServiceSettings(max_bytes=2_000_000, max_seconds=8.0, max_segment_seconds=40.0, queue=4, allowed_hosts=("testserver",))
+LIMITS = ServiceSettings(
+    max_bytes=2_000_000,
+    max_seconds=8.0,
+    max_segment_seconds=40.0,
+    queue=4,
+    allowed_hosts=("testserver",),
+)
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +49,9 @@ def clip(emodb):
     return frame[frame["speaker"] == "16"]["audio"].iloc[0]
 
 
-def _wav(wave: np.ndarray, rate: int = 16000, subtype: str | None = None, fmt: str = "WAV") -> bytes:
+def _wav(
+    wave: np.ndarray, rate: int = 16000, subtype: str | None = None, fmt: str = "WAV"
+) -> bytes:
     buffer = io.BytesIO()
     sf.write(buffer, wave, rate, format=fmt, subtype=subtype)
     return buffer.getvalue()
@@ -67,7 +76,9 @@ def test_predict_a_real_clip(client, clip, model):
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     direct = model.predict(clip)
     assert body["label"] == direct.label
-    assert body["probabilities"][direct.label] == pytest.approx(direct.probabilities[direct.label], abs=1e-5)
+    assert body["probabilities"][direct.label] == pytest.approx(
+        direct.probabilities[direct.label], abs=1e-5
+    )
 
 
 HARD_INPUTS = [
@@ -78,7 +89,12 @@ HARD_INPUTS = [
     ("silent.wav", _wav(np.zeros(16000, dtype=np.float32)), 422, "silent"),
     ("zero.wav", _wav(np.zeros(0, dtype=np.float32)), 422, "empty audio"),
     ("nan.wav", _wav(np.full(16000, np.nan, dtype=np.float32), subtype="FLOAT"), 422, "NaN"),
-    ("inf.wav", _wav(np.concatenate([tone(0.5), [np.inf]]).astype(np.float32), subtype="FLOAT"), 422, "NaN or infinite"),
+    (
+        "inf.wav",
+        _wav(np.concatenate([tone(0.5), [np.inf]]).astype(np.float32), subtype="FLOAT"),
+        422,
+        "NaN or infinite",
+    ),
     ("long.wav", _wav(tone(9.0)), 413, "over the limit of 8 s"),
     ("stereo48k.wav", _wav(tone(1.0, rate=48000, channels=2), 48000), 200, ""),
     ("phone8k.wav", _wav(tone(1.0, rate=8000), 8000), 200, ""),
@@ -86,14 +102,20 @@ HARD_INPUTS = [
 ]
 
 
-@pytest.mark.parametrize("name, payload, status, words", HARD_INPUTS, ids=[h[0] for h in HARD_INPUTS])
+@pytest.mark.parametrize(
+    "name, payload, status, words", HARD_INPUTS, ids=[h[0] for h in HARD_INPUTS]
+)
 def test_hard_inputs_get_the_documented_answer(client, name, payload, status, words):
-    answer = client.post("/v1/predict", files={"audio": (name, payload, "application/octet-stream")}, data={"text": "Grüße 😀"})
+    answer = client.post(
+        "/v1/predict",
+        files={"audio": (name, payload, "application/octet-stream")},
+        data={"text": "Grüße 😀"},
+    )
     assert answer.status_code == status, answer.text
     if status != 200:
         detail = answer.json()["detail"]
         assert isinstance(detail, str) and words in detail
-        assert "Traceback" not in answer.text and "File \"" not in answer.text
+        assert "Traceback" not in answer.text and 'File "' not in answer.text
 
 
 def test_requests_without_audio_to_a_speech_model(client):
@@ -104,7 +126,9 @@ def test_requests_without_audio_to_a_speech_model(client):
 
 
 def test_upload_over_the_size_limit_is_413(client):
-    big = _wav(0.1 * np.random.default_rng(0).standard_normal(1_100_000).astype(np.float32))  # 2.2 MB
+    big = _wav(
+        0.1 * np.random.default_rng(0).standard_normal(1_100_000).astype(np.float32)
+    )  # 2.2 MB
     answer = client.post("/v1/predict", files={"audio": ("big.wav", big, "audio/wav")})
     assert answer.status_code == 413 and "over the limit" in answer.json()["detail"]
 
@@ -114,29 +138,46 @@ def test_segments_give_a_timeline_and_check_their_limits(client, emodb, model):
     clips = [sf.read(p, dtype="float32")[0] for p in frame[frame["speaker"] == "16"]["audio"][:4]]
     pause = np.zeros(16000, dtype=np.float32)
     recording = _wav(np.concatenate([x for c in clips for x in (pause, c)] + [pause]))
-    answer = client.post("/v1/predict/segments", files={"audio": ("talk.wav", recording, "audio/wav")})
+    answer = client.post(
+        "/v1/predict/segments", files={"audio": ("talk.wav", recording, "audio/wav")}
+    )
     assert answer.status_code == 200, answer.text
     body = answer.json()
     assert body["labels"] == model.labels and 3 <= len(body["segments"]) <= 8
     assert all(s["label"] in model.labels for s in body["segments"])
     starts = [s["start"] for s in body["segments"]]
     assert starts == sorted(starts) and body["segments"][-1]["end"] <= body["duration"]
-    fixed = client.post("/v1/predict/segments", files={"audio": ("talk.wav", recording, "audio/wav")},
-                        data={"mode": "fixed", "window": "3", "hop": "1.5"})
+    fixed = client.post(
+        "/v1/predict/segments",
+        files={"audio": ("talk.wav", recording, "audio/wav")},
+        data={"mode": "fixed", "window": "3", "hop": "1.5"},
+    )
     assert fixed.status_code == 200 and fixed.json()["segments"][1]["start"] == 1.5
-    bad_mode = client.post("/v1/predict/segments", files={"audio": ("t.wav", recording, "audio/wav")}, data={"mode": "magic"})
+    bad_mode = client.post(
+        "/v1/predict/segments",
+        files={"audio": ("t.wav", recording, "audio/wav")},
+        data={"mode": "magic"},
+    )
     assert bad_mode.status_code == 422 and "mode" in bad_mode.json()["detail"]
-    bad_hop = client.post("/v1/predict/segments", files={"audio": ("t.wav", recording, "audio/wav")},
-                          data={"mode": "fixed", "window": "2", "hop": "3"})
+    bad_hop = client.post(
+        "/v1/predict/segments",
+        files={"audio": ("t.wav", recording, "audio/wav")},
+        data={"mode": "fixed", "window": "2", "hop": "3"},
+    )
     assert bad_hop.status_code == 422 and "hop" in bad_hop.json()["detail"]
-    too_long = client.post("/v1/predict/segments", files={"audio": ("long.wav", _wav(tone(41.0)), "audio/wav")})
+    too_long = client.post(
+        "/v1/predict/segments", files={"audio": ("long.wav", _wav(tone(41.0)), "audio/wav")}
+    )
     assert too_long.status_code == 413 and "40 s" in too_long.json()["detail"]
 
 
 def test_a_bimodal_model_answers_text_only_and_audio_only_requests(run, clip):
     """Text only: 422 (it needs audio). Audio only: the offline ASR supplies the transcript."""
     root, _ = run
-    client = TestClient(create_app(LIMITS, recognizer=Recognizer.load(root / "runs/e2e")), raise_server_exceptions=False)
+    client = TestClient(
+        create_app(LIMITS, recognizer=Recognizer.load(root / "runs/e2e")),
+        raise_server_exceptions=False,
+    )
     text_only = client.post("/v1/predict", data={"text": "Der Lappen liegt auf dem Eisschrank."})
     assert text_only.status_code == 422 and "needs audio" in text_only.json()["detail"]
     with open(clip, "rb") as handle:
@@ -144,7 +185,11 @@ def test_a_bimodal_model_answers_text_only_and_audio_only_requests(run, clip):
     assert audio_only.status_code == 200, audio_only.text
     assert audio_only.json()["text_source"] == "asr" and audio_only.json()["transcript"]
     with open(clip, "rb") as handle:
-        both = client.post("/v1/predict", files={"audio": ("clip.wav", handle, "audio/wav")}, data={"text": "Grüße 😀"})
+        both = client.post(
+            "/v1/predict",
+            files={"audio": ("clip.wav", handle, "audio/wav")},
+            data={"text": "Grüße 😀"},
+        )
     assert both.json()["transcript"] == "Grüße 😀" and both.json()["text_source"] == "given"
 
 
@@ -197,13 +242,19 @@ def test_busy_is_answered_503_with_retry_after(model):
     results = []
     model.predict = slow
     try:
-        worker = threading.Thread(target=lambda: results.append(client.post("/v1/predict", files={"audio": ("a.wav", _wav(tone(1.0)), "audio/wav")})))
+        worker = threading.Thread(
+            target=lambda: results.append(
+                client.post("/v1/predict", files={"audio": ("a.wav", _wav(tone(1.0)), "audio/wav")})
+            )
+        )
         worker.start()
         for _ in range(100):  # until the first request holds the only worker
             if client.get("/health").json()["busy"] == 1:
                 break
             threading.Event().wait(0.05)
-        refused = client.post("/v1/predict", files={"audio": ("b.wav", _wav(tone(1.0)), "audio/wav")})
+        refused = client.post(
+            "/v1/predict", files={"audio": ("b.wav", _wav(tone(1.0)), "audio/wav")}
+        )
         gate.set()
         worker.join(30)
     finally:
@@ -225,13 +276,20 @@ def test_fuzzed_requests_never_crash_the_service(app):
 
     schema = schemathesis.openapi.from_asgi("/openapi.json", app)
     operations = [result.ok() for result in schema.get_all_operations()]
-    assert {op.path for op in operations} >= {"/v1/predict", "/v1/predict/segments", "/v1/labels", "/health"}
+    assert {op.path for op in operations} >= {
+        "/v1/predict",
+        "/v1/predict/segments",
+        "/v1/labels",
+        "/health",
+    }
     for operation in operations:
 
         @given(case=operation.as_strategy())
         @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
         def check(case) -> None:
-            case.call_and_validate(checks=[not_a_server_error, status_code_conformance, response_schema_conformance])
+            case.call_and_validate(
+                checks=[not_a_server_error, status_code_conformance, response_schema_conformance]
+            )
 
         check()
 
@@ -251,23 +309,39 @@ def _silent_flac(seconds: float, rate: int, channels: int) -> bytes:
 def test_a_decompression_bomb_is_refused_in_bounded_memory(client):
     """60 s of 6-channel 96 kHz audio of unknown length: decoding stops at the 8 s limit."""
     bomb = _claiming(_silent_flac(60, 96000, 6), 0)
-    peak, answer = _peak_bytes(lambda: client.post("/v1/predict", files={"audio": ("bomb.flac", bomb, "audio/flac")}))
+    peak, answer = _peak_bytes(
+        lambda: client.post("/v1/predict", files={"audio": ("bomb.flac", bomb, "audio/flac")})
+    )
     assert answer.status_code == 413 and "over the limit of 8 s" in answer.json()["detail"]
     limit_size = LIMITS.max_seconds * 16000 * 4
-    assert peak < limit_size + 2 * 2**20 + 4 * len(bomb)  # the limit's own size, a decode block, the upload's copies
+    assert peak < limit_size + 2 * 2**20 + 4 * len(
+        bomb
+    )  # the limit's own size, a decode block, the upload's copies
 
 
 def test_absurd_rates_and_unknown_lengths_get_their_answers(client):
     rate10 = io.BytesIO()
-    sf.write(rate10, np.full(30_000, 0.1, dtype=np.float32), 10, format="WAV")  # 50 min at 10 Hz in 120 KB
-    answer = client.post("/v1/predict", files={"audio": ("rate10.wav", rate10.getvalue(), "audio/wav")})
+    sf.write(
+        rate10, np.full(30_000, 0.1, dtype=np.float32), 10, format="WAV"
+    )  # 50 min at 10 Hz in 120 KB
+    answer = client.post(
+        "/v1/predict", files={"audio": ("rate10.wav", rate10.getvalue(), "audio/wav")}
+    )
     assert answer.status_code == 422 and "implausible sample rate 10 Hz" in answer.json()["detail"]
-    streamed = _claiming(_flac_bytes(tone(2.0), 16000), 0)  # short, length unknown: decoded (it is under the limit)
-    assert client.post("/v1/predict", files={"audio": ("live.flac", streamed, "audio/flac")}).status_code == 200
+    streamed = _claiming(
+        _flac_bytes(tone(2.0), 16000), 0
+    )  # short, length unknown: decoded (it is under the limit)
+    assert (
+        client.post(
+            "/v1/predict", files={"audio": ("live.flac", streamed, "audio/flac")}
+        ).status_code
+        == 200
+    )
 
 
 def test_a_failed_prediction_frees_its_audio_at_once(model):
-    """A 500 must not leave the decoded audio held by a traceback reference cycle until a full GC."""
+    """A 500 must not leave the decoded audio held by a traceback reference cycle until a full
+    GC."""
     import gc
     import weakref
 
@@ -284,7 +358,9 @@ def test_a_failed_prediction_frees_its_audio_at_once(model):
     gc.collect()
     gc.disable()
     try:
-        answer = client.post("/v1/predict", files={"audio": ("a.wav", _wav(tone(7.5)), "audio/wav")})
+        answer = client.post(
+            "/v1/predict", files={"audio": ("a.wav", _wav(tone(7.5)), "audio/wav")}
+        )
         alive = decoded[0]() is not None
     finally:
         gc.enable()
@@ -296,16 +372,28 @@ def test_transcripts_are_cleaned_and_capped(client):
 
     assert clean_transcript("\x00\x00 \x1b") is None and clean_transcript("a\x00b\tc\n") == "ab c"
     nul_only = client.post("/v1/predict", data={"text": "\x00\x00"})
-    assert nul_only.status_code == 422 and "no file in its 'audio' field" in nul_only.json()["detail"]
-    huge = client.post("/v1/predict", files={"audio": ("a.wav", _wav(tone(1.0)), "audio/wav")}, data={"text": "x" * 1_000_000})
-    assert huge.status_code == 413 and f"over the limit of {LIMITS.max_transcript_chars}" in huge.json()["detail"]
+    assert (
+        nul_only.status_code == 422 and "no file in its 'audio' field" in nul_only.json()["detail"]
+    )
+    huge = client.post(
+        "/v1/predict",
+        files={"audio": ("a.wav", _wav(tone(1.0)), "audio/wav")},
+        data={"text": "x" * 1_000_000},
+    )
+    assert (
+        huge.status_code == 413
+        and f"over the limit of {LIMITS.max_transcript_chars}" in huge.json()["detail"]
+    )
     assert len(huge.text) < 1000  # not echoed back
 
 
 def test_a_request_without_audio_says_so(client):
     answer = client.post("/v1/predict")
     assert answer.status_code == 422
-    assert "no file in its 'audio' field" in answer.json()["detail"] and "transcript" not in answer.json()["detail"]
+    assert (
+        "no file in its 'audio' field" in answer.json()["detail"]
+        and "transcript" not in answer.json()["detail"]
+    )
 
 
 def test_docs_are_served_without_a_cdn(client):
@@ -313,18 +401,30 @@ def test_docs_are_served_without_a_cdn(client):
 
     page = client.get("/docs")
     assert page.status_code == 200
-    sources = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text) + re.findall(r"""url: ?["']([^"']+)["']""", page.text)
+    sources = re.findall(r"""(?:src|href)=["']([^"']+)["']""", page.text) + re.findall(
+        r"""url: ?["']([^"']+)["']""", page.text
+    )
     assert sources and all(s.startswith("/") for s in sources), sources  # nothing from another host
     for source in sources:
         assert client.get(source).status_code == 200, source
 
 
-@pytest.mark.parametrize("host, status", [
-    ("localhost", 200), ("127.0.0.1:8000", 200), ("[::1]:8000", 200), ("LOCALHOST:1", 200), ("testserver", 200),
-    ("attacker.example", 400), ("attacker.example:8000", 400), ("127.0.0.1.attacker.example", 400),
-])
+@pytest.mark.parametrize(
+    "host, status",
+    [
+        ("localhost", 200),
+        ("127.0.0.1:8000", 200),
+        ("[::1]:8000", 200),
+        ("LOCALHOST:1", 200),
+        ("testserver", 200),
+        ("attacker.example", 400),
+        ("attacker.example:8000", 400),
+        ("127.0.0.1.attacker.example", 400),
+    ],
+)
 def test_a_loopback_service_answers_local_host_names_only(client, host, status):
-    """DNS rebinding: a page on attacker.example resolving to 127.0.0.1 must not reach the service."""
+    """DNS rebinding: a page on attacker.example resolving to 127.0.0.1 must not reach the
+    service."""
     answer = client.get("/health", headers={"host": host})
     assert answer.status_code == status
     if status == 400:
@@ -332,7 +432,11 @@ def test_a_loopback_service_answers_local_host_names_only(client, host, status):
 
 
 def test_a_loopback_service_answers_its_own_address_and_allowed_hosts_with_ports(model):
-    client = TestClient(create_app(replace(LIMITS, host="127.0.0.2", allowed_hosts=("My.Host:8000",)), recognizer=model))
+    client = TestClient(
+        create_app(
+            replace(LIMITS, host="127.0.0.2", allowed_hosts=("My.Host:8000",)), recognizer=model
+        )
+    )
     for host in ("127.0.0.2:8000", "my.host", "MY.HOST:8000", "localhost"):
         assert client.get("/health", headers={"host": host}).status_code == 200, host
     assert client.get("/health", headers={"host": "other.host"}).status_code == 400
@@ -361,7 +465,10 @@ def test_repeated_warnings_are_throttled():
     finally:
         logger.removeHandler(handler)
         logger.removeFilter(gate)
-    assert [r.getMessage().split("\n")[0] for r in records] == ["socket.accept() out of system resource", "another problem"]
+    assert [r.getMessage().split("\n")[0] for r in records] == [
+        "socket.accept() out of system resource",
+        "another problem",
+    ]
 
 
 # --- a real server on 127.0.0.1: slow and chunked clients -----------------------------------------
@@ -380,9 +487,13 @@ def server(model):
     from crabser.serve import server_config
 
     listener = socket.socket()
-    listener.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 16384)  # small kernel buffers: what is sent is what is read
+    listener.setsockopt(
+        socket.SOL_SOCKET, socket.SO_RCVBUF, 16384
+    )  # small kernel buffers: what is sent is what is read
     listener.bind(("127.0.0.1", 0))
-    service = uvicorn.Server(server_config(create_app(SLOW, recognizer=model), SLOW, log_level="warning"))
+    service = uvicorn.Server(
+        server_config(create_app(SLOW, recognizer=model), SLOW, log_level="warning")
+    )
     thread = threading.Thread(target=service.run, kwargs={"sockets": [listener]}, daemon=True)
     thread.start()
     for _ in range(200):
@@ -441,20 +552,31 @@ def test_half_open_connections_cannot_starve_the_service(server):
 
 
 def test_a_stalled_body_gets_408(server):
-    stalled = _connect(server, b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=x"
-                               b"\r\nContent-Length: 5000\r\n\r\n--x\r\n")
+    stalled = _connect(
+        server,
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; "
+        b"boundary=x"
+        b"\r\nContent-Length: 5000\r\n\r\n--x\r\n",
+    )
     stalled.settimeout(5)
     assert stalled.recv(200).startswith(b"HTTP/1.1 408")
     stalled.close()
 
 
 def test_a_chunked_upload_is_cut_off_at_the_limit(server):
-    """No Content-Length: the size is counted as the body arrives, and the answer comes at the limit."""
+    """No Content-Length: the size is counted as the body arrives, and the answer comes at the
+    limit."""
     import select
 
-    sock = _connect(server, b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
-                            b"Content-Type: multipart/form-data; boundary=x\r\n\r\n")
-    part = b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+    sock = _connect(
+        server,
+        b"POST /v1/predict HTTP/1.1\r\nHost: 127.0.0.1\r\nTransfer-Encoding: chunked\r\n"
+        b"Content-Type: multipart/form-data; boundary=x\r\n\r\n",
+    )
+    part = (
+        b'--x\r\nContent-Disposition: form-data; name="audio"; filename="a.wav"\r\n'
+        b"Content-Type: audio/wav\r\n\r\n"
+    )
     sock.sendall(b"%x\r\n%s\r\n" % (len(part), part))
     chunk, sent = b"%x\r\n%s\r\n" % (65536, b"a" * 65536), 0
     try:
@@ -467,7 +589,9 @@ def test_a_chunked_upload_is_cut_off_at_the_limit(server):
     answer = sock.recv(4096)
     sock.close()
     assert answer.startswith(b"HTTP/1.1 413"), answer[:200]
-    assert sent < SLOW.max_bytes + 64_000 + 256_000  # refused as the limit passed (+ multipart, socket buffers), not at the end
+    assert (
+        sent < SLOW.max_bytes + 64_000 + 256_000
+    )  # refused as the limit passed (+ multipart, socket buffers), not at the end
 
 
 def test_the_body_timeout_ends_with_the_body():

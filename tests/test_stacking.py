@@ -24,7 +24,9 @@ def test_stack_learns_which_base_model_to_trust():
     noise = rng.normal(0, 1.0, (n, classes))  # a useless base model
     features = np.concatenate([noise, good], axis=1)
     train, test = slice(0, 400), slice(400, n)
-    forest = StackedForest(ForestSettings(trees=50, folds=5), classes).fit(features[train], y[train])
+    forest = StackedForest(ForestSettings(trees=50, folds=5), classes).fit(
+        features[train], y[train]
+    )
     assert len(forest.forests) == 5 and 0.0 < forest.out_of_fold_macro_f1 <= 1.0
     proba = forest.predict_proba(features[test])
     assert proba.shape == (200, classes) and np.allclose(proba.sum(axis=1), 1.0)
@@ -39,7 +41,11 @@ def test_stack_needs_two_items_per_class():
         StackedForest(ForestSettings(), 2).fit(np.zeros((3, 2)), [0, 0, 1])
 
 
-@pytest.mark.parametrize("path", sorted((Path(__file__).resolve().parents[1] / "configs/stacking").glob("*.yaml")), ids=lambda p: p.name)
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "configs/stacking").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
 def test_shipped_stacking_files_give_valid_base_runs(path, monkeypatch):
     from crabser.stacking import base_config, load_stack_config
 

@@ -16,9 +16,13 @@ from crabser.data.corpora import emodb as emodb_adapter
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 if CHROMIUM is None:
-    if os.environ.get("CRABSER_REQUIRE_BROWSER"):  # set by .ci/run, which installs Debian's chromium
+    if os.environ.get(
+        "CRABSER_REQUIRE_BROWSER"
+    ):  # set by .ci/run, which installs Debian's chromium
         raise RuntimeError("CRABSER_REQUIRE_BROWSER is set but no chromium is on PATH")
-    pytest.skip("no chromium on PATH: `apt-get install chromium` (CI installs it)", allow_module_level=True)
+    pytest.skip(
+        "no chromium on PATH: `apt-get install chromium` (CI installs it)", allow_module_level=True
+    )
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +34,9 @@ def server():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    config = uvicorn.Config(create_app(ServiceSettings()), host="127.0.0.1", port=port, log_level="warning")
+    config = uvicorn.Config(
+        create_app(ServiceSettings()), host="127.0.0.1", port=port, log_level="warning"
+    )
     service = uvicorn.Server(config)
     thread = threading.Thread(target=service.run, daemon=True)
     thread.start()
@@ -48,8 +54,13 @@ def page():
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
-        fake_microphone = ["--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"]  # a beeping test source
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *fake_microphone])
+        fake_microphone = [
+            "--use-fake-device-for-media-stream",
+            "--use-fake-ui-for-media-stream",
+        ]  # a beeping test source
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--no-sandbox", *fake_microphone]
+        )
         yield browser.new_page(viewport={"width": 1000, "height": 900})
         browser.close()
 
@@ -73,11 +84,15 @@ def test_upload_shows_the_label_and_a_bar_per_class(server, page, speaker16, tmp
     assert page.inner_text("#label") == expected.label
     rows = page.query_selector_all("#bars .row")
     assert len(rows) == len(expected.probabilities)  # one bar per class of the model
-    shown = {r.get_attribute("data-label"): float(r.inner_text().split()[-1].rstrip("%")) for r in rows}
+    shown = {
+        r.get_attribute("data-label"): float(r.inner_text().split()[-1].rstrip("%")) for r in rows
+    }
     for label, p in expected.probabilities.items():
         assert shown[label] == pytest.approx(100 * p, abs=0.06)
     assert page.query_selector("#bars .row.top").get_attribute("data-label") == expected.label
-    folder = os.environ.get("CRABSER_SCREENSHOT_DIR")  # keep the picture (docs/web_page.png was made so)
+    folder = os.environ.get(
+        "CRABSER_SCREENSHOT_DIR"
+    )  # keep the picture (docs/web_page.png was made so)
     shot = (Path(folder) if folder else tmp_path_factory.mktemp("web")) / "web_page.png"
     page.screenshot(path=str(shot), full_page=True)
     assert shot.stat().st_size > 10_000
@@ -104,21 +119,28 @@ def test_a_bad_upload_shows_the_reason(server, page, tmp_path):
     page.goto(server)
     page.set_input_files("#file", str(junk))
     page.click("#submit")
-    page.wait_for_function("document.getElementById('error').textContent.length > 0", timeout=30_000)
+    page.wait_for_function(
+        "document.getElementById('error').textContent.length > 0", timeout=30_000
+    )
     assert page.inner_text("#error").startswith("422: notes.wav: not audio")
     assert page.is_hidden("#result")
 
 
 def test_recording_from_the_microphone_is_sent_and_answered(server, page):
-    """Record (Chromium's fake microphone), stop, predict: the WebM/Opus upload is decoded and answered."""
+    """Record (Chromium's fake microphone), stop, predict: the WebM/Opus upload is decoded and
+    answered."""
     page.goto(server)
     page.click("#record")
     page.wait_for_timeout(1500)
     page.click("#stop")
-    page.wait_for_function("document.getElementById('recorded').textContent.includes('kB')", timeout=10_000)
+    page.wait_for_function(
+        "document.getElementById('recorded').textContent.includes('kB')", timeout=10_000
+    )
     page.click("#submit")
     page.wait_for_selector("#result:not([hidden])", timeout=60_000)
     from crabser.inference import Recognizer
 
-    assert len(page.query_selector_all("#bars .row")) == len(Recognizer.load().labels)  # a bar per class
+    assert len(page.query_selector_all("#bars .row")) == len(
+        Recognizer.load().labels
+    )  # a bar per class
     assert page.inner_text("#error") == ""

@@ -1,4 +1,5 @@
-"""Tiny training runs on fake cached text features: seconds per run, for resume and multi-process tests.
+"""Tiny training runs on fake cached text features: seconds per run, for resume and multi-process
+tests.
 
 The features are written to a real :class:`~crabser.features.store.FeatureStore` under the content
 hash of each transcript, so :func:`crabser.pipeline.train` reads them exactly as it reads extracted
@@ -48,24 +49,56 @@ def tiny_manifest(root: Path, utterances: int = 60, seed: int = 0) -> Manifest:
         label = i % len(LABELS)
         text = f"utterance {i}"
         frames = int(rng.integers(3, 12))
-        store.put(CACHE_ID, text_sha256(text), (centres[label] + rng.normal(size=(frames, DIM))).astype(np.float32))
-        rows.append({"id": f"u{i:03d}", "audio": f"u{i:03d}.wav", "label": LABELS[label], "text": text,
-                     "speaker": f"s{i % 6}", "split": _split_of(i // len(LABELS))})
+        store.put(
+            CACHE_ID,
+            text_sha256(text),
+            (centres[label] + rng.normal(size=(frames, DIM))).astype(np.float32),
+        )
+        rows.append(
+            {
+                "id": f"u{i:03d}",
+                "audio": f"u{i:03d}.wav",
+                "label": LABELS[label],
+                "text": text,
+                "speaker": f"s{i % 6}",
+                "split": _split_of(i // len(LABELS)),
+            }
+        )
     return Manifest(pd.DataFrame(rows))
 
 
 def tiny_config(root: Path, name: str = "tiny", **train) -> RunConfig:
     """A text-only Crab small enough to train an epoch in well under a second; ``train`` overrides
     ``train.*`` settings."""
-    settings = {"epochs": 4, "batch_size": 8, "accumulate": 1, "lr_head": 3e-3, "progress": False, "threads": 1,
-                "accelerator": "cpu", "devices": 1, **train}
-    return RunConfig.model_validate({
-        "name": name, "output_dir": str(root / "runs"), "cache_dir": str(root / "cache"),
-        "data": {"protocol": "given", "labels": LABELS},
-        "model": {"modalities": ["text"], "hidden": 16, "leg_dim": 8, "leg_hidden": 8, "leg_hidden_unimodal": 8,
-                  "dropout": 0.3, "attention_dropout": 0.3},
-        "train": settings,
-    })
+    settings = {
+        "epochs": 4,
+        "batch_size": 8,
+        "accumulate": 1,
+        "lr_head": 3e-3,
+        "progress": False,
+        "threads": 1,
+        "accelerator": "cpu",
+        "devices": 1,
+        **train,
+    }
+    return RunConfig.model_validate(
+        {
+            "name": name,
+            "output_dir": str(root / "runs"),
+            "cache_dir": str(root / "cache"),
+            "data": {"protocol": "given", "labels": LABELS},
+            "model": {
+                "modalities": ["text"],
+                "hidden": 16,
+                "leg_dim": 8,
+                "leg_hidden": 8,
+                "leg_hidden_unimodal": 8,
+                "dropout": 0.3,
+                "attention_dropout": 0.3,
+            },
+            "train": settings,
+        }
+    )
 
 
 def encoders() -> dict[str, StubEncoder]:
@@ -78,7 +111,8 @@ class Interrupt(Exception):
 
 
 class KillAt(L.Callback):
-    """Stop training at ``hook`` of ``epoch`` (batch ``batch``): by raising, or by SIGKILL (``hard``)."""
+    """Stop training at ``hook`` of ``epoch`` (batch ``batch``): by raising, or by SIGKILL
+    (``hard``)."""
 
     def __init__(self, hook: str, epoch: int, batch: int = 0, hard: bool = False) -> None:
         self.hook, self.epoch, self.batch, self.hard = hook, epoch, batch, hard
@@ -93,11 +127,15 @@ class KillAt(L.Callback):
     def on_train_batch_start(self, trainer, module, batch, batch_idx) -> None:
         self._maybe_stop(trainer, "train_batch", batch_idx)
 
-    def on_validation_batch_start(self, trainer, module, batch, batch_idx, dataloader_idx=0) -> None:
+    def on_validation_batch_start(
+        self, trainer, module, batch, batch_idx, dataloader_idx=0
+    ) -> None:
         self._maybe_stop(trainer, "validation_batch", batch_idx)
 
     def on_train_epoch_start(self, trainer, module) -> None:
         self._maybe_stop(trainer, "epoch_start")
 
-    def on_train_epoch_end(self, trainer, module) -> None:  # validated, best.ckpt written, last.ckpt not yet
+    def on_train_epoch_end(
+        self, trainer, module
+    ) -> None:  # validated, best.ckpt written, last.ckpt not yet
         self._maybe_stop(trainer, "epoch_end")

@@ -1,4 +1,5 @@
-"""The ``crabser`` command: prepare, extract, train, crossval, experiment, stack, evaluate, predict, export, models, serve, demo."""
+"""The ``crabser`` command: prepare, extract, train, crossval, experiment, stack, evaluate,
+predict, export, models, serve, demo."""
 
 from __future__ import annotations
 
@@ -20,21 +21,39 @@ from rich.table import Table
 
 from crabser.errors import CrabserError
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="Speech emotion recognition with Crab (MLCS).")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="Speech emotion recognition with Crab (MLCS)."
+)
 console = Console()
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")]
 OverrideOption = Annotated[
-    list[str] | None, typer.Option("--override", "-o", metavar="KEY=VALUE", help="key.sub=value, e.g. train.epochs=5 (repeatable).")
+    list[str] | None,
+    typer.Option(
+        "--override",
+        "-o",
+        metavar="KEY=VALUE",
+        help="key.sub=value, e.g. train.epochs=5 (repeatable).",
+    ),
 ]
 JobsOption = Annotated[
-    int, typer.Option("--jobs", "-j", min=1, help="Runs trained side by side, each in its own process with cores/jobs torch threads.")
+    int,
+    typer.Option(
+        "--jobs",
+        "-j",
+        min=1,
+        help="Runs trained side by side, each in its own process with cores/jobs torch threads.",
+    ),
 ]
-RunOption = Annotated[Path, typer.Option("--run", "-r", help="Run folder (holds config.yaml and checkpoints).")]
+RunOption = Annotated[
+    Path, typer.Option("--run", "-r", help="Run folder (holds config.yaml and checkpoints).")
+]
 
 
 @app.callback()
-def _setup(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False) -> None:
+def _setup(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.WARNING,
         format="%(message)s",
@@ -55,7 +74,11 @@ def _one_line(error: BaseException) -> str:
     """An expected failure as one line; an OS error names its file first."""
     if isinstance(error, OSError) and error.filename is not None:
         return f"{error.filename}: {error.strerror or error}"
-    return " ".join(str(error).split("\n")[0].split()) if not isinstance(error, CrabserError) else str(error)
+    return (
+        " ".join(str(error).split("\n")[0].split())
+        if not isinstance(error, CrabserError)
+        else str(error)
+    )
 
 
 @contextmanager
@@ -71,13 +94,19 @@ def _friendly_errors() -> Iterator[None]:
 
 def _print_error(error: BaseException) -> None:
     """``error: <message>`` (the message printed as it is: brackets in it are not markup)."""
-    console.print(f"[bold red]error:[/] {escape(_one_line(error))}", soft_wrap=True, highlight=False)
+    console.print(
+        f"[bold red]error:[/] {escape(_one_line(error))}", soft_wrap=True, highlight=False
+    )
 
 
 @contextmanager
 def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
     with Progress(
-        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), console=console
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
     ) as bar:
 
         def start(title: str, total: int) -> Callable[[int], None]:
@@ -98,20 +127,30 @@ def _print_metrics(metrics: dict, title: str) -> None:
     for column in ("WAR", "UAR", "Macro-F1", "weighted F1", "n"):
         table.add_column(column, justify="right")
     table.add_row(
-        f"{metrics['war']:.4f}", f"{metrics['uar']:.4f}", f"{metrics['macro_f1']:.4f}",
-        f"{metrics['weighted_f1']:.4f}", str(metrics["n"]),
+        f"{metrics['war']:.4f}",
+        f"{metrics['uar']:.4f}",
+        f"{metrics['macro_f1']:.4f}",
+        f"{metrics['weighted_f1']:.4f}",
+        str(metrics["n"]),
     )
     console.print(table)
     per_class = Table(title="per class")
     for column in ("class", "precision", "recall", "F1", "support"):
         per_class.add_column(column, justify="right")
     for label, row in metrics["per_class"].items():
-        per_class.add_row(label, f"{row['precision']:.3f}", f"{row['recall']:.3f}", f"{row['f1']:.3f}", str(row["support"]))
+        per_class.add_row(
+            label,
+            f"{row['precision']:.3f}",
+            f"{row['recall']:.3f}",
+            f"{row['f1']:.3f}",
+            str(row["support"]),
+        )
     console.print(per_class)
 
 
 def _extracted(cfg, manifest) -> tuple[dict, dict]:
-    """Build the run's encoders and fill the feature store under progress bars: (encoders, reports)."""
+    """Build the run's encoders and fill the feature store under progress bars: (encoders,
+    reports)."""
     from crabser import pipeline
 
     encoders = pipeline.build_encoders(cfg)
@@ -123,7 +162,8 @@ def _extracted(cfg, manifest) -> tuple[dict, dict]:
 def _summarise_extraction(reports: dict) -> None:
     for modality, report in reports.items():
         console.print(
-            f"{modality}: {report.encoded} encoded, {report.cached} from cache, {len(report.failures)} failed"
+            f"{modality}: {report.encoded} encoded, {report.cached} from cache, "
+            f"{len(report.failures)} failed"
         )
         for utterance, problem in list(report.failures.items())[:10]:
             console.print(f"  [yellow]skipped[/] {utterance}: {problem}")
@@ -158,8 +198,12 @@ def extract(config: ConfigOption = None, override: OverrideOption = None) -> Non
 def train(
     config: ConfigOption = None,
     override: OverrideOption = None,
-    resume: Annotated[bool, typer.Option(help="Continue from checkpoints/last.ckpt if present.")] = False,
-    finetune: Annotated[bool, typer.Option(help="Train the speech/text encoders too (train.finetune=true).")] = False,
+    resume: Annotated[
+        bool, typer.Option(help="Continue from checkpoints/last.ckpt if present.")
+    ] = False,
+    finetune: Annotated[
+        bool, typer.Option(help="Train the speech/text encoders too (train.finetune=true).")
+    ] = False,
 ) -> None:
     """Prepare, extract (cached) and train Crab; keeps best (val UAR) and last checkpoints
     (and, with train.refit, a model refitted on training + validation data).
@@ -176,19 +220,28 @@ def train(
         manifest = pipeline.prepare(cfg)
         encoders = {} if cfg.train.finetune else _extracted(cfg, manifest)[0]
         result = pipeline.train(cfg, manifest, encoders, resume=resume)
-    console.print(f"best val UAR {result.best_val_uar:.4f} · model {run_checkpoint(cfg.run_dir)} · {result.seconds:.1f} s")
+    console.print(
+        f"best val UAR {result.best_val_uar:.4f} · model {run_checkpoint(cfg.run_dir)} · "
+        f"{result.seconds:.1f} s"
+    )
 
 
 @app.command()
-def crossval(config: ConfigOption = None, override: OverrideOption = None, jobs: JobsOption = 1) -> None:
-    """Cross-validate (data.protocol: folds): one model per fold, per-fold + mean ± std + pooled metrics.
+def crossval(
+    config: ConfigOption = None, override: OverrideOption = None, jobs: JobsOption = 1
+) -> None:
+    """Cross-validate (data.protocol: folds): one model per fold, per-fold + mean ± std + pooled
+    metrics.
 
     Folds already finished are read back, so an interrupted run resumes where it stopped.
     """
     from crabser import pipeline
 
     def report(fold: int, metrics: dict) -> None:
-        console.print(f"fold {fold}: WAR {metrics['war']:.4f} · UAR {metrics['uar']:.4f} · Macro-F1 {metrics['macro_f1']:.4f} (n={metrics['n']})")
+        console.print(
+            f"fold {fold}: WAR {metrics['war']:.4f} · UAR {metrics['uar']:.4f} · Macro-F1 "
+            f"{metrics['macro_f1']:.4f} (n={metrics['n']})"
+        )
 
     with _friendly_errors():
         cfg = _load(config, override)
@@ -203,11 +256,19 @@ def crossval(config: ConfigOption = None, override: OverrideOption = None, jobs:
 @app.command()
 def experiment(
     config: Annotated[Path, typer.Argument(help="Experiment YAML (configs/experiments/*.yaml).")],
-    seeds: Annotated[str | None, typer.Option(help="Comma-separated seeds, replacing the file's list.")] = None,
-    only: Annotated[
-        list[str] | None, typer.Option(metavar="AXIS=LEVELS", help="Run only these levels of an axis: axis=level1,level2 (repeatable).")
+    seeds: Annotated[
+        str | None, typer.Option(help="Comma-separated seeds, replacing the file's list.")
     ] = None,
-    report_only: Annotated[bool, typer.Option(help="Tabulate the finished cells; run nothing.")] = False,
+    only: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="AXIS=LEVELS",
+            help="Run only these levels of an axis: axis=level1,level2 (repeatable).",
+        ),
+    ] = None,
+    report_only: Annotated[
+        bool, typer.Option(help="Tabulate the finished cells; run nothing.")
+    ] = False,
     override: OverrideOption = None,
     jobs: JobsOption = 1,
 ) -> None:
@@ -219,7 +280,10 @@ def experiment(
 
     def report(cell, result: dict) -> None:
         levels = ", ".join(f"{axis}={level}" for axis, level in cell.levels)
-        console.print(f"{levels} seed {cell.seed}: WAR {result['war']:.4f} · UAR {result['uar']:.4f} · Macro-F1 {result['macro_f1']:.4f}")
+        console.print(
+            f"{levels} seed {cell.seed}: WAR {result['war']:.4f} · UAR {result['uar']:.4f} · "
+            f"Macro-F1 {result['macro_f1']:.4f}"
+        )
 
     with _friendly_errors():
         seed_list = [int(s) for s in seeds.split(",")] if seeds else None
@@ -229,7 +293,9 @@ def experiment(
             axis, _, levels = item.partition("=")
             selected[axis.strip()] = [level.strip() for level in levels.split(",") if level.strip()]
         _quiet_lightning()
-        _, out = experiments.run_experiment(grid, override or [], on_cell=report, only=selected, report_only=report_only, jobs=jobs)
+        _, out = experiments.run_experiment(
+            grid, override or [], on_cell=report, only=selected, report_only=report_only, jobs=jobs
+        )
     console.print((out / "results.md").read_text())
     console.print(f"results: {out / 'results.md'}")
 
@@ -252,29 +318,59 @@ def stack(
         _quiet_lightning()
         summary = stacking.run_stack(stack_config, override or [], jobs=jobs)
     console.print(stacking.stacking_markdown(summary["metrics"]))
-    console.print(f"out-of-fold Macro-F1 of the forests ({summary['fit_on']}): {summary['out_of_fold_macro_f1']:.4f}")
+    console.print(
+        f"out-of-fold Macro-F1 of the forests ({summary['fit_on']}): "
+        f"{summary['out_of_fold_macro_f1']:.4f}"
+    )
     console.print(f"stack: {summary['folder']}")
 
 
 @app.command()
 def evaluate(
-    run: Annotated[Path | None, typer.Option("--run", "-r", help="Run folder: scored on its own split.")] = None,
+    run: Annotated[
+        Path | None, typer.Option("--run", "-r", help="Run folder: scored on its own split.")
+    ] = None,
     split: Annotated[str, typer.Option(help="Split to evaluate: test or val.")] = "test",
     corpus: Annotated[
-        Path | None, typer.Option("--corpus", help="YAML config naming a corpus (data.corpus / data.corpora, data.label_map): score the model on all of it.")
+        Path | None,
+        typer.Option(
+            "--corpus",
+            help="YAML config naming a corpus (data.corpus / data.corpora, data.label_map): "
+            "score the model on all of it.",
+        ),
     ] = None,
-    model: Annotated[str | None, typer.Option("--model", "-m", help="--corpus: 'default', a run, checkpoint, exported model or stack folder.")] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            "-m",
+            help="--corpus: 'default', a run, checkpoint, exported model or stack folder.",
+        ),
+    ] = None,
     override: OverrideOption = None,
-    out: Annotated[Path | None, typer.Option("--out", help="--corpus: folder for the report (default: <model folder>/cross_corpus/<config file stem>; ./cross_corpus/<stem> for 'default', crabser/<name> or a checkpoint).")] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="--corpus: folder for the report (default: <model folder>/cross_corpus/<config "
+            "file stem>; ./cross_corpus/<stem> for 'default', crabser/<name> or a checkpoint).",
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
 ) -> None:
-    """Evaluate a run's model (refitted with train.refit, else the best checkpoint) on a split, or any
-    model on a whole corpus (--corpus), and write the report."""
+    """Evaluate a run's model (refitted with train.refit, else the best checkpoint) on a split, or
+    any model on a whole corpus (--corpus), and write the report."""
     if corpus is not None:
-        _evaluate_on_corpus(model or (str(run) if run else "default"), corpus, override, out, as_json)
+        _evaluate_on_corpus(
+            model or (str(run) if run else "default"), corpus, override, out, as_json
+        )
         return
     if run is None:
-        _print_error(CrabserError("give --run (a run scored on its split) or --corpus (a model scored on a corpus)"))
+        _print_error(
+            CrabserError(
+                "give --run (a run scored on its split) or --corpus (a model scored on a corpus)"
+            )
+        )
         raise typer.Exit(2)
     from crabser import pipeline
     from crabser.config import load_run_config
@@ -295,7 +391,8 @@ def evaluate(
         _print_per_corpus(metrics)
         boot = metrics["balanced_bootstrap"]
         console.print(
-            f"balanced bootstrap ({boot['subsets']} subsets x {boot['per_class']} per class): Macro-F1 "
+            f"balanced bootstrap ({boot['subsets']} subsets x {boot['per_class']} per class): "
+            "Macro-F1 "
             f"{boot['macro_f1_mean']:.4f} ± {boot['macro_f1_std']:.4f}, 95 % interval "
             f"[{boot['macro_f1_ci'][0]:.4f}, {boot['macro_f1_ci'][1]:.4f}]"
         )
@@ -304,11 +401,17 @@ def evaluate(
 
 def _print_per_corpus(metrics: dict) -> None:
     for name, m in metrics.get("per_corpus", {}).items():
-        console.print(f"  {name}: UAR {m['uar']:.4f} · WAR {m['war']:.4f} · Macro-F1 {m['macro_f1']:.4f} · n {m['n']}")
+        console.print(
+            f"  {name}: UAR {m['uar']:.4f} · WAR {m['war']:.4f} · Macro-F1 {m['macro_f1']:.4f} · n "
+            f"{m['n']}"
+        )
 
 
-def _evaluate_on_corpus(model: str, corpus: Path, override: list[str] | None, out: Path | None, as_json: bool) -> None:
-    """``crabser evaluate --corpus``: :func:`crabser.cross_corpus.evaluate_on_corpus` with a progress bar."""
+def _evaluate_on_corpus(
+    model: str, corpus: Path, override: list[str] | None, out: Path | None, as_json: bool
+) -> None:
+    """``crabser evaluate --corpus``: :func:`crabser.cross_corpus.evaluate_on_corpus` with a
+    progress bar."""
     from crabser.config import load_config
     from crabser.cross_corpus import evaluate_on_corpus
 
@@ -318,9 +421,21 @@ def _evaluate_on_corpus(model: str, corpus: Path, override: list[str] | None, ou
             model_dir = Path(model)
             out = (model_dir if model_dir.is_dir() else Path()) / "cross_corpus" / corpus.stem
         with _progress() as start:
-            result = evaluate_on_corpus(model, config, out, progress=lambda total: start(f"scoring on {config.name}", total))
+            result = evaluate_on_corpus(
+                model, config, out, progress=lambda total: start(f"scoring on {config.name}", total)
+            )
     if as_json:
-        keys = ("war", "uar", "macro_f1", "n", "per_corpus", "scored_classes", "left_out_model_lacks", "model_classes_corpus_lacks", "unreadable")
+        keys = (
+            "war",
+            "uar",
+            "macro_f1",
+            "n",
+            "per_corpus",
+            "scored_classes",
+            "left_out_model_lacks",
+            "model_classes_corpus_lacks",
+            "unreadable",
+        )
         typer.echo(json.dumps({k: result[k] for k in keys if k in result}))
         return
     _print_metrics(result, f"{model} on {config.name}")
@@ -330,15 +445,28 @@ def _evaluate_on_corpus(model: str, corpus: Path, override: list[str] | None, ou
         left = ", ".join(f"{label} ({n})" for label, n in result["left_out_model_lacks"].items())
         console.print(f"left out, classes the model lacks: {left}")
     if result["model_classes_corpus_lacks"]:
-        console.print(f"model classes the corpus lacks (out of UAR): {', '.join(result['model_classes_corpus_lacks'])}")
+        console.print(
+            "model classes the corpus lacks (out of UAR): "
+            f"{', '.join(result['model_classes_corpus_lacks'])}"
+        )
     if result["unreadable"]:
-        console.print(f"[yellow]{len(result['unreadable'])} clips could not be read and were left out (listed in the report)[/]")
+        console.print(
+            f"[yellow]{len(result['unreadable'])} clips could not be read and were left out "
+            "(listed in the report)[/]"
+        )
     console.print(f"report: {out}")
 
 
 ModelOption = Annotated[
     str,
-    typer.Option("--model", "-m", "--run", "-r", help="'default' (the packaged four-corpus model), crabser/<name> (a packaged model: crabser models), a run, checkpoint, exported model or stack folder."),
+    typer.Option(
+        "--model",
+        "-m",
+        "--run",
+        "-r",
+        help="'default' (the packaged four-corpus model), crabser/<name> (a packaged model: "
+        "crabser models), a run, checkpoint, exported model or stack folder.",
+    ),
 ]
 
 
@@ -346,13 +474,34 @@ ModelOption = Annotated[
 def predict(
     files: Annotated[list[Path], typer.Argument(help="Audio files.")],
     model: ModelOption = "default",
-    text: Annotated[str | None, typer.Option(help="Transcript for every file (else FILE.txt beside it).")] = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON lines (with --segment: one JSON timeline per file).")] = False,
-    segment: Annotated[bool, typer.Option("--segment", help="Long recordings: split on voice activity and predict a timeline.")] = False,
-    segment_mode: Annotated[str, typer.Option(help="vad (voice activity) or fixed (windows with overlap).")] = "vad",
-    window: Annotated[float, typer.Option(help="--segment-mode fixed: window length, seconds.")] = 4.0,
-    hop: Annotated[float, typer.Option(help="--segment-mode fixed: hop between windows, seconds.")] = 2.0,
-    out: Annotated[Path | None, typer.Option("--out", help="--segment: folder for <file>.timeline.csv/.json/.png.")] = None,
+    text: Annotated[
+        str | None, typer.Option(help="Transcript for every file (else FILE.txt beside it).")
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json", help="Print JSON lines (with --segment: one JSON timeline per file)."
+        ),
+    ] = False,
+    segment: Annotated[
+        bool,
+        typer.Option(
+            "--segment", help="Long recordings: split on voice activity and predict a timeline."
+        ),
+    ] = False,
+    segment_mode: Annotated[
+        str, typer.Option(help="vad (voice activity) or fixed (windows with overlap).")
+    ] = "vad",
+    window: Annotated[
+        float, typer.Option(help="--segment-mode fixed: window length, seconds.")
+    ] = 4.0,
+    hop: Annotated[
+        float, typer.Option(help="--segment-mode fixed: hop between windows, seconds.")
+    ] = 2.0,
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", help="--segment: folder for <file>.timeline.csv/.json/.png."),
+    ] = None,
     override: OverrideOption = None,
 ) -> None:
     """Predict the emotion of audio files (label + probability per class).
@@ -373,15 +522,29 @@ def predict(
         results = []
         for path in files:
             try:
-                results.append(recognizer.predict(path, _transcript_of(path, text) if "text" in recognizer.modalities else None))
+                results.append(
+                    recognizer.predict(
+                        path,
+                        _transcript_of(path, text) if "text" in recognizer.modalities else None,
+                    )
+                )
             except CrabserError as error:
                 _print_error(error)
     if as_json:
         for r in results:
-            typer.echo(json.dumps({
-                "file": r.source, "label": r.label, "probabilities": r.probabilities,
-                "transcript": r.transcript, "text_source": r.text_source,
-            }, ensure_ascii=False, allow_nan=False))
+            typer.echo(
+                json.dumps(
+                    {
+                        "file": r.source,
+                        "label": r.label,
+                        "probabilities": r.probabilities,
+                        "transcript": r.transcript,
+                        "text_source": r.text_source,
+                    },
+                    ensure_ascii=False,
+                    allow_nan=False,
+                )
+            )
     elif results:
         table = Table()
         table.add_column("file")
@@ -389,22 +552,34 @@ def predict(
         for label in recognizer.labels:
             table.add_column(label, justify="right")
         for r in results:
-            table.add_row(r.source, r.label, *(f"{r.probabilities[label]:.3f}" for label in recognizer.labels))
+            table.add_row(
+                r.source, r.label, *(f"{r.probabilities[label]:.3f}" for label in recognizer.labels)
+            )
         console.print(table)
     if len(results) < len(files):
         raise typer.Exit(1)
 
 
 def _transcript_of(path: Path, text: str | None) -> str | None:
-    """``text`` if given, else the UTF-8 ``FILE.txt`` beside the audio (TextEncodingError naming it), else None."""
+    """``text`` if given, else the UTF-8 ``FILE.txt`` beside the audio (TextEncodingError naming
+    it), else None."""
     from crabser.io import read_utf8
 
     sidecar = path.with_suffix(".txt")
     return text if text is not None else (read_utf8(sidecar) if sidecar.is_file() else None)
 
 
-def _predict_segments(recognizer, files: list[Path], mode: str, window: float, hop: float, out: Path | None, as_json: bool) -> int:
-    """--segment: a timeline per file (table or JSON), written as CSV, JSON and PNG; returns the failures."""
+def _predict_segments(
+    recognizer,
+    files: list[Path],
+    mode: str,
+    window: float,
+    hop: float,
+    out: Path | None,
+    as_json: bool,
+) -> int:
+    """--segment: a timeline per file (table or JSON), written as CSV, JSON and PNG; returns the
+    failures."""
     from crabser import segment as seg
     from crabser.data.audio import stream_audio
     from crabser.io import ensure_folder
@@ -436,14 +611,26 @@ def _predict_segments(recognizer, files: list[Path], mode: str, window: float, h
         seg.write_timeline_csv(entries, recognizer.labels, outputs["csv"])
         seg.plot_timeline(entries, recognizer.labels, outputs["png"], title=path.name)
         if as_json:
-            typer.echo(json.dumps({"file": str(path), "segments": [asdict(e) for e in entries]}, ensure_ascii=False, allow_nan=False))
+            typer.echo(
+                json.dumps(
+                    {"file": str(path), "segments": [asdict(e) for e in entries]},
+                    ensure_ascii=False,
+                    allow_nan=False,
+                )
+            )
             continue
         table = Table(title=f"{path} ({len(entries)} segments)")
         for column in ("start", "end", "label", "p", "transcript"):
             table.add_column(column)
         for e in entries:
             p = f"{e.probabilities[e.label]:.2f}" if e.label else ""
-            table.add_row(f"{e.start:.2f}", f"{e.end:.2f}", e.label or f"[red]{e.error}[/]", p, e.transcript or "")
+            table.add_row(
+                f"{e.start:.2f}",
+                f"{e.end:.2f}",
+                e.label or f"[red]{e.error}[/]",
+                p,
+                e.transcript or "",
+            )
         console.print(table)
         console.print(f"timeline: {outputs['csv']} (.json, .png beside it)")
     return failed
@@ -455,7 +642,8 @@ def export(
     out: Annotated[Path, typer.Option("--out", help="Folder to write the model to.")],
     half: Annotated[bool, typer.Option(help="Store the weights in fp16 (half the size).")] = True,
 ) -> None:
-    """Export a run's best model as a small folder (weights, labels, encoder config) for predict/serve."""
+    """Export a run's best model as a small folder (weights, labels, encoder config) for
+    predict/serve."""
     from crabser.inference import export_model
 
     with _friendly_errors():
@@ -466,14 +654,20 @@ def export(
 
 @app.command()
 def models(
-    name: Annotated[str | None, typer.Argument(help="A packaged model (crabser/<name> or <name>): print its whole card.")] = None,
+    name: Annotated[
+        str | None,
+        typer.Argument(help="A packaged model (crabser/<name> or <name>): print its whole card."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the card(s) as JSON.")] = False,
 ) -> None:
-    """List the models shipped in the package with their cards (classes, languages, training data, terms, accuracy)."""
+    """List the models shipped in the package with their cards (classes, languages, training data,
+    terms, accuracy)."""
     from crabser.pretrained import DEFAULT_MODEL, PREFIX, packaged_model_dir, packaged_models
 
     with _friendly_errors():
-        folders = {name.removeprefix(PREFIX): packaged_model_dir(name)} if name else packaged_models()
+        folders = (
+            {name.removeprefix(PREFIX): packaged_model_dir(name)} if name else packaged_models()
+        )
         cards = {key: _read_card(folder) for key, folder in folders.items()}
     if as_json:
         typer.echo(json.dumps(cards if not name else next(iter(cards.values())), indent=2))
@@ -486,12 +680,20 @@ def models(
             f"classes: {', '.join(card.get('labels', []))}",
             f"languages: {', '.join(card.get('languages', [])) or 'not stated'}",
             f"trained on: {card.get('trained_on', 'not stated')}",
-            f"accuracy: {cv.get('protocol', 'not stated')}: pooled UAR {cv['pooled']['uar']:.3f}" if "pooled" in cv else "accuracy: not stated",
-            *(f"  {corpus}: UAR {m['uar']:.3f} (n {m['n']})" for corpus, m in cv.get("per_corpus", {}).items()),
+            f"accuracy: {cv.get('protocol', 'not stated')}: pooled UAR {cv['pooled']['uar']:.3f}"
+            if "pooled" in cv
+            else "accuracy: not stated",
+            *(
+                f"  {corpus}: UAR {m['uar']:.3f} (n {m['n']})"
+                for corpus, m in cv.get("per_corpus", {}).items()
+            ),
             f"terms: {card.get('terms', 'not stated')}",
         ]
         if name:
-            lines += [f"intended use: {card.get('intended_use', 'not stated')}", *(f"limit: {note}" for note in card.get("limits", []))]
+            lines += [
+                f"intended use: {card.get('intended_use', 'not stated')}",
+                *(f"limit: {note}" for note in card.get("limits", [])),
+            ]
         for line in lines:
             console.print(f"  {line}", highlight=False, soft_wrap=True)
 
@@ -512,26 +714,44 @@ def serve(
     workers: Annotated[int, typer.Option(help="Predictions run at once (the rest queue).")] = 1,
     queue: Annotated[int, typer.Option(help="Requests allowed to wait; more get 503.")] = 32,
     max_mb: Annotated[float, typer.Option(help="Largest upload, MB (413 above).")] = 20.0,
-    max_seconds: Annotated[float, typer.Option(help="Longest audio for /v1/predict, seconds (413 above).")] = 60.0,
-    max_segment_seconds: Annotated[float, typer.Option(help="Longest audio for /v1/predict/segments, seconds.")] = 1200.0,
-    allowed_host: Annotated[list[str] | None, typer.Option(help="Host header to answer besides localhost names (repeat).")] = None,
-    max_connections: Annotated[int, typer.Option(help="Open connections at most (idle ones are closed first).")] = 200,
+    max_seconds: Annotated[
+        float, typer.Option(help="Longest audio for /v1/predict, seconds (413 above).")
+    ] = 60.0,
+    max_segment_seconds: Annotated[
+        float, typer.Option(help="Longest audio for /v1/predict/segments, seconds.")
+    ] = 1200.0,
+    allowed_host: Annotated[
+        list[str] | None,
+        typer.Option(help="Host header to answer besides localhost names (repeat)."),
+    ] = None,
+    max_connections: Annotated[
+        int, typer.Option(help="Open connections at most (idle ones are closed first).")
+    ] = 200,
 ) -> None:
-    """Serve a model over HTTP: POST /v1/predict, /v1/predict/segments, GET /v1/labels, /health, a web page at /."""
+    """Serve a model over HTTP: POST /v1/predict, /v1/predict/segments, GET /v1/labels, /health, a
+    web page at /."""
     from crabser.serve import ServiceSettings, run_service
 
     with _friendly_errors():
         settings = ServiceSettings(
-            model=model, workers=workers, queue=queue, max_bytes=int(max_mb * 1e6),
-            max_seconds=max_seconds, max_segment_seconds=max_segment_seconds,
-            host=host, allowed_hosts=tuple(allowed_host or ()), max_connections=max_connections,
+            model=model,
+            workers=workers,
+            queue=queue,
+            max_bytes=int(max_mb * 1e6),
+            max_seconds=max_seconds,
+            max_segment_seconds=max_segment_seconds,
+            host=host,
+            allowed_hosts=tuple(allowed_host or ()),
+            max_connections=max_connections,
         )
         run_service(settings, port)
 
 
 @app.command()
 def demo(
-    config: Annotated[Path, typer.Option("--config", "-c", help="YAML run config.")] = Path("configs/demo.yaml"),
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML run config.")] = Path(
+        "configs/demo.yaml"
+    ),
     override: OverrideOption = None,
 ) -> None:
     """The main job on the bundled EmoDB: prepare, extract, train Crab with MLCS, evaluate."""
@@ -544,16 +764,22 @@ def demo(
         manifest = pipeline.prepare(cfg)
         counts = manifest.frame["split"].value_counts()
         console.print(
-            f"prepared {len(manifest)} utterances: train {counts.get('train', 0)}, val {counts.get('val', 0)},"
+            f"prepared {len(manifest)} utterances: train {counts.get('train', 0)}, val "
+            f"{counts.get('val', 0)},"
             f" test {counts.get('test', 0)} (speaker-independent)"
         )
         encoders, reports = _extracted(cfg, manifest)
         _summarise_extraction(reports)
         result = pipeline.train(cfg, manifest, encoders)
-        console.print(f"trained {result.epochs} epochs in {result.seconds:.1f} s; best val UAR {result.best_val_uar:.4f}")
+        console.print(
+            f"trained {result.epochs} epochs in {result.seconds:.1f} s; best val UAR "
+            f"{result.best_val_uar:.4f}"
+        )
         metrics, paths = pipeline.evaluate(cfg, manifest, encoders, "test")
     _print_metrics(metrics, "held-out test speakers")
-    console.print(f"WAR {metrics['war']:.4f} · UAR {metrics['uar']:.4f} · Macro-F1 {metrics['macro_f1']:.4f}")
+    console.print(
+        f"WAR {metrics['war']:.4f} · UAR {metrics['uar']:.4f} · Macro-F1 {metrics['macro_f1']:.4f}"
+    )
     console.print(f"report: {paths['metrics']} (confusion: {paths['confusion'].name})")
     console.print(f"total {time.perf_counter() - started:.1f} s")
 

@@ -45,15 +45,16 @@ class CorpusSource(_Section):
 class DataConfig(_Section):
     """Where the utterances come from and how they are split."""
 
-    corpus: str = "emodb"  #: adapter name (crabser.data.corpora.CORPORA); ignored when ``manifest`` is set
+    #: adapter name (crabser.data.corpora.CORPORA); ignored when ``manifest`` is set
+    corpus: str = "emodb"
     root: str = "data/emodb"  #: the corpus folder (or CSV) handed to the adapter
     options: dict[str, Any] = {}  #: keyword arguments of the adapter (e.g. IEMOCAP ``classes``)
     #: several corpora in one run, instead of corpus / root / options: their manifests are joined
     #: with a ``corpus`` column, and speakers become ``<corpus>:<speaker>`` (data.multicorpus)
     corpora: list[CorpusSource] = []
     manifest: str | None = None  #: an existing manifest (CSV/Parquet) to use instead of an adapter
-    #: labels renamed or merged (``old: new``) or dropped (``old: null``) before data.labels applies,
-    #: in every corpus an adapter reads (a ``manifest`` file is taken as it is), e.g.
+    #: labels renamed or merged (``old: new``) or dropped (``old: null``) before data.labels
+    #: applies, in every corpus an adapter reads (a ``manifest`` file is taken as it is), e.g.
     #: ``{boredom: null, calm: neutral}``
     label_map: dict[str, str | None] = {}
     labels: list[str] | None = None  #: the class set; None = every label in the manifest
@@ -65,7 +66,9 @@ class DataConfig(_Section):
     val_speakers: list[str] = []
     folds: int | None = Field(None, ge=2)  #: folds: number of folds (None = leave one group out)
     fold_by: str = "speaker"  #: folds: the grouping column (speaker, session)
-    val_speakers_per_fold: int = Field(2, ge=0)  #: folds: validation speakers drawn from the training folds
+    val_speakers_per_fold: int = Field(
+        2, ge=0
+    )  #: folds: validation speakers drawn from the training folds
     val_fraction: Fraction = 0.1  #: random: share of each class held out for validation
     test_fraction: Fraction = 0.1  #: random: share of each class held out for test
     seed: int = 0  #: draws the held-out speakers (random: the utterances) when none are named
@@ -74,7 +77,9 @@ class DataConfig(_Section):
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
         # a saved config states every field, so only values other than the defaults conflict
-        defaults = {name: DataConfig.model_fields[name].default for name in ("corpus", "root", "options")}
+        defaults = {
+            name: DataConfig.model_fields[name].default for name in ("corpus", "root", "options")
+        }
         both = sorted(name for name, default in defaults.items() if getattr(self, name) != default)
         if self.corpora and both:
             raise ValueError(f"data.corpora lists the corpora: remove data.{', data.'.join(both)}")
@@ -82,7 +87,8 @@ class DataConfig(_Section):
 
 
 class EncoderConfig(_Section):
-    """One feature extractor; ``model: embedded`` is the offline default shipped in a PyPI package."""
+    """One feature extractor; ``model: embedded`` is the offline default shipped in a PyPI
+    package."""
 
     kind: Literal["whisper-ct2", "hf-speech", "hf-text", "egemaps"]
     model: str = "embedded"
@@ -105,7 +111,8 @@ class ASRConfig(_Section):
 
 
 class ModelConfig(_Section):
-    """The model (crabser.models.registry) and its sizes (Crab paper: h = 512, one attention head)."""
+    """The model (crabser.models.registry) and its sizes (Crab paper: h = 512, one attention
+    head)."""
 
     #: crab, a compared system (wavlm_baseline, focalser, memocmt, medusa), or mll (multi-loss
     #: learning; train it with loss.name: multi_loss)
@@ -129,7 +136,8 @@ class ModelConfig(_Section):
     #: z-normalise speech and text inputs with the training split's mean/std (reference code)
     normalize_inputs: bool = True
     aggregation: Literal["min", "mean", "max"] = "min"  #: memocmt: pooling of the fused sequence
-    mixup_alpha: NonNegative = 0.0  #: medusa: MixUp of the branch embeddings, lambda ~ Beta(a, a); 0 = off
+    #: medusa: MixUp of the branch embeddings, lambda ~ Beta(a, a); 0 = off
+    mixup_alpha: NonNegative = 0.0
     embedding_dim: Count = 64  #: mll: the center-loss and frame SupCon space (the paper: 64)
     #: training only, every model: speech frames zeroed in spans of ``mask_span`` frames (each frame
     #: starts one with probability mask_time / mask_span: .18 of the frames at .2), and each speech
@@ -141,8 +149,9 @@ class ModelConfig(_Section):
 
 
 class LossConfig(_Section):
-    """Classification loss + alpha * mean leg loss (paper eq. 8; the rows of table IV: training.objective),
-    or (``name: multi_loss``) the multi-loss paper's KL + focal + center + frame SupCon."""
+    """Classification loss + alpha * mean leg loss (paper eq. 8; the rows of table IV:
+    training.objective), or (``name: multi_loss``) the multi-loss paper's KL + focal + center +
+    frame SupCon."""
 
     name: Literal["standard", "multi_loss"] = "standard"
     classifier: Literal["ce", "focal"] = "ce"  #: the loss on the logits
@@ -150,19 +159,29 @@ class LossConfig(_Section):
     class_weights: bool = True  #: w_j = N / N_j from the training split (eq. 9)
     #: where the supervision legs attach: every tap (MLCS), the classifier's tap only, or nowhere
     legs: Literal["all", "final", "none"] = "all"
-    leg_loss: Literal["mpcl", "supcon", "ce"] = "mpcl"  #: ce = multi-layer supervision with CE heads
+    #: ce = multi-layer supervision with CE heads
+    leg_loss: Literal["mpcl", "supcon", "ce"] = "mpcl"
     supcon_variant: Literal["out", "in"] = "out"  #: leg_loss supcon: Khosla et al.'s L_out or L_in
     alpha: NonNegative = 2.0
     tau: Positive = 0.1
     #: MPCL's mean: over all anchors, those without a positive in the batch counting 0 (the
-    #: reference code), or over the anchors with a positive only (losses.mpcl explains the difference)
+    #: reference code), or over the anchors with a positive only (losses.mpcl explains the
+    #: difference)
     mpcl_anchors: Literal["all", "with_positive"] = "all"
-    #: StackingSER's neutral (train.neutral_label) vs. expressive soft-margin term; 0 = off, theirs: 1
+    #: StackingSER's neutral (train.neutral_label) vs. expressive soft-margin term; 0 = off,
+    #: theirs: 1
     soft_margin_weight: NonNegative = 0.0
-    #: multi_loss: weights of KL, focal, center and frame-level SupCon (eq. 11; the paper gives none)
-    multi_loss_weights: tuple[NonNegative, NonNegative, NonNegative, NonNegative] = (1.0, 1.0, 1.0, 1.0)
+    #: multi_loss: weights of KL, focal, center and frame-level SupCon (eq. 11; the paper gives
+    #: none)
+    multi_loss_weights: tuple[NonNegative, NonNegative, NonNegative, NonNegative] = (
+        1.0,
+        1.0,
+        1.0,
+        1.0,
+    )
     center_lr: Positive = 5.0e-3  #: multi_loss: the class centres' own learning rate (the paper's)
-    max_frames: Count = 4096  #: multi_loss: frames sampled per batch for the frame SupCon (memory bound)
+    #: multi_loss: frames sampled per batch for the frame SupCon (memory bound)
+    max_frames: Count = 4096
 
 
 class TrainConfig(_Section):
@@ -172,8 +191,8 @@ class TrainConfig(_Section):
     #: stop when the val UAR has not improved for this many epochs (the best checkpoint is kept);
     #: None trains all ``epochs`` (the paper). The cosine schedule still spans ``epochs``.
     patience: int | None = Field(None, ge=1)
-    #: after the fit, train again from scratch on the training and validation utterances together for
-    #: the number of epochs validation chose (same schedule), and make that the run's model
+    #: after the fit, train again from scratch on the training and validation utterances together
+    #: for the number of epochs validation chose (same schedule), and make that the run's model
     #: (pipeline.refit). Not in the paper; as scikit-learn's refit after a grid search. False = the
     #: best checkpoint by validation UAR
     refit: bool = False
@@ -181,9 +200,9 @@ class TrainConfig(_Section):
     accumulate: Count = 4
     lr_head: Positive = 1e-5
     lr_encoder: NonNegative = 1e-6  #: 0 keeps the encoders as they are (fine-tuning)
-    #: the learnable layer weights (``speech.layer: all``) in a group of their own at this LR, without
-    #: weight decay; None = with the head. Their softmax starts uniform, and at the head's LR a few
-    #: hundred steps hardly move it
+    #: the learnable layer weights (``speech.layer: all``) in a group of their own at this LR,
+    #: without weight decay; None = with the head. Their softmax starts uniform, and at the head's
+    #: LR a few hundred steps hardly move it
     lr_layer_weights: Positive | None = None
     min_lr_ratio: Fraction = 0.1  #: cosine floor as a fraction of the peak (reference: 1e-6 / 1e-5)
     weight_decay: NonNegative = 0.01
@@ -198,7 +217,8 @@ class TrainConfig(_Section):
     gradient_checkpointing: bool = True  #: fine-tuning: trade compute for encoder activation memory
     workers: int = Field(0, ge=0)  #: fine-tuning: DataLoader worker processes decoding audio
     progress: bool = True
-    optimizer: Literal["adamw", "adam"] = "adamw"  #: adam (no weight decay) for the multi-loss recipe
+    #: adam (no weight decay) for the multi-loss recipe
+    optimizer: Literal["adamw", "adam"] = "adamw"
     #: cosine to min_lr_ratio (Crab), or exponential: x lr_decay per epoch (multi-loss: 7/8)
     schedule: Literal["cosine", "exponential"] = "cosine"
     lr_decay: Positive = 0.875
@@ -208,12 +228,15 @@ class TrainConfig(_Section):
     #: every class alike; neutral_share neutral; or (data.corpora) every corpus alike, with class
     #: weights from the classes as these batches hold them. Fine-tuning from raw audio buckets by
     #: length unless a balanced sampler is asked for.
-    sampler: Literal["shuffle", "length_bucketed", "class_balanced", "neutral_expressive", "corpus_balanced"] = "length_bucketed"
+    sampler: Literal[
+        "shuffle", "length_bucketed", "class_balanced", "neutral_expressive", "corpus_balanced"
+    ] = "length_bucketed"
     #: length_bucketed: batches per pool sorted by length (more: less padding, less random). 4: 1.4x
     #: (EmoDB, MELD text) faster training than shuffle at the same validation UAR (README)
     bucket_pool: Count = 4
     neutral_label: str = "neutral"  #: neutral_expressive: the neutral class
-    neutral_share: Annotated[float, Field(gt=0, lt=1)] = 0.5  #: neutral_expressive: its share of each batch (StackingSER: 0.5)
+    #: neutral_expressive: its share of each batch (StackingSER: 0.5)
+    neutral_share: Annotated[float, Field(gt=0, lt=1)] = 0.5
 
     @field_validator("devices")
     @classmethod
@@ -280,9 +303,15 @@ def validation_message(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "config"
-        shown = item["type"] in ("missing", "extra_forbidden") or str(item.get("input")) in item["msg"]
+        shown = (
+            item["type"] in ("missing", "extra_forbidden") or str(item.get("input")) in item["msg"]
+        )
         got = "" if shown else f" (got {item.get('input')!r})"
-        problem = "unknown key" if item["type"] == "extra_forbidden" else item["msg"].replace("Value error, ", "")
+        problem = (
+            "unknown key"
+            if item["type"] == "extra_forbidden"
+            else item["msg"].replace("Value error, ", "")
+        )
         parts.append(f"{key}: {problem}{got}")
     return "; ".join(parts)
 
@@ -302,7 +331,9 @@ def read_yaml_file(path: str | Path, what: str = "config file") -> dict[str, Any
         raise ConfigError(f"{path}: cannot read the {what} ({error})") from None
     raw = _parse_yaml(text, str(path)) or {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: a {what} is a YAML mapping of sections, got {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: a {what} is a YAML mapping of sections, got {type(raw).__name__}"
+        )
     return raw
 
 
@@ -317,8 +348,9 @@ def validated(model: type[Model], raw: dict[str, Any], source: object) -> Model:
 def load_config(
     path: str | Path | None = None, overrides: list[str] | None = None, check_outputs: bool = True
 ) -> RunConfig:
-    """Read a YAML config (or the defaults), apply overrides, and validate; ``check_outputs``: refuse
-    an ``output_dir`` / ``cache_dir`` that is (or lies under) a file, before anything runs."""
+    """Read a YAML config (or the defaults), apply overrides, and validate; ``check_outputs``:
+    refuse an ``output_dir`` / ``cache_dir`` that is (or lies under) a file, before anything
+    runs."""
     raw = read_yaml_file(path) if path is not None else {}
     config = validated(RunConfig, apply_overrides(raw, overrides or []), path or "config")
     if check_outputs:
@@ -327,7 +359,6 @@ def load_config(
             if blocker is not None:
                 raise ConfigError(f"{path or 'config'}: {key}: {blocker} is a file, not a folder")
     return config
-
 
 
 def dump_config(config: RunConfig) -> str:
@@ -341,6 +372,7 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
     if not path.is_file():
         raise ConfigError(f"{run_dir}: not a run folder (no config.yaml)")
     run_dir = Path(run_dir)
-    # a saved run is read to evaluate, predict or export: its cache_dir may not exist where it is read
+    # a saved run is read to evaluate, predict or export: its cache_dir may not exist where it is
+    # read
     overrides = [f"output_dir={run_dir.parent}", f"name={run_dir.name}", *(overrides or [])]
     return load_config(path, overrides, check_outputs=False)

@@ -43,7 +43,9 @@ def _predict_rows(recognizer, rows: pd.DataFrame, errors: dict[str, str]) -> dic
         predicted = {}
         for i, name in enumerate(ids):
             try:
-                predicted[name] = recognizer.predict(audios[i], texts[i] if texts else None, name=name).label
+                predicted[name] = recognizer.predict(
+                    audios[i], texts[i] if texts else None, name=name
+                ).label
             except AudioError as error:
                 errors[name] = f"{audios[i]}: {error}"
                 log.warning("%s", errors[name])
@@ -51,7 +53,10 @@ def _predict_rows(recognizer, rows: pd.DataFrame, errors: dict[str, str]) -> dic
 
 
 def evaluate_on_corpus(
-    model: str | Path, config: RunConfig, out_dir: Path | None = None, batch_size: int = 16,
+    model: str | Path,
+    config: RunConfig,
+    out_dir: Path | None = None,
+    batch_size: int = 16,
     progress: Callable[[int], Callable[[int], None]] | None = None,
 ) -> dict:
     """Score ``model`` (:meth:`crabser.inference.Recognizer.load`) on the corpus ``config`` names;
@@ -66,7 +71,8 @@ def evaluate_on_corpus(
     shared = [label for label in corpus_labels if label in model_labels]
     if not shared:
         raise CrabserError(
-            f"the corpus shares no class with the model (corpus: {', '.join(corpus_labels)}; model: {', '.join(model_labels)}); "
+            f"the corpus shares no class with the model (corpus: {', '.join(corpus_labels)}; "
+            f"model: {', '.join(model_labels)}); "
             "rename its labels with data.label_map"
         )
     scored = frame[frame["label"].isin(shared)].reset_index(drop=True)
@@ -80,24 +86,38 @@ def evaluate_on_corpus(
             advance(len(rows))
     scored = scored[scored["id"].isin(predicted)]
     if scored.empty:
-        raise CrabserError(f"no clip of the corpus could be read ({len(errors)} errors, e.g. {next(iter(errors.values()))})")
+        raise CrabserError(
+            f"no clip of the corpus could be read ({len(errors)} errors, e.g. "
+            f"{next(iter(errors.values()))})"
+        )
     index = {label: i for i, label in enumerate(model_labels)}
     truth = [index[label] for label in scored["label"]]
     predictions = [index[predicted[i]] for i in scored["id"]]
     metrics = compute_metrics(truth, predictions, model_labels)
     if "corpus" in scored:
-        metrics["per_corpus"] = metrics_by_group(truth, predictions, scored["corpus"].astype(str).tolist(), model_labels)
+        metrics["per_corpus"] = metrics_by_group(
+            truth, predictions, scored["corpus"].astype(str).tolist(), model_labels
+        )
     report = {
         "model": str(model),
         "corpus_classes": corpus_labels,
         "scored_classes": shared,
-        "left_out_model_lacks": frame.loc[~frame["label"].isin(model_labels), "label"].value_counts().to_dict(),
-        "model_classes_corpus_lacks": [label for label in model_labels if label not in corpus_labels],
+        "left_out_model_lacks": frame.loc[~frame["label"].isin(model_labels), "label"]
+        .value_counts()
+        .to_dict(),
+        "model_classes_corpus_lacks": [
+            label for label in model_labels if label not in corpus_labels
+        ],
         "unreadable": errors,
         "git_commit": git_commit(),
     }
     if out_dir is not None:
         out_dir = Path(out_dir)
         write_report(metrics, out_dir, prefix="cross_corpus", extra=report)
-        write_predictions(out_dir / "cross_corpus_predictions.csv", scored["id"], scored["label"], [predicted[i] for i in scored["id"]])
+        write_predictions(
+            out_dir / "cross_corpus_predictions.csv",
+            scored["id"],
+            scored["label"],
+            [predicted[i] for i in scored["id"]],
+        )
     return {**metrics, **report}

@@ -1,4 +1,5 @@
-"""Errors that name the offending input, so a user sees the file and the problem, not a traceback."""
+"""Errors that name the offending input, so a user sees the file and the problem, not a
+traceback."""
 
 from __future__ import annotations
 
@@ -47,6 +48,12 @@ class TextEncodingError(CrabserError):
     """A text file (transcript, CSV) that is not UTF-8; names the file and the first bad byte."""
 
     def __init__(self, path: object, error: UnicodeDecodeError) -> None:
-        bad = error.object[error.start : error.start + 1].hex() if isinstance(error.object, bytes) else "?"
-        super().__init__(f"{path}: not UTF-8 text (byte 0x{bad} at offset {error.start}); save it as UTF-8")
+        bad = (
+            error.object[error.start : error.start + 1].hex()
+            if isinstance(error.object, bytes)
+            else "?"
+        )
+        super().__init__(
+            f"{path}: not UTF-8 text (byte 0x{bad} at offset {error.start}); save it as UTF-8"
+        )
         self.path = str(path)

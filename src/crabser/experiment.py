@@ -6,10 +6,8 @@ An experiment file (``configs/experiments/*.yaml``)::
     base: configs/emodb_folds.yaml        # a run config (path from the working directory)
     overrides: [train.epochs=20]          # applied to every cell
     seeds: [0, 1, 2]
-    axes:                                 # axis -> level -> overrides; cells = product of the levels
-      objective:
-        ce: [loss.legs=none, loss.class_weights=false]
-        mlcs: []
+    axes:                                 # axis -> level -> overrides; cells = product of the
+        levels objective: ce: [loss.legs=none, loss.class_weights=false] mlcs: []
     curve: null                           # an axis with numeric level names (e.g. alpha): plot it
     projection: tsne                      # 2-D map of each tap's test embeddings (first seed)
     projection_points: 1000               # at most this many test utterances on the map (random)
@@ -49,8 +47,9 @@ from crabser.io import atomic_path, json_text
 log = logging.getLogger(__name__)
 METRICS = ("war", "uar", "macro_f1")
 
+#: utterances on an embedding map by default (t-SNE's cost grows faster than them)
 
-PROJECTION_POINTS = 1000  #: utterances on an embedding map by default (t-SNE's cost grows faster than them)
+PROJECTION_POINTS = 1000
 
 
 class ExperimentConfig(BaseModel):
@@ -73,7 +72,9 @@ def load_experiment(path: str | Path, seeds: list[int] | None = None) -> Experim
     path = Path(path)
     experiment = validated(ExperimentConfig, read_yaml_file(path, "experiment file"), path)
     if experiment.curve and experiment.curve not in experiment.axes:
-        raise ConfigError(f"{path}: curve {experiment.curve!r} is not one of the axes {list(experiment.axes)}")
+        raise ConfigError(
+            f"{path}: curve {experiment.curve!r} is not one of the axes {list(experiment.axes)}"
+        )
     return experiment.model_copy(update={"seeds": seeds}) if seeds else experiment
 
 
@@ -97,7 +98,9 @@ def expand(experiment: ExperimentConfig, only: dict[str, list[str]] | None = Non
     for axis, levels in only.items():
         unknown = [level for level in levels if level not in experiment.axes.get(axis, {})]
         if axis not in experiment.axes or unknown:
-            raise ConfigError(f"--only {axis}={','.join(levels)}: the grid has no such axis or level")
+            raise ConfigError(
+                f"--only {axis}={','.join(levels)}: the grid has no such axis or level"
+            )
     axes = [
         [(axis, level) for level in levels if axis not in only or level in only[axis]]
         for axis, levels in experiment.axes.items()
@@ -106,14 +109,20 @@ def expand(experiment: ExperimentConfig, only: dict[str, list[str]] | None = Non
     return [Cell(tuple(combo), seed) for seed in experiment.seeds for combo in combos]
 
 
-def cell_config(experiment: ExperimentConfig, cell: Cell, overrides: list[str] | None = None) -> RunConfig:
-    """The run config of one cell: base, experiment overrides, CLI overrides, the levels, the seed."""
+def cell_config(
+    experiment: ExperimentConfig, cell: Cell, overrides: list[str] | None = None
+) -> RunConfig:
+    """The run config of one cell: base, experiment overrides, CLI overrides, the levels, the
+    seed."""
     level_overrides = [item for axis, level in cell.levels for item in experiment.axes[axis][level]]
     return load_config(
         experiment.base,
         [
-            *experiment.overrides, *(overrides or []), *level_overrides,
-            f"train.seed={cell.seed}", f"name={experiment.name}/{cell.name}/seed{cell.seed}",
+            *experiment.overrides,
+            *(overrides or []),
+            *level_overrides,
+            f"train.seed={cell.seed}",
+            f"name={experiment.name}/{cell.name}/seed{cell.seed}",
         ],
     )
 
@@ -133,7 +142,10 @@ def run_cell(config: RunConfig, encoders: dict, manifest: Manifest | None = None
         pipeline.extract_features(config, manifest, encoders)
     if config.data.protocol == "folds":
         summary = pipeline.crossval(config, manifest, encoders)
-        result = {**{k: summary["mean"][k] for k in METRICS}, **{f"pooled_{k}": summary["pooled"][k] for k in METRICS}}
+        result = {
+            **{k: summary["mean"][k] for k in METRICS},
+            **{f"pooled_{k}": summary["pooled"][k] for k in METRICS},
+        }
     else:
         pipeline.train_and_test(config, manifest, encoders)
         metrics = pipeline.read_metrics(config)
@@ -146,9 +158,12 @@ def run_cell(config: RunConfig, encoders: dict, manifest: Manifest | None = None
 
 
 def run_experiment(
-    experiment: ExperimentConfig, overrides: list[str] | None = None,
-    on_cell: Callable[[Cell, dict], None] | None = None, only: dict[str, list[str]] | None = None,
-    report_only: bool = False, jobs: int = 1,
+    experiment: ExperimentConfig,
+    overrides: list[str] | None = None,
+    on_cell: Callable[[Cell, dict], None] | None = None,
+    only: dict[str, list[str]] | None = None,
+    report_only: bool = False,
+    jobs: int = 1,
 ) -> tuple[pd.DataFrame, Path]:
     """Run every cell not yet finished (encoders loaded once per encoder setting), then write the
     tables and plots; returns the per-run results and the experiment folder. ``report_only``
@@ -158,15 +173,19 @@ def run_experiment(
     return run_experiments([(experiment, overrides, only)], on_cell, report_only, jobs)[0]
 
 
-GridRequest = tuple[ExperimentConfig, list[str] | None, dict[str, list[str]] | None]  #: grid, overrides, only
+GridRequest = tuple[
+    ExperimentConfig, list[str] | None, dict[str, list[str]] | None
+]  #: grid, overrides, only
 
 
 def run_experiments(
-    grids: list[GridRequest], on_cell: Callable[[Cell, dict], None] | None = None,
-    report_only: bool = False, jobs: int = 1,
+    grids: list[GridRequest],
+    on_cell: Callable[[Cell, dict], None] | None = None,
+    report_only: bool = False,
+    jobs: int = 1,
 ) -> list[tuple[pd.DataFrame, Path]]:
-    """:func:`run_experiment` for several grids (each with its overrides and ``only``) in one pool of
-    ``jobs``: no core waits at the end of one grid for the next to start. Returns each grid's
+    """:func:`run_experiment` for several grids (each with its overrides and ``only``) in one pool
+    of ``jobs``: no core waits at the end of one grid for the next to start. Returns each grid's
     results and folder, in order."""
     from crabser import pipeline
     from crabser.parallel import jobs_for, run_jobs, stored_features
@@ -179,12 +198,16 @@ def run_experiments(
         for cell in expand(experiment):
             config = cell_config(experiment, cell, overrides)
             if cell in selected or (config.run_dir / "result.json").is_file():
-                configs[cell] = config  # cells not to be run now and not run before stay out of the tables
+                configs[cell] = (
+                    config  # cells not to be run now and not run before stay out of the tables
+                )
         if not configs:
             raise ConfigError(f"experiment {experiment.name!r}: no finished cell to report")
         planned.append(configs)
     everything = [(index, cell) for index, configs in enumerate(planned) for cell in configs]
-    todo = [key for key in everything if not (planned[key[0]][key[1]].run_dir / "result.json").is_file()]
+    todo = [
+        key for key in everything if not (planned[key[0]][key[1]].run_dir / "result.json").is_file()
+    ]
     jobs, pending = jobs_for(jobs, len(todo)), {}
     for index, cell in todo:
         config = planned[index][cell]
@@ -203,11 +226,23 @@ def run_experiments(
         if on_cell:
             on_cell(key[1], result_of(*key))
 
-    run_jobs(run_cell, pending, jobs, on_done=report, finished=[key for key in everything if key not in pending])
+    run_jobs(
+        run_cell,
+        pending,
+        jobs,
+        on_done=report,
+        finished=[key for key in everything if key not in pending],
+    )
     outputs = []
     for index, (experiment, overrides, _) in enumerate(grids):
         rows = [
-            {**dict(cell.levels), "cell": cell.name, "seed": cell.seed, **result_of(index, cell), "run": str(config.run_dir)}
+            {
+                **dict(cell.levels),
+                "cell": cell.name,
+                "seed": cell.seed,
+                **result_of(index, cell),
+                "run": str(config.run_dir),
+            }
             for cell, config in planned[index].items()
         ]
         results = pd.DataFrame(rows)
@@ -233,16 +268,23 @@ def results_markdown(summary: pd.DataFrame, axes: list[str]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in summary.itertuples(index=False):
         values = [str(getattr(row, axis)) for axis in axes] + [str(row.seeds)]
-        values += [f"{getattr(row, f'{m}_mean'):.4f} ± {getattr(row, f'{m}_std'):.4f}" for m in METRICS]
+        values += [
+            f"{getattr(row, f'{m}_mean'):.4f} ± {getattr(row, f'{m}_std'):.4f}" for m in METRICS
+        ]
         lines.append("| " + " | ".join(values) + " |")
     return "\n".join(lines) + "\n"
 
 
-def write_outputs(experiment: ExperimentConfig, results: pd.DataFrame, overrides: list[str] | None) -> Path:
+def write_outputs(
+    experiment: ExperimentConfig, results: pd.DataFrame, overrides: list[str] | None
+) -> Path:
     """results.csv, summary.csv, results.md, confusion matrices, the curve and embedding maps."""
     from crabser.evaluation.plots import plot_curve, plot_pooled_confusion
 
-    out = Path(load_config(experiment.base, [*experiment.overrides, *(overrides or [])]).output_dir) / experiment.name
+    out = (
+        Path(load_config(experiment.base, [*experiment.overrides, *(overrides or [])]).output_dir)
+        / experiment.name
+    )
     out.mkdir(parents=True, exist_ok=True)
     axes = list(experiment.axes)
     summary = summarise(results, axes)
@@ -252,13 +294,23 @@ def write_outputs(experiment: ExperimentConfig, results: pd.DataFrame, overrides
     with atomic_path(out / "results.md") as tmp:
         tmp.write_text(results_markdown(summary, axes))
     for cell, runs in results.groupby("cell", sort=False):
-        plot_pooled_confusion([Path(r) for r in runs["run"]], out / f"confusion_{cell}.png", title=str(cell))
+        plot_pooled_confusion(
+            [Path(r) for r in runs["run"]], out / f"confusion_{cell}.png", title=str(cell)
+        )
     if experiment.curve:
-        plot_curve(summary, experiment.curve, [a for a in axes if a != experiment.curve], out / f"{experiment.curve}_curve.png")
+        plot_curve(
+            summary,
+            experiment.curve,
+            [a for a in axes if a != experiment.curve],
+            out / f"{experiment.curve}_curve.png",
+        )
     if experiment.projection != "none":
         from crabser.pipeline import EncoderCache
 
-        first, encoders = results[results["seed"] == experiment.seeds[0]], EncoderCache()  # loaded once for all maps
+        first, encoders = (
+            results[results["seed"] == experiment.seeds[0]],
+            EncoderCache(),
+        )  # loaded once for all maps
         for row in first.itertuples(index=False):
             target = out / f"embeddings_{row.cell}.png"
             if not target.is_file():
@@ -266,7 +318,12 @@ def write_outputs(experiment: ExperimentConfig, results: pd.DataFrame, overrides
     return out
 
 
-def embedding_map(run_dir: Path, path: Path, max_points: int = PROJECTION_POINTS, encoders: Callable[[RunConfig], dict] | None = None) -> None:
+def embedding_map(
+    run_dir: Path,
+    path: Path,
+    max_points: int = PROJECTION_POINTS,
+    encoders: Callable[[RunConfig], dict] | None = None,
+) -> None:
     """t-SNE map of each tap's test embeddings of a run (fold 0 of a cross-validation), of at most
     ``max_points`` utterances; silhouette scores of all of them. ``encoders``: a
     :class:`crabser.pipeline.EncoderCache` shared by several maps (default: load this run's)."""
@@ -277,7 +334,9 @@ def embedding_map(run_dir: Path, path: Path, max_points: int = PROJECTION_POINTS
         run_dir = run_dir / "fold0"
     config = load_run_config(run_dir)
     manifest = pipeline.load_run_manifest(config.run_dir)
-    taps, labels = tap_embeddings(config, manifest, (encoders or pipeline.EncoderCache())(config), "test")
+    taps, labels = tap_embeddings(
+        config, manifest, (encoders or pipeline.EncoderCache())(config), "test"
+    )
     scores = plot_embeddings(taps, labels, path, title=str(run_dir), max_points=max_points)
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json_text({"run": str(run_dir), "silhouette": scores}, indent=2))

@@ -63,7 +63,8 @@ def _input_name(audio: object, index: int) -> str:
 
 
 class _Predictor:
-    """What every recognizer shares: input decoding, transcripts, ``predict`` / ``predict_batch``."""
+    """What every recognizer shares: input decoding, transcripts, ``predict`` /
+    ``predict_batch``."""
 
     labels: list[str]
     modalities: list[str]
@@ -81,10 +82,18 @@ class _Predictor:
         raise NotImplementedError
 
     def predict(
-        self, audio: AudioInput | None = None, text: str | None = None, *, sample_rate: int | None = None, name: str | None = None
+        self,
+        audio: AudioInput | None = None,
+        text: str | None = None,
+        *,
+        sample_rate: int | None = None,
+        name: str | None = None,
     ) -> Prediction:
-        """Predict one input: ``audio`` (path, bytes, or array with ``sample_rate``) and/or ``text``."""
-        return self.predict_batch([audio], [text], sample_rate=sample_rate, names=[name] if name else None)[0]
+        """Predict one input: ``audio`` (path, bytes, or array with ``sample_rate``) and/or
+        ``text``."""
+        return self.predict_batch(
+            [audio], [text], sample_rate=sample_rate, names=[name] if name else None
+        )[0]
 
     def predict_batch(
         self,
@@ -94,11 +103,16 @@ class _Predictor:
         sample_rate: int | None = None,
         names: Sequence[str] | None = None,
     ) -> list[Prediction]:
-        """Predict many inputs in one forward pass; AudioError / TranscriptError name the bad one."""
+        """Predict many inputs in one forward pass; AudioError / TranscriptError name the bad
+        one."""
         texts = list(texts) if texts is not None else [None] * len(audios)
-        names = list(names) if names is not None else [_input_name(a, i) for i, a in enumerate(audios)]
+        names = (
+            list(names) if names is not None else [_input_name(a, i) for i, a in enumerate(audios)]
+        )
         if not (len(audios) == len(texts) == len(names)):
-            raise ValueError(f"got {len(audios)} audio inputs, {len(texts)} transcripts and {len(names)} names")
+            raise ValueError(
+                f"got {len(audios)} audio inputs, {len(texts)} transcripts and {len(names)} names"
+            )
         if not audios:
             return []
         given = [clean_text(t) if t is not None else "" for t in texts]
@@ -114,10 +128,14 @@ class _Predictor:
         for i, probs in enumerate(probabilities):
             scores = {label: float(p) for label, p in zip(self.labels, probs)}
             transcript, source = (resolved[i], sources[i]) if resolved else (None, None)
-            results.append(Prediction(names[i], max(scores, key=scores.get), scores, transcript, source))
+            results.append(
+                Prediction(names[i], max(scores, key=scores.get), scores, transcript, source)
+            )
         return results
 
-    def _wave(self, audio: AudioInput | None, text: str, sample_rate: int | None, name: str) -> np.ndarray | None:
+    def _wave(
+        self, audio: AudioInput | None, text: str, sample_rate: int | None, name: str
+    ) -> np.ndarray | None:
         """The 16 kHz wave of an input, or None where the model needs none (text-only with text)."""
         if audio is None:
             if self.needs_audio:
@@ -132,7 +150,11 @@ class _Predictor:
 
     def _transcribe(self, wave: np.ndarray | None, name: str) -> str:
         if self._asr_factory is None:
-            raise TranscriptError(name, "missing transcript: give the text (--text, FILE.txt) or use a model that allows ASR")
+            raise TranscriptError(
+                name,
+                "missing transcript: give the text (--text, FILE.txt) or use a model that allows "
+                "ASR",
+            )
         if self._asr is None:
             with self._asr_lock:
                 if self._asr is None:  # another thread may have built it while this one waited
@@ -148,7 +170,10 @@ def _require_finite(probabilities: np.ndarray, names: list[str]) -> None:
     finite = np.isfinite(probabilities).all(axis=-1)
     if not finite.all():
         name = names[int(np.argmin(finite))]
-        raise CrabserError(f"{name}: the model gave non-finite probabilities (NaN); its weights are damaged or its training diverged")
+        raise CrabserError(
+            f"{name}: the model gave non-finite probabilities (NaN); its weights are damaged or "
+            "its training diverged"
+        )
 
 
 class ExportedModule(torch.nn.Module):
@@ -159,7 +184,12 @@ class ExportedModule(torch.nn.Module):
 
         super().__init__()
         self.labels = list(hparams["labels"])
-        self.model = build_model(hparams["model"], hparams["input_dims"], len(self.labels), hparams.get("speech_layers", 0))
+        self.model = build_model(
+            hparams["model"],
+            hparams["input_dims"],
+            len(self.labels),
+            hparams.get("speech_layers", 0),
+        )
         self.model.load_state_dict(weights)
 
 
@@ -167,11 +197,15 @@ class Recognizer(_Predictor):
     """A trained model with its encoders; loads once, predicts many times."""
 
     def __init__(
-        self, module, encoders: dict[str, Encoder], asr: Callable[[], object] | None = None,
+        self,
+        module,
+        encoders: dict[str, Encoder],
+        asr: Callable[[], object] | None = None,
         modalities: list[str] | None = None,
     ) -> None:
         """``encoders`` are the frozen feature extractors (empty for a fine-tuned module, which
-        carries its own); ``asr`` builds the ASR model for inputs without a transcript (on first need)."""
+        carries its own); ``asr`` builds the ASR model for inputs without a transcript (on first
+        need)."""
         self.module = module.eval()
         self.encoders = encoders
         self.modalities = list(modalities or encoders)
@@ -180,9 +214,12 @@ class Recognizer(_Predictor):
         self._asr = None
 
     @staticmethod
-    def load(path_or_name: str | Path = DEFAULT, overrides: list[str] | None = None) -> Recognizer | StackedRecognizer:
+    def load(
+        path_or_name: str | Path = DEFAULT, overrides: list[str] | None = None
+    ) -> Recognizer | StackedRecognizer:
         """The recognizer of ``"default"`` (the packaged default model), ``"crabser/<name>"`` (a
-        packaged model), a run folder, a checkpoint file, an exported model folder or a stack folder."""
+        packaged model), a run folder, a checkpoint file, an exported model folder or a stack
+        folder."""
         if str(path_or_name) == DEFAULT:
             from crabser.pretrained import default_model_dir
 
@@ -193,9 +230,14 @@ class Recognizer(_Predictor):
             path_or_name = packaged_model_dir(str(path_or_name))
         path = Path(path_or_name)
         if path.is_file() and path.suffix == ".ckpt":
-            return Recognizer.from_run(path.parent.parent, checkpoint=path.name, overrides=overrides)
+            return Recognizer.from_run(
+                path.parent.parent, checkpoint=path.name, overrides=overrides
+            )
         if not path.is_dir():
-            raise CrabserError(f"{path}: no such model (give 'default', a run, checkpoint, exported model or stack folder)")
+            raise CrabserError(
+                f"{path}: no such model (give 'default', a run, checkpoint, exported model or "
+                "stack folder)"
+            )
         if (path / "stack.json").is_file():
             return StackedRecognizer.from_run(path)
         if (path / "model.json").is_file():
@@ -203,7 +245,9 @@ class Recognizer(_Predictor):
         return Recognizer.from_run(path, overrides=overrides)
 
     @classmethod
-    def from_run(cls, run_dir: str | Path, checkpoint: str | None = None, overrides: list[str] | None = None) -> Recognizer:
+    def from_run(
+        cls, run_dir: str | Path, checkpoint: str | None = None, overrides: list[str] | None = None
+    ) -> Recognizer:
         """Load a checkpoint of a run folder (by default its model: the refitted one, else the best)
         and its encoders (config ``overrides`` allowed)."""
         from crabser.config import load_run_config
@@ -216,19 +260,27 @@ class Recognizer(_Predictor):
 
     @classmethod
     def from_export(cls, folder: str | Path, overrides: list[str] | None = None) -> Recognizer:
-        """Load a folder written by :func:`export_model` (plain PyTorch: no Lightning import, a fast start)."""
+        """Load a folder written by :func:`export_model` (plain PyTorch: no Lightning import, a
+        fast start)."""
         from safetensors.torch import load_file
 
         from crabser.config import load_run_config
         from crabser.training.checkpoint_io import guarded_read, require_finite
 
         folder = Path(folder)
-        meta = guarded_read(folder / "model.json", lambda path: json.loads(path.read_text(encoding="utf-8")))
+        meta = guarded_read(
+            folder / "model.json", lambda path: json.loads(path.read_text(encoding="utf-8"))
+        )
         if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
             found = meta.get("format") if isinstance(meta, dict) else None
-            raise CrabserError(f"{folder}: unknown model format {found!r} (expected {EXPORT_FORMAT})")
+            raise CrabserError(
+                f"{folder}: unknown model format {found!r} (expected {EXPORT_FORMAT})"
+            )
         weights_file = folder / "model.safetensors"
-        weights = {k: v.float() for k, v in guarded_read(weights_file, lambda path: load_file(str(path))).items()}
+        weights = {
+            k: v.float()
+            for k, v in guarded_read(weights_file, lambda path: load_file(str(path))).items()
+        }
         require_finite(weights.items(), weights_file)
         module = guarded_read(weights_file, lambda _: ExportedModule(meta["hparams"], weights))
         return cls._with_config(module, load_run_config(folder, overrides))
@@ -251,7 +303,9 @@ class Recognizer(_Predictor):
     def logits(self, waves: list[np.ndarray | None], texts: list[str]) -> torch.Tensor:
         """Class logits ``(n, classes)`` of 16 kHz waves and resolved transcripts."""
         if not self.encoders:  # fine-tuned: the module's own encoders read raw audio and text
-            features, masks = self.module.inputs({"waves": waves if "speech" in self.modalities else [], "texts": texts})
+            features, masks = self.module.inputs(
+                {"waves": waves if "speech" in self.modalities else [], "texts": texts}
+            )
         else:
             features, masks = {}, {}
             for modality, encoder in self.encoders.items():
@@ -259,7 +313,10 @@ class Recognizer(_Predictor):
                     inputs = texts
                 else:
                     rate = encoder.sample_rate or SAMPLE_RATE
-                    inputs = [w if rate == SAMPLE_RATE else soxr.resample(w, SAMPLE_RATE, rate) for w in waves]
+                    inputs = [
+                        w if rate == SAMPLE_RATE else soxr.resample(w, SAMPLE_RATE, rate)
+                        for w in waves
+                    ]
                 padded = pad_batch(encoder.encode(inputs).unpadded())
                 features[modality], masks[modality] = padded.features, padded.mask
         return self.module.model(features, masks).logits
@@ -269,7 +326,8 @@ class Recognizer(_Predictor):
 
 
 class StackedRecognizer(_Predictor):
-    """A stacked ensemble (``crabser stack``): base models' logits -> the averaged random forests."""
+    """A stacked ensemble (``crabser stack``): base models' logits -> the averaged random
+    forests."""
 
     def __init__(self, bases: list[Recognizer], forest, labels: list[str]) -> None:
         self.bases, self.forest, self.labels = bases, forest, list(labels)
@@ -284,17 +342,24 @@ class StackedRecognizer(_Predictor):
 
         summary = json.loads((Path(stack_dir) / "stack.json").read_text())
         if summary.get("folds"):
-            raise CrabserError(f"{stack_dir}: a cross-validated stack (one per fold) is for evaluation; stack on one split to predict")
+            raise CrabserError(
+                f"{stack_dir}: a cross-validated stack (one per fold) is for evaluation; stack on "
+                "one split to predict"
+            )
         bases = [Recognizer.from_run(run) for run in summary["models"].values()]
         return cls(bases, joblib.load(Path(stack_dir) / "stack.joblib"), summary["labels"])
 
     def probabilities(self, waves: list[np.ndarray | None], texts: list[str]) -> np.ndarray:
         """Transcripts are resolved once for all bases; each base reads what it needs."""
-        logits = [b.logits(waves, texts if "text" in b.modalities else []).numpy() for b in self.bases]
+        logits = [
+            b.logits(waves, texts if "text" in b.modalities else []).numpy() for b in self.bases
+        ]
         return self.forest.predict_proba(np.concatenate(logits, axis=1))
 
 
-def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, checkpoint: str | None = None) -> Path:
+def export_model(
+    run_dir: str | Path, out_dir: str | Path, half: bool = True, checkpoint: str | None = None
+) -> Path:
     """Write a run's model as a small folder: ``model.safetensors`` (fp16 when ``half``; only the
     model's weights, no optimiser or loss state), ``model.json`` (format, hyper-parameters, labels)
     and ``config.yaml`` (encoders, ASR). ``Recognizer.load(out_dir)`` reads it."""
@@ -308,14 +373,24 @@ def export_model(run_dir: str | Path, out_dir: str | Path, half: bool = True, ch
     config = load_run_config(Path(run_dir))
     module = load_module(run_checkpoint(config.run_dir, checkpoint))
     if module.encoder_parameters():
-        raise CrabserError(f"{run_dir}: a fine-tuned run carries its encoders; load the run folder instead of exporting it")
+        raise CrabserError(
+            f"{run_dir}: a fine-tuned run carries its encoders; load the run folder instead of "
+            "exporting it"
+        )
     out = ensure_folder(out_dir, "--out")
-    state = {k: (v.half() if half and v.is_floating_point() else v).contiguous() for k, v in module.model.state_dict().items()}
+    state = {
+        k: (v.half() if half and v.is_floating_point() else v).contiguous()
+        for k, v in module.model.state_dict().items()
+    }
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(state, str(tmp))
     meta = {
-        "format": EXPORT_FORMAT, "labels": module.labels, "dtype": "float16" if half else "float32",
-        "hparams": dict(module.hparams), "source_run": str(config.run_dir), "git_commit": git_commit(),
+        "format": EXPORT_FORMAT,
+        "labels": module.labels,
+        "dtype": "float16" if half else "float32",
+        "hparams": dict(module.hparams),
+        "source_run": str(config.run_dir),
+        "git_commit": git_commit(),
     }
     with atomic_path(out / "model.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2))

@@ -1,4 +1,5 @@
-"""Small file-system helpers: atomic writes, content hashes, UTF-8 text and CSV with errors naming the file."""
+"""Small file-system helpers: atomic writes, content hashes, UTF-8 text and CSV with errors naming
+the file."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ from crabser.errors import CrabserError, TextEncodingError
 
 @contextmanager
 def atomic_path(path: Path) -> Iterator[Path]:
-    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block succeeds."""
+    """Yield a temporary path beside ``path``; rename it over ``path`` only if the block
+    succeeds."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     os.close(fd)
@@ -54,7 +56,8 @@ def read_utf8(path: str | Path) -> str:
 
 
 def read_csv_utf8(path: str | Path, **kwargs: Any):
-    """``pandas.read_csv`` of a UTF-8 file (``kwargs`` passed on); TextEncodingError naming the file if it is not UTF-8."""
+    """``pandas.read_csv`` of a UTF-8 file (``kwargs`` passed on); TextEncodingError naming the
+    file if it is not UTF-8."""
     import pandas as pd
 
     try:
@@ -64,7 +67,8 @@ def read_csv_utf8(path: str | Path, **kwargs: Any):
 
 
 def file_in_the_way(folder: str | Path) -> Path | None:
-    """The existing file that is ``folder`` or one of its parents (no folder can be made there), or None."""
+    """The existing file that is ``folder`` or one of its parents (no folder can be made there), or
+    None."""
     folder = Path(folder)
     return next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), None)
 
@@ -75,20 +79,24 @@ def ensure_folder(path: str | Path, setting: str) -> Path:
     path = Path(path)
     blocker = file_in_the_way(path)
     if blocker is not None:
-        raise CrabserError(f"{setting} {path}: {blocker} is a file, not a folder; choose another output path")
+        raise CrabserError(
+            f"{setting} {path}: {blocker} is a file, not a folder; choose another output path"
+        )
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
 def json_text(data: Any, indent: int | None = None, **kwargs: Any) -> str:
-    """Strict JSON (no bare ``NaN`` / ``Infinity``, which most parsers refuse) of metrics or results:
-    a number that is not finite (a score that cannot be computed, e.g. a silhouette over one class)
-    is written as ``null``, and a warning names its key. Predictions never get here with NaN: the
-    Recognizer refuses them (crabser.inference)."""
+    """Strict JSON (no bare ``NaN`` / ``Infinity``, which most parsers refuse) of metrics or
+    results: a number that is not finite (a score that cannot be computed, e.g. a silhouette over
+    one class) is written as ``null``, and a warning names its key. Predictions never get here with
+    NaN: the Recognizer refuses them (crabser.inference)."""
     replaced: list[str] = []
     clean = _finite_or_none(data, "", replaced)
     if replaced:
-        logging.getLogger(__name__).warning("not a finite number, written as null: %s", ", ".join(replaced[:10]))
+        logging.getLogger(__name__).warning(
+            "not a finite number, written as null: %s", ", ".join(replaced[:10])
+        )
     return json.dumps(clean, indent=indent, allow_nan=False, **kwargs)
 
 
@@ -97,7 +105,10 @@ def _finite_or_none(value: Any, key: str, replaced: list[str]) -> Any:
         replaced.append(key or "<value>")
         return None
     if isinstance(value, dict):
-        return {k: _finite_or_none(v, f"{key}.{k}" if key else str(k), replaced) for k, v in value.items()}
+        return {
+            k: _finite_or_none(v, f"{key}.{k}" if key else str(k), replaced)
+            for k, v in value.items()
+        }
     if isinstance(value, (list, tuple)):
         return [_finite_or_none(v, f"{key}[{i}]", replaced) for i, v in enumerate(value)]
     return value

@@ -30,7 +30,10 @@ class StoredFeatures:
 
 def stored_features(encoders: dict) -> dict[str, StoredFeatures]:
     """The feature-store stand-ins of loaded encoders."""
-    return {modality: StoredFeatures(modality, encoder.cache_id) for modality, encoder in encoders.items()}
+    return {
+        modality: StoredFeatures(modality, encoder.cache_id)
+        for modality, encoder in encoders.items()
+    }
 
 
 def encoders_for_jobs(encoders: dict, jobs: int) -> dict:
@@ -84,7 +87,9 @@ def run_jobs(
                 on_done(key)
     else:
         threads = threads_per_job(jobs)
-        with ProcessPoolExecutor(jobs, mp_context=get_context("spawn"), initializer=_start_job, initargs=(threads,)) as pool:
+        with ProcessPoolExecutor(
+            jobs, mp_context=get_context("spawn"), initializer=_start_job, initargs=(threads,)
+        ) as pool:
             futures = {pool.submit(function, *args): key for key, args in arguments.items()}
             for future in as_completed(futures):
                 key = futures[future]

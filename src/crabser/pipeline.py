@@ -81,7 +81,11 @@ def source_manifest(config: RunConfig) -> Manifest:
     if data.manifest:  # taken as it is (a run's saved manifest is already through the label map)
         manifest = read_manifest(data.manifest, check_files=False)
     else:
-        manifest = join_corpora(data.corpora) if data.corpora else get_adapter(data.corpus)(data.root, **data.options)
+        manifest = (
+            join_corpora(data.corpora)
+            if data.corpora
+            else get_adapter(data.corpus)(data.root, **data.options)
+        )
         manifest = apply_label_map(manifest, data.label_map)
     if data.labels:
         manifest = Manifest(manifest.frame[manifest.frame["label"].isin(data.labels)])
@@ -95,9 +99,7 @@ def prepare(config: RunConfig) -> Manifest:
     if "text" in config.model.modalities and config.asr.fill_missing:
         manifest = transcribe_missing(config, manifest)
     if data.protocol == "speaker_holdout":
-        manifest = speaker_holdout(
-            manifest, data.test_speakers, data.val_speakers, seed=data.seed
-        )
+        manifest = speaker_holdout(manifest, data.test_speakers, data.val_speakers, seed=data.seed)
     elif data.protocol == "folds":
         manifest = group_folds(manifest, data.folds, by=data.fold_by, seed=data.seed)
     elif data.protocol == "random":
@@ -129,8 +131,15 @@ def transcribe_missing(config: RunConfig, manifest: Manifest) -> Manifest:
     from crabser.features.asr import WhisperASR, fill_missing_transcripts
 
     log.info("transcribing %d utterances without text (%s)", missing, config.asr.model)
-    asr = WhisperASR(config.asr.model, config.asr.language, config.asr.beam_size, threads=config.train.threads or 0)
-    return fill_missing_transcripts(manifest, asr, FeatureStore(config.cache_dir), config.data.on_error)
+    asr = WhisperASR(
+        config.asr.model,
+        config.asr.language,
+        config.asr.beam_size,
+        threads=config.train.threads or 0,
+    )
+    return fill_missing_transcripts(
+        manifest, asr, FeatureStore(config.cache_dir), config.data.on_error
+    )
 
 
 def load_run_manifest(run_dir: Path) -> Manifest:
@@ -148,14 +157,19 @@ class EncoderCache:
     def __call__(self, config: RunConfig) -> dict[str, Encoder]:
         if config.train.finetune:
             return {}
-        key = tuple((m, config.encoder_config(m).model_dump_json()) for m in config.model.modalities)
+        key = tuple(
+            (m, config.encoder_config(m).model_dump_json()) for m in config.model.modalities
+        )
         if key not in self.loaded:
             self.loaded[key] = build_encoders(config)
         return self.loaded[key]
 
 
 def extract_features(
-    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], progress: Progress | None = None
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    progress: Progress | None = None,
 ) -> dict[str, ExtractionReport]:
     """Fill the feature store for every utterance and modality; record what was done."""
     store = FeatureStore(config.cache_dir)
@@ -163,8 +177,20 @@ def extract_features(
     for modality, encoder in encoders.items():
         settings = config.encoder_config(modality)
         started = time.perf_counter()
-        advance = progress(f"extract {modality} ({encoder.cache_id})", len(manifest)) if progress else None
-        report = extract(manifest, encoder, store, config.data.on_error, settings.batch_size, advance, settings.bucket_batches)
+        advance = (
+            progress(f"extract {modality} ({encoder.cache_id})", len(manifest))
+            if progress
+            else None
+        )
+        report = extract(
+            manifest,
+            encoder,
+            store,
+            config.data.on_error,
+            settings.batch_size,
+            advance,
+            settings.bucket_batches,
+        )
         seconds = time.perf_counter() - started
         reports[modality] = report
         record = {**asdict(report), "encoder": encoder.cache_id, "seconds": round(seconds, 2)}
@@ -186,14 +212,21 @@ class TrainResult:
 
 
 def _splits(
-    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str], names: tuple[str, ...]
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    labels: list[str],
+    names: tuple[str, ...],
 ):
     """Cached features of the named splits, read from the store."""
     from crabser.training.datamodule import load_utterances
 
     store = FeatureStore(config.cache_dir)
     cache_ids = {modality: encoder.cache_id for modality, encoder in encoders.items()}
-    return {split: load_utterances(manifest.subset(split), store, cache_ids, labels)[0] for split in names}
+    return {
+        split: load_utterances(manifest.subset(split), store, cache_ids, labels)[0]
+        for split in names
+    }
 
 
 def run_labels(config: RunConfig, manifest: Manifest) -> list[str]:
@@ -207,12 +240,15 @@ def corpus_of(manifest: Manifest, ids) -> list[str]:
 
 
 def training_corpora(config: RunConfig, manifest: Manifest, ids: list[str]) -> list[str] | None:
-    """The corpus of each training utterance (``ids``) where ``train.sampler: corpus_balanced`` needs
-    it, else None."""
+    """The corpus of each training utterance (``ids``) where ``train.sampler: corpus_balanced``
+    needs it, else None."""
     if config.train.sampler != "corpus_balanced":
         return None
     if "corpus" not in manifest.frame:
-        raise CrabserError("train.sampler corpus_balanced needs a 'corpus' column: list the corpora in data.corpora")
+        raise CrabserError(
+            "train.sampler corpus_balanced needs a 'corpus' column: list the corpora in "
+            "data.corpora"
+        )
     return corpus_of(manifest, ids)
 
 
@@ -229,11 +265,17 @@ def _class_weights(
     if corpora is not None:
         sizes = pd.Series(corpora).value_counts()
         sample_weights = torch.tensor([1.0 / sizes[c] for c in corpora], dtype=torch.float64)
-    return inverse_frequency_weights(torch.tensor(train_labels), num_classes, sample_weights).tolist()
+    return inverse_frequency_weights(
+        torch.tensor(train_labels), num_classes, sample_weights
+    ).tolist()
 
 
 def train_batch_sampler(
-    config: RunConfig, labels: list[int], names: list[str], lengths: list[float], corpora: list[str] | None = None
+    config: RunConfig,
+    labels: list[int],
+    names: list[str],
+    lengths: list[float],
+    corpora: list[str] | None = None,
 ):
     """The training batch sampler ``train.sampler`` asks for; ``lengths`` (frames or seconds) order
     the length-bucketed batches, ``corpora`` (:func:`training_corpora`) group the corpus-balanced
@@ -256,12 +298,23 @@ def train_batch_sampler(
         return equal_share_sampler([index[c] for c in corpora or []], cfg.batch_size, cfg.seed)
     if cfg.sampler == "neutral_expressive":
         if cfg.neutral_label not in names:
-            raise CrabserError(f"train.neutral_label {cfg.neutral_label!r} is not a class of this run ({', '.join(names)})")
-        return neutral_expressive_sampler(labels, names.index(cfg.neutral_label), cfg.batch_size, cfg.neutral_share, cfg.seed)
+            raise CrabserError(
+                f"train.neutral_label {cfg.neutral_label!r} is not a class of this run "
+                f"({', '.join(names)})"
+            )
+        return neutral_expressive_sampler(
+            labels, names.index(cfg.neutral_label), cfg.batch_size, cfg.neutral_share, cfg.seed
+        )
     return ShuffleBatchSampler(len(labels), cfg.batch_size, cfg.seed)
 
 
-def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], labels: list[str], validate: bool = True):
+def _frozen_setup(
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    labels: list[str],
+    validate: bool = True,
+):
     """Crab on cached features: module (with input statistics) and train/val loaders (no val
     loader, None, unless ``validate``)."""
     from crabser.training.datamodule import FeatureDataModule, feature_statistics
@@ -281,7 +334,9 @@ def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Enc
         model=config.model.model_dump(),
         loss=config.loss.model_dump(),
         train=config.train.model_dump(),
-        class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels), corpora),
+        class_weights=_class_weights(
+            config, [u.label for u in splits["train"]], len(labels), corpora
+        ),
         speech_layers=speech.shape[1] if speech is not None and speech.ndim == 3 else 0,
     )
     if config.model.normalize_inputs:
@@ -289,8 +344,12 @@ def _frozen_setup(config: RunConfig, manifest: Manifest, encoders: dict[str, Enc
             mean, std = feature_statistics([u.features[modality] for u in splits["train"]])
             normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
     train_items = splits["train"]
-    sampler = train_batch_sampler(config, [u.label for u in train_items], labels, [u.frames for u in train_items], corpora)
-    data = FeatureDataModule(splits, batch_size=config.train.batch_size, seed=config.train.seed, train_sampler=sampler)
+    sampler = train_batch_sampler(
+        config, [u.label for u in train_items], labels, [u.frames for u in train_items], corpora
+    )
+    data = FeatureDataModule(
+        splits, batch_size=config.train.batch_size, seed=config.train.seed, train_sampler=sampler
+    )
     return module, data.train_dataloader(), data.val_dataloader() if validate else None
 
 
@@ -298,15 +357,21 @@ def finetune_encoders(config: RunConfig) -> dict:
     """The trainable-encoder settings of a fine-tuning run."""
     modalities = config.model.modalities
     if "paralinguistic" in modalities:
-        raise CrabserError("fine-tuning covers the speech and text encoders; drop 'paralinguistic' from model.modalities")
+        raise CrabserError(
+            "fine-tuning covers the speech and text encoders; drop 'paralinguistic' from "
+            "model.modalities"
+        )
     if "speech" in modalities and config.speech.kind != "hf-speech":
         raise CrabserError(
-            f"fine-tuning needs speech.kind: hf-speech (Whisper, WavLM, HuBERT or wav2vec 2.0; embedded = Whisper tiny.en), not {config.speech.kind}"
+            "fine-tuning needs speech.kind: hf-speech (Whisper, WavLM, HuBERT or wav2vec 2.0; "
+            f"embedded = Whisper tiny.en), not {config.speech.kind}"
         )
     if "text" in modalities and config.text.kind != "hf-text":
         raise CrabserError("fine-tuning needs text.kind: hf-text")
     if "speech" in modalities and config.speech.pad_to_seconds is not None:
-        raise CrabserError("fine-tuning runs Whisper on each clip's own length: remove speech.pad_to_seconds")
+        raise CrabserError(
+            "fine-tuning runs Whisper on each clip's own length: remove speech.pad_to_seconds"
+        )
     return {
         "speech_model": config.speech.model if "speech" in modalities else None,
         "text_model": config.text.model if "text" in modalities else None,
@@ -318,7 +383,11 @@ def finetune_encoders(config: RunConfig) -> dict:
 
 
 def _raw_loader(
-    config: RunConfig, items: list, train: bool, labels: list[str] | None = None, shard: bool = True,
+    config: RunConfig,
+    items: list,
+    train: bool,
+    labels: list[str] | None = None,
+    shard: bool = True,
     corpora: list[str] | None = None,
 ):
     """Batches of raw audio and text; ``shard``: each process of a distributed fit takes its share
@@ -328,28 +397,48 @@ def _raw_loader(
     from crabser.training.finetune import RawDataset, collate_raw
 
     dataset = RawDataset(
-        items, config.speech.max_seconds, train, "speech" in config.model.modalities, config.train.seed, eam=train and config.train.eam
+        items,
+        config.speech.max_seconds,
+        train,
+        "speech" in config.model.modalities,
+        config.train.seed,
+        eam=train and config.train.eam,
     )
     seconds, cfg = [i.seconds for i in items], config.train
-    if train and labels and cfg.sampler in ("class_balanced", "neutral_expressive", "corpus_balanced"):  # not bucketed too
+    if (
+        train
+        and labels
+        and cfg.sampler in ("class_balanced", "neutral_expressive", "corpus_balanced")
+    ):  # not bucketed too
         sampler = train_batch_sampler(config, [i.label for i in items], labels, seconds, corpora)
     else:  # batches of similar durations, whatever train.sampler says: raw audio pads most
         sampler = LengthBucketSampler(
-            seconds, cfg.batch_size, shuffle=train, pool=cfg.bucket_pool, seed=cfg.seed,
-            num_replicas=None if shard else 1, rank=None if shard else 0,
+            seconds,
+            cfg.batch_size,
+            shuffle=train,
+            pool=cfg.bucket_pool,
+            seed=cfg.seed,
+            num_replicas=None if shard else 1,
+            rank=None if shard else 0,
         )
     if train:  # random crops and mixes drawn per (epoch, item): the same in a resumed run
         sampler = EpochTagged(sampler)
-    return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=config.train.workers)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=config.train.workers
+    )
 
 
-def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str], validate: bool = True):
+def _finetune_setup(
+    config: RunConfig, manifest: Manifest, labels: list[str], validate: bool = True
+):
     """Crab with trainable encoders on raw audio/text: module and bucketed train/val loaders (no val
     loader, None, unless ``validate``)."""
     from crabser.training.finetune import FinetuneLitModule, load_raw_utterances
 
     names = ("train", "val") if validate else ("train",)
-    splits = {s: load_raw_utterances(manifest.subset(s), labels, config.model.modalities) for s in names}
+    splits = {
+        s: load_raw_utterances(manifest.subset(s), labels, config.model.modalities) for s in names
+    }
     for split, items in splits.items():
         if not items:
             raise CrabserError(f"the {split} split has no usable utterance")
@@ -362,7 +451,9 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str], va
         model=config.model.model_dump(),
         loss=config.loss.model_dump(),
         train=config.train.model_dump(),
-        class_weights=_class_weights(config, [u.label for u in splits["train"]], len(labels), corpora),
+        class_weights=_class_weights(
+            config, [u.label for u in splits["train"]], len(labels), corpora
+        ),
     )
     if config.model.normalize_inputs:  # computed at the fit's start, on its device
         module.statistics_loader = _raw_loader(config, splits["train"], False, shard=False)
@@ -371,8 +462,12 @@ def _finetune_setup(config: RunConfig, manifest: Manifest, labels: list[str], va
 
 
 def train(
-    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False,
-    callbacks: list | None = None, fixed_epochs: int | None = None,
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    resume: bool = False,
+    callbacks: list | None = None,
+    fixed_epochs: int | None = None,
 ) -> TrainResult:
     """Train Crab with Lightning (on cached features, or with its encoders when ``train.finetune``);
     keep the best (by val UAR) and the last checkpoints; stop early after ``train.patience`` epochs
@@ -381,7 +476,8 @@ def train(
     epoch's batches (:mod:`crabser.data.sampling`) and score validation over all of them together.
     ``callbacks``: more Lightning callbacks (tests). ``fixed_epochs``: train this many epochs of the
     ``train.epochs`` schedule without validation (no val split needed, no best checkpoint; the model
-    is ``last.ckpt``): a refit. With ``train.refit`` the run's model is then refitted (:func:`refit`)."""
+    is ``last.ckpt``): a refit. With ``train.refit`` the run's model is then refitted
+    (:func:`refit`)."""
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
@@ -398,12 +494,17 @@ def train(
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     labels = run_labels(config, manifest)
     if cfg.eam and not cfg.finetune:
-        raise CrabserError("train.eam mixes waveforms, so it needs raw audio: set train.finetune: true (cached features cannot be mixed)")
+        raise CrabserError(
+            "train.eam mixes waveforms, so it needs raw audio: set train.finetune: true (cached "
+            "features cannot be mixed)"
+        )
     validate = fixed_epochs is None
     if cfg.finetune:
         module, train_loader, val_loader = _finetune_setup(config, manifest, labels, validate)
     else:
-        module, train_loader, val_loader = _frozen_setup(config, manifest, encoders, labels, validate)
+        module, train_loader, val_loader = _frozen_setup(
+            config, manifest, encoders, labels, validate
+        )
     checkpoint_dir = config.run_dir / "checkpoints"
     last = checkpoint_dir / "last.ckpt"
     resumed_epochs = checkpoint_epochs(last) if resume else None
@@ -411,10 +512,23 @@ def train(
         (checkpoint_dir / REFIT_CHECKPOINT).unlink(missing_ok=True)
         shutil.rmtree(config.run_dir / REFIT_FOLDER, ignore_errors=True)
     resume_from = str(last) if resumed_epochs is not None else None
-    callbacks = [EpochCheckpoint(last), EpochSeed(cfg.seed), *(callbacks or []),
-                 FiniteLossGuard(cfg.model_dump(), config.loss.model_dump())] + ([RichProgressBar()] if cfg.progress else [])
+    callbacks = [
+        EpochCheckpoint(last),
+        EpochSeed(cfg.seed),
+        *(callbacks or []),
+        FiniteLossGuard(cfg.model_dump(), config.loss.model_dump()),
+    ] + ([RichProgressBar()] if cfg.progress else [])
     if validate:
-        callbacks.insert(0, ModelCheckpoint(dirpath=checkpoint_dir, filename=Path(BEST_CHECKPOINT).stem, monitor="val_uar", mode="max", enable_version_counter=False))
+        callbacks.insert(
+            0,
+            ModelCheckpoint(
+                dirpath=checkpoint_dir,
+                filename=Path(BEST_CHECKPOINT).stem,
+                monitor="val_uar",
+                mode="max",
+                enable_version_counter=False,
+            ),
+        )
     if validate and cfg.patience:
         callbacks.append(EarlyStopping(monitor="val_uar", mode="max", patience=cfg.patience))
     trainer = L.Trainer(
@@ -427,7 +541,8 @@ def train(
         accumulate_grad_batches=cfg.accumulate,
         callbacks=callbacks,
         logger=ResumedCSVLogger(str(config.run_dir), "logs", resumed_epochs),
-        use_distributed_sampler=False,  # our batch samplers share the batches among ranks themselves
+        # our batch samplers share the batches among ranks themselves
+        use_distributed_sampler=False,
         enable_progress_bar=cfg.progress,
         enable_model_summary=False,
         log_every_n_steps=1,
@@ -445,7 +560,9 @@ def train(
     return result
 
 
-def refit(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False) -> Path:
+def refit(
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], resume: bool = False
+) -> Path:
     """Train the run's model again, from scratch, on its training and validation utterances
     together, for the number of epochs its validation chose (on the same ``train.epochs`` cosine
     schedule, stopped there, without validation), and make it ``checkpoints/refit.ckpt``, the run's
@@ -463,7 +580,9 @@ def refit(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], r
     frame = manifest.frame
     both = Manifest(frame.assign(split=frame["split"].replace({"val": "train"})))
     settings = config.train.model_copy(update={"refit": False, "patience": None})
-    refit_config = config.model_copy(update={"name": f"{config.name}/{REFIT_FOLDER}", "train": settings})
+    refit_config = config.model_copy(
+        update={"name": f"{config.name}/{REFIT_FOLDER}", "train": settings}
+    )
     save_run_inputs(refit_config, both)
     log.info("refitting %s on training + validation utterances for %d epochs", config.name, epochs)
     from crabser.training.lit_module import distributed
@@ -471,7 +590,9 @@ def refit(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], r
     train(refit_config, both, encoders, resume=resume, fixed_epochs=epochs)
     several = distributed()
     if not several or torch.distributed.get_rank() == 0:
-        os.replace(refit_config.run_dir / "checkpoints" / "last.ckpt", target)  # one file system: atomic
+        os.replace(
+            refit_config.run_dir / "checkpoints" / "last.ckpt", target
+        )  # one file system: atomic
     if several:
         torch.distributed.barrier()  # every rank evaluates the refitted model, not best.ckpt
     return target
@@ -487,25 +608,33 @@ def _train_result(last: Path, seconds: float) -> TrainResult:
     state = states[0] if states else {}  # none: a fit without validation (a refit)
     score = state.get("best_model_score")
     best = Path(state.get("best_model_path") or last)
-    return TrainResult(best, float(score) if score is not None else float("nan"), seconds, int(saved["epoch"]))
+    return TrainResult(
+        best, float(score) if score is not None else float("nan"), seconds, int(saved["epoch"])
+    )
 
 
 def load_module(checkpoint: Path):
-    """The Lightning module of a checkpoint: a fine-tuned one (with encoders) or a head on features."""
+    """The Lightning module of a checkpoint: a fine-tuned one (with encoders) or a head on
+    features."""
     from crabser.training.checkpoint_io import load_checkpoint_module, read_checkpoint
     from crabser.training.lit_module import CrabLitModule
 
-    # mmap: only the pickled metadata is read here; the weights are read once, by load_from_checkpoint
+    # mmap: only the pickled metadata is read here; the weights are read once, by
+    # load_from_checkpoint
     hparams = read_checkpoint(checkpoint, mmap=True).get("hyper_parameters", {})
     if "encoders" in hparams:
         from crabser.training.finetune import FinetuneLitModule
 
-        require_models_available(hparams["encoders"].get("speech_model"), hparams["encoders"].get("text_model"))
+        require_models_available(
+            hparams["encoders"].get("speech_model"), hparams["encoders"].get("text_model")
+        )
         return load_checkpoint_module(FinetuneLitModule, checkpoint)
     return load_checkpoint_module(CrabLitModule, checkpoint)
 
 
-def split_loader(config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], module, split: str):
+def split_loader(
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], module, split: str
+):
     """Batches of a split for a trained module: cached features, or raw audio and text for a
     fine-tuned module (which runs its own encoders)."""
     from crabser.training.datamodule import FeatureDataset, collate
@@ -525,14 +654,19 @@ def split_loader(config: RunConfig, manifest: Manifest, encoders: dict[str, Enco
 
 
 def evaluate(
-    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], split: str = "test",
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    split: str = "test",
     checkpoint: Path | None = None,
 ) -> tuple[dict, dict[str, Path]]:
     """Metrics of the run's model (:func:`crabser.training.checkpoint_io.run_checkpoint`) or of
     ``checkpoint`` on a split, written to ``<run>/report``. The val split is scored with the best
     checkpoint by default: a refitted model trained on it."""
     started = time.perf_counter()
-    checkpoint = checkpoint or run_checkpoint(config.run_dir, BEST_CHECKPOINT if split == "val" else None)
+    checkpoint = checkpoint or run_checkpoint(
+        config.run_dir, BEST_CHECKPOINT if split == "val" else None
+    )
     module = load_module(checkpoint)
     labels = module.labels
     preds, truths, ids = [], [], []
@@ -543,24 +677,45 @@ def evaluate(
             ids.extend(batch["ids"])
     truth_list, pred_list = torch.cat(truths).tolist(), torch.cat(preds).tolist()
     metrics = compute_metrics(truth_list, pred_list, labels)
-    metrics["balanced_bootstrap"] = balanced_bootstrap(truth_list, pred_list)  # beside the plain metrics
+    metrics["balanced_bootstrap"] = balanced_bootstrap(
+        truth_list, pred_list
+    )  # beside the plain metrics
     if "corpus" in manifest.frame:  # a multi-corpus run: each corpus on its own classes as well
-        metrics["per_corpus"] = metrics_by_group(truth_list, pred_list, corpus_of(manifest, ids), labels)
+        metrics["per_corpus"] = metrics_by_group(
+            truth_list, pred_list, corpus_of(manifest, ids), labels
+        )
     report_dir = config.run_dir / "report"
     report_dir.mkdir(parents=True, exist_ok=True)
-    write_predictions(report_dir / f"{split}_predictions.csv", ids, [labels[i] for i in truth_list], [labels[i] for i in pred_list])
+    write_predictions(
+        report_dir / f"{split}_predictions.csv",
+        ids,
+        [labels[i] for i in truth_list],
+        [labels[i] for i in pred_list],
+    )
     seconds = time.perf_counter() - started
     _record_timing(config.run_dir, f"evaluate_{split}", seconds)
-    speakers = sorted(manifest.subset(split).frame["speaker"].unique().tolist()) if "speaker" in manifest.frame else []
+    speakers = (
+        sorted(manifest.subset(split).frame["speaker"].unique().tolist())
+        if "speaker" in manifest.frame
+        else []
+    )
     paths = write_report(
-        metrics, report_dir, prefix=split,
-        extra={"split": split, "speakers": speakers, "checkpoint": str(checkpoint), "git_commit": git_commit()},
+        metrics,
+        report_dir,
+        prefix=split,
+        extra={
+            "split": split,
+            "speakers": speakers,
+            "checkpoint": str(checkpoint),
+            "git_commit": git_commit(),
+        },
     )
     return metrics, paths
 
 
 def fold_config(config: RunConfig, fold: int) -> RunConfig:
-    """The config of one fold's run: ``<name>/fold<k>``, reading its own manifest with a given split."""
+    """The config of one fold's run: ``<name>/fold<k>``, reading its own manifest with a given
+    split."""
     name = f"{config.name}/fold{fold}"
     manifest = Path(config.output_dir) / name / "manifest.csv"
     data = config.data.model_copy(update={"protocol": "given", "manifest": str(manifest)})
@@ -594,7 +749,9 @@ def best_validation(config: RunConfig) -> tuple[float, int]:
     try:
         log = pd.read_csv(path).dropna(subset=["val_uar"])
     except (OSError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
-        raise CrabserError(f"{path}: no readable training log with val_uar ({error}); train the run first") from error
+        raise CrabserError(
+            f"{path}: no readable training log with val_uar ({error}); train the run first"
+        ) from error
     if log.empty:
         raise CrabserError(f"{path}: no epoch was validated; train the run first")
     best = log.loc[log["val_uar"].idxmax()]
@@ -608,7 +765,9 @@ def train_and_test(config: RunConfig, manifest: Manifest, encoders: dict[str, En
 
 
 def train_and_test_runs(
-    runs: dict[Hashable, tuple[RunConfig, Manifest]], encoders_of: Callable[[RunConfig], dict], jobs: int = 1,
+    runs: dict[Hashable, tuple[RunConfig, Manifest]],
+    encoders_of: Callable[[RunConfig], dict],
+    jobs: int = 1,
     on_done: Callable[[Hashable], None] | None = None,
 ) -> None:
     """Train and test every run (key -> its config and split manifest, features extracted) whose
@@ -625,12 +784,21 @@ def train_and_test_runs(
         job_config = for_job(config, jobs)  # the saved config.yaml names the threads it ran with
         save_run_inputs(job_config, manifest)
         pending[key] = (job_config, manifest, encoders_for_jobs(encoders_of(config), jobs))
-    run_jobs(train_and_test, pending, jobs, on_done=on_done, finished=[key for key in runs if key not in pending])
+    run_jobs(
+        train_and_test,
+        pending,
+        jobs,
+        on_done=on_done,
+        finished=[key for key in runs if key not in pending],
+    )
 
 
 def crossval(
-    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder],
-    on_fold: Callable[[int, dict], None] | None = None, jobs: int = 1,
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    on_fold: Callable[[int, dict], None] | None = None,
+    jobs: int = 1,
 ) -> dict:
     """Train and test one model per fold (folds already done are read back), then summarise.
 
@@ -652,7 +820,13 @@ def crossval(
     def metrics_of(fold: int) -> dict:
         return read_metrics(configs[fold])
 
-    runs = {fold: (configs[fold], fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed)) for fold in folds}
+    runs = {
+        fold: (
+            configs[fold],
+            fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed),
+        )
+        for fold in folds
+    }
 
     def report(fold: int) -> None:
         if on_fold:
@@ -660,10 +834,16 @@ def crossval(
 
     train_and_test_runs(runs, lambda _: encoders, jobs, on_done=report)
     per_fold = {fold: metrics_of(fold) for fold in folds}
-    predictions = [pd.read_csv(configs[fold].run_dir / "report" / "test_predictions.csv", dtype=str) for fold in folds]
+    predictions = [
+        pd.read_csv(configs[fold].run_dir / "report" / "test_predictions.csv", dtype=str)
+        for fold in folds
+    ]
     pooled_frame = pd.concat(predictions)
     index = {label: i for i, label in enumerate(labels)}
-    pooled_truth, pooled_predictions = [index[x] for x in pooled_frame["label"]], [index[x] for x in pooled_frame["prediction"]]
+    pooled_truth, pooled_predictions = (
+        [index[x] for x in pooled_frame["label"]],
+        [index[x] for x in pooled_frame["prediction"]],
+    )
     pooled = compute_metrics(pooled_truth, pooled_predictions, labels)
     keys = ("war", "uar", "macro_f1")
     summary = {
@@ -675,7 +855,9 @@ def crossval(
         "git_commit": git_commit(),
     }
     if "corpus" in manifest.frame:  # pooled predictions of each corpus, on its own classes
-        summary["per_corpus"] = metrics_by_group(pooled_truth, pooled_predictions, corpus_of(manifest, pooled_frame["id"]), labels)
+        summary["per_corpus"] = metrics_by_group(
+            pooled_truth, pooled_predictions, corpus_of(manifest, pooled_frame["id"]), labels
+        )
     write_report(pooled, config.run_dir / "report", prefix="pooled", extra={"folds": len(per_fold)})
     _write_json(config.run_dir / "crossval.json", summary)
     with atomic_path(config.run_dir / "crossval.md") as tmp:
@@ -685,15 +867,28 @@ def crossval(
 
 def crossval_markdown(summary: dict) -> str:
     """Per-fold, mean ± std and pooled metrics as a Markdown table."""
+
     def row(name: object, m: dict) -> str:
         return f"| {name} | {m['war']:.4f} | {m['uar']:.4f} | {m['macro_f1']:.4f} | {m['n']} |"
 
     lines = ["| fold | WAR | UAR | Macro-F1 | n |", "|---|---|---|---|---|"]
     lines += [row(fold, m) for fold, m in summary["folds"].items()]
     mean, std, pooled = summary["mean"], summary["std"], summary["pooled"]
-    lines.append("| mean ± std | " + " | ".join(f"{mean[k]:.4f} ± {std[k]:.4f}" for k in ("war", "uar", "macro_f1")) + " | |")
-    lines.append("| pooled | " + " | ".join(f"{pooled[k]:.4f}" for k in ("war", "uar", "macro_f1")) + f" | {pooled['n']} |")
+    lines.append(
+        "| mean ± std | "
+        + " | ".join(f"{mean[k]:.4f} ± {std[k]:.4f}" for k in ("war", "uar", "macro_f1"))
+        + " | |"
+    )
+    lines.append(
+        "| pooled | "
+        + " | ".join(f"{pooled[k]:.4f}" for k in ("war", "uar", "macro_f1"))
+        + f" | {pooled['n']} |"
+    )
     if "per_corpus" in summary:
-        lines += ["", "| corpus (pooled over folds) | WAR | UAR | Macro-F1 | n |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "| corpus (pooled over folds) | WAR | UAR | Macro-F1 | n |",
+            "|---|---|---|---|---|",
+        ]
         lines += [row(corpus, m) for corpus, m in summary["per_corpus"].items()]
     return "\n".join(lines) + "\n"

@@ -61,7 +61,9 @@ class TimelineEntry:
     error: str | None = None
 
 
-def vad_segments(blocks: Iterator[np.ndarray], settings: SegmentSettings) -> Iterator[tuple[float, np.ndarray]]:
+def vad_segments(
+    blocks: Iterator[np.ndarray], settings: SegmentSettings
+) -> Iterator[tuple[float, np.ndarray]]:
     """``(start seconds, wave)`` of each stretch of speech in a stream of 16 kHz blocks."""
     import webrtcvad
 
@@ -103,10 +105,15 @@ def vad_segments(blocks: Iterator[np.ndarray], settings: SegmentSettings) -> Ite
         yield from close()
 
 
-def window_segments(blocks: Iterator[np.ndarray], settings: SegmentSettings) -> Iterator[tuple[float, np.ndarray]]:
+def window_segments(
+    blocks: Iterator[np.ndarray], settings: SegmentSettings
+) -> Iterator[tuple[float, np.ndarray]]:
     """``(start seconds, wave)`` of fixed, overlapping windows; silent windows are skipped."""
     if not 0 < settings.hop <= settings.window:
-        raise CrabserError(f"window segmentation needs 0 < hop <= window, got hop {settings.hop}, window {settings.window}")
+        raise CrabserError(
+            f"window segmentation needs 0 < hop <= window, got hop {settings.hop}, window "
+            f"{settings.window}"
+        )
     window, hop = int(settings.window * SAMPLE_RATE), int(settings.hop * SAMPLE_RATE)
     buffer = np.zeros(0, dtype=np.float32)
     offset = 0  # sample index of buffer[0]
@@ -119,7 +126,11 @@ def window_segments(blocks: Iterator[np.ndarray], settings: SegmentSettings) -> 
             buffer, offset = buffer[hop:], offset + hop
     # what is left is shorter than a window; the last window covered its first window - hop samples
     uncovered = len(buffer) if offset == 0 else len(buffer) - (window - hop)
-    if uncovered > 0 and len(buffer) >= settings.min_seconds * SAMPLE_RATE and np.abs(buffer).max() >= SILENCE_PEAK:
+    if (
+        uncovered > 0
+        and len(buffer) >= settings.min_seconds * SAMPLE_RATE
+        and np.abs(buffer).max() >= SILENCE_PEAK
+    ):
         yield offset / SAMPLE_RATE, buffer.copy()
 
 
@@ -130,7 +141,8 @@ def predict_timeline(
     settings: SegmentSettings | None = None,
     progress: Callable[[float, float], None] | None = None,
 ) -> list[TimelineEntry]:
-    """Segment a recording (the 16 kHz ``blocks`` and duration from :func:`~crabser.data.audio.stream_audio`,
+    """Segment a recording (the 16 kHz ``blocks`` and duration from
+    :func:`~crabser.data.audio.stream_audio`,
     opened by the caller, who may check the duration first) and predict every segment;
     ``progress(seconds done, total)`` after each batch."""
     settings = settings or SegmentSettings()
@@ -152,24 +164,48 @@ def predict_timeline(
 
 
 def _predict_batch(recognizer, batch: list[tuple[float, np.ndarray]]) -> list[TimelineEntry]:
-    """Predict segments together; if the batch fails, one by one, so one bad segment loses no other."""
+    """Predict segments together; if the batch fails, one by one, so one bad segment loses no
+    other."""
     names = [f"segment {start:.2f}s" for start, _ in batch]
     try:
-        predictions = recognizer.predict_batch([w for _, w in batch], sample_rate=SAMPLE_RATE, names=names)
+        predictions = recognizer.predict_batch(
+            [w for _, w in batch], sample_rate=SAMPLE_RATE, names=names
+        )
         return [_entry(start, wave, p) for (start, wave), p in zip(batch, predictions)]
     except CrabserError:
         entries = []
         for (start, wave), segment_name in zip(batch, names):
             try:
-                entries.append(_entry(start, wave, recognizer.predict(wave, sample_rate=SAMPLE_RATE, name=segment_name)))
+                entries.append(
+                    _entry(
+                        start,
+                        wave,
+                        recognizer.predict(wave, sample_rate=SAMPLE_RATE, name=segment_name),
+                    )
+                )
             except CrabserError as error:
-                entries.append(TimelineEntry(round(start, 3), round(start + len(wave) / SAMPLE_RATE, 3), None, {}, None, str(error)))
+                entries.append(
+                    TimelineEntry(
+                        round(start, 3),
+                        round(start + len(wave) / SAMPLE_RATE, 3),
+                        None,
+                        {},
+                        None,
+                        str(error),
+                    )
+                )
         return entries
 
 
 def _entry(start: float, wave: np.ndarray, prediction) -> TimelineEntry:
     end = start + len(wave) / SAMPLE_RATE
-    return TimelineEntry(round(start, 3), round(end, 3), prediction.label, prediction.probabilities, prediction.transcript)
+    return TimelineEntry(
+        round(start, 3),
+        round(end, 3),
+        prediction.label,
+        prediction.probabilities,
+        prediction.transcript,
+    )
 
 
 def timeline_json(entries: list[TimelineEntry]) -> str:
@@ -180,13 +216,16 @@ def timeline_json(entries: list[TimelineEntry]) -> str:
 def output_stems(paths: list[Path]) -> dict[Path, str]:
     """A distinct output name per input file for one output folder: the file's stem, or, where two
     inputs share a stem (``a/x.wav``, ``b/x.wav``), the stem prefixed with the parent folders that
-    tell them apart (``a_x``, ``b_x``); a number is added if even the whole paths give the same name."""
+    tell them apart (``a_x``, ``b_x``); a number is added if even the whole paths give the same
+    name."""
     resolved = {path: path.resolve() for path in paths}
     stems: dict[Path, str] = {}
     for path in paths:
         twins = {resolved[p] for p in paths if p.stem == path.stem}
         depth = 0
-        while len({_named(t, depth) for t in twins}) < len(twins) and depth < len(resolved[path].parts):
+        while len({_named(t, depth) for t in twins}) < len(twins) and depth < len(
+            resolved[path].parts
+        ):
             depth += 1
         stems[path] = _named(resolved[path], depth)
     taken: dict[str, Path] = {}
@@ -211,29 +250,52 @@ def write_timeline_csv(entries: list[TimelineEntry], labels: list[str], path: Pa
         writer = csv.writer(handle)
         writer.writerow(["start", "end", "label", "transcript", "error", *labels])
         for e in entries:
-            probs = [f"{e.probabilities[label]:.4f}" if label in e.probabilities else "" for label in labels]
-            writer.writerow([e.start, e.end, e.label or "", e.transcript or "", e.error or "", *probs])
+            probs = [
+                f"{e.probabilities[label]:.4f}" if label in e.probabilities else ""
+                for label in labels
+            ]
+            writer.writerow(
+                [e.start, e.end, e.label or "", e.transcript or "", e.error or "", *probs]
+            )
 
 
-def plot_timeline(entries: list[TimelineEntry], labels: list[str], path: Path, title: str = "") -> None:
-    """Each class's probability over time (a step per segment) above a bar of the predicted labels."""
+def plot_timeline(
+    entries: list[TimelineEntry], labels: list[str], path: Path, title: str = ""
+) -> None:
+    """Each class's probability over time (a step per segment) above a bar of the predicted
+    labels."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     colours = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
-    fig, (top, bar) = plt.subplots(2, 1, figsize=(12, 4), sharex=True, gridspec_kw={"height_ratios": [4, 1]})
+    fig, (top, bar) = plt.subplots(
+        2, 1, figsize=(12, 4), sharex=True, gridspec_kw={"height_ratios": [4, 1]}
+    )
     for label in labels:
         for e in entries:
             if label in e.probabilities:
-                top.hlines(e.probabilities[label], e.start, e.end, color=colours[label], linewidth=2)
+                top.hlines(
+                    e.probabilities[label], e.start, e.end, color=colours[label], linewidth=2
+                )
         top.plot([], [], color=colours[label], label=label)
     for e in entries:
-        bar.axvspan(e.start, e.end, color=colours.get(e.label, (0.8, 0.8, 0.8)), alpha=0.9 if e.label else 0.3)
+        bar.axvspan(
+            e.start,
+            e.end,
+            color=colours.get(e.label, (0.8, 0.8, 0.8)),
+            alpha=0.9 if e.label else 0.3,
+        )
     top.set_ylim(0, 1.02)
     top.set_ylabel("probability")
-    top.legend(loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=min(len(labels), 7), fontsize=8, frameon=False)
+    top.legend(
+        loc="lower center",
+        bbox_to_anchor=(0.5, 1.0),
+        ncol=min(len(labels), 7),
+        fontsize=8,
+        frameon=False,
+    )
     fig.suptitle(title)
     bar.set_yticks([])
     bar.set_xlabel("time (s)")

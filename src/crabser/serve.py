@@ -17,19 +17,19 @@ client (unexpected errors are logged and answered 500 "internal error").
 Hostile input (issue 19): audio is decoded with ``max_seconds`` as a bound
 (:func:`crabser.data.audio.decode_audio`): a header over the limit is refused before decoding, and a
 stream of unknown length is decoded only up to the limit, so a request's memory is bounded by the
-limit (60 s x 16 kHz x 4 bytes = 3.84 MB by default) plus one decode block (1 MiB) and the codec's state
-(``benchmarks/hostile_inputs.py`` measures it). A failing
-request's traceback frames are cleared in the error handlers, so the upload and the decoded audio
-is freed at once instead of at the next full garbage collection (a traceback -> frame -> exception
-reference cycle held it). Transcripts lose their control characters (a NUL-only transcript counts
-as missing).
+limit (60 s x 16 kHz x 4 bytes = 3.84 MB by default) plus one decode block (1 MiB) and the codec's
+state (``benchmarks/hostile_inputs.py`` measures it). A failing request's traceback frames are
+cleared in the error handlers, so the upload and the decoded audio is freed at once instead of at
+the next full garbage collection (a traceback -> frame -> exception reference cycle held it).
+Transcripts lose their control characters (a NUL-only transcript counts as missing).
 
 DNS rebinding: bound to a loopback interface (``host``, the default 127.0.0.1), the service
 answers only requests whose Host header is localhost, 127.0.0.1 or [::1] (any port), plus
 ``allowed_hosts``; bound elsewhere it answers any Host. Slow clients (:func:`server_config`, used
 by ``crabser serve``): a connection must deliver its request headers within ``header_timeout``
 seconds; at most ``max_connections`` are open (and at most half the process's file-descriptor
-limit, see :func:`connection_limit`): beyond, the oldest connection still waiting for its headers is closed to make room, or the
+limit, see :func:`connection_limit`): beyond, the oldest connection still waiting for its headers
+is closed to make room, or the
 new one when none waits; repeated warnings (asyncio's accept errors, uvicorn's) are logged at most
 once per ``log_interval`` seconds with a count of those suppressed. ``/docs`` serves Swagger UI
 from assets installed with the package (``fastapi-offline``), never a CDN; without it, a minimal
@@ -41,7 +41,6 @@ one batch), so concurrent requests queue instead of loading many clips into memo
 No ``from __future__ import annotations`` here: FastAPI reads the endpoints' annotations at run
 time, and they name classes imported inside :func:`create_app` (FastAPI is an optional extra).
 """
-
 
 import asyncio
 import ipaddress
@@ -88,8 +87,12 @@ class ServiceSettings:
         if not _is_loopback(self.host):
             return None
         bound = self.host.strip().lower()
-        bound = f"[{bound}]" if ":" in bound and not bound.startswith("[") else bound  # IPv6 as in a Host header
-        return frozenset({"localhost", "127.0.0.1", "[::1]", bound, *(_host_name(h) for h in self.allowed_hosts)})
+        bound = (
+            f"[{bound}]" if ":" in bound and not bound.startswith("[") else bound
+        )  # IPv6 as in a Host header
+        return frozenset(
+            {"localhost", "127.0.0.1", "[::1]", bound, *(_host_name(h) for h in self.allowed_hosts)}
+        )
 
 
 LOCAL_NAMES = ("localhost",)
@@ -116,7 +119,9 @@ class WorkerPool:
     """A bounded pool: at most ``workers`` jobs run and ``queue`` wait; more are refused (Busy)."""
 
     def __init__(self, workers: int, queue: int) -> None:
-        self.executor = ThreadPoolExecutor(max_workers=max(1, workers), thread_name_prefix="crabser-predict")
+        self.executor = ThreadPoolExecutor(
+            max_workers=max(1, workers), thread_name_prefix="crabser-predict"
+        )
         self.capacity = max(1, workers) + max(0, queue)
         self.pending = 0
         self.lock = threading.Lock()
@@ -125,7 +130,10 @@ class WorkerPool:
         """Run ``function(*args)`` in the pool; Busy when it is full."""
         with self.lock:
             if self.pending >= self.capacity:
-                raise Busy(f"the service is busy ({self.pending} requests running or waiting); retry shortly")
+                raise Busy(
+                    f"the service is busy ({self.pending} requests running or waiting); retry "
+                    "shortly"
+                )
             self.pending += 1
         try:
             return await asyncio.get_running_loop().run_in_executor(self.executor, function, *args)
@@ -160,7 +168,9 @@ class _Guard:
             return await self.app(scope, receive, send)
         from starlette.responses import JSONResponse
 
-        headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        headers = {
+            k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
+        }
         problem = self._refusal(headers)
         if problem is not None:
             status, detail = problem
@@ -170,30 +180,48 @@ class _Guard:
     def _refusal(self, headers: dict[str, str]) -> tuple[int, str] | None:
         host = _host_name(headers.get("host", ""))
         if self.hosts is not None and host not in self.hosts:
-            return 400, (f"Host {host or '(none)'!r} is not served: this service listens on {self.settings.host} and answers"
-                         " localhost names only (add others with --allowed-host)")
+            return 400, (
+                f"Host {host or '(none)'!r} is not served: this service listens on "
+                f"{self.settings.host} and answers"
+                " localhost names only (add others with --allowed-host)"
+            )
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.settings.max_bytes + MULTIPART_OVERHEAD:
-            return 413, f"upload of {int(length)} bytes is over the limit of {self.settings.max_bytes} bytes"
+            return (
+                413,
+                (
+                    f"upload of {int(length)} bytes is over the limit of {self.settings.max_bytes} "
+                    "bytes"
+                ),
+            )
         return None
 
     def _bounded(self, receive):
         from fastapi import HTTPException
 
-        settings, received, deadline = self.settings, 0, time.monotonic() + self.settings.upload_timeout
+        settings, received, deadline = (
+            self.settings,
+            0,
+            time.monotonic() + self.settings.upload_timeout,
+        )
 
         finished = False
 
         async def guarded():
             nonlocal received, finished
-            if finished:  # the body is read: later calls wait for a disconnect (streamed responses), untimed
+            if (
+                finished
+            ):  # the body is read: later calls wait for a disconnect (streamed responses), untimed
                 return await receive()
             wait = min(settings.body_timeout, deadline - time.monotonic())
             try:
                 message = await asyncio.wait_for(receive(), timeout=max(wait, 0.001))
             except asyncio.TimeoutError:
-                raise HTTPException(408, f"the request body stalled (no data for {settings.body_timeout:g} s,"
-                                         f" or over {settings.upload_timeout:g} s in all)") from None
+                raise HTTPException(
+                    408,
+                    f"the request body stalled (no data for {settings.body_timeout:g} s,"
+                    f" or over {settings.upload_timeout:g} s in all)",
+                ) from None
             received += len(message.get("body", b""))
             finished = message["type"] != "http.request" or not message.get("more_body", False)
             if received > settings.max_bytes + MULTIPART_OVERHEAD:
@@ -203,11 +231,14 @@ class _Guard:
         return guarded
 
 
-MULTIPART_OVERHEAD = 64_000  #: bytes of multipart framing and form fields allowed beyond ``max_bytes``
+#: bytes of multipart framing and form fields allowed beyond ``max_bytes``
+
+MULTIPART_OVERHEAD = 64_000
 
 
 def _host_name(host: str) -> str:
-    """The Host header without its port: ``[::1]:8000`` -> ``[::1]``, ``LocalHost:80`` -> ``localhost``."""
+    """The Host header without its port: ``[::1]:8000`` -> ``[::1]``, ``LocalHost:80`` ->
+    ``localhost``."""
     host = host.strip().lower()
     if host.startswith("["):
         return host[: host.find("]") + 1] if "]" in host else host
@@ -245,7 +276,9 @@ def _validation_detail(error) -> str:
     parts = []
     for item in error.errors():
         where = ".".join(str(x) for x in item.get("loc", ()) if x not in ("body", "query"))
-        parts.append(f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid")))
+        parts.append(
+            f"{where}: {item.get('msg', 'invalid')}" if where else str(item.get("msg", "invalid"))
+        )
     return "; ".join(parts) or "invalid request"
 
 
@@ -256,26 +289,42 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
     from fastapi.responses import FileResponse, JSONResponse
 
     ErrorAnswer, PredictionAnswer, TimelineAnswer = _answer_models()
-    errors = {status: {"model": ErrorAnswer, "description": why} for status, why in (
-        (413, "upload or audio over the limits"), (422, "input that cannot be used, and why"),
-        (503, "every worker busy and the queue full; retry"),
-    )}
+    errors = {
+        status: {"model": ErrorAnswer, "description": why}
+        for status, why in (
+            (413, "upload or audio over the limits"),
+            (422, "input that cannot be used, and why"),
+            (503, "every worker busy and the queue full; retry"),
+        )
+    }
 
     from crabser.inference import Recognizer
 
     settings = settings or ServiceSettings()
     recognizer = recognizer or Recognizer.load(settings.model)
     pool = WorkerPool(settings.workers, settings.queue)
-    model_lock = threading.Lock() if settings.workers > 1 else None  # the lazily built ASR is not thread-safe
+    model_lock = (
+        threading.Lock() if settings.workers > 1 else None
+    )  # the lazily built ASR is not thread-safe
     app = FastAPI(
-        title="crabser", version=_version(), docs_url=None, redoc_url=None,
-        description="Speech emotion recognition (Crab). Upload audio (and optionally its transcript); get a label and class probabilities.",
+        title="crabser",
+        version=_version(),
+        docs_url=None,
+        redoc_url=None,
+        description="Speech emotion recognition (Crab). Upload audio (and optionally its "
+        "transcript); get a label and class probabilities.",
     )
     _offline_docs(app)
 
     @app.exception_handler(CrabserError)
     async def _crabser_error(request: Request, error: CrabserError) -> JSONResponse:
-        status = 413 if isinstance(error, (TooLarge, AudioTooLong)) else 503 if isinstance(error, Busy) else 422
+        status = (
+            413
+            if isinstance(error, (TooLarge, AudioTooLong))
+            else 503
+            if isinstance(error, Busy)
+            else 422
+        )
         headers = {"Retry-After": "1"} if isinstance(error, Busy) else None
         release_frames(error)
         return JSONResponse({"detail": str(error)}, status_code=status, headers=headers)
@@ -315,49 +364,85 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
                 wave = decode_audio(data, 16000, name=name, max_seconds=settings.max_seconds)
             except AudioTooLong as error:
                 raise TooLarge(f"{error} (use /v1/predict/segments)") from None
-        prediction = locked(recognizer.predict, (wave, 16000) if wave is not None else None, text, name=name)
+        prediction = locked(
+            recognizer.predict, (wave, 16000) if wave is not None else None, text, name=name
+        )
         return {**prediction.to_dict(), "seconds": round(time.perf_counter() - started, 4)}
 
     def predict_segments(data: bytes, name: str, mode: str, window: float, hop: float) -> dict:
         from crabser.data.audio import stream_audio
         from crabser.segment import SegmentSettings, predict_timeline
 
-        blocks, total = stream_audio(data, 16000, name=name, max_seconds=settings.max_segment_seconds)
+        blocks, total = stream_audio(
+            data, 16000, name=name, max_seconds=settings.max_segment_seconds
+        )
         cut = SegmentSettings(mode=mode, window=window, hop=hop)  # type: ignore[arg-type]
         entries = locked(predict_timeline, recognizer, blocks, total, cut)
-        return {"source": name, "duration": round(total, 3), "labels": recognizer.labels, "segments": [asdict(e) for e in entries]}
+        return {
+            "source": name,
+            "duration": round(total, 3),
+            "labels": recognizer.labels,
+            "segments": [asdict(e) for e in entries],
+        }
 
     @app.get("/health", summary="Liveness and the model served")
     async def health() -> dict:
-        return {"status": "ok", "labels": recognizer.labels, "modalities": recognizer.modalities, "busy": pool.pending}
+        return {
+            "status": "ok",
+            "labels": recognizer.labels,
+            "modalities": recognizer.modalities,
+            "busy": pool.pending,
+        }
 
     @app.get("/v1/labels", summary="The classes the model predicts")
     async def labels() -> dict:
         return {"labels": recognizer.labels}
 
-    @app.post("/v1/predict", summary="Predict the emotion of one clip", response_model=PredictionAnswer, responses=errors)
+    @app.post(
+        "/v1/predict",
+        summary="Predict the emotion of one clip",
+        response_model=PredictionAnswer,
+        responses=errors,
+    )
     async def predict(
-        audio: Annotated[UploadFile | None, File(description="An audio file (WAV, FLAC, OGG, MP3, WebM, ...)")] = None,
-        text: Annotated[str | None, Form(description="The transcript (else ASR, if the model reads text)")] = None,
+        audio: Annotated[
+            UploadFile | None, File(description="An audio file (WAV, FLAC, OGG, MP3, WebM, ...)")
+        ] = None,
+        text: Annotated[
+            str | None, Form(description="The transcript (else ASR, if the model reads text)")
+        ] = None,
     ) -> dict:
         data, name = await read_upload(audio)
         text = clean_text(text)
         if text is not None and len(text) > settings.max_transcript_chars:
-            raise TooLarge(f"transcript of {len(text)} characters is over the limit of {settings.max_transcript_chars}")
+            raise TooLarge(
+                f"transcript of {len(text)} characters is over the limit of "
+                f"{settings.max_transcript_chars}"
+            )
         if data is None and recognizer.needs_audio:
             kinds = " + ".join(recognizer.modalities)
-            got = "got only a transcript" if text else "the request has no file in its 'audio' field"
+            got = (
+                "got only a transcript" if text else "the request has no file in its 'audio' field"
+            )
             raise AudioError(name, f"this model ({kinds}) needs audio; {got}")
         if data is None and text is None:
             raise AudioError(name, "send audio or a transcript")
         return await pool.run(predict_one, data, name, text)
 
-    @app.post("/v1/predict/segments", summary="Split a long recording and predict each segment (a timeline)",
-              response_model=TimelineAnswer, responses=errors)
+    @app.post(
+        "/v1/predict/segments",
+        summary="Split a long recording and predict each segment (a timeline)",
+        response_model=TimelineAnswer,
+        responses=errors,
+    )
     async def segments(
         audio: Annotated[UploadFile, File(description="An audio file")],
-        mode: Annotated[str, Form(pattern="^(vad|fixed)$", description="vad (voice activity) or fixed windows")] = "vad",
-        window: Annotated[float, Form(gt=0.5, le=30.0, description="fixed: window length, seconds")] = 4.0,
+        mode: Annotated[
+            str, Form(pattern="^(vad|fixed)$", description="vad (voice activity) or fixed windows")
+        ] = "vad",
+        window: Annotated[
+            float, Form(gt=0.5, le=30.0, description="fixed: window length, seconds")
+        ] = 4.0,
         hop: Annotated[float, Form(gt=0.1, le=30.0, description="fixed: hop, seconds")] = 2.0,
     ) -> dict:
         data, name = await read_upload(audio)
@@ -390,9 +475,13 @@ def _offline_docs(app) -> None:
         @app.get("/docs", include_in_schema=False)
         async def docs() -> HTMLResponse:
             return get_swagger_ui_html(
-                openapi_url="/openapi.json", title="crabser - API", swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
-                swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css", swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
+                openapi_url="/openapi.json",
+                title="crabser - API",
+                swagger_js_url=f"{DOCS_ASSETS}/swagger-ui-bundle.js",
+                swagger_css_url=f"{DOCS_ASSETS}/swagger-ui.css",
+                swagger_favicon_url=f"{DOCS_ASSETS}/favicon.png",
             )
+
         return
 
     @app.get("/docs", include_in_schema=False)
@@ -400,11 +489,15 @@ def _offline_docs(app) -> None:
         from html import escape
 
         rows = "".join(
-            f"<li><code>{method.upper()} {escape(path)}</code>: {escape(op.get('summary', ''))}</li>"
-            for path, item in app.openapi()["paths"].items() for method, op in item.items()
+            f"<li><code>{method.upper()} {escape(path)}</code>: "
+            f"{escape(op.get('summary', ''))}</li>"
+            for path, item in app.openapi()["paths"].items()
+            for method, op in item.items()
         )
-        return HTMLResponse(f"<!doctype html><title>crabser - API</title><h1>crabser API</h1><ul>{rows}</ul>"
-                            '<p>The full schema: <a href="/openapi.json">/openapi.json</a></p>')
+        return HTMLResponse(
+            f"<!doctype html><title>crabser - API</title><h1>crabser API</h1><ul>{rows}</ul>"
+            '<p>The full schema: <a href="/openapi.json">/openapi.json</a></p>'
+        )
 
 
 DOCS_ASSETS = "/docs-assets"
@@ -436,7 +529,8 @@ class _OncePer(logging.Filter):
             self.last[key] = (shown, suppressed + 1)
             return False
         if suppressed:
-            record.msg = f"{record.msg} ({suppressed} similar messages suppressed in the last {self.interval:g} s)"
+            note = f"{suppressed} similar messages suppressed in the last {self.interval:g} s"
+            record.msg = f"{record.msg} ({note})"
         self.last[key] = (now, 0)
         return True
 
@@ -445,7 +539,8 @@ THROTTLED_LOGGERS = ("asyncio", "uvicorn.error", __name__)
 
 
 def throttle_logs(interval: float) -> _OncePer:
-    """Install one :class:`_OncePer` on the loggers that flood under attack (asyncio, uvicorn, this one)."""
+    """Install one :class:`_OncePer` on the loggers that flood under attack (asyncio, uvicorn, this
+    one)."""
     gate = _OncePer(interval)
     for name in THROTTLED_LOGGERS:
         logger = logging.getLogger(name)
@@ -456,15 +551,19 @@ def throttle_logs(interval: float) -> _OncePer:
 
 
 def connection_limit(wanted: int) -> int:
-    """``wanted``, kept to half the soft file-descriptor limit less 32 (the model, logs, the listener):
+    """``wanted``, kept to half the soft file-descriptor limit less 32 (the model, logs, the
+    listener):
     the listen backlog is set to the same number, so a burst accepted at once (asyncio accepts up to
     a backlog's worth before any ``connection_made`` can evict) stays under the fd limit too."""
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return max(1, min(wanted, (soft - 32) // 2)) if soft != resource.RLIM_INFINITY else max(1, wanted)
+    return (
+        max(1, min(wanted, (soft - 32) // 2)) if soft != resource.RLIM_INFINITY else max(1, wanted)
+    )
 
 
 def guarded_protocol(header_timeout: float, max_connections: int):
-    """uvicorn's h11 protocol with a header timeout and a cap on open connections (see the module docstring)."""
+    """uvicorn's h11 protocol with a header timeout and a cap on open connections (see the module
+    docstring)."""
     from uvicorn.protocols.http.h11_impl import H11Protocol
 
     class GuardedH11Protocol(H11Protocol):
@@ -475,7 +574,11 @@ def guarded_protocol(header_timeout: float, max_connections: int):
             super().connection_made(transport)
             self._opened = time.monotonic()
             if len(self.connections) > max_connections and not self._evict_one():
-                log.warning("refused a connection: %d open, the limit is %d", len(self.connections) - 1, max_connections)
+                log.warning(
+                    "refused a connection: %d open, the limit is %d",
+                    len(self.connections) - 1,
+                    max_connections,
+                )
                 transport.close()
                 return
             self._header_timer = self.loop.call_later(header_timeout, self._headers_too_slow)
@@ -502,17 +605,30 @@ def guarded_protocol(header_timeout: float, max_connections: int):
         def _headers_too_slow(self) -> None:
             self._header_timer = None
             if self._waiting_for_headers() and not self.transport.is_closing():
-                log.warning("closed a connection: no complete request headers within %g s", header_timeout)
+                log.warning(
+                    "closed a connection: no complete request headers within %g s", header_timeout
+                )
                 self.transport.close()
 
         def _evict_one(self) -> bool:
-            """Close the oldest other connection still waiting for its headers; False when none does."""
-            idle = [c for c in self.connections if c is not self and isinstance(c, GuardedH11Protocol)
-                    and c._waiting_for_headers() and not c.transport.is_closing()]
+            """Close the oldest other connection still waiting for its headers; False when none
+            does."""
+            idle = [
+                c
+                for c in self.connections
+                if c is not self
+                and isinstance(c, GuardedH11Protocol)
+                and c._waiting_for_headers()
+                and not c.transport.is_closing()
+            ]
             if not idle:
                 return False
             oldest = min(idle, key=lambda c: c._opened)
-            log.warning("closed the oldest idle connection: %d open, the limit is %d", len(self.connections), max_connections)
+            log.warning(
+                "closed the oldest idle connection: %d open, the limit is %d",
+                len(self.connections),
+                max_connections,
+            )
             oldest.transport.close()
             self.connections.discard(oldest)
             return True
@@ -521,13 +637,19 @@ def guarded_protocol(header_timeout: float, max_connections: int):
 
 
 def server_config(app, settings: ServiceSettings, port: int = 8000, log_level: str = "info"):
-    """The uvicorn configuration ``crabser serve`` runs: timeouts, connection cap, throttled logs."""
+    """The uvicorn configuration ``crabser serve`` runs: timeouts, connection cap, throttled
+    logs."""
     import uvicorn
 
     limit = connection_limit(settings.max_connections)
     config = uvicorn.Config(
-        app, host=settings.host, port=port, log_level=log_level, timeout_keep_alive=int(max(1, settings.keep_alive)),
-        http=guarded_protocol(settings.header_timeout, limit), limit_concurrency=limit + settings.queue + settings.workers,
+        app,
+        host=settings.host,
+        port=port,
+        log_level=log_level,
+        timeout_keep_alive=int(max(1, settings.keep_alive)),
+        http=guarded_protocol(settings.header_timeout, limit),
+        limit_concurrency=limit + settings.queue + settings.workers,
         backlog=limit,
     )
     throttle_logs(settings.log_interval)

@@ -5,8 +5,7 @@ A stacking file (``configs/stacking/*.yaml``)::
     name: stacking_emodb
     base: configs/demo.yaml              # a run config with a train / val / test split
     overrides: [train.epochs=12]
-    models:                              # base models: name -> overrides of the base
-      bimodal: []
+    models:                              # base models: name -> overrides of the base bimodal: []
       trimodal: ["model.modalities=[speech, text, paralinguistic]"]
     fit_on: train                        # the split the forest learns from (train: the paper)
     forest: {trees: 200, max_depth: 8, min_samples_leaf: 10, min_samples_split: 10, folds: 5}
@@ -20,7 +19,8 @@ forests), ``stacking.md``. ``crabser predict --run <output_dir>/<name>`` uses th
 single model. ``fit_on: val`` fits the forest on held-out logits instead (base models are
 confident on their own training data); a choice to measure, not assume. A base config with
 ``data.protocol: folds`` gives a speaker-independent cross-validated stack: one set of base runs
-and one stack per fold (``<name>/fold<k>/<model>``), scored on all folds' predictions pooled. ``--jobs N`` trains N base runs (models x folds) side by
+and one stack per fold (``<name>/fold<k>/<model>``), scored on all folds' predictions pooled.
+``--jobs N`` trains N base runs (models x folds) side by
 side once every feature is extracted, as ``crabser crossval --jobs`` does with folds.
 """
 
@@ -54,7 +54,8 @@ class ForestConfig(BaseModel):
     min_samples_leaf: int = 10
     min_samples_split: int = 10
     folds: int = 5
-    per_class: int | None = None  #: class-balanced subset size per class (None = the smallest class)
+    #: class-balanced subset size per class (None = the smallest class)
+    per_class: int | None = None
     seed: int = 0
 
 
@@ -80,22 +81,36 @@ def load_stack_config(path: str | Path) -> StackConfig:
     return stack
 
 
-def base_config(stack: StackConfig, model: str, overrides: list[str] | None = None, fold: int | None = None) -> RunConfig:
+def base_config(
+    stack: StackConfig, model: str, overrides: list[str] | None = None, fold: int | None = None
+) -> RunConfig:
     """The run config of one base model (of one fold when the base config uses folds)."""
     name = f"{stack.name}/{model}" if fold is None else f"{stack.name}/fold{fold}/{model}"
-    config = load_config(stack.base, [*stack.overrides, *(overrides or []), *stack.models[model], f"name={name}"])
-    if fold is not None:  # the fold's manifest, written by run_stack, with its train / val / test split
+    config = load_config(
+        stack.base, [*stack.overrides, *(overrides or []), *stack.models[model], f"name={name}"]
+    )
+    if (
+        fold is not None
+    ):  # the fold's manifest, written by run_stack, with its train / val / test split
         manifest = str(config.run_dir / "manifest.csv")
-        config = config.model_copy(update={"data": config.data.model_copy(update={"protocol": "given", "manifest": manifest})})
+        config = config.model_copy(
+            update={
+                "data": config.data.model_copy(update={"protocol": "given", "manifest": manifest})
+            }
+        )
     if config.train.refit:
         raise ConfigError(
-            f"base model {model!r}: train.refit trains on the validation split, so its val logits (fit_on: val, "
-            "and the val scores of the stack) would be in-sample; set train.refit: false for stacking"
+            f"base model {model!r}: train.refit trains on the validation split, so its val logits "
+            "(fit_on: val, "
+            "and the val scores of the stack) would be in-sample; set train.refit: false for "
+            "stacking"
         )
     return config
 
 
-def split_logits(module, config: RunConfig, manifest, encoders: dict, split: str) -> tuple[list[str], np.ndarray, np.ndarray]:
+def split_logits(
+    module, config: RunConfig, manifest, encoders: dict, split: str
+) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Ids, logits ``(n, classes)`` and label indices of a split from a run's loaded ``module``."""
     from crabser.pipeline import split_loader
 
@@ -114,7 +129,10 @@ def _scores(labels: np.ndarray, predictions: np.ndarray, names: list[str], subse
 
     metrics = compute_metrics(labels, predictions, names)
     boot = balanced_bootstrap(labels, predictions, n_subsets=subsets)
-    return {k: metrics[k] for k in ("war", "uar", "macro_f1")} | {"balanced_macro_f1": boot["macro_f1_mean"], "balanced_ci": boot["macro_f1_ci"]}
+    return {k: metrics[k] for k in ("war", "uar", "macro_f1")} | {
+        "balanced_macro_f1": boot["macro_f1_mean"],
+        "balanced_ci": boot["macro_f1_ci"],
+    }
 
 
 def _base_outputs(config: RunConfig, manifest, encoders: dict) -> dict[str, tuple]:
@@ -127,7 +145,8 @@ def _base_outputs(config: RunConfig, manifest, encoders: dict) -> dict[str, tupl
 
 
 def _aligned(outputs: dict[str, dict[str, tuple]], models: list[str]) -> tuple[dict, dict, dict]:
-    """Per split: the utterances every base model scored (ids), their concatenated logits, labels."""
+    """Per split: the utterances every base model scored (ids), their concatenated logits,
+    labels."""
     ids, features, truths = {}, {}, {}
     for split in SPLITS:
         common = sorted(set.intersection(*(set(outputs[m][split][0]) for m in models)))
@@ -173,10 +192,14 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
             if fold is None:
                 manifest_k = pipeline.prepare(config)
             else:
-                manifest_k = fold_split(manifest, fold, first.data.val_speakers_per_fold, first.data.seed)
+                manifest_k = fold_split(
+                    manifest, fold, first.data.val_speakers_per_fold, first.data.seed
+                )
             model_labels = pipeline.run_labels(config, manifest_k)
             if labels is not None and model_labels != labels:
-                raise CrabserError(f"base model {model!r} has classes {model_labels}, the others {labels}")
+                raise CrabserError(
+                    f"base model {model!r} has classes {model_labels}, the others {labels}"
+                )
             labels = model_labels
             if not config.train.finetune:
                 pipeline.extract_features(config, manifest_k, encoders(config))
@@ -184,10 +207,16 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
 
     def report(key: tuple) -> None:
         fold, model = key
-        log.info("base model %s%s trained and tested (or read back)", model, "" if fold is None else f" (fold {fold})")
+        log.info(
+            "base model %s%s trained and tested (or read back)",
+            model,
+            "" if fold is None else f" (fold {fold})",
+        )
 
     pipeline.train_and_test_runs(runs, encoders, jobs, on_done=report)
-    pooled: dict[str, dict[str, list]] = {split: {"truth": [], **{m: [] for m in [*models, "stack"]}} for split in ("val", "test")}
+    pooled: dict[str, dict[str, list]] = {
+        split: {"truth": [], **{m: [] for m in [*models, "stack"]}} for split in ("val", "test")
+    }
     forests, oof = [], []
     for fold in folds:
         outputs = {}
@@ -203,11 +232,18 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
         for split in ("val", "test"):
             pooled[split]["truth"].append(truths[split])
             for k, model in enumerate(models):
-                pooled[split][model].append(features[split][:, k * width : (k + 1) * width].argmax(1))
+                pooled[split][model].append(
+                    features[split][:, k * width : (k + 1) * width].argmax(1)
+                )
             pooled[split]["stack"].append(forest.predict_proba(features[split]).argmax(1))
     table = {
         name: {
-            split: _scores(np.concatenate(pooled[split]["truth"]), np.concatenate(pooled[split][name]), labels, stack.bootstrap_subsets)
+            split: _scores(
+                np.concatenate(pooled[split]["truth"]),
+                np.concatenate(pooled[split][name]),
+                labels,
+                stack.bootstrap_subsets,
+            )
             for split in ("val", "test")
         }
         for name in [*models, "stack"]
@@ -217,9 +253,14 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
         with atomic_path(out / "stack.joblib") as tmp:
             joblib.dump(forests[0], tmp)
     summary = {
-        "labels": labels, "folder": str(out), "models": {m: str(runs[folds[0], m][0].run_dir) for m in models},
-        "folds": len(folds) if folds != [None] else None, "fit_on": stack.fit_on,
-        "forest": asdict(forests[0].settings), "out_of_fold_macro_f1": float(np.mean(oof)), "metrics": table,
+        "labels": labels,
+        "folder": str(out),
+        "models": {m: str(runs[folds[0], m][0].run_dir) for m in models},
+        "folds": len(folds) if folds != [None] else None,
+        "fit_on": stack.fit_on,
+        "forest": asdict(forests[0].settings),
+        "out_of_fold_macro_f1": float(np.mean(oof)),
+        "metrics": table,
         "git_commit": pipeline.git_commit(),
     }
     with atomic_path(out / "stack.json") as tmp:
@@ -230,15 +271,25 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
 
 
 def stacking_markdown(table: dict) -> str:
-    """Base models and the stack: Macro-F1 and balanced-bootstrap Macro-F1 on val and test, UAR on test."""
+    """Base models and the stack: Macro-F1 and balanced-bootstrap Macro-F1 on val and test, UAR on
+    test."""
     lines = [
-        "| model | val Macro-F1 | val balanced F1 [95 % interval] | test Macro-F1 | test balanced F1 [95 % interval] | test UAR |",
+        (
+            "| model | val Macro-F1 | val balanced F1 [95 % interval] | test Macro-F1 "
+            "| test balanced F1 [95 % interval] | test UAR |"
+        ),
         "|---|---|---|---|---|---|",
     ]
     for model, scores in table.items():
         cells = []
         for split in ("val", "test"):
             s = scores[split]
-            cells += [f"{s['macro_f1']:.4f}", f"{s['balanced_macro_f1']:.4f} [{s['balanced_ci'][0]:.3f}, {s['balanced_ci'][1]:.3f}]"]
+            cells += [
+                f"{s['macro_f1']:.4f}",
+                (
+                    f"{s['balanced_macro_f1']:.4f} [{s['balanced_ci'][0]:.3f}, "
+                    f"{s['balanced_ci'][1]:.3f}]"
+                ),
+            ]
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {scores['test']['uar']:.4f} |")
     return "\n".join(lines) + "\n"

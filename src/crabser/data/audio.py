@@ -1,12 +1,13 @@
-"""Robust audio decoding: bounded block-wise decode, down-mix to mono, soxr resampling, named errors.
+"""Robust audio decoding: bounded block-wise decode, down-mix to mono, soxr resampling, named
+errors.
 
 Inputs (:data:`AudioInput`): a file path, the bytes of an audio file (an upload), or a numpy array
 with its sample rate (``(wave, rate)`` or ``sample_rate=``). Arrays are ``(samples,)`` or
 ``(samples, channels)`` as soundfile returns them; ``(channels, samples)`` with at most 8 channels
 is recognised and transposed. Signed integer arrays are scaled to [-1, 1); unsigned ones (8-bit WAV
-convention) are centred first (``(x - 2^(bits-1)) / 2^(bits-1)``), so they carry no DC offset. A float
-array that peaks above :data:`FLOAT_SCALE_WARNING` (an int16-scale array passed as float) is used as
-it is, with a warning (:class:`AudioScaleWarning`).
+convention) are centred first (``(x - 2^(bits-1)) / 2^(bits-1)``), so they carry no DC offset. A
+float array that peaks above :data:`FLOAT_SCALE_WARNING` (an int16-scale array passed as float) is
+used as it is, with a warning (:class:`AudioScaleWarning`).
 
 Video and compressed containers (``.mp4``, ``.mkv``, ``.m4a``, ``.webm``, ``.aac``: MELD's clips, a
 browser's microphone recording) are decoded with PyAV, which ships its own FFmpeg
@@ -55,19 +56,21 @@ CONTAINER_SUFFIXES = (".mp4", ".mkv", ".m4a", ".webm", ".aac", ".mov")
 #: (400 samples at 16 kHz). A shorter clip gives those encoders zero frames (and a NaN loss for its
 #: whole batch), so it is refused with :func:`_length_problem`'s message.
 MIN_DURATION_S = 0.025
-#: Accepted sample rates, Hz; others are refused before decoding (a 10 Hz header means 1600x upsampling).
+#: Accepted sample rates, Hz; others are refused before decoding (a 10 Hz header means 1600x
+#: upsampling).
 MIN_RATE, MAX_RATE = 1000, 768_000
 #: Samples (frames x channels) decoded per read: bounds the decode buffer (1 MiB of float32).
 BLOCK_SAMPLES = 1 << 18
-#: Frames per read of a file of unknown length (the read that passes its end fails: at most this many
-#: frames at the end are lost, 64 ms at 16 kHz).
+#: Frames per read of a file of unknown length (the read that passes its end fails: at most this
+#: many frames at the end are lost, 64 ms at 16 kHz).
 UNKNOWN_LENGTH_FRAMES = 1024
 #: A header claiming more seconds than this is not trusted (read until the limit instead).
 HEADER_TRUST_SECONDS = 7 * 24 * 3600.0
 #: The output buffer is first allocated for at most this many seconds (a header's claim is not an
 #: allocation request); it grows as samples actually arrive.
 FIRST_BUFFER_SECONDS = 600.0
-#: A float array peaking above this is probably at integer scale (e.g. int16 as float): warned about.
+#: A float array peaking above this is probably at integer scale (e.g. int16 as float): warned
+#: about.
 FLOAT_SCALE_WARNING = 2.0
 #: What :func:`decode_audio` accepts.
 AudioInput = str | Path | bytes | np.ndarray | tuple[np.ndarray, int]
@@ -75,7 +78,8 @@ _SOUNDFILE_ERRORS = (sf.LibsndfileError, RuntimeError, TypeError, ValueError)
 
 
 class AudioTooLong(AudioError):
-    """Audio longer than the caller's ``max_seconds`` (known from the header, or found while decoding)."""
+    """Audio longer than the caller's ``max_seconds`` (known from the header, or found while
+    decoding)."""
 
 
 class ImplausibleRate(AudioError):
@@ -92,7 +96,8 @@ class AudioScaleWarning(UserWarning):
 
 @dataclass
 class _Opened:
-    """An opened input: its rate, its trusted duration (None: unknown) and its mono blocks at ``rate``."""
+    """An opened input: its rate, its trusted duration (None: unknown) and its mono blocks at
+    ``rate``."""
 
     rate: int
     seconds: float | None
@@ -122,10 +127,11 @@ def decode_audio(
     silence_peak: float = SILENCE_PEAK,
     max_seconds: float | None = None,
 ) -> np.ndarray:
-    """Any :data:`AudioInput` to mono float32 at ``target_rate``; AudioError names ``name`` (or the path).
+    """Any :data:`AudioInput` to mono float32 at ``target_rate``; AudioError names ``name`` (or the
+    path).
 
-    ``max_seconds`` bounds the decoded duration (and so the memory): longer input raises AudioTooLong
-    without being decoded past the limit."""
+    ``max_seconds`` bounds the decoded duration (and so the memory): longer input raises
+    AudioTooLong without being decoded past the limit."""
     if isinstance(source, (str, Path)):
         return load_audio(source, target_rate, silence_peak, max_seconds)
     if isinstance(source, tuple):
@@ -141,7 +147,10 @@ def decode_audio(
         frames = _as_frames(source, label)
         opened = _Opened(rate, len(frames) / rate, iter([frames.mean(axis=1)]))
     else:
-        raise AudioError(name or type(source).__name__, "not audio: pass a path, bytes, or a numpy array with its sample rate")
+        raise AudioError(
+            name or type(source).__name__,
+            "not audio: pass a path, bytes, or a numpy array with its sample rate",
+        )
     return _collect(opened, label, target_rate, max_seconds, silence_peak)
 
 
@@ -153,19 +162,28 @@ def _check_file(path: Path) -> None:
 
 
 def _checked_rate(sample_rate: object, label: object) -> int:
-    """A plausible integer sample rate, or AudioError (NaN, infinite, text, fractional, out of range)."""
+    """A plausible integer sample rate, or AudioError (NaN, infinite, text, fractional, out of
+    range)."""
     if sample_rate is None:
         raise AudioError(label, "a numpy array needs its sample rate (sample_rate=...)")
     if isinstance(sample_rate, (str, bytes)):
-        raise ImplausibleRate(label, f"the sample rate must be a number of Hz, got the text {sample_rate!r}")
+        raise ImplausibleRate(
+            label, f"the sample rate must be a number of Hz, got the text {sample_rate!r}"
+        )
     try:
         rate = float(sample_rate)  # type: ignore[arg-type]
     except (TypeError, ValueError, OverflowError):
-        raise ImplausibleRate(label, f"the sample rate must be a number of Hz, got {sample_rate!r}") from None
+        raise ImplausibleRate(
+            label, f"the sample rate must be a number of Hz, got {sample_rate!r}"
+        ) from None
     if not math.isfinite(rate) or rate != int(rate) or isinstance(sample_rate, bool):
-        raise ImplausibleRate(label, f"the sample rate must be a whole number of Hz, got {sample_rate!r}")
+        raise ImplausibleRate(
+            label, f"the sample rate must be a whole number of Hz, got {sample_rate!r}"
+        )
     if not MIN_RATE <= rate <= MAX_RATE:
-        raise ImplausibleRate(label, f"implausible sample rate {int(rate)} Hz (accepted: {MIN_RATE} to {MAX_RATE} Hz)")
+        raise ImplausibleRate(
+            label, f"implausible sample rate {int(rate)} Hz (accepted: {MIN_RATE} to {MAX_RATE} Hz)"
+        )
     return int(rate)
 
 
@@ -189,8 +207,11 @@ def _as_frames(array: np.ndarray, label: str) -> np.ndarray:
     finite = array[np.isfinite(array)]
     if finite.size and float(np.abs(finite).max()) > FLOAT_SCALE_WARNING:
         warnings.warn(
-            f"{label}: float samples peak at {float(np.abs(finite).max()):g}, far above full scale 1.0"
-            " (integer scale? divide by 32768 for int16); used as they are", AudioScaleWarning, stacklevel=4,
+            f"{label}: float samples peak at {float(np.abs(finite).max()):g}, far above full scale "
+            "1.0"
+            " (integer scale? divide by 32768 for int16); used as they are",
+            AudioScaleWarning,
+            stacklevel=4,
         )
     return array
 
@@ -205,30 +226,38 @@ def _open_path(path: Path) -> _Opened:
 
 
 def _open_bytes(data: bytes, label: str) -> _Opened:
-    """The bytes of an audio file: soundfile first (WAV, FLAC, OGG, MP3), then PyAV (WebM, MP4, ...)."""
+    """The bytes of an audio file: soundfile first (WAV, FLAC, OGG, MP3), then PyAV (WebM, MP4,
+    ...)."""
     if not data:
         raise AudioError(label, "empty file (0 bytes)")
     try:
         return _open_soundfile(io.BytesIO(data), label)
     except _SOUNDFILE_ERRORS as error:
         libsndfile_error = error
-    if importlib.util.find_spec("av") is None:  # no FFmpeg to try: libsndfile's answer is the answer
+    if (
+        importlib.util.find_spec("av") is None
+    ):  # no FFmpeg to try: libsndfile's answer is the answer
         raise AudioError(label, f"not audio or an unsupported format ({libsndfile_error})")
     try:
         return _open_container(io.BytesIO(data), label)
     except (AudioTooLong, ImplausibleRate):
         raise
     except AudioError:
-        raise AudioError(label, "not audio or an unsupported format (neither libsndfile nor FFmpeg can decode it)") from None
+        raise AudioError(
+            label,
+            "not audio or an unsupported format (neither libsndfile nor FFmpeg can decode it)",
+        ) from None
 
 
 def _trusted_seconds(seconds: float | None) -> float | None:
-    """A header's duration if it is believable (known, positive, under HEADER_TRUST_SECONDS), else None."""
+    """A header's duration if it is believable (known, positive, under HEADER_TRUST_SECONDS), else
+    None."""
     return seconds if seconds is not None and 0 < seconds <= HEADER_TRUST_SECONDS else None
 
 
 def _open_soundfile(source, label: object) -> _Opened:
-    """Open with libsndfile (raises its errors for the caller) and check the rate before any decoding."""
+    """Open with libsndfile (raises its errors for the caller) and check the rate before any
+    decoding."""
     audio = sf.SoundFile(source)
     try:
         rate = _checked_rate(audio.samplerate, label)
@@ -239,8 +268,11 @@ def _open_soundfile(source, label: object) -> _Opened:
     return _Opened(rate, seconds, _soundfile_blocks(audio, label, known_length=seconds is not None))
 
 
-def _soundfile_blocks(audio: sf.SoundFile, label: object, known_length: bool = True) -> Iterator[np.ndarray]:
-    """Mono float32 blocks of an open SoundFile, at most :data:`BLOCK_SAMPLES` samples over all channels per read.
+def _soundfile_blocks(
+    audio: sf.SoundFile, label: object, known_length: bool = True
+) -> Iterator[np.ndarray]:
+    """Mono float32 blocks of an open SoundFile, at most :data:`BLOCK_SAMPLES` samples over all
+    channels per read.
 
     Of unknown length (a streaming FLAC encoder writes 0), libsndfile fails on the read that passes
     the end: such a file is read in :data:`UNKNOWN_LENGTH_FRAMES` blocks and that failure ends the
@@ -253,13 +285,23 @@ def _soundfile_blocks(audio: sf.SoundFile, label: object, known_length: bool = T
             try:
                 block = audio.read(step, dtype="float32", always_2d=True)
             except _SOUNDFILE_ERRORS as error:
-                if step > UNKNOWN_LENGTH_FRAMES and _seek(audio, read):  # a read past a cut end fails whole:
+                if step > UNKNOWN_LENGTH_FRAMES and _seek(
+                    audio, read
+                ):  # a read past a cut end fails whole:
                     step = UNKNOWN_LENGTH_FRAMES  # go on in small reads to keep what is there
                     continue
-                if read and known_length:  # data cut short (a truncated FLAC loses sync): keep what is there
-                    warnings.warn(f"{label}: the audio data ends early ({error}); using the "
-                                  f"{read / audio.samplerate:.2f} s decoded", AudioTruncatedWarning, stacklevel=2)
-                if read:  # of unknown length, this read passed the end: the normal end of the stream
+                if (
+                    read and known_length
+                ):  # data cut short (a truncated FLAC loses sync): keep what is there
+                    warnings.warn(
+                        f"{label}: the audio data ends early ({error}); using the "
+                        f"{read / audio.samplerate:.2f} s decoded",
+                        AudioTruncatedWarning,
+                        stacklevel=2,
+                    )
+                if (
+                    read
+                ):  # of unknown length, this read passed the end: the normal end of the stream
                     return
                 raise AudioError(label, f"corrupt audio ({error})") from None
             read += len(block)
@@ -283,7 +325,9 @@ def _open_container(source, label: object) -> _Opened:
     try:
         import av
     except ImportError:
-        raise AudioError(label, "decoding this container needs PyAV: pip install 'crabser[video]'") from None
+        raise AudioError(
+            label, "decoding this container needs PyAV: pip install 'crabser[video]'"
+        ) from None
     try:
         container = av.open(source if not isinstance(source, Path) else str(source))
     except (av.error.FFmpegError, UnicodeDecodeError, ValueError) as error:
@@ -297,10 +341,17 @@ def _open_container(source, label: object) -> _Opened:
     except AudioError:
         container.close()
         raise
-    seconds = float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    seconds = (
+        float(stream.duration * stream.time_base) if stream.duration and stream.time_base else None
+    )
     if seconds is None and container.duration:
         seconds = container.duration / av.time_base
-    return _Opened(rate, _trusted_seconds(seconds), _container_blocks(container, stream, rate, label), streamable=False)
+    return _Opened(
+        rate,
+        _trusted_seconds(seconds),
+        _container_blocks(container, stream, rate, label),
+        streamable=False,
+    )
 
 
 def _container_blocks(container, stream, rate: int, label: object) -> Iterator[np.ndarray]:
@@ -328,13 +379,19 @@ class _Growing:
 
     def __init__(self, capacity: int, ceiling: int | None = None) -> None:
         self.ceiling = ceiling
-        self.data = np.empty(max(1, capacity if ceiling is None else min(capacity, ceiling)), dtype=np.float32)
+        self.data = np.empty(
+            max(1, capacity if ceiling is None else min(capacity, ceiling)), dtype=np.float32
+        )
         self.size = 0
 
     def append(self, chunk: np.ndarray) -> None:
         end = self.size + len(chunk)
         if end > len(self.data):
-            grown = 2 * len(self.data) if self.ceiling is None else min(2 * len(self.data), self.ceiling)
+            grown = (
+                2 * len(self.data)
+                if self.ceiling is None
+                else min(2 * len(self.data), self.ceiling)
+            )
             self.data.resize(max(end, grown), refcheck=False)
         self.data[self.size : end] = chunk
         self.size = end
@@ -348,11 +405,16 @@ def _too_long(label: object, seconds: float | None, max_seconds: float) -> Audio
     if seconds is None:  # no trusted length: decoding stopped at the limit
         why = "its header gives no length one can trust; decoding stopped at the limit"
         return AudioTooLong(label, f"audio runs over the limit of {max_seconds:g} s ({why})")
-    return AudioTooLong(label, f"audio is {seconds:.1f} s long, over the limit of {max_seconds:g} s")
+    return AudioTooLong(
+        label, f"audio is {seconds:.1f} s long, over the limit of {max_seconds:g} s"
+    )
 
 
-def _collect(opened: _Opened, label: object, target_rate: int, max_seconds: float | None, silence_peak: float) -> np.ndarray:
-    """Read, check and resample an opened input's blocks into one mono float32 wave at ``target_rate``.
+def _collect(
+    opened: _Opened, label: object, target_rate: int, max_seconds: float | None, silence_peak: float
+) -> np.ndarray:
+    """Read, check and resample an opened input's blocks into one mono float32 wave at
+    ``target_rate``.
 
     The checks every input passes: not longer than ``max_seconds`` (from a trusted header at once,
     else stopping at the limit), finite samples, long enough, not silent."""
@@ -364,7 +426,11 @@ def _collect(opened: _Opened, label: object, target_rate: int, max_seconds: floa
         expected = min(opened.seconds or max_seconds or 0.0, FIRST_BUFFER_SECONDS) or 1.0
         ceiling = None if max_seconds is None else math.ceil(max_seconds * target_rate) + 64
         out = _Growing(int(expected * target_rate) + 64, ceiling)
-        resampler = None if rate == target_rate else soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+        resampler = (
+            None
+            if rate == target_rate
+            else soxr.ResampleStream(rate, target_rate, 1, dtype="float32", quality="HQ")
+        )
         read, peak = 0, 0.0
         for mono in blocks:
             read += len(mono)
@@ -390,8 +456,12 @@ def _length_problem(samples: int, rate: int) -> str | None:
     if samples == 0:
         return "empty audio (0 samples)"
     if samples < math.ceil(MIN_DURATION_S * rate - 1e-9):
-        return (f"audio too short ({samples} samples, {1000 * samples / rate:.1f} ms): speech encoders need at "
-                f"least {1000 * MIN_DURATION_S:g} ms ({math.ceil(MIN_DURATION_S * 16000)} samples at 16 kHz)")
+        return (
+            f"audio too short ({samples} samples, {1000 * samples / rate:.1f} ms): speech encoders "
+            "need at "
+            f"least {1000 * MIN_DURATION_S:g} ms ({math.ceil(MIN_DURATION_S * 16000)} samples at "
+            "16 kHz)"
+        )
     return None
 
 
@@ -413,12 +483,14 @@ def stream_audio(
 ) -> tuple[Iterator[np.ndarray], float]:
     """Mono float32 blocks at ``target_rate`` of a long file, read and resampled block by block.
 
-    Returns the block iterator and the duration in seconds. Memory stays bounded by the block size
-    for formats libsndfile reads with a trustworthy length (WAV, FLAC, OGG, MP3); containers (PyAV)
-    and files of unknown length are decoded whole first, bounded by ``max_seconds``. Longer audio
-    than ``max_seconds`` raises AudioTooLong: before any block is read when the header says so, else
-once decoding reaches the limit. Blocks are not checked for
-    silence (a silent stretch of a long recording is normal), but NaN / infinite samples raise AudioError.
+        Returns the block iterator and the duration in seconds. Memory stays bounded by the block
+        size for formats libsndfile reads with a trustworthy length (WAV, FLAC, OGG, MP3);
+        containers (PyAV) and files of unknown length are decoded whole first, bounded by
+        ``max_seconds``. Longer audio than ``max_seconds`` raises AudioTooLong: before any block is
+        read when the header says so, else
+    once decoding reaches the limit. Blocks are not checked for
+        silence (a silent stretch of a long recording is normal), but NaN / infinite samples raise
+        AudioError.
     """
     label = name or (str(source) if isinstance(source, (str, Path)) else "<upload>")
     if isinstance(source, (str, Path)):
@@ -440,16 +512,25 @@ once decoding reaches the limit. Blocks are not checked for
     return _stream_blocks(opened, label, target_rate, block_seconds), opened.seconds
 
 
-def _stream_blocks(opened: _Opened, label: object, target_rate: int, block_seconds: float) -> Iterator[np.ndarray]:
-    """An opened file's mono blocks resampled to ``target_rate`` and regrouped to about ``block_seconds``;
+def _stream_blocks(
+    opened: _Opened, label: object, target_rate: int, block_seconds: float
+) -> Iterator[np.ndarray]:
+    """An opened file's mono blocks resampled to ``target_rate`` and regrouped to about
+    ``block_seconds``;
     stops (AudioTooLong) if the file holds more than its header said."""
-    resampler = None if opened.rate == target_rate else soxr.ResampleStream(opened.rate, target_rate, 1, dtype="float32")
+    resampler = (
+        None
+        if opened.rate == target_rate
+        else soxr.ResampleStream(opened.rate, target_rate, 1, dtype="float32")
+    )
     step, pending, size, read = max(1, int(block_seconds * target_rate)), [], 0, 0
     limit = int(opened.seconds * opened.rate) + BLOCK_SAMPLES  # type: ignore[operator]
     for mono in opened.blocks:
         read += len(mono)
         if read > limit:
-            raise AudioTooLong(label, f"holds more audio than its header says ({opened.seconds:.1f} s)")
+            raise AudioTooLong(
+                label, f"holds more audio than its header says ({opened.seconds:.1f} s)"
+            )
         if not np.isfinite(mono).all():
             raise AudioError(label, "corrupt audio (NaN or infinite samples)")
         pending.append(mono if resampler is None else resampler.resample_chunk(mono))

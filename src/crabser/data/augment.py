@@ -14,9 +14,13 @@ import numpy as np
 
 
 def energy_adaptive_mixup(
-    x_i: np.ndarray, x_j: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float] = (-5.0, 10.0)
+    x_i: np.ndarray,
+    x_j: np.ndarray,
+    rng: np.random.Generator,
+    snr_db: tuple[float, float] = (-5.0, 10.0),
 ) -> tuple[np.ndarray, float]:
-    """``(x_mix, lambda)``: ``x_i`` with an SNR-scaled segment of ``x_j`` added; ``lambda`` weighs ``y_j``."""
+    """``(x_mix, lambda)``: ``x_i`` with an SNR-scaled segment of ``x_j`` added; ``lambda`` weighs
+    ``y_j``."""
     length = min(len(x_i), len(x_j)) // 2
     if length < 2:
         return x_i.copy(), 0.0
@@ -24,7 +28,10 @@ def energy_adaptive_mixup(
     s_i = int(rng.integers(0, len(x_i) - l_mix + 1))
     s_j = int(rng.integers(0, len(x_j) - l_mix + 1))
     seg_i, seg_j = x_i[s_i : s_i + l_mix], x_j[s_j : s_j + l_mix]
-    p_i, p_j = float(np.mean(seg_i.astype(np.float64) ** 2)), float(np.mean(seg_j.astype(np.float64) ** 2))
+    p_i, p_j = (
+        float(np.mean(seg_i.astype(np.float64) ** 2)),
+        float(np.mean(seg_j.astype(np.float64) ** 2)),
+    )
     if p_i <= 0.0 or p_j <= 0.0:  # silence on either side: nothing sensible to mix
         return x_i.copy(), 0.0
     snr = float(rng.uniform(*snr_db))

@@ -1,6 +1,7 @@
 """The manifest: one row per utterance, the common currency between corpora, features and training.
 
-Required columns: ``id``, ``audio`` (path), ``label``. Optional known columns: ``text``, ``speaker``,
+Required columns: ``id``, ``audio`` (path), ``label``. Optional known columns: ``text``,
+``speaker``,
 ``split`` (train / val / test), ``fold``. Any other column is kept as a free extra column.
 Relative audio paths are resolved against the manifest file's folder when read from disk.
 """
@@ -45,9 +46,7 @@ class Manifest:
             raise ManifestError("manifest has no 'split' column; assign a protocol first")
         return Manifest(self.frame[self.frame["split"] == split].reset_index(drop=True))
 
-    def validate(
-        self, labels: Sequence[str] | None = None, check_files: bool = True
-    ) -> Manifest:
+    def validate(self, labels: Sequence[str] | None = None, check_files: bool = True) -> Manifest:
         """Check ids are unique, labels are known and audio files exist; raise listing bad rows."""
         problems: list[str] = []
         frame = self.frame
@@ -58,7 +57,9 @@ class Manifest:
         if len(empty_label):
             problems.append(_rows("missing labels", empty_label, "id"))
         if labels is not None:
-            unknown = frame[~frame["label"].isin(list(labels)) & ~frame.index.isin(empty_label.index)]
+            unknown = frame[
+                ~frame["label"].isin(list(labels)) & ~frame.index.isin(empty_label.index)
+            ]
             if len(unknown):
                 problems.append(
                     _rows(f"unknown labels (allowed: {', '.join(labels)})", unknown, "label")
@@ -92,7 +93,10 @@ def _normalise(frame: pd.DataFrame) -> pd.DataFrame:
 
 
 def _rows(title: str, rows: pd.DataFrame, column: str) -> str:
-    listed = [f"  row {i}: id={r['id']!r} {column}={r[column]!r}" for i, r in rows.head(_MAX_LISTED_ROWS).iterrows()]
+    listed = [
+        f"  row {i}: id={r['id']!r} {column}={r[column]!r}"
+        for i, r in rows.head(_MAX_LISTED_ROWS).iterrows()
+    ]
     more = len(rows) - _MAX_LISTED_ROWS
     if more > 0:
         listed.append(f"  ... and {more} more")
@@ -109,7 +113,9 @@ def read_manifest(
     if path.suffix == ".parquet":
         frame = pd.read_parquet(path)
     elif path.suffix in (".csv", ".tsv"):
-        frame = read_csv_utf8(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+        frame = read_csv_utf8(
+            path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False
+        )
         if "text" in frame:
             frame["text"] = frame["text"].where(frame["text"] != "", None)
     else:
@@ -120,7 +126,8 @@ def read_manifest(
         raise ManifestError(f"{path}: {error}") from None
     base = path.parent
     manifest.frame["audio"] = [
-        p if not p or Path(p).is_absolute() else str((base / p).resolve()) for p in manifest.frame["audio"]
+        p if not p or Path(p).is_absolute() else str((base / p).resolve())
+        for p in manifest.frame["audio"]
     ]
     return manifest.validate(labels=labels, check_files=check_files)
 

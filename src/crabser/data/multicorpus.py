@@ -31,7 +31,10 @@ def join_corpora(sources: Sequence[Any]) -> Manifest:
     names = [source.name or source.corpus for source in sources]
     repeated = sorted({name for name in names if names.count(name) > 1})
     if repeated:
-        raise ManifestError(f"data.corpora names {repeated} more than once: list each corpus once, or give each source its own name")
+        raise ManifestError(
+            f"data.corpora names {repeated} more than once: list each corpus once, or give each "
+            "source its own name"
+        )
     for source, name in zip(sources, names):
         frame = get_adapter(source.corpus)(source.root, **source.options).frame.copy()
         frame["corpus"] = name
@@ -42,28 +45,41 @@ def join_corpora(sources: Sequence[Any]) -> Manifest:
     joined = pd.concat(frames, ignore_index=True)
     clashes = joined.loc[joined["id"].duplicated(keep=False)]
     if len(clashes):
-        roots = sorted({str(source.root) for source, name in zip(sources, names) if name in set(clashes["corpus"])})
+        roots = sorted(
+            {
+                str(source.root)
+                for source, name in zip(sources, names)
+                if name in set(clashes["corpus"])
+            }
+        )
         raise ManifestError(
-            f"{clashes['id'].nunique()} utterance ids occur more than once in {', '.join(roots)} (e.g. {clashes['id'].iloc[0]!r}); "
+            f"{clashes['id'].nunique()} utterance ids occur more than once in {', '.join(roots)} "
+            f"(e.g. {clashes['id'].iloc[0]!r}); "
             "ids must be unique across data.corpora"
         )
     return Manifest(joined)
 
 
 def apply_label_map(manifest: Manifest, label_map: Mapping[str, str | None]) -> Manifest:
-    """``manifest`` with each label in ``label_map`` renamed to its value, or its rows dropped (None)."""
+    """``manifest`` with each label in ``label_map`` renamed to its value, or its rows dropped
+    (None)."""
     if not label_map:
         return manifest
     frame = manifest.frame
     present = set(frame["label"].unique())
     unknown = sorted(set(label_map) - present)
     if len(unknown) == len(label_map):  # not one key matches: a misspelling, or the wrong corpus
-        raise ManifestError(f"data.label_map names labels no corpus has: {unknown}; the labels are {sorted(present)}")
+        raise ManifestError(
+            f"data.label_map names labels no corpus has: {unknown}; the labels are "
+            f"{sorted(present)}"
+        )
     if unknown:  # a map shared by several corpora: a key another corpus needs
         log.info("data.label_map: no utterance labelled %s here", ", ".join(unknown))
     dropped = [label for label, new in label_map.items() if new is None]
     frame = frame[~frame["label"].isin(dropped)].copy()
-    frame["label"] = frame["label"].replace({old: new for old, new in label_map.items() if new is not None})
+    frame["label"] = frame["label"].replace(
+        {old: new for old, new in label_map.items() if new is not None}
+    )
     if frame.empty:
         raise ManifestError("data.label_map drops every utterance")
     return Manifest(frame.reset_index(drop=True))

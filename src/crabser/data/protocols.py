@@ -5,7 +5,8 @@ reproducible and the validation set never comes from the test speakers), or draw
 Group k-fold: a ``fold`` column by speaker or session (leave-one-group-out when k is not given);
 :func:`fold_split` turns one fold into test and carves validation speakers from the other folds.
 Official splits (MELD, MSP-Podcast) come from the corpus adapter (protocol ``given``).
-Random split (protocol ``random``): for corpora without speakers (a ``folder`` of ``<label>/<clip>``);
+Random split (protocol ``random``): for corpora without speakers (a ``folder`` of
+``<label>/<clip>``);
 each class is shuffled by seed and cut into test / val / train shares, so every class is in every
 split it is big enough for. It is not speaker-independent, and a warning says so.
 
@@ -38,7 +39,8 @@ def speaker_holdout(
     no_speaker = frame[frame["speaker"] == ""] if "speaker" in frame else frame
     if len(no_speaker):
         raise ManifestError(
-            f"speaker_holdout needs a speaker on every row; {len(no_speaker)} rows have none (e.g. {no_speaker['id'].iloc[0]!r}): "
+            f"speaker_holdout needs a speaker on every row; {len(no_speaker)} rows have none (e.g. "
+            f"{no_speaker['id'].iloc[0]!r}): "
             "give speakers (folder corpus: <label>/<speaker>/<clip>) or set data.protocol: random"
         )
     speakers = sorted(frame["speaker"].unique())
@@ -62,11 +64,16 @@ def speaker_holdout(
     return warn_empty_training_classes(Manifest(frame))
 
 
-def random_split(manifest: Manifest, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0) -> Manifest:
+def random_split(
+    manifest: Manifest, val_fraction: float = 0.1, test_fraction: float = 0.1, seed: int = 0
+) -> Manifest:
     """A stratified random split: per class, ``test_fraction`` of the rows (rounded) test,
     ``val_fraction`` val, the rest train (at least one row of a class stays in train)."""
     if val_fraction < 0 or test_fraction < 0 or val_fraction + test_fraction >= 1:
-        raise ManifestError(f"random split: val ({val_fraction}) and test ({test_fraction}) fractions must add up to less than 1")
+        raise ManifestError(
+            f"random split: val ({val_fraction}) and test ({test_fraction}) fractions must add up "
+            "to less than 1"
+        )
     frame = manifest.frame.copy()
     frame["split"] = "train"
     rng = np.random.default_rng(seed)
@@ -81,21 +88,30 @@ def random_split(manifest: Manifest, val_fraction: float = 0.1, test_fraction: f
 
 
 def empty_training_classes(manifest: Manifest, labels: Sequence[str] | None = None) -> list[str]:
-    """Classes (``labels``, else every label of the manifest) with no utterance in the train split."""
+    """Classes (``labels``, else every label of the manifest) with no utterance in the train
+    split."""
     frame = manifest.frame
     trained = set(frame.loc[frame["split"] == "train", "label"])
     return [label for label in (labels or manifest.labels) if label not in trained]
 
 
-def warn_empty_training_classes(manifest: Manifest, labels: Sequence[str] | None = None) -> Manifest:
+def warn_empty_training_classes(
+    manifest: Manifest, labels: Sequence[str] | None = None
+) -> Manifest:
     """Log a warning naming the classes with no training utterance; return the manifest."""
     empty = empty_training_classes(manifest, labels)
     if empty:
-        log.warning("no training utterance of class(es) %s: the model cannot learn them; change the split or data.labels", ", ".join(empty))
+        log.warning(
+            "no training utterance of class(es) %s: the model cannot learn them; change the split "
+            "or data.labels",
+            ", ".join(empty),
+        )
     return manifest
 
 
-def group_folds(manifest: Manifest, folds: int | None = None, by: str = "speaker", seed: int = 0) -> Manifest:
+def group_folds(
+    manifest: Manifest, folds: int | None = None, by: str = "speaker", seed: int = 0
+) -> Manifest:
     """Assign a ``fold`` column so that every value of ``by`` (speaker, session) is in one fold.
 
     ``folds=None`` gives one fold per group (leave-one-speaker/session-out). Otherwise the groups,
@@ -111,7 +127,10 @@ def group_folds(manifest: Manifest, folds: int | None = None, by: str = "speaker
         assignment = {group: i for i, group in enumerate(groups)}
     else:
         if not 2 <= folds <= len(groups):
-            raise ManifestError(f"{folds} folds need between 2 and {len(groups)} {by} groups; there are {len(groups)}")
+            raise ManifestError(
+                f"{folds} folds need between 2 and {len(groups)} {by} groups; there are "
+                f"{len(groups)}"
+            )
         order = list(np.random.default_rng(seed).permutation(groups))
         order.sort(key=lambda g: -sizes[g])  # stable: ties keep the seeded order
         load = [0] * folds
@@ -134,11 +153,20 @@ def fold_split(manifest: Manifest, fold: int, val_speakers: int = 2, seed: int =
     if fold not in set(folds):
         raise ManifestError(f"fold {fold} is not in the manifest (folds: {sorted(set(folds))})")
     training = frame[folds != fold]
-    speakers = sorted(set(training["speaker"].astype(str)) - {""})  # rows without a speaker stay in train
+    speakers = sorted(
+        set(training["speaker"].astype(str)) - {""}
+    )  # rows without a speaker stay in train
     if len(speakers) <= val_speakers:
-        raise ManifestError(f"fold {fold}: {len(speakers)} training speakers cannot give {val_speakers} for validation")
+        raise ManifestError(
+            f"fold {fold}: {len(speakers)} training speakers cannot give {val_speakers} for "
+            "validation"
+        )
     rng = np.random.default_rng(seed + fold)
-    val = set(rng.choice(speakers, size=val_speakers, replace=False).tolist()) if val_speakers else set()
+    val = (
+        set(rng.choice(speakers, size=val_speakers, replace=False).tolist())
+        if val_speakers
+        else set()
+    )
     frame["split"] = "train"
     frame.loc[frame["speaker"].astype(str).isin(val) & (folds != fold), "split"] = "val"
     frame.loc[folds == fold, "split"] = "test"

@@ -16,7 +16,8 @@ An epoch is as many batches as plain shuffling would give.
 
 Epochs and resuming. Every sampler here draws an epoch's batches as a function of its seed and the
 epoch number alone, so a run resumed from a checkpoint draws the same batches as one that never
-stopped. Lightning calls ``set_epoch`` only on ``loader.sampler`` and ``loader.batch_sampler.sampler``,
+stopped. Lightning calls ``set_epoch`` only on ``loader.sampler`` and
+``loader.batch_sampler.sampler``,
 never on a batch sampler itself, so each batch sampler names itself as its ``sampler``: Lightning
 then sets the epoch before every training epoch, a resumed one included. The balanced samplers keep
 their queues across epochs, so ``set_epoch`` to another epoch than the next one replays the epochs
@@ -42,16 +43,17 @@ from torch.utils.data import Sampler
 
 
 def world() -> tuple[int, int]:
-    """``(number of processes, this process's rank)`` of the initialised process group, else ``(1, 0)``."""
+    """``(number of processes, this process's rank)`` of the initialised process group, else ``(1,
+    0)``."""
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         return torch.distributed.get_world_size(), torch.distributed.get_rank()
     return 1, 0
 
 
 def shard_batches(batches: list[list[int]], replicas: int, rank: int) -> list[list[int]]:
-    """This rank's share of an epoch's batches: every ``replicas``-th from ``rank`` on, after cutting
-    the largest batches in two until the count is a multiple of ``replicas`` (every rank then takes
-    as many steps, and no item is repeated or dropped)."""
+    """This rank's share of an epoch's batches: every ``replicas``-th from ``rank`` on, after
+    cutting the largest batches in two until the count is a multiple of ``replicas`` (every rank
+    then takes as many steps, and no item is repeated or dropped)."""
     if replicas <= 1:
         return batches
     batches = list(batches)
@@ -75,7 +77,9 @@ class EpochBatchSampler(Sampler[list[int]]):
     ``torch.distributed`` when it is initialised (read at each epoch), else one process.
     """
 
-    def __init__(self, seed: int = 0, num_replicas: int | None = None, rank: int | None = None) -> None:
+    def __init__(
+        self, seed: int = 0, num_replicas: int | None = None, rank: int | None = None
+    ) -> None:
         self.seed, self.epoch = seed, 0
         self.num_replicas, self.rank = num_replicas, rank
 
@@ -115,8 +119,14 @@ class GroupBalancedBatchSampler(EpochBatchSampler):
     """Batches of ``batch_size`` indices with ``proportions[g]`` of them from group ``g``."""
 
     def __init__(
-        self, groups: Sequence[int], batch_size: int, proportions: dict[int, float], seed: int = 0,
-        batches_per_epoch: int | None = None, num_replicas: int | None = None, rank: int | None = None,
+        self,
+        groups: Sequence[int],
+        batch_size: int,
+        proportions: dict[int, float],
+        seed: int = 0,
+        batches_per_epoch: int | None = None,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
         super().__init__(seed, num_replicas, rank)
         self.groups = np.asarray(groups)
@@ -140,23 +150,30 @@ class GroupBalancedBatchSampler(EpochBatchSampler):
         return self.batches_per_epoch
 
     def _counts(self) -> dict[int, int]:
-        """Places per group in one batch: floors of the exact shares, the rest drawn by their remainders."""
+        """Places per group in one batch: floors of the exact shares, the rest drawn by their
+        remainders."""
         exact = {g: p * self.batch_size for g, p in self.proportions.items()}
         counts = {g: math.floor(v) for g, v in exact.items()}
         left = self.batch_size - sum(counts.values())
         if left:
             names = list(exact)
             remainders = np.array([exact[g] - counts[g] for g in names])
-            for g in self.rng.choice(names, size=left, replace=False, p=remainders / remainders.sum()):
+            for g in self.rng.choice(
+                names, size=left, replace=False, p=remainders / remainders.sum()
+            ):
                 counts[int(g)] += 1
         return counts
 
     def _take(self, group: int, count: int) -> list[int]:
         taken: list[int] = []
         while len(taken) < count:
-            if not self.queues[group]:  # a new round; this batch's items go last (items pop from the end)
+            if not self.queues[
+                group
+            ]:  # a new round; this batch's items go last (items pop from the end)
                 fresh = self.rng.permutation(self.members[group]).tolist()
-                self.queues[group] = [i for i in fresh if i in taken] + [i for i in fresh if i not in taken]
+                self.queues[group] = [i for i in fresh if i in taken] + [
+                    i for i in fresh if i not in taken
+                ]
             taken.append(self.queues[group].pop())
         return taken
 
@@ -177,7 +194,9 @@ class GroupBalancedBatchSampler(EpochBatchSampler):
         return self._draw_epoch()
 
 
-def equal_share_sampler(groups: Sequence[int], batch_size: int, seed: int = 0) -> GroupBalancedBatchSampler:
+def equal_share_sampler(
+    groups: Sequence[int], batch_size: int, seed: int = 0
+) -> GroupBalancedBatchSampler:
     """Every group present (a class, or a corpus) gets the same share of each batch."""
     present = sorted({int(g) for g in groups})
     return GroupBalancedBatchSampler(groups, batch_size, {g: 1.0 for g in present}, seed)
@@ -186,9 +205,12 @@ def equal_share_sampler(groups: Sequence[int], batch_size: int, seed: int = 0) -
 def neutral_expressive_sampler(
     labels: Sequence[int], neutral: int, batch_size: int, neutral_share: float = 0.5, seed: int = 0
 ) -> GroupBalancedBatchSampler:
-    """``neutral_share`` of each batch neutral (label index ``neutral``), the rest expressive (StackingSER: 50 %)."""
+    """``neutral_share`` of each batch neutral (label index ``neutral``), the rest expressive
+    (StackingSER: 50 %)."""
     groups = [0 if int(y) == neutral else 1 for y in labels]
-    return GroupBalancedBatchSampler(groups, batch_size, {0: neutral_share, 1: 1.0 - neutral_share}, seed)
+    return GroupBalancedBatchSampler(
+        groups, batch_size, {0: neutral_share, 1: 1.0 - neutral_share}, seed
+    )
 
 
 class LengthBucketSampler(EpochBatchSampler):
@@ -197,11 +219,22 @@ class LengthBucketSampler(EpochBatchSampler):
     ``shuffle`` the batches follow one sort by length (evaluation)."""
 
     def __init__(
-        self, lengths: Sequence[float], batch_size: int, shuffle: bool = True, pool: int = 50, seed: int = 0,
-        num_replicas: int | None = None, rank: int | None = None,
+        self,
+        lengths: Sequence[float],
+        batch_size: int,
+        shuffle: bool = True,
+        pool: int = 50,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
     ) -> None:
         super().__init__(seed, num_replicas, rank)
-        self.lengths, self.batch_size, self.shuffle, self.pool = list(lengths), batch_size, shuffle, pool
+        self.lengths, self.batch_size, self.shuffle, self.pool = (
+            list(lengths),
+            batch_size,
+            shuffle,
+            pool,
+        )
 
     def global_length(self) -> int:
         return math.ceil(len(self.lengths) / self.batch_size)
@@ -209,7 +242,9 @@ class LengthBucketSampler(EpochBatchSampler):
     def epoch_batches(self) -> list[list[int]]:
         rng = np.random.default_rng(self.seed + self.epoch)
         order = rng.permutation(len(self.lengths)) if self.shuffle else np.arange(len(self.lengths))
-        size = self.batch_size * self.pool if self.shuffle else max(len(order), 1)  # unshuffled: one pool
+        size = (
+            self.batch_size * self.pool if self.shuffle else max(len(order), 1)
+        )  # unshuffled: one pool
         batches = []
         for start in range(0, len(order), size):
             pool = sorted(order[start : start + size].tolist(), key=lambda i: self.lengths[i])
@@ -223,7 +258,14 @@ class ShuffleBatchSampler(EpochBatchSampler):
     """Plain shuffling: a fresh permutation of all items per epoch (from ``seed + epoch``) cut into
     batches; like ``DataLoader(shuffle=True)``, but resumable and shared among ranks."""
 
-    def __init__(self, size: int, batch_size: int, seed: int = 0, num_replicas: int | None = None, rank: int | None = None) -> None:
+    def __init__(
+        self,
+        size: int,
+        batch_size: int,
+        seed: int = 0,
+        num_replicas: int | None = None,
+        rank: int | None = None,
+    ) -> None:
         super().__init__(seed, num_replicas, rank)
         self.size, self.batch_size = size, batch_size
 

@@ -17,8 +17,12 @@ from sklearn.metrics import f1_score
 
 
 def balanced_bootstrap(
-    y_true: Sequence[int], y_pred: Sequence[int], n_subsets: int = 100, per_class: int | None = None,
-    seed: int = 0, confidence: float = 0.95,
+    y_true: Sequence[int],
+    y_pred: Sequence[int],
+    n_subsets: int = 100,
+    per_class: int | None = None,
+    seed: int = 0,
+    confidence: float = 0.95,
 ) -> dict:
     """Macro-F1 mean, std, min, max and a percentile interval over balanced subsets."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
@@ -37,8 +41,12 @@ def balanced_bootstrap(
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
     return {
-        "macro_f1_mean": float(scores.mean()), "macro_f1_std": float(scores.std()),
-        "macro_f1_min": float(scores.min()), "macro_f1_max": float(scores.max()),
-        "macro_f1_ci": [float(low), float(high)], "confidence": confidence,
-        "subsets": n_subsets, "per_class": int(size),
+        "macro_f1_mean": float(scores.mean()),
+        "macro_f1_std": float(scores.std()),
+        "macro_f1_min": float(scores.min()),
+        "macro_f1_max": float(scores.max()),
+        "macro_f1_ci": [float(low), float(high)],
+        "confidence": confidence,
+        "subsets": n_subsets,
+        "per_class": int(size),
     }

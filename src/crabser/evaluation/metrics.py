@@ -1,4 +1,5 @@
-"""SER metrics: WAR (accuracy), UAR (macro recall), macro / weighted F1, per-class scores, confusion.
+"""SER metrics: WAR (accuracy), UAR (macro recall), macro / weighted F1, per-class scores,
+confusion.
 
 A class with no true example in the evaluated set is left out of UAR (its recall is undefined);
 one never predicted has precision 0. Macro-F1 averages over every class that is true *or*
@@ -28,13 +29,19 @@ def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequen
     )
     counts = confusion_matrix(y_true, y_pred, labels=all_classes)
     row_sums = counts.sum(axis=1, keepdims=True)
-    normalised = np.divide(counts, row_sums, out=np.zeros(counts.shape, dtype=float), where=row_sums > 0)
+    normalised = np.divide(
+        counts, row_sums, out=np.zeros(counts.shape, dtype=float), where=row_sums > 0
+    )
     return {
         "n": len(y_true),
         "war": float((y_true == y_pred).mean()),
         "uar": float(recall[present].mean()),
-        "macro_f1": float(f1_score(y_true, y_pred, labels=true_or_predicted, average="macro", zero_division=0)),
-        "weighted_f1": float(f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)),
+        "macro_f1": float(
+            f1_score(y_true, y_pred, labels=true_or_predicted, average="macro", zero_division=0)
+        ),
+        "weighted_f1": float(
+            f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)
+        ),
         "per_class": {
             label: {
                 "precision": float(precision[i]),

@@ -38,7 +38,9 @@ def plot_pooled_confusion(run_dirs: list[Path], path: Path, title: str = "") -> 
     frame = pd.concat([pd.read_csv(f, dtype=str) for f in files])
     labels = sorted(set(frame["label"]) | set(frame["prediction"]))
     index = {label: i for i, label in enumerate(labels)}
-    metrics = compute_metrics([index[x] for x in frame["label"]], [index[x] for x in frame["prediction"]], labels)
+    metrics = compute_metrics(
+        [index[x] for x in frame["label"]], [index[x] for x in frame["prediction"]], labels
+    )
     return plot_confusion(metrics, path, title=f"{title} (n = {len(frame)})")
 
 
@@ -51,9 +53,14 @@ def plot_curve(summary: pd.DataFrame, axis: str, other_axes: list[str], path: Pa
         x = frame[axis].astype(float).to_numpy()
         order = np.argsort(x)
         for metric, style in (("uar", "-o"), ("war", "--s")):
-            mean, std = frame[f"{metric}_mean"].to_numpy()[order], frame[f"{metric}_std"].to_numpy()[order]
+            mean, std = (
+                frame[f"{metric}_mean"].to_numpy()[order],
+                frame[f"{metric}_std"].to_numpy()[order],
+            )
             suffix = f" {key}" if other_axes else ""
-            ax.errorbar(x[order], mean, yerr=std, fmt=style, capsize=3, label=f"{metric.upper()}{suffix}")
+            ax.errorbar(
+                x[order], mean, yerr=std, fmt=style, capsize=3, label=f"{metric.upper()}{suffix}"
+            )
     ax.set_xlabel(axis)
     ax.set_ylabel("score")
     ax.grid(alpha=0.3)
@@ -64,7 +71,9 @@ def plot_curve(summary: pd.DataFrame, axis: str, other_axes: list[str], path: Pa
     return path
 
 
-def tap_embeddings(config, manifest, encoders: dict, split: str = "test") -> tuple[dict[str, np.ndarray], list[str]]:
+def tap_embeddings(
+    config, manifest, encoders: dict, split: str = "test"
+) -> tuple[dict[str, np.ndarray], list[str]]:
     """Each tap's representations of a split from a run's model, and the true labels."""
     from crabser.pipeline import load_module, split_loader
     from crabser.training.checkpoint_io import run_checkpoint
@@ -82,7 +91,12 @@ def tap_embeddings(config, manifest, encoders: dict, split: str = "test") -> tup
 
 
 def plot_embeddings(
-    taps: dict[str, np.ndarray], labels: list[str], path: Path, title: str = "", *, max_points: int | None
+    taps: dict[str, np.ndarray],
+    labels: list[str],
+    path: Path,
+    title: str = "",
+    *,
+    max_points: int | None,
 ) -> dict[str, float]:
     """t-SNE of each tap coloured by emotion (one panel per tap); silhouette score of each tap.
 
@@ -102,7 +116,9 @@ def plot_embeddings(
     scores = {}
     for ax, name in zip(axes[0], names):
         x = taps[name]
-        scores[name] = float(silhouette_score(x, y, metric="cosine")) if len(classes) > 1 else float("nan")
+        scores[name] = (
+            float(silhouette_score(x, y, metric="cosine")) if len(classes) > 1 else float("nan")
+        )
         perplexity = max(2.0, min(30.0, (len(shown) - 1) / 3))
         points = TSNE(2, perplexity=perplexity, init="pca", random_state=0).fit_transform(x[shown])
         for k, label in enumerate(classes):

@@ -15,9 +15,13 @@ def per_class_markdown(metrics: dict) -> str:
     """Per-class precision / recall / F1 / support as a Markdown table."""
     lines = ["| class | precision | recall | F1 | support |", "|---|---|---|---|---|"]
     for label, row in metrics["per_class"].items():
-        lines.append(f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | {row['support']} |")
+        lines.append(
+            f"| {label} | {row['precision']:.3f} | {row['recall']:.3f} | {row['f1']:.3f} | "
+            f"{row['support']} |"
+        )
     lines.append(
-        f"\nWAR {metrics['war']:.4f} · UAR {metrics['uar']:.4f} · Macro-F1 {metrics['macro_f1']:.4f}"
+        f"\nWAR {metrics['war']:.4f} · UAR {metrics['uar']:.4f} · Macro-F1 "
+        f"{metrics['macro_f1']:.4f}"
         f" · weighted F1 {metrics['weighted_f1']:.4f} · n = {metrics['n']}"
     )
     return "\n".join(lines) + "\n"
@@ -39,7 +43,15 @@ def plot_confusion(metrics: dict, path: Path, title: str = "") -> Path:
     for i in range(len(labels)):
         for j in range(len(labels)):
             colour = "white" if normalised[i, j] > 0.5 else "black"
-            ax.text(j, i, f"{normalised[i, j]:.2f}\n({counts[i, j]})", ha="center", va="center", fontsize=8, color=colour)
+            ax.text(
+                j,
+                i,
+                f"{normalised[i, j]:.2f}\n({counts[i, j]})",
+                ha="center",
+                va="center",
+                fontsize=8,
+                color=colour,
+            )
     ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
     ax.set_yticks(range(len(labels)), labels)
     ax.set_xlabel("predicted")
@@ -53,8 +65,11 @@ def plot_confusion(metrics: dict, path: Path, title: str = "") -> Path:
     return path
 
 
-def write_report(metrics: dict, folder: Path, prefix: str = "test", extra: dict | None = None) -> dict[str, Path]:
-    """Write ``<prefix>_metrics.json``, ``<prefix>_per_class.{csv,md}`` and ``<prefix>_confusion.png``."""
+def write_report(
+    metrics: dict, folder: Path, prefix: str = "test", extra: dict | None = None
+) -> dict[str, Path]:
+    """Write ``<prefix>_metrics.json``, ``<prefix>_per_class.{csv,md}`` and
+    ``<prefix>_confusion.png``."""
     folder.mkdir(parents=True, exist_ok=True)
     paths = {
         "metrics": folder / f"{prefix}_metrics.json",
@@ -67,7 +82,8 @@ def write_report(metrics: dict, folder: Path, prefix: str = "test", extra: dict 
     with atomic_path(paths["per_class_md"]) as tmp:
         tmp.write_text(per_class_markdown(metrics))
     rows = ["class,precision,recall,f1,support"] + [
-        f"{k},{v['precision']:.6f},{v['recall']:.6f},{v['f1']:.6f},{v['support']}" for k, v in metrics["per_class"].items()
+        f"{k},{v['precision']:.6f},{v['recall']:.6f},{v['f1']:.6f},{v['support']}"
+        for k, v in metrics["per_class"].items()
     ]
     with atomic_path(paths["per_class_csv"]) as tmp:
         tmp.write_text("\n".join(rows) + "\n")
@@ -75,8 +91,12 @@ def write_report(metrics: dict, folder: Path, prefix: str = "test", extra: dict 
     return paths
 
 
-def write_predictions(path: Path, ids: Sequence[str], labels: Sequence[str], predictions: Sequence[str]) -> Path:
+def write_predictions(
+    path: Path, ids: Sequence[str], labels: Sequence[str], predictions: Sequence[str]
+) -> Path:
     """``id,label,prediction`` rows of an evaluation, written atomically."""
     with atomic_path(path) as tmp:
-        pd.DataFrame({"id": list(ids), "label": list(labels), "prediction": list(predictions)}).to_csv(tmp, index=False)
+        pd.DataFrame(
+            {"id": list(ids), "label": list(labels), "prediction": list(predictions)}
+        ).to_csv(tmp, index=False)
     return path

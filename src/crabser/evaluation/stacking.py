@@ -31,13 +31,18 @@ class ForestSettings:
 
 
 def balanced_subset(labels: Sequence[int], per_class: int | None, seed: int) -> np.ndarray:
-    """Indices of ``per_class`` items of every class (the smallest class's count when None or larger)."""
+    """Indices of ``per_class`` items of every class (the smallest class's count when None or
+    larger)."""
     labels = np.asarray(labels)
     classes = sorted(set(labels.tolist()))
     smallest = min(int((labels == c).sum()) for c in classes)
     size = min(per_class or smallest, smallest)
     rng = np.random.default_rng(seed)
-    return np.sort(np.concatenate([rng.choice(np.flatnonzero(labels == c), size, replace=False) for c in classes]))
+    return np.sort(
+        np.concatenate(
+            [rng.choice(np.flatnonzero(labels == c), size, replace=False) for c in classes]
+        )
+    )
 
 
 @dataclass
@@ -61,13 +66,22 @@ class StackedForest:
         x, y = features[subset], labels[subset]
         folds = min(s.folds, int(np.bincount(y).min()))
         if folds < 2:
-            raise ValueError("stacking needs at least two items of every class in the fitting split")
+            raise ValueError(
+                "stacking needs at least two items of every class in the fitting split"
+            )
         predictions = np.empty_like(y)
         self.forests = []
-        for k, (fit, held) in enumerate(StratifiedKFold(folds, shuffle=True, random_state=s.seed).split(x, y)):
+        for k, (fit, held) in enumerate(
+            StratifiedKFold(folds, shuffle=True, random_state=s.seed).split(x, y)
+        ):
             forest = RandomForestClassifier(
-                n_estimators=s.trees, max_depth=s.max_depth, criterion=s.criterion, min_samples_leaf=s.min_samples_leaf,
-                min_samples_split=s.min_samples_split, random_state=s.seed + k, n_jobs=1,
+                n_estimators=s.trees,
+                max_depth=s.max_depth,
+                criterion=s.criterion,
+                min_samples_leaf=s.min_samples_leaf,
+                min_samples_split=s.min_samples_split,
+                random_state=s.seed + k,
+                n_jobs=1,
             ).fit(x[fit], y[fit])
             self.forests.append(forest)
             predictions[held] = self._proba([forest], x[held]).argmax(axis=1)

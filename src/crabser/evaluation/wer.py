@@ -18,12 +18,15 @@ def normalise_words(text: str) -> list[str]:
 
 
 def edit_distance(reference: Sequence[str], hypothesis: Sequence[str]) -> int:
-    """Substitutions + deletions + insertions turning ``reference`` into ``hypothesis`` (Levenshtein)."""
+    """Substitutions + deletions + insertions turning ``reference`` into ``hypothesis``
+    (Levenshtein)."""
     previous = list(range(len(hypothesis) + 1))
     for i, ref_word in enumerate(reference, 1):
         current = [i]
         for j, hyp_word in enumerate(hypothesis, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word)))
+            current.append(
+                min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (ref_word != hyp_word))
+            )
         previous = current
     return previous[-1]
 

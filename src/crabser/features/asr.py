@@ -35,7 +35,11 @@ class WhisperASR:
     _WINDOW = 30 * 16000
 
     def __init__(
-        self, model_path: str | Path = EMBEDDED, language: str | None = "en", beam_size: int = 1, threads: int = 0
+        self,
+        model_path: str | Path = EMBEDDED,
+        language: str | None = "en",
+        beam_size: int = 1,
+        threads: int = 0,
     ) -> None:
         import ctranslate2
         from tokenizers import Tokenizer
@@ -43,7 +47,11 @@ class WhisperASR:
         path, tag = whisper_model_path(model_path)
         if not (path / "model.bin").is_file():
             raise CrabserError(f"{path}: not a CTranslate2 Whisper folder (no model.bin)")
-        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else {}
+        config = (
+            json.loads((path / "config.json").read_text())
+            if (path / "config.json").is_file()
+            else {}
+        )
         self.model = ctranslate2.models.Whisper(str(path), device="cpu", intra_threads=threads)
         self.tokenizer = Tokenizer.from_file(str(path / "tokenizer.json"))
         self.n_mels = int(config.get("num_mel_bins", 80))
@@ -70,9 +78,15 @@ class WhisperASR:
             window = np.zeros(self._WINDOW, dtype=np.float32)
             chunk = wave[start : start + self._WINDOW]
             window[: len(chunk)] = chunk
-            mel = ctranslate2.StorageView.from_array(np.ascontiguousarray(log_mel(window, 3000, self.n_mels)[None]))
-            result = self.model.generate(mel, [self._prompt(mel)], beam_size=self.beam_size, max_length=224)
-            pieces.append(self.tokenizer.decode(result[0].sequences_ids[0], skip_special_tokens=True).strip())
+            mel = ctranslate2.StorageView.from_array(
+                np.ascontiguousarray(log_mel(window, 3000, self.n_mels)[None])
+            )
+            result = self.model.generate(
+                mel, [self._prompt(mel)], beam_size=self.beam_size, max_length=224
+            )
+            pieces.append(
+                self.tokenizer.decode(result[0].sequences_ids[0], skip_special_tokens=True).strip()
+            )
         return " ".join(p for p in pieces if p)
 
 

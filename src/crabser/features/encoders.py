@@ -39,7 +39,12 @@ import numpy as np
 import torch
 
 from crabser.features.log_mel import log_mel
-from crabser.features.whisper_torch import WINDOW_SECONDS, check_pad_to_seconds, whisper_frames, whisper_mel_batch
+from crabser.features.whisper_torch import (
+    WINDOW_SECONDS,
+    check_pad_to_seconds,
+    whisper_frames,
+    whisper_mel_batch,
+)
 
 if TYPE_CHECKING:
     from crabser.config import EncoderConfig, RunConfig
@@ -91,7 +96,10 @@ _TRUE = ("1", "true", "yes", "on")
 
 
 def _offline_by_env() -> bool:
-    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+    return any(
+        os.environ.get(name, "").strip().lower() in _TRUE
+        for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
+    )
 
 
 def _in_hf_cache(model_id: str) -> bool:
@@ -104,10 +112,15 @@ def _in_hf_cache(model_id: str) -> bool:
 
 
 def hub_reachable(timeout: float | None = None) -> bool:
-    """Whether a TCP connection to the hub (``HF_ENDPOINT``, default huggingface.co:443) opens within
-    ``timeout`` seconds (name resolution included: it runs in a thread we stop waiting for). Behind
-    a proxy (``HTTPS_PROXY`` / ``HTTP_PROXY``, as transformers honours them) the proxy is probed."""
-    timeout = float(os.environ.get("CRABSER_HUB_TIMEOUT", HUB_PROBE_SECONDS)) if timeout is None else timeout
+    """Whether a TCP connection to the hub (``HF_ENDPOINT``, default huggingface.co:443) opens
+    within ``timeout`` seconds (name resolution included: it runs in a thread we stop waiting for).
+    Behind a proxy (``HTTPS_PROXY`` / ``HTTP_PROXY``, as transformers honours them) the proxy is
+    probed."""
+    timeout = (
+        float(os.environ.get("CRABSER_HUB_TIMEOUT", HUB_PROBE_SECONDS))
+        if timeout is None
+        else timeout
+    )
     address = _hub_address(os.environ.get("HF_ENDPOINT", "https://huggingface.co"))
     reached = threading.Event()
 
@@ -123,7 +136,8 @@ def hub_reachable(timeout: float | None = None) -> bool:
 
 
 def _hub_address(endpoint: str) -> tuple[str, int]:
-    """Where a connection to ``endpoint`` goes first: its proxy, when one is set for it, else itself."""
+    """Where a connection to ``endpoint`` goes first: its proxy, when one is set for it, else
+    itself."""
     from urllib.request import getproxies, proxy_bypass
 
     url = urlparse(endpoint)
@@ -134,14 +148,16 @@ def _hub_address(endpoint: str) -> tuple[str, int]:
 
 
 def require_model_available(name_or_path: str) -> None:
-    """ConfigError unless ``name_or_path`` is a local folder, a cached hub model or the hub is reachable."""
+    """ConfigError unless ``name_or_path`` is a local folder, a cached hub model or the hub is
+    reachable."""
     from crabser.errors import ConfigError
 
     if Path(name_or_path).is_dir() or _in_hf_cache(name_or_path):
         return
     if _offline_by_env() or not hub_reachable():
         raise ConfigError(
-            f"model {name_or_path} is not available offline: give a local folder or pre-fill the cache "
+            f"model {name_or_path} is not available offline: give a local folder or pre-fill the "
+            "cache "
             "(it is not a folder, not in the Hugging Face cache, and the hub cannot be reached)"
         )
 
@@ -209,7 +225,10 @@ class WhisperCT2Encoder:
         self.n_mels = int(config.get("num_mel_bins", config.get("feature_size", 80)))
         self.pad_to_seconds = pad_to_seconds
         self.model = ctranslate2.models.Whisper(
-            str(model_path), device="cpu", compute_type=compute_type, intra_threads=threads or torch.get_num_threads()
+            str(model_path),
+            device="cpu",
+            compute_type=compute_type,
+            intra_threads=threads or torch.get_num_threads(),
         )
         self.output_dim = self._probe_dim()
         pad = "own" if pad_to_seconds is None else f"pad{pad_to_seconds:g}"
@@ -237,11 +256,19 @@ class WhisperCT2Encoder:
         for index, (_, target) in enumerate(frames):
             groups.setdefault(target, []).append(index)
         outputs: list[np.ndarray] = [np.empty(0)] * len(waves)
-        calls = [members[i : i + self.windows_per_call] for members in groups.values() for i in range(0, len(members), self.windows_per_call)]
+        calls = [
+            members[i : i + self.windows_per_call]
+            for members in groups.values()
+            for i in range(0, len(members), self.windows_per_call)
+        ]
         for members in calls:
             target = frames[members[0]][1]
-            stacked = np.ascontiguousarray(np.stack([log_mel(waves[index], target, self.n_mels) for index in members]))
-            encoded = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(stacked), to_cpu=True))
+            stacked = np.ascontiguousarray(
+                np.stack([log_mel(waves[index], target, self.n_mels) for index in members])
+            )
+            encoded = np.asarray(
+                self.model.encode(ctranslate2.StorageView.from_array(stacked), to_cpu=True)
+            )
             for row, index in enumerate(members):
                 outputs[index] = encoded[row, : frames[index][0] // 2]
         return outputs
@@ -250,9 +277,13 @@ class WhisperCT2Encoder:
         """Encode a batch of clips; clips over 30 s in 30 s windows, joined again."""
         window = WINDOW_SECONDS * self.sample_rate
         spans = [range(0, max(len(wave), 1), window) for wave in batch]
-        pieces = [wave[start : start + window] for wave, starts in zip(batch, spans) for start in starts]
+        pieces = [
+            wave[start : start + window] for wave, starts in zip(batch, spans) for start in starts
+        ]
         encoded = iter(self._encode_windows(pieces))
-        return pad_batch([np.concatenate([next(encoded) for _ in starts], axis=0) for starts in spans])
+        return pad_batch(
+            [np.concatenate([next(encoded) for _ in starts], axis=0) for starts in spans]
+        )
 
 
 def load_speech_backbone(name_or_path: str):
@@ -326,26 +357,36 @@ class HFSpeechEncoder:
         self.frame_rate = 50.0
         # Whisper's input form is always named: ids without it held hub Whisper's 30 s padded
         # features (before the own-length encoder), which own-length runs must not read back
-        padding = ((":own" if pad_to_seconds is None else f":pad{pad_to_seconds:g}") if self.is_whisper else "")
+        padding = (
+            (":own" if pad_to_seconds is None else f":pad{pad_to_seconds:g}")
+            if self.is_whisper
+            else ""
+        )
         self.cache_id = f"hf-speech:{tag}:{layer}:{max_seconds}{padding}"
 
     @torch.no_grad()
     def encode(self, batch: list[np.ndarray]) -> EncodedBatch:
-        """Encode clip by clip (no padding enters the model, whatever its attention-mask support)."""
+        """Encode clip by clip (no padding enters the model, whatever its attention-mask
+        support)."""
         outputs = []
         for wave in batch:
             if self.max_seconds is not None:
                 wave = wave[: int(self.max_seconds * self.sample_rate)]
             if self.is_whisper:
                 window = WINDOW_SECONDS * self.sample_rate
-                pieces = [self._whisper_states(wave[start : start + window]) for start in range(0, max(len(wave), 1), window)]
+                pieces = [
+                    self._whisper_states(wave[start : start + window])
+                    for start in range(0, max(len(wave), 1), window)
+                ]
                 outputs.append(np.concatenate(pieces, axis=0))
             else:
                 outputs.append(self._ssl_states(wave))
         return pad_batch(outputs)
 
     def _pick(self, states: tuple[torch.Tensor, ...]) -> np.ndarray:
-        hidden = torch.stack(states, dim=2)[0] if self.layer == "all" else states[-1][0]  # (T, L+1, D) or (T, D)
+        hidden = (
+            torch.stack(states, dim=2)[0] if self.layer == "all" else states[-1][0]
+        )  # (T, L+1, D) or (T, D)
         return hidden.float().cpu().numpy()
 
     def _whisper_states(self, wave: np.ndarray) -> np.ndarray:
@@ -355,7 +396,9 @@ class HFSpeechEncoder:
 
     def _ssl_states(self, wave: np.ndarray) -> np.ndarray:
         inputs = self.processor(wave, sampling_rate=self.sample_rate, return_tensors="pt")
-        states = self.model(inputs["input_values"].to(self.device), output_hidden_states=True).hidden_states
+        states = self.model(
+            inputs["input_values"].to(self.device), output_hidden_states=True
+        ).hidden_states
         return self._pick(states if self.layer == "all" else (states[self.layer],))
 
 
@@ -400,7 +443,11 @@ class HFTextEncoder:
     def encode(self, batch: list[str]) -> EncodedBatch:
         """Tokenise (cut at ``max_tokens``) and return the chosen layer with the attention mask."""
         tokens = self.tokenizer(
-            list(batch), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+            list(batch),
+            padding=True,
+            truncation=True,
+            max_length=self.max_tokens,
+            return_tensors="pt",
         ).to(self.device)
         out = self.model(**tokens, output_hidden_states=self.layer != -1)
         hidden = out.last_hidden_state if self.layer == -1 else out.hidden_states[self.layer]
@@ -414,7 +461,10 @@ def build_encoder(config: EncoderConfig) -> Encoder:
         return WhisperCT2Encoder(config.model, pad_to_seconds=config.pad_to_seconds)
     if config.kind == "hf-speech":
         return HFSpeechEncoder(
-            config.model, layer=config.layer, max_seconds=config.max_seconds, pad_to_seconds=config.pad_to_seconds
+            config.model,
+            layer=config.layer,
+            max_seconds=config.max_seconds,
+            pad_to_seconds=config.pad_to_seconds,
         )
     if config.kind == "egemaps":
         from crabser.features.paralinguistic import EGeMAPSEncoder
@@ -427,4 +477,7 @@ def build_encoder(config: EncoderConfig) -> Encoder:
 
 def build_encoders(config: RunConfig) -> dict[str, Encoder]:
     """The encoders of the config's modalities (model.modalities), loaded once."""
-    return {modality: build_encoder(config.encoder_config(modality)) for modality in config.model.modalities}
+    return {
+        modality: build_encoder(config.encoder_config(modality))
+        for modality in config.model.modalities
+    }

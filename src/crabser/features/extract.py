@@ -64,12 +64,17 @@ def _load_input(row, encoder: Encoder):
 
 
 def _usable(store: FeatureStore, encoder: Encoder, digest: str) -> bool:
-    """Whether the store holds usable features of this content; a damaged file is a miss, with a warning."""
+    """Whether the store holds usable features of this content; a damaged file is a miss, with a
+    warning."""
     if not store.has(encoder.cache_id, digest):
         return False
     problem = store.problem(encoder.cache_id, digest, getattr(encoder, "output_dim", None))
     if problem is not None:
-        log.warning("re-extracting %s: damaged feature cache file (%s)", store.path(encoder.cache_id, digest), problem)
+        log.warning(
+            "re-extracting %s: damaged feature cache file (%s)",
+            store.path(encoder.cache_id, digest),
+            problem,
+        )
     return problem is None
 
 

@@ -54,7 +54,9 @@ def mel_filters(n_mels: int = 80) -> np.ndarray:
 
 @lru_cache(maxsize=1)
 def _window() -> np.ndarray:
-    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)).astype(np.float32)  # periodic Hann
+    return (0.5 - 0.5 * np.cos(2.0 * np.pi * np.arange(N_FFT) / N_FFT)).astype(
+        np.float32
+    )  # periodic Hann
 
 
 def log_mel(wave: np.ndarray, frames: int, n_mels: int = 80) -> np.ndarray:

@@ -26,9 +26,12 @@ class EGeMAPSEncoder:
         try:
             import opensmile
         except ImportError:
-            raise CrabserError("the paralinguistic stream needs openSMILE: pip install 'crabser[paralinguistic]'") from None
+            raise CrabserError(
+                "the paralinguistic stream needs openSMILE: pip install 'crabser[paralinguistic]'"
+            ) from None
         self.smile = opensmile.Smile(
-            feature_set=opensmile.FeatureSet.eGeMAPSv02, feature_level=opensmile.FeatureLevel.LowLevelDescriptors
+            feature_set=opensmile.FeatureSet.eGeMAPSv02,
+            feature_level=opensmile.FeatureLevel.LowLevelDescriptors,
         )
         self.feature_names = list(self.smile.feature_names)
         self.output_dim = len(self.feature_names)

@@ -40,7 +40,10 @@ class DamagedFeatureError(CrabserError):
     """A cached feature file that exists but cannot be used."""
 
     def __init__(self, path: object, problem: str) -> None:
-        super().__init__(f"{path}: damaged feature cache file ({problem}); run `crabser extract` to encode it again")
+        super().__init__(
+            f"{path}: damaged feature cache file ({problem}); run `crabser extract` to encode it "
+            "again"
+        )
         self.path = str(path)
         self.problem = problem
 
@@ -61,7 +64,8 @@ def _header_problem(target: Path, dim: int | None = None) -> str | None:
         return "no 'features' tensor"
     shape, (start, end) = entry.get("shape", []), entry.get("data_offsets", (0, 0))
     if entry.get("dtype") != "F32" or len(shape) not in (2, 3) or not shape[0]:
-        return f"{entry.get('dtype')} of shape {tuple(shape)}, expected float32 (frames >= 1, dim) or (frames, layers, dim)"
+        expected = "float32 (frames >= 1, dim) or (frames, layers, dim)"
+        return f"{entry.get('dtype')} of shape {tuple(shape)}, expected {expected}"
     if dim is not None and shape[-1] != dim:
         return f"dimension {shape[-1]}, the encoder gives {dim}"
     if end - start != 4 * math.prod(shape) or size < 8 + length + end:
@@ -118,7 +122,8 @@ class FeatureStore:
         return _header_problem(self.path(encoder_id, content_hash), dim)
 
     def get(self, encoder_id: str, content_hash: str, dim: int | None = None) -> np.ndarray:
-        """Read cached features; KeyError if absent, DamagedFeatureError naming the file if damaged."""
+        """Read cached features; KeyError if absent, DamagedFeatureError naming the file if
+        damaged."""
         target = self.path(encoder_id, content_hash)
         if not target.is_file():
             raise KeyError(f"no cached features for {encoder_id} / {content_hash[:12]}")
@@ -127,7 +132,12 @@ class FeatureStore:
             aside = target.with_name(target.name + ".damaged")
             try:
                 os.replace(target, aside)  # the next extraction sees a miss and encodes it again
-                log.warning("moved the damaged feature cache file %s aside to %s (%s)", target, aside.name, problem)
+                log.warning(
+                    "moved the damaged feature cache file %s aside to %s (%s)",
+                    target,
+                    aside.name,
+                    problem,
+                )
             except OSError:
                 pass
             raise DamagedFeatureError(target, problem)

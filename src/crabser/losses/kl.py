@@ -8,7 +8,8 @@ import torch.nn.functional as F
 
 
 def kl_divergence(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """KL(y || softmax(logits)) of ``(B, C)`` logits and ``(B, C)`` soft targets (or ``(B,)`` indices)."""
+    """KL(y || softmax(logits)) of ``(B, C)`` logits and ``(B, C)`` soft targets (or ``(B,)``
+    indices)."""
     if targets.ndim == 1:
         targets = F.one_hot(targets, logits.shape[-1]).to(logits.dtype)
     return F.kl_div(F.log_softmax(logits, dim=-1), targets, reduction="batchmean")

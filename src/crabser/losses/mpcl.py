@@ -19,11 +19,13 @@ import torch.nn.functional as F
 
 
 def multi_positive_contrastive_loss(
-    embeddings: torch.Tensor, labels: torch.Tensor, tau: float = 0.1,
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    tau: float = 0.1,
     anchors: Literal["all", "with_positive"] = "all",
 ) -> torch.Tensor:
-    """MPCL of ``(B, D)`` embeddings with ``(B,)`` integer labels, averaged over ``anchors`` (see the
-    module docstring); 0 (with grad) if no anchor has a positive."""
+    """MPCL of ``(B, D)`` embeddings with ``(B,)`` integer labels, averaged over ``anchors`` (see
+    the module docstring); 0 (with grad) if no anchor has a positive."""
     z = F.normalize(embeddings, dim=-1)
     self_mask = torch.eye(len(z), dtype=torch.bool, device=z.device)
     logits = (z @ z.T / tau).masked_fill(self_mask, float("-inf"))  # (B, B)

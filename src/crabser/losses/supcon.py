@@ -1,4 +1,5 @@
-"""Supervised contrastive loss (SupCon; Khosla et al., NeurIPS 2020), the ablation of Crab's table IV.
+"""Supervised contrastive loss (SupCon; Khosla et al., NeurIPS 2020), the ablation of Crab's table
+IV.
 
 For an anchor i with positives P(i) (same label, i excluded) and s_ia = z_i.z_a / tau over the other
 items a:
@@ -21,7 +22,10 @@ import torch.nn.functional as F
 
 
 def supervised_contrastive_loss(
-    embeddings: torch.Tensor, labels: torch.Tensor, tau: float = 0.07, variant: Literal["out", "in"] = "out"
+    embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    tau: float = 0.07,
+    variant: Literal["out", "in"] = "out",
 ) -> torch.Tensor:
     """SupCon of ``(B, D)`` embeddings with ``(B,)`` labels, averaged over all B anchors."""
     z = F.normalize(embeddings, dim=-1)
@@ -32,7 +36,10 @@ def supervised_contrastive_loss(
     if variant == "out":
         per_anchor = -log_q.masked_fill(~positives, 0.0).sum(dim=1) / n_positive.clamp(min=1)
     elif variant == "in":
-        per_anchor = -torch.logsumexp(log_q.masked_fill(~positives, float("-inf")), dim=1) + n_positive.clamp(min=1).log()
+        per_anchor = (
+            -torch.logsumexp(log_q.masked_fill(~positives, float("-inf")), dim=1)
+            + n_positive.clamp(min=1).log()
+        )
         per_anchor = per_anchor.masked_fill(n_positive == 0, 0.0)
     else:
         raise ValueError(f"variant must be 'out' or 'in', got {variant!r}")

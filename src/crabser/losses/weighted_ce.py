@@ -19,7 +19,10 @@ def inverse_frequency_weights(
     if sample_weights is None:
         counts, total = torch.bincount(labels, minlength=num_classes).float(), labels.numel()
     else:
-        counts, total = torch.bincount(labels, weights=sample_weights.float(), minlength=num_classes), float(sample_weights.sum())
+        counts, total = (
+            torch.bincount(labels, weights=sample_weights.float(), minlength=num_classes),
+            float(sample_weights.sum()),
+        )
     return torch.where(counts > 0, total / counts.clamp(min=1e-12), torch.zeros_like(counts))
 
 

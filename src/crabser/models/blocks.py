@@ -14,8 +14,11 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
-def downsample_frames(x: torch.Tensor, mask: torch.Tensor, stride: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Average each run of ``stride`` frames (real frames only): ``(B, T, D) -> (B, ceil(T/stride), D)``."""
+def downsample_frames(
+    x: torch.Tensor, mask: torch.Tensor, stride: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Average each run of ``stride`` frames (real frames only): ``(B, T, D) -> (B, ceil(T/stride),
+    D)``."""
     if stride == 1:
         return x, mask
     batch, length, dim = x.shape
@@ -29,7 +32,8 @@ def downsample_frames(x: torch.Tensor, mask: torch.Tensor, stride: int) -> tuple
 
 
 class FeatureNormalizer(nn.Module):
-    """Z-normalise features with fixed statistics (buffers saved with the model; identity until set).
+    """Z-normalise features with fixed statistics (buffers saved with the model; identity until
+    set).
 
     ``shape`` is the trailing feature shape, ``(D,)`` or ``(L, D)`` for stacked layers.
     """
@@ -67,18 +71,18 @@ class InputMasking(nn.Module):
     ``mask_time_prob``: spans overlap, so the share covered is 1 - (1 - time_share / span) ** span
     (.18 at .2, .41 at .5), less where a span runs past the clip's end, and clips of ``span`` frames
     or fewer are left whole. Each channel is set to 0 over the whole utterance with probability
-    ``feature_share``. Channels are drawn one by one, not in bands: the dimensions of a self-supervised
-    encoder have no order (SpecAugment's bands are for filterbanks). Not in the Crab paper, whose
-    encoders are fine-tuned; a regulariser for heads on frozen features (issue 18). Both shares 0
-    (the default) = off; evaluation is never masked.
-    """
+    ``feature_share``. Channels are drawn one by one, not in bands: the dimensions of a
+    self-supervised encoder have no order (SpecAugment's bands are for filterbanks). Not in the Crab
+    paper, whose encoders are fine-tuned; a regulariser for heads on frozen features (issue 18).
+    Both shares 0 (the default) = off; evaluation is never masked."""
 
     def __init__(self, time_share: float = 0.0, feature_share: float = 0.0, span: int = 5) -> None:
         super().__init__()
         self.time_share, self.feature_share, self.span = time_share, feature_share, span
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(B, T, D)`` with ``mask`` ``(B, T)`` (True = real): ``x`` with masked parts zeroed."""
+        """``x`` ``(B, T, D)`` with ``mask`` ``(B, T)`` (True = real): ``x`` with masked parts
+        zeroed."""
         if not self.training or (self.time_share <= 0 and self.feature_share <= 0):
             return x
         keep = torch.ones_like(x[..., :1])  # (B, T, 1)
@@ -87,11 +91,15 @@ class InputMasking(nn.Module):
             # each real frame starts a span with probability share / span
             starts = (torch.rand(mask.shape, device=x.device) < self.time_share / self.span) & mask
             starts = torch.nn.functional.pad(starts.to(x.dtype).unsqueeze(1), (self.span - 1, 0))
-            covered = torch.nn.functional.max_pool1d(starts, self.span, stride=1)[:, 0]  # a start in (t - span, t]
+            covered = torch.nn.functional.max_pool1d(starts, self.span, stride=1)[
+                :, 0
+            ]  # a start in (t - span, t]
             covered = covered * (lengths > self.span).to(x.dtype)  # never blank a very short clip
             keep = keep * (1.0 - covered).unsqueeze(-1)
         if self.feature_share > 0:
-            channels = (torch.rand(x.shape[0], 1, x.shape[-1], device=x.device) >= self.feature_share).to(x.dtype)
+            channels = (
+                torch.rand(x.shape[0], 1, x.shape[-1], device=x.device) >= self.feature_share
+            ).to(x.dtype)
             keep = keep * channels
         return x * keep
 
@@ -100,21 +108,28 @@ class InputStage(nn.Module):
     """What every model does to its inputs first: z-normalise each modality with fixed statistics,
     sum stacked speech layers with learnt weights (``speech_layers`` > 0, input ``(B, T, L, D)``),
     mask parts of the speech frames in training (``masking``, :class:`InputMasking`; off unless
-    configured), and
-    average runs of ``frame_strides[m]`` frames (a CPU budget option; 1 = every frame)."""
+    configured), and average runs of ``frame_strides[m]`` frames (a CPU budget option; 1 = every
+    frame)."""
 
     def __init__(
-        self, input_dims: dict[str, int], speech_layers: int = 0, frame_strides: dict[str, int] | None = None
+        self,
+        input_dims: dict[str, int],
+        speech_layers: int = 0,
+        frame_strides: dict[str, int] | None = None,
     ) -> None:
         super().__init__()
         self.modalities = tuple(input_dims)
         self.frame_strides = {m: (frame_strides or {}).get(m, 1) for m in self.modalities}
         self.speech_layer_sum = LayerWeightedSum(speech_layers) if speech_layers else None
         self.masking = InputMasking()
-        self.normalizers = nn.ModuleDict({
-            m: FeatureNormalizer((speech_layers, d) if m == "speech" and speech_layers else (d,))
-            for m, d in input_dims.items()
-        })
+        self.normalizers = nn.ModuleDict(
+            {
+                m: FeatureNormalizer(
+                    (speech_layers, d) if m == "speech" and speech_layers else (d,)
+                )
+                for m, d in input_dims.items()
+            }
+        )
 
     def forward(
         self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
@@ -162,7 +177,9 @@ class BiGRU(nn.Module):
         steps = torch.arange(x.shape[1], device=x.device).unsqueeze(0)  # (1, T)
         lengths = mask.sum(dim=1, keepdim=True)  # (B, 1)
         reverse = lengths - 1 - steps
-        reverse = torch.where(reverse >= 0, reverse, steps).unsqueeze(-1).expand_as(x)  # an involution
+        reverse = (
+            torch.where(reverse >= 0, reverse, steps).unsqueeze(-1).expand_as(x)
+        )  # an involution
         forward_out, _ = self.forward_gru(x)
         backward_out, _ = self.backward_gru(x.gather(1, reverse))
         out = torch.cat([forward_out, backward_out.gather(1, reverse)], dim=-1)  # (B, T, 2h)
@@ -179,12 +196,15 @@ class CrossModalAttention(nn.Module):
     def forward(
         self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
     ) -> torch.Tensor:
-        attended, _ = self.attention(query, context, context, key_padding_mask=~context_mask, need_weights=False)
+        attended, _ = self.attention(
+            query, context, context, key_padding_mask=~context_mask, need_weights=False
+        )
         return attended
 
 
 class AttentionPooling(nn.Module):
-    """w_i = softmax_i(r_i . m / sqrt(D)) over real frames; returns sum_i w_i r_i (paper eqs. 3-4)."""
+    """w_i = softmax_i(r_i . m / sqrt(D)) over real frames; returns sum_i w_i r_i (paper eqs.
+    3-4)."""
 
     def __init__(self, dim: int) -> None:
         super().__init__()
@@ -199,22 +219,28 @@ class AttentionPooling(nn.Module):
 
 class AttentiveStatisticsPooling(nn.Module):
     """Attentive statistics pooling (Okabe et al., Interspeech 2018): frame scores
-    e_t = v . tanh(W x_t + b), weights softmax over real frames, output [weighted mean ; weighted std]
+    e_t = v . tanh(W x_t + b), weights softmax over real frames, output [weighted mean ; weighted
+    std]
     ``(B, T, D) -> (B, 2D)``."""
 
     def __init__(self, dim: int, attention_hidden: int = 128) -> None:
         super().__init__()
-        self.score = nn.Sequential(nn.Linear(dim, attention_hidden), nn.Tanh(), nn.Linear(attention_hidden, 1))
+        self.score = nn.Sequential(
+            nn.Linear(dim, attention_hidden), nn.Tanh(), nn.Linear(attention_hidden, 1)
+        )
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        weights = self.score(x).squeeze(-1).masked_fill(~mask, float("-inf")).softmax(dim=1).unsqueeze(-1)
+        weights = (
+            self.score(x).squeeze(-1).masked_fill(~mask, float("-inf")).softmax(dim=1).unsqueeze(-1)
+        )
         mean = (weights * x).sum(dim=1)
         variance = (weights * x.pow(2)).sum(dim=1) - mean.pow(2)
         return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=-1)
 
 
 class ClassifierHead(nn.Module):
-    """LayerNorm -> FC (the ``fused`` tap, before its ReLU) -> ReLU -> Dropout -> FC to the classes."""
+    """LayerNorm -> FC (the ``fused`` tap, before its ReLU) -> ReLU -> Dropout -> FC to the
+    classes."""
 
     def __init__(self, input_dim: int, hidden: int, num_classes: int, dropout: float) -> None:
         super().__init__()
@@ -233,7 +259,9 @@ class ContrastiveSupervisionLeg(nn.Module):
 
     def __init__(self, input_dim: int, hidden: int, output_dim: int) -> None:
         super().__init__()
-        self.net = nn.Sequential(nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, output_dim))
+        self.net = nn.Sequential(
+            nn.Linear(input_dim, hidden), nn.ReLU(), nn.Linear(hidden, output_dim)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

@@ -86,22 +86,32 @@ class Crab(nn.Module):
         super().__init__()
         unknown = set(input_dims) - set(MODALITIES)
         if unknown or not input_dims:
-            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, got {list(input_dims)}")
+            raise ValueError(
+                f"modalities must be a non-empty subset of {MODALITIES}, got {list(input_dims)}"
+            )
         self.modalities = tuple(input_dims)
         self.hidden = hidden
         self.unimodal_leg_input = unimodal_leg_input
         self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
         # unimodal block
-        self.projections = nn.ModuleDict({m: ModalityProjection(d, hidden) for m, d in input_dims.items()})
+        self.projections = nn.ModuleDict(
+            {m: ModalityProjection(d, hidden) for m, d in input_dims.items()}
+        )
         self.grus = nn.ModuleDict({m: BiGRU(hidden) for m in self.modalities})
         # cross-modal block: "<query>_to_<context>"
-        self.cross = nn.ModuleDict({
-            f"{m}_to_{n}": CrossModalAttention(2 * hidden, heads, attention_dropout)
-            for m in self.modalities for n in self.modalities if m != n
-        })
+        self.cross = nn.ModuleDict(
+            {
+                f"{m}_to_{n}": CrossModalAttention(2 * hidden, heads, attention_dropout)
+                for m in self.modalities
+                for n in self.modalities
+                if m != n
+            }
+        )
         self.poolings = nn.ModuleDict({m: AttentionPooling(2 * hidden) for m in self.modalities})
         # classifier block
-        self.classifier = ClassifierHead(2 * hidden * len(self.modalities), hidden, num_classes, dropout)
+        self.classifier = ClassifierHead(
+            2 * hidden * len(self.modalities), hidden, num_classes, dropout
+        )
 
     def tap_dims(self) -> dict[str, int]:
         """Width of each MLCS tap point."""
@@ -117,7 +127,8 @@ class Crab(nn.Module):
         masks: Mapping[str, torch.Tensor],
         return_taps: bool = False,
     ) -> CrabOutput:
-        """``features[m]`` ``(B, T_m, D_m)`` with ``masks[m]`` ``(B, T_m)`` (True = real) per modality."""
+        """``features[m]`` ``(B, T_m, D_m)`` with ``masks[m]`` ``(B, T_m)`` (True = real) per
+        modality."""
         inputs, frame_masks = self.input_stage(features, masks)
         projected, sequences = {}, {}
         for m in self.modalities:
@@ -129,10 +140,14 @@ class Crab(nn.Module):
             crossed = sequences[m]
             for n in self.modalities:
                 if n != m:
-                    crossed = crossed + self.cross[f"{m}_to_{n}"](sequences[m], sequences[n], frame_masks[n])
+                    crossed = crossed + self.cross[f"{m}_to_{n}"](
+                        sequences[m], sequences[n], frame_masks[n]
+                    )
             pooled[m] = self.poolings[m](crossed, frame_masks[m])  # (B, 2h)
 
-        logits, fused = self.classifier(torch.cat([pooled[m] for m in self.modalities], dim=-1))  # (B, classes), (B, h)
+        logits, fused = self.classifier(
+            torch.cat([pooled[m] for m in self.modalities], dim=-1)
+        )  # (B, classes), (B, h)
         if not return_taps:
             return CrabOutput(logits)
         unimodal = sequences if self.unimodal_leg_input == "gru" else projected

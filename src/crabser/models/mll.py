@@ -38,7 +38,10 @@ class MultiLossSER(nn.Module):
     ) -> None:
         super().__init__()
         if list(input_dims) != ["speech"]:
-            raise ValueError(f"the multi-loss model is speech only (model.modalities: [speech]), got {list(input_dims)}")
+            raise ValueError(
+                "the multi-loss model is speech only (model.modalities: [speech]), got "
+                f"{list(input_dims)}"
+            )
         if hidden % heads:
             raise ValueError(f"model.hidden ({hidden}) must be a multiple of model.heads ({heads})")
         self.modalities = ("speech",)
@@ -46,7 +49,9 @@ class MultiLossSER(nn.Module):
         self.embedding_dim = embedding_dim
         self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
         self.projection = ModalityProjection(input_dims["speech"], hidden)
-        self.self_attention = nn.MultiheadAttention(hidden, heads, dropout=attention_dropout, batch_first=True)
+        self.self_attention = nn.MultiheadAttention(
+            hidden, heads, dropout=attention_dropout, batch_first=True
+        )
         self.pooling = AttentionPooling(hidden)
         self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, num_classes))
         self.center_projection = nn.Linear(hidden, embedding_dim)
@@ -57,7 +62,10 @@ class MultiLossSER(nn.Module):
         return {"fused": self.hidden, "center": self.embedding_dim}
 
     def forward(
-        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], return_taps: bool = False
+        self,
+        features: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor],
+        return_taps: bool = False,
     ) -> CrabOutput:
         inputs, frame_masks = self.input_stage(features, masks)
         x, mask = self.projection(inputs["speech"]), frame_masks["speech"]  # (B, T, h)

@@ -1,9 +1,10 @@
 """The models shipped in the package: ``Recognizer.load("default")``, ``crabser predict`` with no
-``--model``, and ``crabser/<name>`` for each folder here (``crabser models`` lists them with their cards).
+``--model``, and ``crabser/<name>`` for each folder here (``crabser models`` lists them with their
+cards).
 
-- ``multicorpus_speech`` (the default): Crab's speech-only variant over hidden state 2 of the embedded
-  Whisper tiny.en encoder, trained on EmoDB (German), EMOVO (Italian), ASED (Amharic) and URDU (Urdu)
-  by ``scripts/build_default_model.py --config configs/multicorpus.yaml``; six classes.
+- ``multicorpus_speech`` (the default): Crab's speech-only variant over hidden state 2 of the
+  embedded Whisper tiny.en encoder, trained on EmoDB (German), EMOVO (Italian), ASED (Amharic) and
+  URDU (Urdu) by ``scripts/build_default_model.py --config configs/multicorpus.yaml``; six classes.
 - ``emodb_speech``: the same head trained on the vendored Berlin EmoDB alone (German, acted, seven
   classes, boredom included), by ``scripts/build_default_model.py``.
 
@@ -25,7 +26,11 @@ PREFIX = "crabser/"  #: ``crabser/<name>`` names a packaged model
 
 def packaged_models() -> dict[str, Path]:
     """Every model shipped in the package (a folder here with model.json), by name."""
-    return {folder.name: folder for folder in sorted(Path(__file__).parent.iterdir()) if (folder / "model.json").is_file()}
+    return {
+        folder.name: folder
+        for folder in sorted(Path(__file__).parent.iterdir())
+        if (folder / "model.json").is_file()
+    }
 
 
 def packaged_model_dir(name: str = DEFAULT_MODEL) -> Path:
@@ -34,7 +39,10 @@ def packaged_model_dir(name: str = DEFAULT_MODEL) -> Path:
     folder = Path(__file__).parent / name
     if not (folder / "model.json").is_file():
         known = ", ".join(PREFIX + n for n in packaged_models()) or "none"
-        raise CrabserError(f"{folder}: no packaged model {name!r} (packaged: {known}); rebuild it with scripts/build_default_model.py")
+        raise CrabserError(
+            f"{folder}: no packaged model {name!r} (packaged: {known}); rebuild it with "
+            "scripts/build_default_model.py"
+        )
     return folder
 
 

@@ -1,1 +1,2 @@
-"""Training: the training objectives, data loading from the feature store, Lightning module and runner."""
+"""Training: the training objectives, data loading from the feature store, Lightning module and
+runner."""

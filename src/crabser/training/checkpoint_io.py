@@ -20,8 +20,7 @@ from crabser.errors import CrabserError
 
 T = TypeVar("T")
 
-
-REFIT_CHECKPOINT = "refit.ckpt"  #: a run's model refitted on training + validation data (train.refit)
+REFIT_CHECKPOINT = "refit.ckpt"  #: a run's model refitted on training + validation (train.refit)
 REFIT_FOLDER = "refit"  #: where in a run folder the refit trains
 BEST_CHECKPOINT = "best.ckpt"  #: a run's checkpoint of the best validation UAR
 
@@ -32,7 +31,11 @@ def run_checkpoint(run_dir: Path, name: str | None = None) -> Path:
     folder = Path(run_dir) / "checkpoints"
     if name:
         return folder / name
-    return folder / REFIT_CHECKPOINT if (folder / REFIT_CHECKPOINT).is_file() else folder / BEST_CHECKPOINT
+    return (
+        folder / REFIT_CHECKPOINT
+        if (folder / REFIT_CHECKPOINT).is_file()
+        else folder / BEST_CHECKPOINT
+    )
 
 
 class CheckpointError(CrabserError):
@@ -44,8 +47,11 @@ class CheckpointError(CrabserError):
 
 
 def _guarded(
-    path: Path, action: Callable[[], T], missing: str = "no checkpoint; train the run first",
-    damaged: str = "damaged or not a checkpoint", remedy: str = "retrain or restore it",
+    path: Path,
+    action: Callable[[], T],
+    missing: str = "no checkpoint; train the run first",
+    damaged: str = "damaged or not a checkpoint",
+    remedy: str = "retrain or restore it",
 ) -> T:
     if not path.is_file():
         raise CheckpointError(path, missing)
@@ -64,15 +70,20 @@ def _short(error: Exception) -> str:
 
 
 def guarded_read(path: str | Path, read: Callable[[Path], T]) -> T:
-    """``read(path)`` of a model file (exported weights, their metadata), or CheckpointError naming it."""
+    """``read(path)`` of a model file (exported weights, their metadata), or CheckpointError naming
+    it."""
     path = Path(path)
-    return _guarded(path, lambda: read(path), "file not found", "damaged model file", "export the model again")
+    return _guarded(
+        path, lambda: read(path), "file not found", "damaged model file", "export the model again"
+    )
 
 
 def read_checkpoint(path: str | Path, **kwargs) -> dict:
     """``torch.load`` of a checkpoint on the CPU (``kwargs`` passed on), or CheckpointError."""
     path = Path(path)
-    loaded = _guarded(path, lambda: torch.load(path, map_location="cpu", weights_only=False, **kwargs))
+    loaded = _guarded(
+        path, lambda: torch.load(path, map_location="cpu", weights_only=False, **kwargs)
+    )
     if not isinstance(loaded, dict):
         raise CheckpointError(path, f"not a Lightning checkpoint (holds a {type(loaded).__name__})")
     return loaded
@@ -91,7 +102,11 @@ def require_finite(tensors: Iterable[tuple[str, torch.Tensor]], source: object) 
     """CheckpointError naming the first floating tensor with NaN or infinite values."""
     for name, tensor in tensors:
         if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
-            raise CheckpointError(source, f"weight {name} is not finite (NaN/inf): the training diverged; retrain with a lower train.lr_head")
+            raise CheckpointError(
+                source,
+                f"weight {name} is not finite (NaN/inf): the training diverged; retrain with a "
+                "lower train.lr_head",
+            )
 
 
 def checkpoint_epochs(last: str | Path) -> int | None:

@@ -34,7 +34,8 @@ class Utterance:
 
     @property
     def frames(self) -> int:
-        """Frames (and tokens) over all modalities: the padding cost of this utterance in a batch."""
+        """Frames (and tokens) over all modalities: the padding cost of this utterance in a
+        batch."""
         return sum(len(array) for array in self.features.values())
 
 
@@ -91,7 +92,8 @@ def feature_statistics(arrays: Iterable[np.ndarray]) -> tuple[np.ndarray, np.nda
 
 
 def collate(items: list[Utterance]) -> dict:
-    """Pad a list of utterances into a batch: ``features`` and ``masks`` per modality, ``labels``."""
+    """Pad a list of utterances into a batch: ``features`` and ``masks`` per modality,
+    ``labels``."""
     features, masks = {}, {}
     for modality in items[0].features:
         padded = pad_batch([u.features[modality] for u in items])
@@ -120,15 +122,24 @@ def load_utterances(
         features = {m: store.get(cache_ids[m], d) for m, d in digests.items()}
         items.append(Utterance(row.id, features, index[row.label]))
     if missing:
-        log.warning("%d utterances have no cached features and are left out: %s", len(missing), ", ".join(missing[:10]))
+        log.warning(
+            "%d utterances have no cached features and are left out: %s",
+            len(missing),
+            ", ".join(missing[:10]),
+        )
     return items, missing
 
 
 class FeatureDataModule(L.LightningDataModule):
-    """Train and validation loaders over in-memory cached features (evaluation reads its split itself)."""
+    """Train and validation loaders over in-memory cached features (evaluation reads its split
+    itself)."""
 
     def __init__(
-        self, splits: dict[str, list[Utterance]], batch_size: int = 32, seed: int = 0, train_sampler=None
+        self,
+        splits: dict[str, list[Utterance]],
+        batch_size: int = 32,
+        seed: int = 0,
+        train_sampler=None,
     ) -> None:
         """``train_sampler``: a batch sampler for the training split (:mod:`crabser.data.sampling`);
         None = plain shuffling (:class:`~crabser.data.sampling.ShuffleBatchSampler`: resumable and
@@ -148,7 +159,8 @@ class FeatureDataModule(L.LightningDataModule):
         return DataLoader(self.datasets["train"], batch_sampler=sampler, collate_fn=collate)
 
     def val_dataloader(self) -> DataLoader:
-        """Validation batches sorted by length (least padding; the scores do not depend on the order)."""
+        """Validation batches sorted by length (least padding; the scores do not depend on the
+        order)."""
         from crabser.data.sampling import LengthBucketSampler
 
         items = self.datasets["val"].items

@@ -5,11 +5,10 @@ What the paper does (III-C) and the reference code specifies: encoders at LR 1e-
 (``speech.max_seconds``; a random crop in training, the first seconds in evaluation). Our choices
 where they are silent: gradient checkpointing on by default (``train.gradient_checkpointing``),
 mixed precision through ``train.precision`` (e.g. ``bf16-mixed`` on a GPU), batches bucketed by
-duration (:class:`crabser.data.sampling.LengthBucketSampler`) so little padding enters the speech model.
-Speech models (``speech.kind: hf-speech``): WavLM / HuBERT / wav2vec 2.0, or Whisper's encoder
-(``model: embedded`` = tiny.en in PyTorch from the bundled weights; the CTranslate2 encoder is
-inference-only). Text: any transformers AutoModel (``embedded`` = MiniLM).
-"""
+duration (:class:`crabser.data.sampling.LengthBucketSampler`) so little padding enters the speech
+model. Speech models (``speech.kind: hf-speech``): WavLM / HuBERT / wav2vec 2.0, or Whisper's
+encoder (``model: embedded`` = tiny.en in PyTorch from the bundled weights; the CTranslate2 encoder
+is inference-only). Text: any transformers AutoModel (``embedded`` = MiniLM)."""
 
 from __future__ import annotations
 
@@ -27,7 +26,12 @@ from crabser.data.augment import energy_adaptive_mixup
 from crabser.data.manifest import Manifest
 from crabser.data.text import clean_text
 from crabser.errors import AudioError
-from crabser.features.encoders import _quiet_transformers, load_speech_backbone, text_model_path, whisper_layers_needed
+from crabser.features.encoders import (
+    _quiet_transformers,
+    load_speech_backbone,
+    text_model_path,
+    whisper_layers_needed,
+)
 from crabser.features.whisper_torch import WINDOW_SECONDS, whisper_mel_batch
 from crabser.training.datamodule import RunningMoments
 from crabser.training.lit_module import CrabLitModule
@@ -47,8 +51,11 @@ class RawUtterance:
     seconds: float
 
 
-def load_raw_utterances(manifest: Manifest, labels: list[str], modalities: list[str]) -> list[RawUtterance]:
-    """Utterances usable for fine-tuning; unreadable audio or missing text is left out with a warning."""
+def load_raw_utterances(
+    manifest: Manifest, labels: list[str], modalities: list[str]
+) -> list[RawUtterance]:
+    """Utterances usable for fine-tuning; unreadable audio or missing text is left out with a
+    warning."""
     index = {label: i for i, label in enumerate(labels)}
     items, skipped = [], []
     for row in manifest.frame.itertuples(index=False):
@@ -63,7 +70,9 @@ def load_raw_utterances(manifest: Manifest, labels: list[str], modalities: list[
             continue
         items.append(RawUtterance(row.id, row.audio, text, index[row.label], seconds))
     if skipped:
-        log.warning("%d utterances left out of fine-tuning: %s", len(skipped), "; ".join(skipped[:10]))
+        log.warning(
+            "%d utterances left out of fine-tuning: %s", len(skipped), "; ".join(skipped[:10])
+        )
     return items
 
 
@@ -75,16 +84,25 @@ class RawDataset(Dataset):
     that utterance's label and its weight (``mix_label``, ``mix_lambda``) for the soft target.
 
     The random draws of an item depend on ``(seed, epoch, index)`` only, not on what was drawn
-    before: keys are ``(epoch, index)`` pairs from :class:`crabser.data.sampling.EpochTagged` (a bare
-    index is epoch 0). So a resumed run crops and mixes as the uninterrupted one did, and loader
-    worker processes do not repeat each other's draws.
-    """
+    before: keys are ``(epoch, index)`` pairs from :class:`crabser.data.sampling.EpochTagged` (a
+    bare index is epoch 0). So a resumed run crops and mixes as the uninterrupted one did, and
+    loader worker processes do not repeat each other's draws."""
 
     def __init__(
-        self, items: list[RawUtterance], max_seconds: float | None, train: bool, uses_audio: bool = True,
-        seed: int = 0, eam: bool = False,
+        self,
+        items: list[RawUtterance],
+        max_seconds: float | None,
+        train: bool,
+        uses_audio: bool = True,
+        seed: int = 0,
+        eam: bool = False,
     ) -> None:
-        self.items, self.max_seconds, self.train, self.uses_audio = items, max_seconds, train, uses_audio
+        self.items, self.max_seconds, self.train, self.uses_audio = (
+            items,
+            max_seconds,
+            train,
+            uses_audio,
+        )
         self.eam = eam and train and uses_audio and len(items) > 1
         self.seed = seed
 
@@ -92,7 +110,11 @@ class RawDataset(Dataset):
         return len(self.items)
 
     def _wave(self, item: RawUtterance, rng: np.random.Generator) -> np.ndarray:
-        wave = load_audio(item.audio, SAMPLE_RATE) if self.uses_audio else np.zeros(0, dtype=np.float32)
+        wave = (
+            load_audio(item.audio, SAMPLE_RATE)
+            if self.uses_audio
+            else np.zeros(0, dtype=np.float32)
+        )
         limit = int(self.max_seconds * SAMPLE_RATE) if self.max_seconds else None
         if limit and len(wave) > limit:
             start = int(rng.integers(0, len(wave) - limit + 1)) if self.train else 0
@@ -103,10 +125,17 @@ class RawDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = np.random.default_rng([self.seed, int(epoch), int(index)])
         item = self.items[index]
-        sample = {"id": item.id, "wave": self._wave(item, rng), "text": item.text, "label": item.label}
+        sample = {
+            "id": item.id,
+            "wave": self._wave(item, rng),
+            "text": item.text,
+            "label": item.label,
+        }
         if self.eam:
             other = self.items[(index + int(rng.integers(1, len(self.items)))) % len(self.items)]
-            sample["wave"], sample["mix_lambda"] = energy_adaptive_mixup(sample["wave"], self._wave(other, rng), rng)
+            sample["wave"], sample["mix_lambda"] = energy_adaptive_mixup(
+                sample["wave"], self._wave(other, rng), rng
+            )
             sample["mix_label"] = other.label
         return sample
 
@@ -132,7 +161,8 @@ class TrainableEncoders(nn.Module):
     or Whisper's encoder (``embedded`` = tiny.en from the bundled weights; its two-convolution stem
     frozen, our analogue of that choice), on each clip's own length with a padding mask, and only
     the layers up to the one read (layer 2 of 4 runs half the encoder); clips longer than Whisper's
-    30 s window are cut to their first 30 s (set ``speech.max_seconds`` for a random crop instead). ``speech_layer`` ``all``
+    30 s window are cut to their first 30 s (set ``speech.max_seconds`` for a random crop instead).
+    ``speech_layer`` ``all``
     gives every hidden state ``(B, T, L + 1, D)`` for the model's learnable weighted sum.
     """
 
@@ -163,7 +193,9 @@ class TrainableEncoders(nn.Module):
                 self.speech.freeze_feature_encoder()  # the CNN stays frozen (reference code)
                 if speech_layer == "all":
                     self.speech_layers = self.speech.config.num_hidden_layers + 1
-            self.dims["speech"] = int(self.speech.d_model if self.is_whisper else self.speech.config.hidden_size)
+            self.dims["speech"] = int(
+                self.speech.d_model if self.is_whisper else self.speech.config.hidden_size
+            )
         if text_model:
             path, _ = text_model_path(text_model)
             self.tokenizer = AutoTokenizer.from_pretrained(path)
@@ -174,7 +206,10 @@ class TrainableEncoders(nn.Module):
                 continue
             model.train()  # from_pretrained returns eval mode; dropout belongs to fine-tuning
             if gradient_checkpointing and model.supports_gradient_checkpointing:
-                enable = getattr(model, "activation_checkpointing_enable", None) or model.gradient_checkpointing_enable
+                enable = (
+                    getattr(model, "activation_checkpointing_enable", None)
+                    or model.gradient_checkpointing_enable
+                )
                 enable()
 
     def _cut_whisper(self) -> None:
@@ -192,10 +227,29 @@ class TrainableEncoders(nn.Module):
             frames = frames.to(device)
             states = self.speech(mels.to(device), frames, hidden_states=True)
         else:
-            inputs = self.processor(waves, sampling_rate=SAMPLE_RATE, padding=True, return_attention_mask=True, return_tensors="pt")
-            values, sample_mask = inputs["input_values"].to(device), inputs["attention_mask"].to(device)
-            out = self.speech(values, attention_mask=sample_mask, output_hidden_states=self.speech_layer != -1)
-            states = out.hidden_states if self.speech_layer == "all" else (out.last_hidden_state if self.speech_layer == -1 else out.hidden_states[self.speech_layer],)
+            inputs = self.processor(
+                waves,
+                sampling_rate=SAMPLE_RATE,
+                padding=True,
+                return_attention_mask=True,
+                return_tensors="pt",
+            )
+            values, sample_mask = (
+                inputs["input_values"].to(device),
+                inputs["attention_mask"].to(device),
+            )
+            out = self.speech(
+                values, attention_mask=sample_mask, output_hidden_states=self.speech_layer != -1
+            )
+            states = (
+                out.hidden_states
+                if self.speech_layer == "all"
+                else (
+                    out.last_hidden_state
+                    if self.speech_layer == -1
+                    else out.hidden_states[self.speech_layer],
+                )
+            )
             lengths = self.speech._get_feat_extract_output_lengths(sample_mask.sum(dim=1))
             frames = torch.arange(states[0].shape[1], device=device)[None, :] < lengths[:, None]
         hidden = torch.stack(states, dim=2) if self.speech_layer == "all" else states[-1]
@@ -208,10 +262,18 @@ class TrainableEncoders(nn.Module):
             features["speech"], masks["speech"] = self._speech(batch["waves"], device)
         if self.text is not None:
             tokens = self.tokenizer(
-                list(batch["texts"]), padding=True, truncation=True, max_length=self.max_tokens, return_tensors="pt"
+                list(batch["texts"]),
+                padding=True,
+                truncation=True,
+                max_length=self.max_tokens,
+                return_tensors="pt",
             ).to(device)
             out = self.text(**tokens, output_hidden_states=self.text_layer != -1)
-            features["text"] = out.last_hidden_state if self.text_layer == -1 else out.hidden_states[self.text_layer]
+            features["text"] = (
+                out.last_hidden_state
+                if self.text_layer == -1
+                else out.hidden_states[self.text_layer]
+            )
             masks["text"] = tokens["attention_mask"].bool()
         return features, masks
 
@@ -219,9 +281,19 @@ class TrainableEncoders(nn.Module):
 class FinetuneLitModule(CrabLitModule):
     """Crab + MLCS with its encoders trained too (encoder parameters in the low-LR group)."""
 
-    def __init__(self, encoders: dict, labels: list[str], model: dict, loss: dict, train: dict, class_weights: list[float] | None = None) -> None:
+    def __init__(
+        self,
+        encoders: dict,
+        labels: list[str],
+        model: dict,
+        loss: dict,
+        train: dict,
+        class_weights: list[float] | None = None,
+    ) -> None:
         trainable = TrainableEncoders(**encoders)
-        super().__init__(trainable.dims, labels, model, loss, train, class_weights, trainable.speech_layers)
+        super().__init__(
+            trainable.dims, labels, model, loss, train, class_weights, trainable.speech_layers
+        )
         self.save_hyperparameters()
         self.encoders = trainable
 
@@ -238,9 +310,11 @@ class FinetuneLitModule(CrabLitModule):
 
     @torch.no_grad()
     def fit_input_statistics(self, loader) -> None:
-        """Z-normalise the head's inputs with the pre-trained encoders' statistics on ``loader`` (the
+        """Z-normalise the head's inputs with the pre-trained encoders' statistics on ``loader``
+        (the
         training split as evaluation reads it: each clip's first ``speech.max_seconds``, Whisper's
-        first 30 s, no random crop or mixup), as the frozen-feature runs do with the cached features; the
+        first 30 s, no random crop or mixup), as the frozen-feature runs do with the cached
+        features; the
         statistics stay fixed while the encoders train (our choice: the reference code normalises
         cached features only). One forward pass over the split."""
         moments = {modality: RunningMoments() for modality in self.encoders.dims}
@@ -253,7 +327,9 @@ class FinetuneLitModule(CrabLitModule):
         self.encoders.train(was_training)
         for modality, running in moments.items():
             mean, std = running.result()
-            self.model.input_stage.normalizers[modality].set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+            self.model.input_stage.normalizers[modality].set_statistics(
+                torch.from_numpy(mean), torch.from_numpy(std)
+            )
 
     def encoder_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.encoders.parameters() if p.requires_grad]

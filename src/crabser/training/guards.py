@@ -1,11 +1,12 @@
-"""Checks that stop a training run early with one clear line instead of a useless model or a traceback.
+"""Checks that stop a training run early with one clear line instead of a useless model or a
+traceback.
 
-- :class:`FiniteLossGuard` (a Lightning callback) stops training at the first optimisation step whose
-  loss is NaN or infinite, naming the epoch, the step and the settings that most often cause it.
-  A diverged run would otherwise go on, save NaN weights and predict one class for everything.
-  Checked after every training batch (one host sync per batch: negligible next to a step on a CPU); set
-  ``every_n_batches`` higher to check less often. In a distributed fit every process takes the same
-  decision (any process's bad loss stops all of them), so none is left waiting in a collective.
+- :class:`FiniteLossGuard` (a Lightning callback) stops training at the first optimisation step
+  whose loss is NaN or infinite, naming the epoch, the step and the settings that most often cause
+  it. A diverged run would otherwise go on, save NaN weights and predict one class for everything.
+  Checked after every training batch (one host sync per batch: negligible next to a step on a CPU);
+  set ``every_n_batches`` higher to check less often. In a distributed fit every process takes the
+  same decision (any process's bad loss stops all of them), so none is left waiting in a collective.
 - :func:`check_accelerator` refuses ``train.accelerator: gpu`` / ``cuda`` where torch sees no CUDA
   GPU, before Lightning would fail with a traceback.
 """
@@ -39,7 +40,9 @@ class FiniteLossGuard(L.Callback):
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         local = isinstance(loss, torch.Tensor) and not bool(torch.isfinite(loss.detach()).all())
         strategy = getattr(trainer, "strategy", None)
-        bad = strategy.reduce_boolean_decision(local, all=False) if strategy is not None else local  # any process
+        bad = (
+            strategy.reduce_boolean_decision(local, all=False) if strategy is not None else local
+        )  # any process
         if bad:
             value = loss.detach().float().item() if local else "non-finite in another process"
             raise NonFiniteLossError(
@@ -60,6 +63,7 @@ def check_accelerator(accelerator: str, cuda_available: bool | None = None) -> N
     available = torch.cuda.is_available() if cuda_available is None else cuda_available
     if accelerator.lower() in ("gpu", "cuda") and not available:
         raise ConfigError(
-            f"train.accelerator={accelerator}: no CUDA GPU is visible to torch (torch.cuda.is_available() is False; "
+            f"train.accelerator={accelerator}: no CUDA GPU is visible to torch "
+            "(torch.cuda.is_available() is False; "
             f"torch {torch.__version__}); use train.accelerator=auto or cpu"
         )

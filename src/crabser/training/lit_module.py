@@ -1,4 +1,5 @@
-"""Lightning module: a model + its training objective, hierarchical AdamW, cosine schedule, UAR selection.
+"""Lightning module: a model + its training objective, hierarchical AdamW, cosine schedule, UAR
+selection.
 
 Several processes (DDP, ``train.strategy: ddp``): each rank trains on its own share of every epoch's
 batches (:mod:`crabser.data.sampling`), and so do the supervision legs: MPCL (and SupCon) contrast
@@ -74,14 +75,18 @@ class CrabLitModule(L.LightningModule):
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
         neutral = train.get("neutral_label", "neutral")
         neutral_index = self.labels.index(neutral) if neutral in self.labels else None
-        self.objective = build_objective(loss, model, self.model.tap_dims(), weights, len(labels), neutral_index)
+        self.objective = build_objective(
+            loss, model, self.model.tap_dims(), weights, len(labels), neutral_index
+        )
         self.train_config = train
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": []}
-        self._train_sums: dict[str, torch.Tensor | int] = {}  #: this epoch's loss sums, for on_train_epoch_end
+        #: this epoch's loss sums, for on_train_epoch_end
+        self._train_sums: dict[str, torch.Tensor | int] = {}
         self.last_metrics: dict[str, dict] = {}
 
     def inputs(self, batch: dict) -> tuple[dict, dict]:
-        """Per-modality features and masks of a batch (cached features here; encoders when fine-tuning)."""
+        """Per-modality features and masks of a batch (cached features here; encoders when
+        fine-tuning)."""
         return batch["features"], batch["masks"]
 
     def encoder_parameters(self) -> list[torch.nn.Parameter]:
@@ -99,14 +104,18 @@ class CrabLitModule(L.LightningModule):
         size = len(batch["labels"])
         sums = self._train_sums
         sums["utterances"] = sums.get("utterances", 0) + size
-        for name, value in (("train_loss", parts.total), ("train_classification", parts.classification), ("train_legs", parts.legs)):
+        for name, value in (
+            ("train_loss", parts.total),
+            ("train_classification", parts.classification),
+            ("train_legs", parts.legs),
+        ):
             if value is not None:
                 sums[name] = sums.get(name, 0.0) + value.detach() * size
         return parts.total
 
     def on_train_epoch_end(self) -> None:
-        """Log the epoch's utterance-weighted mean losses once (``self.log`` per step costs ~4 % of a
-        CPU epoch in Lightning's bookkeeping)."""
+        """Log the epoch's utterance-weighted mean losses once (``self.log`` per step costs ~4 % of
+        a CPU epoch in Lightning's bookkeeping)."""
         sums, self._train_sums = self._train_sums, {}
         count = sum_over_ranks(torch.tensor(float(sums.pop("utterances", 0)), device=self.device))
         for name, total in sums.items():
@@ -139,12 +148,35 @@ class CrabLitModule(L.LightningModule):
         own = self.objective.parameter_groups()  # e.g. the center loss's centres, at their own LR
         layer_sum = getattr(getattr(self.model, "input_stage", None), "speech_layer_sum", None)
         if layer_sum is not None and cfg.get("lr_layer_weights"):
-            own = [*own, {"params": list(layer_sum.parameters()), "lr": cfg["lr_layer_weights"], "weight_decay": 0.0, "name": "layer_weights"}]
+            own = [
+                *own,
+                {
+                    "params": list(layer_sum.parameters()),
+                    "lr": cfg["lr_layer_weights"],
+                    "weight_decay": 0.0,
+                    "name": "layer_weights",
+                },
+            ]
         taken = {id(p) for group in own for p in group["params"]}
-        head = [p for p in [*self.model.parameters(), *self.objective.parameters()] if id(p) not in taken]
-        groups = parameter_groups(head, self.encoder_parameters(), cfg["lr_head"], cfg["lr_encoder"]) + own
-        optimizer, scheduler = build_optimizer(
-            groups, cfg["weight_decay"], cfg["epochs"], cfg["min_lr_ratio"],
-            optimizer=cfg.get("optimizer", "adamw"), schedule=cfg.get("schedule", "cosine"), lr_decay=cfg.get("lr_decay", 0.875),
+        head = [
+            p
+            for p in [*self.model.parameters(), *self.objective.parameters()]
+            if id(p) not in taken
+        ]
+        groups = (
+            parameter_groups(head, self.encoder_parameters(), cfg["lr_head"], cfg["lr_encoder"])
+            + own
         )
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+        optimizer, scheduler = build_optimizer(
+            groups,
+            cfg["weight_decay"],
+            cfg["epochs"],
+            cfg["min_lr_ratio"],
+            optimizer=cfg.get("optimizer", "adamw"),
+            schedule=cfg.get("schedule", "cosine"),
+            lr_decay=cfg.get("lr_decay", 0.875),
+        )
+        return {
+            "optimizer": optimizer,
+            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+        }

@@ -50,7 +50,9 @@ from crabser.models.blocks import ContrastiveSupervisionLeg
 from crabser.models.crab import CrabOutput
 
 FINAL_TAP = "fused"
-Mix = tuple[torch.Tensor, torch.Tensor]  # waveform mixup (EAM): the mixed-in labels and their weights
+Mix = tuple[
+    torch.Tensor, torch.Tensor
+]  # waveform mixup (EAM): the mixed-in labels and their weights
 
 
 def soft_targets(output: CrabOutput, labels: torch.Tensor, mix: Mix | None) -> torch.Tensor:
@@ -63,7 +65,9 @@ def soft_targets(output: CrabOutput, labels: torch.Tensor, mix: Mix | None) -> t
     if mix is not None:
         other, lam = mix
         lam = lam.to(one_hot.dtype).unsqueeze(-1)
-        targets = (1.0 - lam) * targets + lam * torch.nn.functional.one_hot(other, one_hot.shape[-1]).to(one_hot.dtype)
+        targets = (1.0 - lam) * targets + lam * torch.nn.functional.one_hot(
+            other, one_hot.shape[-1]
+        ).to(one_hot.dtype)
     if output.mixup is not None:
         permutation, weight = output.mixup
         targets = weight * targets + (1.0 - weight) * targets[permutation]
@@ -110,21 +114,33 @@ class TrainingObjective(nn.Module):
         self.tau = tau
         self.mpcl_anchors = mpcl_anchors
         self.register_buffer("class_weights", class_weights, persistent=True)
-        taps = {"all": dict(tap_dims), "final": {FINAL_TAP: tap_dims.get(FINAL_TAP, 0)}, "none": {}}[legs]
+        taps = {
+            "all": dict(tap_dims),
+            "final": {FINAL_TAP: tap_dims.get(FINAL_TAP, 0)},
+            "none": {},
+        }[legs]
         if any(dim == 0 for dim in taps.values()):
             raise ValueError(f"the model has no {FINAL_TAP!r} tap for legs: final")
         output_dim = num_classes if leg_loss == "ce" else leg_dim
-        self.legs = nn.ModuleDict({
-            name: ContrastiveSupervisionLeg(dim, leg_hidden_unimodal if name.endswith("_unimodal") else leg_hidden, output_dim)
-            for name, dim in taps.items()
-        })
+        self.legs = nn.ModuleDict(
+            {
+                name: ContrastiveSupervisionLeg(
+                    dim,
+                    leg_hidden_unimodal if name.endswith("_unimodal") else leg_hidden,
+                    output_dim,
+                )
+                for name, dim in taps.items()
+            }
+        )
         # StackingSER's neutral-vs-expressive head on the classifier's tap (training only)
         self.soft_margin_weight = soft_margin_weight
         self.neutral_index = neutral_index
         self.margin_head = None
         if soft_margin_weight > 0:
             if neutral_index is None or FINAL_TAP not in tap_dims:
-                raise ValueError(f"the soft-margin loss needs a neutral class and the model's {FINAL_TAP!r} tap")
+                raise ValueError(
+                    f"the soft-margin loss needs a neutral class and the model's {FINAL_TAP!r} tap"
+                )
             self.margin_head = nn.Linear(tap_dims[FINAL_TAP], 1)
 
     @property
@@ -152,14 +168,20 @@ class TrainingObjective(nn.Module):
             return supervised_contrastive_loss(embedding, labels, self.tau, self.supcon_variant)
         return multi_positive_contrastive_loss(embedding, labels, self.tau, self.mpcl_anchors)
 
-    def forward(self, output: CrabOutput, labels: torch.Tensor, mix: Mix | None = None) -> LossParts:
+    def forward(
+        self, output: CrabOutput, labels: torch.Tensor, mix: Mix | None = None
+    ) -> LossParts:
         targets = soft_targets(output, labels, mix)
         if output.mixup is not None and len(self.legs):
-            raise ValueError("supervision legs need unmixed batches: use loss.legs: none with model.mixup_alpha")
+            raise ValueError(
+                "supervision legs need unmixed batches: use loss.legs: none with model.mixup_alpha"
+            )
         classification = self.classification_loss(output.logits, targets)
         if self.margin_head is not None:
             scores = self.margin_head(output.taps[FINAL_TAP]).squeeze(-1)
-            classification = classification + self.soft_margin_weight * neutral_soft_margin_loss(scores, labels, self.neutral_index)
+            classification = classification + self.soft_margin_weight * neutral_soft_margin_loss(
+                scores, labels, self.neutral_index
+            )
         if not len(self.legs):
             return LossParts(classification, classification, None)
         # under EAM the legs see each utterance's own label: its weight 1 - lambda is always > 1/2
@@ -196,7 +218,9 @@ class MultiLossObjective(nn.Module):
         self.center_lr = center_lr
         self.max_frames = max_frames
         self.centers = nn.Parameter(torch.randn(num_classes, embedding_dim) * 0.1)
-        self.legs = nn.ModuleDict()  # no supervision legs: the model needs its taps for the center loss
+        self.legs = (
+            nn.ModuleDict()
+        )  # no supervision legs: the model needs its taps for the center loss
 
     @property
     def wants_taps(self) -> bool:
@@ -204,9 +228,13 @@ class MultiLossObjective(nn.Module):
 
     def parameter_groups(self) -> list[dict]:
         """The centres' own optimiser group."""
-        return [{"params": [self.centers], "lr": self.center_lr, "name": "centers", "weight_decay": 0.0}]
+        return [
+            {"params": [self.centers], "lr": self.center_lr, "name": "centers", "weight_decay": 0.0}
+        ]
 
-    def frame_supcon(self, frames: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    def frame_supcon(
+        self, frames: torch.Tensor, mask: torch.Tensor, labels: torch.Tensor
+    ) -> torch.Tensor:
         """SupCon over every real frame of the batch, labelled with its utterance's label."""
         flat = frames[mask]  # (N, e)
         frame_labels = labels.unsqueeze(1).expand_as(mask)[mask]
@@ -215,34 +243,59 @@ class MultiLossObjective(nn.Module):
             flat, frame_labels = flat[keep], frame_labels[keep]
         return supervised_contrastive_loss(flat, frame_labels, self.tau)
 
-    def forward(self, output: CrabOutput, labels: torch.Tensor, mix: Mix | None = None) -> LossParts:
+    def forward(
+        self, output: CrabOutput, labels: torch.Tensor, mix: Mix | None = None
+    ) -> LossParts:
         if output.frames is None or "center" not in output.taps:
-            raise ValueError("the multi-loss objective needs model.name: mll (center and frame embeddings)")
+            raise ValueError(
+                "the multi-loss objective needs model.name: mll (center and frame embeddings)"
+            )
         targets = soft_targets(output, labels, mix)
         dominant = labels  # EAM keeps each utterance's own label above 1/2 (lambda < 1/2)
         w_kl, w_focal, w_center, w_supcon = self.weights
-        classification = w_kl * kl_divergence(output.logits, targets) + w_focal * focal_loss(output.logits, targets, self.focal_gamma)
+        classification = w_kl * kl_divergence(output.logits, targets) + w_focal * focal_loss(
+            output.logits, targets, self.focal_gamma
+        )
         auxiliary = w_center * center_loss(output.taps["center"], dominant, self.centers)
         auxiliary = auxiliary + w_supcon * self.frame_supcon(*output.frames, dominant)
         return LossParts(classification + auxiliary, classification, auxiliary)
 
 
 def build_objective(
-    loss: dict, model: dict, tap_dims: dict[str, int], class_weights: torch.Tensor | None, num_classes: int,
+    loss: dict,
+    model: dict,
+    tap_dims: dict[str, int],
+    class_weights: torch.Tensor | None,
+    num_classes: int,
     neutral_index: int | None = None,
 ) -> nn.Module:
     """The objective of a run from its ``loss`` and ``model`` config dumps."""
     if loss.get("name", "standard") == "multi_loss":
         return MultiLossObjective(
-            num_classes, model["embedding_dim"], tuple(loss["multi_loss_weights"]), loss["focal_gamma"],
-            loss["tau"], loss["center_lr"], loss["max_frames"],
+            num_classes,
+            model["embedding_dim"],
+            tuple(loss["multi_loss_weights"]),
+            loss["focal_gamma"],
+            loss["tau"],
+            loss["center_lr"],
+            loss["max_frames"],
         )
     return TrainingObjective(
-        tap_dims, class_weights, num_classes,
-        classifier=loss["classifier"], focal_gamma=loss["focal_gamma"], legs=loss["legs"], leg_loss=loss["leg_loss"],
-        supcon_variant=loss["supcon_variant"], alpha=loss["alpha"], tau=loss["tau"],
+        tap_dims,
+        class_weights,
+        num_classes,
+        classifier=loss["classifier"],
+        focal_gamma=loss["focal_gamma"],
+        legs=loss["legs"],
+        leg_loss=loss["leg_loss"],
+        supcon_variant=loss["supcon_variant"],
+        alpha=loss["alpha"],
+        tau=loss["tau"],
         # runs saved before the setting existed averaged over the anchors with a positive
         mpcl_anchors=loss.get("mpcl_anchors", "with_positive"),
-        leg_dim=model["leg_dim"], leg_hidden_unimodal=model["leg_hidden_unimodal"], leg_hidden=model["leg_hidden"],
-        soft_margin_weight=loss.get("soft_margin_weight", 0.0), neutral_index=neutral_index,
+        leg_dim=model["leg_dim"],
+        leg_hidden_unimodal=model["leg_hidden_unimodal"],
+        leg_hidden=model["leg_hidden"],
+        soft_margin_weight=loss.get("soft_margin_weight", 0.0),
+        neutral_index=neutral_index,
     )

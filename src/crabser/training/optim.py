@@ -16,7 +16,10 @@ from torch import nn
 
 
 def parameter_groups(
-    head: Iterable[nn.Parameter], encoders: Iterable[nn.Parameter], lr_head: float, lr_encoder: float
+    head: Iterable[nn.Parameter],
+    encoders: Iterable[nn.Parameter],
+    lr_head: float,
+    lr_encoder: float,
 ) -> list[dict]:
     """AdamW parameter groups; an empty encoder group (frozen mode) is dropped."""
     groups = [{"params": [p for p in head if p.requires_grad], "lr": lr_head, "name": "head"}]
@@ -37,12 +40,19 @@ def fusable(groups: list[dict]) -> bool:
     or a CUDA device). On a CPU it steps all tensors in one kernel instead of a Python loop over
     them: 2.6x faster steps, about 6 % of a Crab training step (BENCHMARKS.md, speed)."""
     params = [p for group in groups for p in group["params"]]
-    return bool(params) and all(p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params)
+    return bool(params) and all(
+        p.is_floating_point() and p.device.type in ("cpu", "cuda") for p in params
+    )
 
 
 def build_optimizer(
-    groups: list[dict], weight_decay: float, total_epochs: int, min_lr_ratio: float,
-    optimizer: str = "adamw", schedule: str = "cosine", lr_decay: float = 0.875,
+    groups: list[dict],
+    weight_decay: float,
+    total_epochs: int,
+    min_lr_ratio: float,
+    optimizer: str = "adamw",
+    schedule: str = "cosine",
+    lr_decay: float = 0.875,
 ) -> tuple[torch.optim.Optimizer, torch.optim.lr_scheduler.LambdaLR]:
     """AdamW (Crab) or Adam without weight decay (multi-loss), with one per-epoch schedule shared by
     every group: cosine down to ``min_lr_ratio``, or exponential decay by ``lr_decay`` per epoch

@@ -4,13 +4,13 @@ weights and metrics as one that never stopped (tests/test_resume.py kills runs a
 What makes a resumed epoch differ from the uninterrupted one, and what we do about each:
 
 - **Where the checkpoint is taken.** Lightning's ``ModelCheckpoint(save_last=True)`` writes
-  ``last.ckpt`` only when the best checkpoint is written too (Lightning 2.6), and any ModelCheckpoint
-  saves at the end of validation, before the epoch's training losses are logged and the LR schedule
-  steps. :class:`EpochCheckpoint` writes ``last.ckpt`` instead when the next epoch starts (the
-  previous one then has every hook, log row and scheduler step behind it) and when training ends,
-  atomically (temporary file, then rename: a kill while writing leaves the previous one). A kill
-  mid-epoch resumes at the start of that epoch: batches of an unfinished epoch are trained again
-  from the same state, which is what makes the result exact.
+  ``last.ckpt`` only when the best checkpoint is written too (Lightning 2.6), and any
+  ModelCheckpoint saves at the end of validation, before the epoch's training losses are logged and
+  the LR schedule steps. :class:`EpochCheckpoint` writes ``last.ckpt`` instead when the next epoch
+  starts (the previous one then has every hook, log row and scheduler step behind it) and when
+  training ends, atomically (temporary file, then rename: a kill while writing leaves the previous
+  one). A kill mid-epoch resumes at the start of that epoch: batches of an unfinished epoch are
+  trained again from the same state, which is what makes the result exact.
 - **Batch order.** Our batch samplers draw each epoch from ``seed + epoch`` and Lightning sets their
   epoch (:mod:`crabser.data.sampling`).
 - **Randomness in training** (dropout, MixUp): Lightning does not save the random generators'
@@ -45,14 +45,16 @@ def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
 
 
 class EpochSeed(L.Callback):
-    """Seed torch, numpy and ``random`` before the first training step of every epoch (see the module
-    docstring). Not at the epoch's start: creating the loader's iterator draws from torch's
+    """Seed torch, numpy and ``random`` before the first training step of every epoch (see the
+    module docstring). Not at the epoch's start: creating the loader's iterator draws from torch's
     generator, and a resumed run creates it before the epoch starts, a running one after."""
 
     def __init__(self, seed: int) -> None:
         self.seed = seed
 
-    def on_train_batch_start(self, trainer: L.Trainer, module: L.LightningModule, batch: object, batch_idx: int) -> None:
+    def on_train_batch_start(
+        self, trainer: L.Trainer, module: L.LightningModule, batch: object, batch_idx: int
+    ) -> None:
         if batch_idx:
             return
         value = epoch_seed(self.seed, trainer.current_epoch, trainer.global_rank)
@@ -97,7 +99,9 @@ class EpochCheckpoint(L.Callback):
             os.replace(partial, self.path)
         trainer.strategy.barrier("EpochCheckpoint")  # no rank reads last.ckpt before it is in place
 
-    def on_save_checkpoint(self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict) -> None:
+    def on_save_checkpoint(
+        self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict
+    ) -> None:
         if self._saving:  # only ours: the best checkpoint keeps Lightning's state
             between_epochs(checkpoint["loops"])
 
@@ -122,7 +126,10 @@ class _KeepingWriter(ExperimentWriter):
             return
         with path.open(newline="") as file:
             reader = csv.DictReader(file)
-            keys, rows = list(reader.fieldnames or []), [row for row in reader if int(row["epoch"]) < self.keep_before]
+            keys, rows = (
+                list(reader.fieldnames or []),
+                [row for row in reader if int(row["epoch"]) < self.keep_before],
+            )
         partial = path.with_name(path.name + ".partial")
         with partial.open("w", newline="") as file:
             writer = csv.DictWriter(file, fieldnames=keys)
@@ -134,7 +141,8 @@ class _KeepingWriter(ExperimentWriter):
 
 class ResumedCSVLogger(CSVLogger):
     """``CSVLogger`` that, resuming at epoch ``keep_before``, keeps the earlier epochs' rows of
-    ``metrics.csv`` (None: a fresh run, the file starts empty). Rows are written as they are logged."""
+    ``metrics.csv`` (None: a fresh run, the file starts empty). Rows are written as they are
+    logged."""
 
     def __init__(self, save_dir: str, name: str, keep_before: int | None = None) -> None:
         super().__init__(save_dir, name=name, version="", flush_logs_every_n_steps=1)

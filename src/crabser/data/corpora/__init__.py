@@ -42,4 +42,6 @@ def corpus_facts(name: str) -> dict[str, str | None]:
     """What a model card says of a corpus: its name, language, kind of speech and terms of use
     (None where the adapter does not state them)."""
     module = _adapter_module(name) if name in CORPORA else None
-    return {key.lower(): getattr(module, key, None) for key in ("CORPUS", "LANGUAGE", "SPEECH", "TERMS")}
+    return {
+        key.lower(): getattr(module, key, None) for key in ("CORPUS", "LANGUAGE", "SPEECH", "TERMS")
+    }

@@ -6,9 +6,9 @@ x = emotion letter and n = its folder number (n1 neutral, f2 fearful, h3 happy, 
 the letter's case is ignored, the release has one ``S4-...``), yy = sentence, aa = repetition,
 gg = gender (01 female, 02 male), bb = speaker number. ``speaker`` is ``bb`` alone: its 65 values
 are the paper's 65 participants, while ``gg-bb`` gives 70 codes because five files (speakers 09, 15,
-21, 23, 25) carry gender 02 where every other file of that speaker says 01. Keying by ``bb`` keeps each
-speaker's clips on one side of a speaker-independent split; ``gender`` is read per file as written. There are no transcripts, so ``text`` is empty (use ASR); the sentence code is kept.
-"""
+21, 23, 25) carry gender 02 where every other file of that speaker says 01. Keying by ``bb`` keeps
+each speaker's clips on one side of a speaker-independent split; ``gender`` is read per file as
+written. There are no transcripts, so ``text`` is empty (use ASR); the sentence code is kept."""
 
 from __future__ import annotations
 
@@ -21,7 +21,10 @@ from crabser.data.manifest import Manifest
 CORPUS = "ASED"
 LANGUAGE = "Amharic"
 SPEECH = "acted"
-TERMS = 'no licence file, "freely available": research data; cite Retta et al., ACM TALLIP 22(1), 2023'  #: the terms a model trained on it carries over
+#: the terms a model trained on it carries over
+TERMS = (
+    'no licence file, "freely available": research data; cite Retta et al., ACM TALLIP 22(1), 2023'
+)
 
 EMOTIONS = {"n1": "neutral", "f2": "fear", "h3": "happiness", "s4": "sadness", "a5": "anger"}
 LABELS = tuple(sorted(EMOTIONS.values()))
@@ -33,7 +36,8 @@ _NAME = re.compile(
 
 
 def parse_name(stem: str) -> dict[str, str] | None:
-    """Label, speaker, gender, sentence and repetition from an ASED file stem, or None if it is not one."""
+    """Label, speaker, gender, sentence and repetition from an ASED file stem, or None if it is not
+    one."""
     match = _NAME.match(stem)
     if not match or match["emotion"].lower() not in EMOTIONS:
         return None
@@ -48,4 +52,11 @@ def parse_name(stem: str) -> dict[str, str] | None:
 
 def prepare(root: str | Path) -> Manifest:
     """Manifest of every ASED file under ``root`` (labels and speakers from the names, no texts)."""
-    return manifest_from_names(CORPUS, root, parse_name, "ased", "ASED emotion folders (01Neutral ... 05Angry)", "n1-01-01-01-01")
+    return manifest_from_names(
+        CORPUS,
+        root,
+        parse_name,
+        "ased",
+        "ASED emotion folders (01Neutral ... 05Angry)",
+        "n1-01-01-01-01",
+    )

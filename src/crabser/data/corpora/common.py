@@ -19,7 +19,9 @@ log = logging.getLogger(__name__)
 
 AUDIO_SUFFIXES = (".wav", ".flac")
 
-_TYPOGRAPHIC = str.maketrans({"’": "'", "‘": "'", "“": '"', "”": '"', "—": "-", "–": "-", "…": "...", "\u00a0": " "})
+_TYPOGRAPHIC = str.maketrans(
+    {"’": "'", "‘": "'", "“": '"', "”": '"', "—": "-", "–": "-", "…": "...", "\u00a0": " "}
+)
 
 
 def require_dir(corpus: str, root: Path, relative: str = "", hint: str = "") -> Path:
@@ -35,7 +37,9 @@ def require_file(corpus: str, root: Path, relative: str, hint: str = "") -> Path
     """``root/relative`` if it is a file, else a :class:`CorpusError` naming it."""
     path = root / relative
     if not path.is_file():
-        raise CorpusError(corpus, root, f"file {relative!r} not found" + (f"; expected {hint}" if hint else ""))
+        raise CorpusError(
+            corpus, root, f"file {relative!r} not found" + (f"; expected {hint}" if hint else "")
+        )
     return path
 
 
@@ -45,7 +49,8 @@ def audio_files(root: Path, suffixes: tuple[str, ...] = AUDIO_SUFFIXES) -> list[
 
 
 def named_audio(root: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path, re.Match[str]]]:
-    """Audio files below ``root`` whose stem matches a corpus's naming ``pattern``, with the match."""
+    """Audio files below ``root`` whose stem matches a corpus's naming ``pattern``, with the
+    match."""
     for path in audio_files(root):
         match = pattern.match(path.stem)
         if match is not None:
@@ -53,7 +58,8 @@ def named_audio(root: Path, pattern: re.Pattern[str]) -> Iterator[tuple[Path, re
 
 
 def read_transcript(path: Path) -> str | None:
-    """The stripped text of a transcript file; None if it is absent, empty or not UTF-8 (with a warning)."""
+    """The stripped text of a transcript file; None if it is absent, empty or not UTF-8 (with a
+    warning)."""
     if not path.is_file():
         return None
     try:
@@ -64,7 +70,8 @@ def read_transcript(path: Path) -> str | None:
 
 
 def ascii_punctuation(text: str) -> str:
-    """Typographic quotes, dashes and ellipses as ASCII (tokenizers trained on ASCII text prefer it)."""
+    """Typographic quotes, dashes and ellipses as ASCII (tokenizers trained on ASCII text prefer
+    it)."""
     return text.translate(_TYPOGRAPHIC).strip()
 
 
@@ -77,17 +84,32 @@ def manifest_or_error(corpus: str, root: Path, records: Iterable[dict], expected
 
 
 def manifest_from_names(
-    corpus: str, root: str | Path, parse: Callable[[str], dict | None], prefix: str, hint: str, example: str,
+    corpus: str,
+    root: str | Path,
+    parse: Callable[[str], dict | None],
+    prefix: str,
+    hint: str,
+    example: str,
     text: Callable[[dict], str | None] = lambda fields: None,
 ) -> Manifest:
     """The manifest of a corpus whose file names carry everything: every audio file under ``root``
-    whose stem ``parse`` reads (others are skipped) becomes a row ``{prefix}_{stem}`` with the parsed
-    fields and ``text(fields)``; ``hint`` describes the expected layout, ``example`` one file stem."""
+    whose stem ``parse`` reads (others are skipped) becomes a row ``{prefix}_{stem}`` with the
+    parsed fields and ``text(fields)``; ``hint`` describes the expected layout, ``example`` one file
+    stem."""
     root = Path(root)
     require_dir(corpus, root, hint=f"{hint} of files named like {example}.wav")
     records = []
     for path in audio_files(root):
         fields = parse(path.stem)
         if fields is not None:
-            records.append({"id": f"{prefix}_{path.stem}", "audio": str(path.resolve()), "text": text(fields), **fields})
-    return manifest_or_error(corpus, root, records, f"files named like {example}.wav or {example}.flac")
+            records.append(
+                {
+                    "id": f"{prefix}_{path.stem}",
+                    "audio": str(path.resolve()),
+                    "text": text(fields),
+                    **fields,
+                }
+            )
+    return manifest_or_error(
+        corpus, root, records, f"files named like {example}.wav or {example}.flac"
+    )

@@ -17,7 +17,8 @@ from crabser.data.manifest import Manifest
 CORPUS = "EmoDB"
 LANGUAGE = "German"
 SPEECH = "acted"
-TERMS = 'free download, no formal licence: research data; cite Burkhardt et al., Interspeech 2005'  #: the terms a model trained on it carries over
+#: the terms a model trained on it carries over
+TERMS = "free download, no formal licence: research data; cite Burkhardt et al., Interspeech 2005"
 
 EMOTIONS = {
     "W": "anger",
@@ -41,13 +42,24 @@ SENTENCES = {
     "b09": "Ich will das eben wegbringen und dann mit Karl was trinken gehen.",
     "b10": "Die wird auf dem Platz sein, wo wir sie immer hinlegen.",
 }
-GENDER = {"03": "male", "08": "female", "09": "female", "10": "male", "11": "male",
-          "12": "male", "13": "female", "14": "female", "15": "male", "16": "female"}
+GENDER = {
+    "03": "male",
+    "08": "female",
+    "09": "female",
+    "10": "male",
+    "11": "male",
+    "12": "male",
+    "13": "female",
+    "14": "female",
+    "15": "male",
+    "16": "female",
+}
 _NAME = re.compile(r"^(?P<speaker>\d\d)(?P<text>[ab]\d\d)(?P<emotion>[WLEAFTN])(?P<version>[a-z])$")
 
 
 def parse_name(stem: str) -> dict[str, str] | None:
-    """Speaker, sentence code, label and version from an EmoDB file stem, or None if it is not one."""
+    """Speaker, sentence code, label and version from an EmoDB file stem, or None if it is not
+    one."""
     match = _NAME.match(stem)
     if not match:
         return None
@@ -68,5 +80,11 @@ def _fields(stem: str) -> dict[str, str] | None:
 def prepare(root: str | Path) -> Manifest:
     """Manifest of every EmoDB file under ``root`` (labels from names, German sentence texts)."""
     return manifest_from_names(
-        CORPUS, root, _fields, "emodb", "a folder (or its wav/ or flac/ sub-folder)", "03a01Fa", text=lambda fields: SENTENCES.get(fields["text_code"])
+        CORPUS,
+        root,
+        _fields,
+        "emodb",
+        "a folder (or its wav/ or flac/ sub-folder)",
+        "03a01Fa",
+        text=lambda fields: SENTENCES.get(fields["text_code"]),
     )

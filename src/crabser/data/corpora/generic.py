@@ -19,8 +19,8 @@ AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3")
 
 
 def prepare_folder(root: str | Path, speaker_folders: bool = True) -> Manifest:
-    """One utterance per audio file in ``root/<label>/``; a ``<file>.txt`` beside it is its text and,
-    with ``speaker_folders``, a sub-folder ``root/<label>/<speaker>/`` its speaker."""
+    """One utterance per audio file in ``root/<label>/``; a ``<file>.txt`` beside it is its text
+    and, with ``speaker_folders``, a sub-folder ``root/<label>/<speaker>/`` its speaker."""
     root = Path(root)
     require_dir("folder corpus", root, hint="<label>/<file> audio files")
     records = []
@@ -35,23 +35,33 @@ def prepare_folder(root: str | Path, speaker_folders: bool = True) -> Manifest:
                     "audio": str(path.resolve()),
                     "label": label_dir.name,
                     "text": read_transcript(path.with_suffix(".txt")),
-                    "speaker": relative.parts[0] if speaker_folders and len(relative.parts) > 1 else "",
+                    "speaker": relative.parts[0]
+                    if speaker_folders and len(relative.parts) > 1
+                    else "",
                 }
             )
-    return manifest_or_error("folder corpus", root, records, f"<label>/<file> with suffix in {AUDIO_SUFFIXES}")
+    return manifest_or_error(
+        "folder corpus", root, records, f"<label>/<file> with suffix in {AUDIO_SUFFIXES}"
+    )
 
 
 def prepare_csv(path: str | Path) -> Manifest:
-    """Manifest from a CSV with columns path,label and optionally text,speaker,id (paths relative to it)."""
+    """Manifest from a CSV with columns path,label and optionally text,speaker,id (paths relative
+    to it)."""
     path = Path(path)
     if not path.is_file():
         raise CorpusError("CSV corpus", path, "file not found")
     frame = read_csv_utf8(path, dtype=str, keep_default_na=False)
     missing = {"path", "label"} - set(frame.columns)
     if missing:
-        raise ManifestError(f"{path}: missing column(s) {sorted(missing)}; it has {list(frame.columns)}")
+        raise ManifestError(
+            f"{path}: missing column(s) {sorted(missing)}; it has {list(frame.columns)}"
+        )
     frame = frame.rename(columns={"path": "audio"})
-    frame["audio"] = [str((path.parent / p).resolve()) if p and not Path(p).is_absolute() else p for p in frame["audio"]]
+    frame["audio"] = [
+        str((path.parent / p).resolve()) if p and not Path(p).is_absolute() else p
+        for p in frame["audio"]
+    ]
     if "id" not in frame:
         frame["id"] = [Path(p).stem for p in frame["audio"]]
     if "text" in frame:

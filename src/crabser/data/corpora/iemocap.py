@@ -2,9 +2,10 @@
 
 Expected layout (the ``IEMOCAP_full_release`` folder)::
 
-    Session1/dialog/EmoEvaluation/Ses01F_impro01.txt   # "[6.29 - 8.23]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[...]"
-    Session1/dialog/transcriptions/Ses01F_impro01.txt  # "Ses01F_impro01_F000 [006.2901-008.2357]: Excuse me."
-    Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav
+    Session1/dialog/EmoEvaluation/Ses01F_impro01.txt   # "[6.29 -
+    8.23]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[...]"
+    Session1/dialog/transcriptions/Ses01F_impro01.txt  # "Ses01F_impro01_F000 [006.2901-008.2357]:
+    Excuse me." Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_F000.wav
 
 The default class set is the paper's 4-class one with *excited* merged into *happiness* (1103 anger,
 1708 neutral, 1084 sadness, 1636 happiness); ``classes`` maps IEMOCAP codes to labels for others
@@ -22,10 +23,24 @@ from crabser.data.corpora.common import manifest_or_error, require_dir
 from crabser.data.manifest import Manifest
 
 CORPUS = "IEMOCAP"
-FOUR_CLASSES = {"ang": "anger", "neu": "neutral", "sad": "sadness", "hap": "happiness", "exc": "happiness"}
+FOUR_CLASSES = {
+    "ang": "anger",
+    "neu": "neutral",
+    "sad": "sadness",
+    "hap": "happiness",
+    "exc": "happiness",
+}
 ALL_CODES = {
-    "ang": "anger", "hap": "happiness", "exc": "excited", "sad": "sadness", "neu": "neutral",
-    "fru": "frustration", "sur": "surprise", "fea": "fear", "dis": "disgust", "oth": "other",
+    "ang": "anger",
+    "hap": "happiness",
+    "exc": "excited",
+    "sad": "sadness",
+    "neu": "neutral",
+    "fru": "frustration",
+    "sur": "surprise",
+    "fea": "fear",
+    "dis": "disgust",
+    "oth": "other",
 }
 _EVALUATION = re.compile(r"^\[[\d.]+ - [\d.]+\]\t(?P<id>Ses\d\d[FM]_\S+)\t(?P<code>\w+)\t")
 _TRANSCRIPT = re.compile(r"^(?P<id>Ses\d\d[FM]_\S+) \[[\d.]+-[\d.]+\]: ?(?P<text>.*)$")
@@ -52,14 +67,20 @@ def read_transcripts(path: Path) -> dict[str, str]:
     return texts
 
 
-def prepare(root: str | Path, classes: Mapping[str, str] | None = None, sessions: tuple[int, ...] = (1, 2, 3, 4, 5)) -> Manifest:
+def prepare(
+    root: str | Path,
+    classes: Mapping[str, str] | None = None,
+    sessions: tuple[int, ...] = (1, 2, 3, 4, 5),
+) -> Manifest:
     """Manifest of the labelled IEMOCAP utterances of ``sessions`` mapped through ``classes``."""
     root = Path(root)
     classes = dict(classes or FOUR_CLASSES)
     require_dir(CORPUS, root, hint="the IEMOCAP_full_release folder with Session1..Session5")
     records = []
     for session in sessions:
-        session_dir = require_dir(CORPUS, root, f"Session{session}", "Session1 .. Session5 sub-folders")
+        session_dir = require_dir(
+            CORPUS, root, f"Session{session}", "Session1 .. Session5 sub-folders"
+        )
         evaluation_dir = require_dir(CORPUS, root, f"Session{session}/dialog/EmoEvaluation")
         for evaluation in sorted(evaluation_dir.glob("Ses*.txt")):
             transcript_file = session_dir / "dialog" / "transcriptions" / evaluation.name
@@ -71,14 +92,20 @@ def prepare(root: str | Path, classes: Mapping[str, str] | None = None, sessions
                 if parts is None:
                     continue
                 dialog = utterance.rsplit("_", 1)[0]
-                records.append({
-                    "id": utterance,
-                    "audio": str(session_dir / "sentences" / "wav" / dialog / f"{utterance}.wav"),
-                    "text": texts.get(utterance),
-                    "label": classes[code],
-                    "speaker": f"Ses{parts['session']}{parts['gender']}",
-                    "gender": "female" if parts["gender"] == "F" else "male",
-                    "session": str(int(parts["session"])),
-                    "kind": "improvised" if "impro" in parts["dialog"] else "scripted",
-                })
-    return manifest_or_error(CORPUS, root, records, "SessionN/dialog/EmoEvaluation/*.txt with labelled utterances")
+                records.append(
+                    {
+                        "id": utterance,
+                        "audio": str(
+                            session_dir / "sentences" / "wav" / dialog / f"{utterance}.wav"
+                        ),
+                        "text": texts.get(utterance),
+                        "label": classes[code],
+                        "speaker": f"Ses{parts['session']}{parts['gender']}",
+                        "gender": "female" if parts["gender"] == "F" else "male",
+                        "session": str(int(parts["session"])),
+                        "kind": "improvised" if "impro" in parts["dialog"] else "scripted",
+                    }
+                )
+    return manifest_or_error(
+        CORPUS, root, records, "SessionN/dialog/EmoEvaluation/*.txt with labelled utterances"
+    )

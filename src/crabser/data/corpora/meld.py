@@ -29,7 +29,11 @@ from crabser.errors import CorpusError
 from crabser.io import read_csv_utf8
 
 CORPUS = "MELD"
-SPLITS = {"train": ("train", "train_splits"), "dev": ("val", "dev_splits_complete"), "test": ("test", "output_repeated_splits_test")}
+SPLITS = {
+    "train": ("train", "train_splits"),
+    "dev": ("val", "dev_splits_complete"),
+    "test": ("test", "output_repeated_splits_test"),
+}
 LABELS = ("anger", "disgust", "fear", "joy", "neutral", "sadness", "surprise")
 _COLUMNS = ("Utterance", "Speaker", "Emotion", "Sentiment", "Dialogue_ID", "Utterance_ID")
 
@@ -55,15 +59,16 @@ def prepare(root: str | Path) -> Manifest:
             raise CorpusError(CORPUS, root, f"{csv.name} lacks column(s) {missing}")
         for row in frame.itertuples(index=False):
             stem = f"dia{row.Dialogue_ID}_utt{row.Utterance_ID}"
-            records.append({
-                "id": f"meld_{name}_{stem}",
-                "audio": _clip(root, folder, stem),
-                "text": ascii_punctuation(row.Utterance) or None,
-                "label": row.Emotion.strip().lower(),
-                "speaker": row.Speaker.strip(),
-                "split": split,
-                "sentiment": row.Sentiment,
-                "dialogue": row.Dialogue_ID,
-            })
+            records.append(
+                {
+                    "id": f"meld_{name}_{stem}",
+                    "audio": _clip(root, folder, stem),
+                    "text": ascii_punctuation(row.Utterance) or None,
+                    "label": row.Emotion.strip().lower(),
+                    "speaker": row.Speaker.strip(),
+                    "split": split,
+                    "sentiment": row.Sentiment,
+                    "dialogue": row.Dialogue_ID,
+                }
+            )
     return manifest_or_error(CORPUS, root, records, "rows in the *_sent_emo.csv files")
-

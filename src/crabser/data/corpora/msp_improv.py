@@ -2,8 +2,8 @@
 
 Expected layout::
 
-    Evaluation.txt                                        # "UTD-IMPROV-S01A-F01-P-FM01.avi; A; A:2.0; ..."
-    Audio/session1/S01A/P/MSP-IMPROV-S01A-F01-P-FM01.wav  # (any depth below Audio/)
+    Evaluation.txt                                        # "UTD-IMPROV-S01A-F01-P-FM01.avi; A;
+    A:2.0; ..." Audio/session1/S01A/P/MSP-IMPROV-S01A-F01-P-FM01.wav  # (any depth below Audio/)
 
 Labels: the consensus letter of ``Evaluation.txt`` (A anger, H happiness, S sadness, N neutral;
 O and X dropped). The speaker is the gender letter and session of the name's 3rd field (``F01``);
@@ -21,8 +21,12 @@ from crabser.data.manifest import Manifest
 
 CORPUS = "MSP-IMPROV"
 EMOTIONS = {"A": "anger", "H": "happiness", "S": "sadness", "N": "neutral"}
-_LINE = re.compile(r"^UTD-IMPROV-(?P<stem>S\d\d[A-H]-[FM]\d\d-[PRST]-[FM]{2}\d\d)\.avi;\s*(?P<label>[A-Z])\s*;")
-_STEM = re.compile(r"^MSP-IMPROV-(?P<sentence>S\d\d[A-H])-(?P<gender>[FM])(?P<session>\d\d)-(?P<scenario>[PRST])-[FM]{2}\d\d$")
+_LINE = re.compile(
+    r"^UTD-IMPROV-(?P<stem>S\d\d[A-H]-[FM]\d\d-[PRST]-[FM]{2}\d\d)\.avi;\s*(?P<label>[A-Z])\s*;"
+)
+_STEM = re.compile(
+    r"^MSP-IMPROV-(?P<sentence>S\d\d[A-H])-(?P<gender>[FM])(?P<session>\d\d)-(?P<scenario>[PRST])-[FM]{2}\d\d$"
+)
 
 
 def read_evaluation(path: Path) -> dict[str, str]:
@@ -41,18 +45,24 @@ def prepare(root: str | Path) -> Manifest:
     require_dir(CORPUS, root, hint="a folder with Evaluation.txt and Audio/")
     labels = read_evaluation(require_file(CORPUS, root, "Evaluation.txt", "the consensus labels"))
     records = []
-    for path, match in named_audio(require_dir(CORPUS, root, "Audio", "Audio/sessionN/.../MSP-IMPROV-*.wav"), _STEM):
+    for path, match in named_audio(
+        require_dir(CORPUS, root, "Audio", "Audio/sessionN/.../MSP-IMPROV-*.wav"), _STEM
+    ):
         letter = labels.get(path.stem.removeprefix("MSP-IMPROV-"))
         if letter not in EMOTIONS:
             continue
-        records.append({
-            "id": path.stem,
-            "audio": str(path.resolve()),
-            "text": None,
-            "label": EMOTIONS[letter],
-            "speaker": f"{match['gender']}{match['session']}",
-            "gender": "female" if match["gender"] == "F" else "male",
-            "session": str(int(match["session"])),
-            "scenario": match["scenario"],
-        })
-    return manifest_or_error(CORPUS, root, records, "Audio/**/MSP-IMPROV-*.wav files labelled in Evaluation.txt")
+        records.append(
+            {
+                "id": path.stem,
+                "audio": str(path.resolve()),
+                "text": None,
+                "label": EMOTIONS[letter],
+                "speaker": f"{match['gender']}{match['session']}",
+                "gender": "female" if match["gender"] == "F" else "male",
+                "session": str(int(match["session"])),
+                "scenario": match["scenario"],
+            }
+        )
+    return manifest_or_error(
+        CORPUS, root, records, "Audio/**/MSP-IMPROV-*.wav files labelled in Evaluation.txt"
+    )

@@ -2,9 +2,9 @@
 
 Expected layout::
 
-    Labels/labels_consensus.csv   # FileName, EmoClass, EmoAct, EmoVal, EmoDom, SpkrID, Gender, Split_Set
-    Audios/MSP-PODCAST_0002_0033.wav
-    Transcripts/MSP-PODCAST_0002_0033.txt   # optional; missing ones can come from ASR
+    Labels/labels_consensus.csv   # FileName, EmoClass, EmoAct, EmoVal, EmoDom, SpkrID, Gender,
+    Split_Set Audios/MSP-PODCAST_0002_0033.wav Transcripts/MSP-PODCAST_0002_0033.txt   # optional;
+    missing ones can come from ASR
 
 Class set: the 8 primary emotions of the Odyssey 2024 / Interspeech 2025 challenges (A, C, D, F, H,
 N, S, U); the Crab paper's table I lists these without sadness, which we read as an omission.
@@ -29,13 +29,31 @@ from crabser.errors import CorpusError
 from crabser.io import read_csv_utf8
 
 CORPUS = "MSP-Podcast"
-CLASSES = {"A": "anger", "C": "contempt", "D": "disgust", "F": "fear", "H": "happiness", "N": "neutral", "S": "sadness", "U": "surprise"}
-PARTITIONS = {"Train": "train", "Development": "val", "Test1": "test", "Test2": "test", "Test3": "test"}
+CLASSES = {
+    "A": "anger",
+    "C": "contempt",
+    "D": "disgust",
+    "F": "fear",
+    "H": "happiness",
+    "N": "neutral",
+    "S": "sadness",
+    "U": "surprise",
+}
+PARTITIONS = {
+    "Train": "train",
+    "Development": "val",
+    "Test1": "test",
+    "Test2": "test",
+    "Test3": "test",
+}
 _COLUMNS = ("FileName", "EmoClass", "SpkrID", "Split_Set")
 
 
-def prepare(root: str | Path, classes: Mapping[str, str] | None = None, test_partition: str | None = None) -> Manifest:
-    """Manifest of the labelled MSP-Podcast turns; ``test_partition`` (e.g. Test1) keeps one test set."""
+def prepare(
+    root: str | Path, classes: Mapping[str, str] | None = None, test_partition: str | None = None
+) -> Manifest:
+    """Manifest of the labelled MSP-Podcast turns; ``test_partition`` (e.g. Test1) keeps one test
+    set."""
     root = Path(root)
     classes = dict(classes or CLASSES)
     require_dir(CORPUS, root, hint="a folder with Labels/, Audios/ and Transcripts/")
@@ -64,7 +82,12 @@ def prepare(root: str | Path, classes: Mapping[str, str] | None = None, test_par
             "split": PARTITIONS[partition],
             "partition": partition,
         }
-        for column, name in (("Gender", "gender"), ("EmoAct", "arousal"), ("EmoVal", "valence"), ("EmoDom", "dominance")):
+        for column, name in (
+            ("Gender", "gender"),
+            ("EmoAct", "arousal"),
+            ("EmoVal", "valence"),
+            ("EmoDom", "dominance"),
+        ):
             if column in row:
                 record[name] = row[column]
         records.append(record)

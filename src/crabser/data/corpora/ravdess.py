@@ -15,9 +15,20 @@ from crabser.data.corpora.common import manifest_or_error, named_audio, require_
 from crabser.data.manifest import Manifest
 
 CORPUS = "RAVDESS"
-EMOTIONS = {"01": "neutral", "02": "calm", "03": "happiness", "04": "sadness", "05": "anger", "06": "fear", "07": "disgust", "08": "surprise"}
+EMOTIONS = {
+    "01": "neutral",
+    "02": "calm",
+    "03": "happiness",
+    "04": "sadness",
+    "05": "anger",
+    "06": "fear",
+    "07": "disgust",
+    "08": "surprise",
+}
 STATEMENTS = {"01": "Kids are talking by the door.", "02": "Dogs are sitting by the door."}
-_NAME = re.compile(r"^(?P<modality>0[123])-(?P<channel>0[12])-(?P<emotion>0[1-8])-(?P<intensity>0[12])-(?P<statement>0[12])-(?P<repetition>0[12])-(?P<actor>\d\d)$")
+_NAME = re.compile(
+    r"^(?P<modality>0[123])-(?P<channel>0[12])-(?P<emotion>0[1-8])-(?P<intensity>0[12])-(?P<statement>0[12])-(?P<repetition>0[12])-(?P<actor>\d\d)$"
+)
 
 
 def prepare(root: str | Path) -> Manifest:
@@ -29,13 +40,17 @@ def prepare(root: str | Path) -> Manifest:
         if match["channel"] != "01":
             continue
         actor = match["actor"]
-        records.append({
-            "id": f"ravdess_{path.stem}",
-            "audio": str(path.resolve()),
-            "text": STATEMENTS[match["statement"]],
-            "label": EMOTIONS[match["emotion"]],
-            "speaker": actor,
-            "gender": "male" if int(actor) % 2 else "female",
-            "intensity": "strong" if match["intensity"] == "02" else "normal",
-        })
-    return manifest_or_error(CORPUS, root, records, "speech files named like 03-01-05-01-02-01-12.wav")
+        records.append(
+            {
+                "id": f"ravdess_{path.stem}",
+                "audio": str(path.resolve()),
+                "text": STATEMENTS[match["statement"]],
+                "label": EMOTIONS[match["emotion"]],
+                "speaker": actor,
+                "gender": "male" if int(actor) % 2 else "female",
+                "intensity": "strong" if match["intensity"] == "02" else "normal",
+            }
+        )
+    return manifest_or_error(
+        CORPUS, root, records, "speech files named like 03-01-05-01-02-01-12.wav"
+    )

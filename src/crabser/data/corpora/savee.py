@@ -14,7 +14,15 @@ from crabser.data.corpora.common import manifest_or_error, named_audio, require_
 from crabser.data.manifest import Manifest
 
 CORPUS = "SAVEE"
-EMOTIONS = {"a": "anger", "d": "disgust", "f": "fear", "h": "happiness", "n": "neutral", "sa": "sadness", "su": "surprise"}
+EMOTIONS = {
+    "a": "anger",
+    "d": "disgust",
+    "f": "fear",
+    "h": "happiness",
+    "n": "neutral",
+    "sa": "sadness",
+    "su": "surprise",
+}
 SPEAKERS = ("DC", "JE", "JK", "KL")
 _NAME = re.compile(r"^(?:(?P<prefix>DC|JE|JK|KL)_)?(?P<emotion>sa|su|[adfhn])(?P<number>\d\d)$")
 
@@ -28,11 +36,15 @@ def prepare(root: str | Path) -> Manifest:
         speaker = match["prefix"] or path.parent.name
         if speaker not in SPEAKERS:
             continue
-        records.append({
-            "id": f"savee_{speaker}_{match['emotion']}{match['number']}",
-            "audio": str(path.resolve()),
-            "text": None,
-            "label": EMOTIONS[match["emotion"]],
-            "speaker": speaker,
-        })
-    return manifest_or_error(CORPUS, root, records, "AudioData/DC/a01.wav or DC_a01.wav style names")
+        records.append(
+            {
+                "id": f"savee_{speaker}_{match['emotion']}{match['number']}",
+                "audio": str(path.resolve()),
+                "text": None,
+                "label": EMOTIONS[match["emotion"]],
+                "speaker": speaker,
+            }
+        )
+    return manifest_or_error(
+        CORPUS, root, records, "AudioData/DC/a01.wav or DC_a01.wav style names"
+    )

@@ -28,11 +28,17 @@ class CrossAttentionBlock(nn.Module):
         super().__init__()
         self.attention = nn.MultiheadAttention(dim, heads, dropout=dropout, batch_first=True)
         self.norm1 = nn.LayerNorm(dim)
-        self.feed_forward = nn.Sequential(nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim))
+        self.feed_forward = nn.Sequential(
+            nn.Linear(dim, 2 * dim), nn.ReLU(), nn.Dropout(dropout), nn.Linear(2 * dim, dim)
+        )
         self.norm2 = nn.LayerNorm(dim)
 
-    def forward(self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor) -> torch.Tensor:
-        attended, _ = self.attention(query, context, context, key_padding_mask=~context_mask, need_weights=False)
+    def forward(
+        self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
+    ) -> torch.Tensor:
+        attended, _ = self.attention(
+            query, context, context, key_padding_mask=~context_mask, need_weights=False
+        )
         x = self.norm1(query + attended)
         return self.norm2(x + self.feed_forward(x))
 
@@ -53,12 +59,18 @@ class FocalSER(nn.Module):
     ) -> None:
         super().__init__()
         if sorted(input_dims) != ["speech", "text"]:
-            raise ValueError(f"FocalSER is bimodal (model.modalities: [speech, text]), got {list(input_dims)}")
+            raise ValueError(
+                f"FocalSER is bimodal (model.modalities: [speech, text]), got {list(input_dims)}"
+            )
         self.modalities = tuple(input_dims)
         self.hidden = hidden
         self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
-        self.projections = nn.ModuleDict({m: ModalityProjection(d, hidden) for m, d in input_dims.items()})
-        self.cross = nn.ModuleDict({m: CrossAttentionBlock(hidden, heads, attention_dropout) for m in self.modalities})
+        self.projections = nn.ModuleDict(
+            {m: ModalityProjection(d, hidden) for m, d in input_dims.items()}
+        )
+        self.cross = nn.ModuleDict(
+            {m: CrossAttentionBlock(hidden, heads, attention_dropout) for m in self.modalities}
+        )
         self.classifier = ClassifierHead(2 * hidden, hidden, num_classes, dropout)
 
     def tap_dims(self) -> dict[str, int]:
@@ -66,16 +78,26 @@ class FocalSER(nn.Module):
         return {**{f"{m}_pooled": self.hidden for m in self.modalities}, "fused": self.hidden}
 
     def forward(
-        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], return_taps: bool = False
+        self,
+        features: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor],
+        return_taps: bool = False,
     ) -> CrabOutput:
         inputs, frame_masks = self.input_stage(features, masks)
         projected = {m: self.projections[m](inputs[m]) for m in self.modalities}  # (B, T_m, h)
         (a, b) = self.modalities
         other = {a: b, b: a}
         pooled = {
-            m: masked_mean(self.cross[m](projected[m], projected[other[m]], frame_masks[other[m]]), frame_masks[m])
+            m: masked_mean(
+                self.cross[m](projected[m], projected[other[m]], frame_masks[other[m]]),
+                frame_masks[m],
+            )
             for m in self.modalities
         }
         logits, fused = self.classifier(torch.cat([pooled[m] for m in self.modalities], dim=-1))
-        taps = {**{f"{m}_pooled": pooled[m] for m in self.modalities}, "fused": fused} if return_taps else {}
+        taps = (
+            {**{f"{m}_pooled": pooled[m] for m in self.modalities}, "fused": fused}
+            if return_taps
+            else {}
+        )
         return CrabOutput(logits, taps)

@@ -58,18 +58,27 @@ class Medusa(nn.Module):
         self.hidden = hidden
         self.mixup_alpha = mixup_alpha
         self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
-        self.branches = nn.ModuleDict({m: Branch(d, hidden, dropout) for m, d in input_dims.items()})
-        self.classifier = ClassifierHead(hidden * len(self.modalities), hidden, num_classes, dropout)
+        self.branches = nn.ModuleDict(
+            {m: Branch(d, hidden, dropout) for m, d in input_dims.items()}
+        )
+        self.classifier = ClassifierHead(
+            hidden * len(self.modalities), hidden, num_classes, dropout
+        )
 
     def tap_dims(self) -> dict[str, int]:
         """Width of each tap point."""
         return {**{f"{m}_pooled": self.hidden for m in self.modalities}, "fused": self.hidden}
 
     def forward(
-        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], return_taps: bool = False
+        self,
+        features: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor],
+        return_taps: bool = False,
     ) -> CrabOutput:
         inputs, frame_masks = self.input_stage(features, masks)
-        branches = {m: self.branches[m](inputs[m], frame_masks[m]) for m in self.modalities}  # (B, h) each
+        branches = {
+            m: self.branches[m](inputs[m], frame_masks[m]) for m in self.modalities
+        }  # (B, h) each
         joined = torch.cat([branches[m] for m in self.modalities], dim=-1)
         mixup = None
         if self.training and self.mixup_alpha > 0:
@@ -78,5 +87,9 @@ class Medusa(nn.Module):
             joined = lam * joined + (1.0 - lam) * joined[permutation]
             mixup = (permutation, lam)
         logits, fused = self.classifier(joined)
-        taps = {**{f"{m}_pooled": branches[m] for m in self.modalities}, "fused": fused} if return_taps else {}
+        taps = (
+            {**{f"{m}_pooled": branches[m] for m in self.modalities}, "fused": fused}
+            if return_taps
+            else {}
+        )
         return CrabOutput(logits, taps, mixup)

@@ -51,33 +51,63 @@ class MemoCMT(nn.Module):
     ) -> None:
         super().__init__()
         if sorted(input_dims) != ["speech", "text"]:
-            raise ValueError(f"MemoCMT is bimodal (model.modalities: [speech, text]), got {list(input_dims)}")
+            raise ValueError(
+                f"MemoCMT is bimodal (model.modalities: [speech, text]), got {list(input_dims)}"
+            )
         self.modalities = ("speech", "text")
         self.hidden = hidden
         self.aggregation = aggregation
         self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
-        self.projections = nn.ModuleDict({m: ModalityProjection(d, hidden) for m, d in input_dims.items()})
-        self.text_on_speech = nn.MultiheadAttention(hidden, heads, dropout=attention_dropout, batch_first=True)
-        self.speech_on_text = nn.MultiheadAttention(hidden, heads, dropout=attention_dropout, batch_first=True)
-        self.after_cross = nn.ModuleDict({m: ModalityProjection(hidden, hidden) for m in self.modalities})
-        self.fusion_attention = nn.MultiheadAttention(hidden, heads, dropout=attention_dropout, batch_first=True)
+        self.projections = nn.ModuleDict(
+            {m: ModalityProjection(d, hidden) for m, d in input_dims.items()}
+        )
+        self.text_on_speech = nn.MultiheadAttention(
+            hidden, heads, dropout=attention_dropout, batch_first=True
+        )
+        self.speech_on_text = nn.MultiheadAttention(
+            hidden, heads, dropout=attention_dropout, batch_first=True
+        )
+        self.after_cross = nn.ModuleDict(
+            {m: ModalityProjection(hidden, hidden) for m in self.modalities}
+        )
+        self.fusion_attention = nn.MultiheadAttention(
+            hidden, heads, dropout=attention_dropout, batch_first=True
+        )
         self.after_fusion = ModalityProjection(hidden, hidden)
-        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(hidden, hidden), nn.LeakyReLU(), nn.Linear(hidden, num_classes))
+        self.head = nn.Sequential(
+            nn.Dropout(dropout),
+            nn.Linear(hidden, hidden),
+            nn.LeakyReLU(),
+            nn.Linear(hidden, num_classes),
+        )
 
     def tap_dims(self) -> dict[str, int]:
         """Width of each tap point."""
         return {"fused": self.hidden}
 
     def forward(
-        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], return_taps: bool = False
+        self,
+        features: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor],
+        return_taps: bool = False,
     ) -> CrabOutput:
         inputs, frame_masks = self.input_stage(features, masks)
         s, t = (self.projections[m](inputs[m]) for m in self.modalities)
         s_mask, t_mask = frame_masks["speech"], frame_masks["text"]
-        at_speech, _ = self.text_on_speech(s, t, t, key_padding_mask=~t_mask, need_weights=False)  # (B, Ts, h)
-        at_text, _ = self.speech_on_text(t, s, s, key_padding_mask=~s_mask, need_weights=False)  # (B, Tt, h)
-        joined = torch.cat([self.after_cross["speech"](at_speech), self.after_cross["text"](at_text)], dim=1)
+        at_speech, _ = self.text_on_speech(
+            s, t, t, key_padding_mask=~t_mask, need_weights=False
+        )  # (B, Ts, h)
+        at_text, _ = self.speech_on_text(
+            t, s, s, key_padding_mask=~s_mask, need_weights=False
+        )  # (B, Tt, h)
+        joined = torch.cat(
+            [self.after_cross["speech"](at_speech), self.after_cross["text"](at_text)], dim=1
+        )
         joined_mask = torch.cat([s_mask, t_mask], dim=1)
-        fused_seq, _ = self.fusion_attention(joined, joined, joined, key_padding_mask=~joined_mask, need_weights=False)
-        fused = masked_aggregate(self.after_fusion(fused_seq), joined_mask, self.aggregation)  # (B, h)
+        fused_seq, _ = self.fusion_attention(
+            joined, joined, joined, key_padding_mask=~joined_mask, need_weights=False
+        )
+        fused = masked_aggregate(
+            self.after_fusion(fused_seq), joined_mask, self.aggregation
+        )  # (B, h)
         return CrabOutput(self.head(fused), {"fused": fused} if return_taps else {})

@@ -39,7 +39,10 @@ class WavLMBaseline(nn.Module):
     ) -> None:
         super().__init__()
         if list(input_dims) != ["speech"]:
-            raise ValueError(f"the WavLM baseline is speech only (model.modalities: [speech]), got {list(input_dims)}")
+            raise ValueError(
+                "the WavLM baseline is speech only (model.modalities: [speech]), got "
+                f"{list(input_dims)}"
+            )
         self.modalities = ("speech",)
         self.hidden = hidden
         self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
@@ -52,7 +55,10 @@ class WavLMBaseline(nn.Module):
         return {"speech_pooled": 2 * self.hidden, "fused": self.hidden}
 
     def forward(
-        self, features: Mapping[str, torch.Tensor], masks: Mapping[str, torch.Tensor], return_taps: bool = False
+        self,
+        features: Mapping[str, torch.Tensor],
+        masks: Mapping[str, torch.Tensor],
+        return_taps: bool = False,
     ) -> CrabOutput:
         inputs, frame_masks = self.input_stage(features, masks)
         pooled = self.pooling(self.projection(inputs["speech"]), frame_masks["speech"])  # (B, 2h)
