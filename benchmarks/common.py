@@ -154,7 +154,7 @@ def pooled_baseline(
     from sklearn.preprocessing import StandardScaler
 
     from crabser.evaluation.metrics import compute_metrics
-    from crabser.pipeline import run_labels
+    from crabser.runs import run_labels
 
     labels = run_labels(config, manifest)
     frame, pooled = pooled_features(config, manifest, encoder_id, modality, pooling)

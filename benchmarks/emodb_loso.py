@@ -33,7 +33,9 @@ from benchmarks.common import (
 )
 from crabser import pipeline
 from crabser.config import load_config
+from crabser.crossval import crossval
 from crabser.evaluation.metrics import compute_metrics
+from crabser.runs import run_labels
 
 
 def egemaps_functionals(paths: list[str]) -> np.ndarray:
@@ -119,9 +121,9 @@ def main() -> None:
     encoders = pipeline.build_encoders(config)
     pipeline.extract_features(config, manifest, encoders)
     started = time.perf_counter()
-    summary = pipeline.crossval(config, manifest, encoders, jobs=args.jobs)
+    summary = crossval(config, manifest, encoders, jobs=args.jobs)
     crab_seconds = time.perf_counter() - started
-    labels = pipeline.run_labels(config, manifest)
+    labels = run_labels(config, manifest)
     import json
 
     crab = json.loads((config.run_dir / "report" / "pooled_metrics.json").read_text())

@@ -30,7 +30,9 @@ from benchmarks.common import (
 )
 from crabser import pipeline
 from crabser.config import load_config
+from crabser.crossval import for_job, train_and_test
 from crabser.parallel import encoders_for_jobs, jobs_for, run_jobs
+from crabser.runs import RunFolder, run_labels
 
 PAPER = "paper, RoBERTa-Large text only: WAR .6034, UAR .5381"
 
@@ -118,25 +120,25 @@ def main() -> None:
     todo = [
         seed
         for seed, c in configs.items()
-        if args.retrain or not pipeline.metrics_file(c).is_file()
+        if args.retrain or not RunFolder.of(c).metrics_file().is_file()
     ]
     jobs, pending = jobs_for(args.jobs, len(todo)), {}  # finished seeds are read back
     for seed in todo:
         if args.retrain:
             shutil.rmtree(configs[seed].run_dir, ignore_errors=True)
-        pipeline.save_run_inputs(configs[seed], manifest)
+        RunFolder.of(configs[seed]).save_inputs(configs[seed], manifest)
         pending[seed] = (
-            pipeline.for_job(configs[seed], jobs),
+            for_job(configs[seed], jobs),
             manifest,
             encoders_for_jobs(encoders, jobs),
         )
     started = time.perf_counter()
-    run_jobs(pipeline.train_and_test, pending, jobs)
+    run_jobs(train_and_test, pending, jobs)
     wall = time.perf_counter() - started
     rows, results = [], []
     for seed, seed_config in configs.items():
-        metrics = pipeline.read_metrics(seed_config)
-        best_val, _ = pipeline.best_validation(seed_config)
+        metrics = RunFolder.of(seed_config).read_metrics()
+        best_val, _ = RunFolder.of(seed_config).best_validation()
         train_seconds = json.loads((seed_config.run_dir / "timings.json").read_text())["train"]
         results.append(metrics)
         rows.append(
@@ -154,7 +156,7 @@ def main() -> None:
         + " | | | |"
     )
     started = time.perf_counter()
-    tfidf, c = tfidf_baseline(manifest, pipeline.run_labels(config, manifest))
+    tfidf, c = tfidf_baseline(manifest, run_labels(config, manifest))
     tfidf_seconds = time.perf_counter() - started
     best_baseline = tfidf["test"]["uar"]
     rows.append(

@@ -33,8 +33,10 @@ from benchmarks.whisper_layers import probe_loso
 from crabser import pipeline
 from crabser.config import load_config
 from crabser.cross_corpus import evaluate_on_corpus
+from crabser.crossval import crossval
 from crabser.data.manifest import Manifest, write_manifest
 from crabser.evaluation.metrics import metrics_by_group
+from crabser.runs import RunFolder, run_labels
 
 EMODB_ONLY = "crabser/emodb_speech"  #: the packaged EmoDB-only model
 
@@ -66,16 +68,16 @@ def main() -> None:
     manifest = pipeline.prepare(config)
     if args.quick:  # 40 clips of each corpus
         manifest = quick_subset(manifest)
-        pipeline.save_run_inputs(config, manifest)
+        RunFolder.of(config).save_inputs(config, manifest)
     encoders = pipeline.build_encoders(config)
     started = time.perf_counter()
     pipeline.extract_features(config, manifest, encoders)
     extract_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    summary = pipeline.crossval(config, manifest, encoders, jobs=args.jobs)
+    summary = crossval(config, manifest, encoders, jobs=args.jobs)
     crab_seconds = time.perf_counter() - started
 
-    labels = pipeline.run_labels(config, manifest)
+    labels = run_labels(config, manifest)
     started = time.perf_counter()
     frame, pooled = pooled_features(config, manifest, encoders["speech"].cache_id, "speech")
     y = np.array([labels.index(label) for label in frame["label"]])

@@ -20,7 +20,9 @@ import time
 from benchmarks.common import command_line, header, quick_overrides, quick_subset, write_section
 from crabser import pipeline
 from crabser.config import load_config
+from crabser.crossval import crossval
 from crabser.data.manifest import Manifest
+from crabser.runs import RunFolder
 
 FOLDS = 5
 
@@ -51,11 +53,11 @@ def main() -> None:
     manifest = pipeline.prepare(union)
     if args.quick:  # 40 clips of each corpus
         manifest = quick_subset(manifest)
-        pipeline.save_run_inputs(union, manifest)
+        RunFolder.of(union).save_inputs(union, manifest)
     encoders = pipeline.build_encoders(union)
     pipeline.extract_features(union, manifest, encoders)
     started = time.perf_counter()
-    pooled = pipeline.crossval(union, manifest, encoders, jobs=args.jobs)
+    pooled = crossval(union, manifest, encoders, jobs=args.jobs)
     seconds = {"all four corpora": time.perf_counter() - started}
 
     alone = {}
@@ -64,9 +66,9 @@ def main() -> None:
         speakers = subset.frame["speaker"].nunique()
         data = union.data.model_copy(update={"val_speakers_per_fold": max(1, round(speakers / 10))})
         config = union.model_copy(update={"data": data, "name": f"{name}_{corpus}_alone"})
-        pipeline.save_run_inputs(config, subset)
+        RunFolder.of(config).save_inputs(config, subset)
         started = time.perf_counter()
-        alone[corpus] = pipeline.crossval(config, subset, encoders, jobs=args.jobs)["pooled"]
+        alone[corpus] = crossval(config, subset, encoders, jobs=args.jobs)["pooled"]
         seconds[corpus] = time.perf_counter() - started
 
     body = header(command_line()) + (

@@ -239,7 +239,7 @@ def epoch_rates(config, manifest, encoders, epochs: int, baselines: bool = True)
     from crabser.data.sampling import LengthBucketSampler
     from crabser.features.extract import content_hashes
     from crabser.features.store import FeatureStore
-    from crabser.pipeline import run_labels
+    from crabser.runs import run_labels
     from crabser.training.datamodule import FeatureDataset, collate, load_utterances
     from crabser.training.lit_module import CrabLitModule
     from crabser.training.optim import fusable
@@ -313,10 +313,11 @@ def epoch_rates(config, manifest, encoders, epochs: int, baselines: bool = True)
 
 def pipeline_training(config, manifest, encoders) -> dict:
     """``crabser train`` as a user runs it: utterances per second and time to the best val UAR."""
-    from crabser import pipeline
+    from crabser.runs import RunFolder
+    from crabser.training import fit
 
-    result = pipeline.train(config, manifest, encoders)
-    best_val_uar, best_epoch = pipeline.best_validation(config)
+    result = fit.train(config, manifest, encoders)
+    best_val_uar, best_epoch = RunFolder.of(config).best_validation()
     per_epoch = result.seconds / max(result.epochs, 1)
     train_size = int((manifest.frame["split"] == "train").sum())
     return {

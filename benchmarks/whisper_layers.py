@@ -40,9 +40,11 @@ from benchmarks.common import (
 )
 from crabser import pipeline
 from crabser.config import load_config
+from crabser.crossval import crossval
 from crabser.evaluation.metrics import compute_metrics
 from crabser.features.extract import content_hashes
 from crabser.features.store import FeatureStore
+from crabser.runs import run_labels
 
 #: w2v2-how-to notebook: wav2vec2-large-robust-12-ft-emotion-msp-dim embeddings + SVM, EmoDB LOSO
 AUDEERING_UAR = 0.934
@@ -108,7 +110,7 @@ def crab_loso(config_path: str, overrides: list[str], jobs: int) -> tuple[dict, 
     encoders = pipeline.build_encoders(config)
     pipeline.extract_features(config, manifest, encoders)
     started = time.perf_counter()
-    pipeline.crossval(config, manifest, encoders, jobs=jobs)
+    crossval(config, manifest, encoders, jobs=jobs)
     return json.loads(
         (config.run_dir / "report" / "pooled_metrics.json").read_text()
     ), time.perf_counter() - started
@@ -144,7 +146,7 @@ def main() -> None:
     base = [*quick, *quick_overrides(args.quick), "train.patience=5"]
     config = load_config(args.config, [*base, *ALL_LAYERS, "name=whisper_layers_probe"])
     manifest = pipeline.prepare(config)
-    labels = pipeline.run_labels(config, manifest)
+    labels = run_labels(config, manifest)
     frame = manifest.frame
     y = np.array([labels.index(label) for label in frame["label"]])
     folds, speakers = frame["fold"].astype(int).to_numpy(), frame["speaker"].to_numpy()

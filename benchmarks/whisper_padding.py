@@ -25,7 +25,9 @@ from benchmarks.common import (
 )
 from crabser import pipeline
 from crabser.config import load_config
+from crabser.crossval import for_job, train_and_test
 from crabser.parallel import encoders_for_jobs, jobs_for, run_jobs
+from crabser.runs import RunFolder
 
 
 def main() -> None:
@@ -79,17 +81,17 @@ def main() -> None:
         prepared[pad] = (config, manifest, encoders, rtf)
     jobs = jobs_for(args.jobs, len(prepared))
     run_jobs(  # the trainings side by side (--jobs), on the cached features
-        pipeline.train_and_test,
+        train_and_test,
         {
-            pad: (pipeline.for_job(config, jobs), manifest, encoders_for_jobs(encoders, jobs))
+            pad: (for_job(config, jobs), manifest, encoders_for_jobs(encoders, jobs))
             for pad, (config, manifest, encoders, _) in prepared.items()
         },
         jobs,
     )
     for pad, (config, manifest, encoders, rtf) in prepared.items():
         pad_value = config.speech.pad_to_seconds
-        metrics = pipeline.read_metrics(config)
-        crab_val[pad], _ = pipeline.best_validation(config)
+        metrics = RunFolder.of(config).read_metrics()
+        crab_val[pad], _ = RunFolder.of(config).best_validation()
         baseline = pooled_baseline(config, manifest, encoders["speech"].cache_id, "speech")
         baseline = {split: baseline[split]["uar"] for split in baseline}
         rows.append(

@@ -156,8 +156,10 @@ def main() -> None:
 
     from crabser import pipeline
     from crabser.config import load_config
+    from crabser.crossval import crossval
     from crabser.data.manifest import Manifest, write_manifest
     from crabser.inference import export_model
+    from crabser.training import fit
 
     config = load_config(args.config, [])
     target = PRETRAINED / (
@@ -168,13 +170,13 @@ def main() -> None:
     pipeline.extract_features(config, manifest, encoders)
     summary_path = config.run_dir / "crossval.json"
     if not args.skip_crossval or not summary_path.is_file():
-        pipeline.crossval(
+        crossval(
             config,
             manifest,
             encoders,
             on_fold=lambda k, m: print(f"fold {k}: UAR {m['uar']:.4f}", flush=True),
         )
-    crossval = json.loads(summary_path.read_text())
+    summary = json.loads(summary_path.read_text())
     pooled = json.loads((config.run_dir / "report" / "pooled_metrics.json").read_text())
 
     frame = manifest.frame.drop(columns=["fold"]).copy()
@@ -187,7 +189,7 @@ def main() -> None:
         [f"name={config.name}_all", "data.protocol=given", f"data.manifest={final_manifest}"],
     )
     final_manifest_loaded = pipeline.prepare(final)
-    result = pipeline.train(final, final_manifest_loaded, encoders)
+    result = fit.train(final, final_manifest_loaded, encoders)
     print(
         f"final model: best val UAR {result.best_val_uar:.4f} after {result.epochs} epochs",
         flush=True,
@@ -216,9 +218,9 @@ def main() -> None:
         "modalities": final.model.modalities,
         "speech_encoder": speech_encoder_description(final.speech),
         "labels": json.loads((target / "model.json").read_text())["labels"],
-        "cross_validation": cross_validation(config, crossval, pooled),
+        "cross_validation": cross_validation(config, summary, pooled),
         "intended_use": INTENDED_USE,
-        "limits": limits(corpora, crossval, speech_encoder_description(final.speech)),
+        "limits": limits(corpora, summary, speech_encoder_description(final.speech)),
         "final_val_uar": result.best_val_uar,
         "command": "python scripts/build_default_model.py --config "
         f"{Path(args.config).resolve().relative_to(REPO)}",

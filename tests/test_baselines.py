@@ -155,3 +155,44 @@ def test_multi_loss_model_and_objective_fit_and_cluster():
         objective(
             _model("crab")(*_batch(("speech", "text"), LENGTHS), return_taps=True), labels[:3]
         )
+
+
+def test_a_new_model_is_one_subclass_built_from_the_settings():
+    """docs/architecture.md's seventh system: a SERModel subclass gets the common settings and
+    the ones its constructor names from ModelConfig, and keeps the contract."""
+    from torch import nn
+
+    from crabser.models.base import ModelOutput, SERModel
+    from crabser.models.blocks import ClassifierHead, ModalityProjection, masked_mean
+
+    class MeanPool(SERModel):
+        def __init__(self, input_dims, num_classes, heads: int = 1, **common):
+            super().__init__(input_dims, num_classes, **common)
+            self.heads = heads
+            self.projections = nn.ModuleDict(
+                {m: ModalityProjection(d, self.hidden) for m, d in input_dims.items()}
+            )
+            self.classifier = ClassifierHead(
+                self.hidden * len(input_dims), self.hidden, num_classes, self.dropout
+            )
+
+        def tap_dims(self):
+            return {"fused": self.hidden}
+
+        def forward(self, features, masks, return_taps=False):
+            inputs, frame_masks = self.input_stage(features, masks)
+            pooled = [
+                masked_mean(self.projections[m](inputs[m]), frame_masks[m]) for m in self.modalities
+            ]
+            logits, fused = self.classifier(torch.cat(pooled, dim=-1))
+            return ModelOutput(logits, {"fused": fused} if return_taps else {})
+
+    settings = ModelConfig(hidden=12, heads=3, dropout=0.25, speech_frame_stride=2)
+    model = MeanPool.from_config(settings, DIMS, num_classes=4, speech_layers=0)
+    assert (model.hidden, model.heads, model.dropout, model.num_classes) == (12, 3, 0.25, 4)
+    assert model.modalities == ("speech", "text")
+    out = model(*_batch(model.modalities, LENGTHS), return_taps=True)
+    assert out.logits.shape == (3, 4) and out.taps["fused"].shape == (3, 12)
+    # a saved dump of the settings (a checkpoint's) builds the same model
+    again = MeanPool.from_config(settings.model_dump(), DIMS, num_classes=4)
+    assert again.hidden == 12 and again.heads == 3

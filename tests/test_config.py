@@ -101,3 +101,41 @@ def test_settings_that_meant_something_before_still_load():
         None, ["speech.kind=whisper-ct2", "speech.bucket_batches=0", "train.lr_decay=1.05"]
     )
     assert config.speech.bucket_batches == 0 and config.train.lr_decay == 1.05
+
+
+def test_saved_sections_are_completed_the_way_older_runs_trained():
+    """A checkpoint saved before a setting existed: the setting takes the value it had then where
+    the default changed (MPCL's anchors), else today's default; settings since removed drop."""
+    from crabser.config import LossConfig, ModelConfig, saved_section
+
+    old_loss = {"alpha": 0.5, "tau": 0.1, "a_setting_since_removed": 3}
+    loss = saved_section("loss", old_loss)
+    assert isinstance(loss, LossConfig)
+    assert loss.mpcl_anchors == "with_positive" != LossConfig().mpcl_anchors
+    assert (loss.alpha, loss.tau) == (0.5, 0.1)
+    assert loss.soft_margin_weight == LossConfig().soft_margin_weight
+    assert saved_section("loss", {"mpcl_anchors": "all"}).mpcl_anchors == "all"
+    model = saved_section("model", {"name": "medusa", "hidden": 8})
+    assert (model.name, model.hidden, model.mask_time) == ("medusa", 8, ModelConfig().mask_time)
+
+
+def test_crabser_config_prints_the_resolved_settings_with_their_comments(tmp_path):
+    """``crabser config`` is YAML that reads back to the same config, each setting under its
+    schema comment; --defaults ignores the file."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from crabser.cli import app
+    from crabser.config import RunConfig, load_config
+
+    path = tmp_path / "run.yaml"
+    path.write_text("name: mine\ndata: {label_map: {boredom: null}}\n")
+    result = CliRunner().invoke(app, ["config", "-c", str(path), "-o", "train.epochs=3"])
+    assert result.exit_code == 0, result.output
+    resolved = load_config(path, ["train.epochs=3"])
+    assert yaml.safe_load(result.output) == resolved.model_dump(mode="json")
+    lines = result.output.splitlines()
+    index = lines.index("  label_map: {boredom: null}")
+    assert lines[index - 1].startswith("  # ") and "calm: neutral" in lines[index - 1]
+    defaults = CliRunner().invoke(app, ["config", "--defaults", "-c", str(path)])
+    assert yaml.safe_load(defaults.output) == RunConfig().model_dump(mode="json")

@@ -396,7 +396,7 @@ def test_every_shipped_config_is_valid(path):
     config = load_config(path)
     assert config.data.corpus in CORPORA
     if config.train.finetune:
-        from crabser.pipeline import finetune_encoders
+        from crabser.training.fit import finetune_encoders
 
         encoders = finetune_encoders(config)
         for modality in config.model.modalities:  # each fine-tuned branch names its encoder
@@ -414,3 +414,23 @@ def test_a_non_utf8_transcript_counts_as_missing_and_is_named(tmp_path, caplog):
     frame = get_adapter("folder")(tmp_path).frame.set_index("id")
     assert frame.loc["calm/good", "text"] == "fine words" and frame.loc["calm/bad", "text"] is None
     assert str(folder / "bad.txt") in caplog.text and "UTF-8" in caplog.text
+
+
+def test_adapter_options_and_roots_are_checked_with_the_setting_named(tmp_path):
+    """A misspelt adapter option is refused by name with the options the adapter takes (not a
+    TypeError from inside); a corpus root that is not there says which setting to set."""
+    from crabser.config import load_config
+    from crabser.data.corpora import read_corpus
+    from crabser.errors import ConfigError, CorpusError
+    from crabser.pipeline import source_manifest
+
+    with pytest.raises(ConfigError, match=r"iemocap does not take \['clases'\]; it takes: classes"):
+        read_corpus("iemocap", tmp_path, {"clases": 4})
+    config = load_config(None, ["data.corpus=emodb", f"data.root={tmp_path / 'nowhere'}"])
+    with pytest.raises(CorpusError, match=r"folder not found.*set data\.root"):
+        source_manifest(config)
+    several = load_config(
+        None, [f"data.corpora=[{{corpus: emovo, root: {tmp_path}, options: {{speakers: 2}}}}]"]
+    )
+    with pytest.raises(ConfigError, match=r"data\.corpora\[0\]\.options: emovo does not take"):
+        source_manifest(several)

@@ -24,6 +24,9 @@ from tiny_runs import Interrupt, KillAt
 
 from crabser import pipeline
 from crabser.data.manifest import write_manifest
+from crabser.runs import RunFolder
+from crabser.training import fit
+from crabser.training.loaders import feature_splits, raw_loader, split_loader, train_batch_sampler
 
 pytestmark = pytest.mark.skipif(
     not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
@@ -66,11 +69,11 @@ class RecordBatches(L.Callback):
         (self.folder / f"rank{trainer.global_rank}.json").write_text(json.dumps(self.seen))
 
 
-def _train(root: Path, name: str, sampler: str, **kwargs) -> pipeline.TrainResult:
+def _train(root: Path, name: str, sampler: str, **kwargs) -> fit.TrainResult:
     config = tiny_runs.tiny_config(
         root, name, epochs=EPOCHS, batch_size=BATCH, sampler=sampler, strategy="ddp_fork", devices=2
     )
-    return pipeline.train(config, tiny_runs.tiny_manifest(root), tiny_runs.encoders(), **kwargs)
+    return fit.train(config, tiny_runs.tiny_manifest(root), tiny_runs.encoders(), **kwargs)
 
 
 def _ranks(folder: Path) -> list[dict]:
@@ -88,10 +91,10 @@ def test_two_ranks_share_every_epoch_and_score_validation_over_all_of_it(root, s
     result = _train(root, sampler, sampler, callbacks=[RecordBatches(folder)])
     manifest = tiny_runs.tiny_manifest(root)
     config = tiny_runs.tiny_config(root, sampler, batch_size=BATCH, sampler=sampler)
-    train_items = pipeline._splits(
+    train_items = feature_splits(
         config, manifest, tiny_runs.encoders(), tiny_runs.LABELS, ("train",)
     )["train"]
-    single = pipeline.train_batch_sampler(
+    single = train_batch_sampler(
         config, [u.label for u in train_items], tiny_runs.LABELS, [u.frames for u in train_items]
     )
     val_ids = sorted(manifest.subset("val").frame["id"])
@@ -123,7 +126,7 @@ def test_two_ranks_share_every_epoch_and_score_validation_over_all_of_it(root, s
         assert max(rank["leg_batches"]) <= BATCH
     # the best checkpoint is the best epoch's, with the val UAR a single process gives it
     saved = torch.load(result.best_checkpoint, map_location="cpu", weights_only=False)
-    best_uar, best_epoch = pipeline.best_validation(config)
+    best_uar, best_epoch = RunFolder.of(config).best_validation()
     assert saved["epoch"] == best_epoch - 1 and result.best_val_uar == pytest.approx(best_uar)
     metrics, _ = pipeline.evaluate(
         config, manifest, tiny_runs.encoders(), "val", result.best_checkpoint
@@ -149,6 +152,7 @@ def test_two_ranks_stopped_mid_epoch_resume_exactly(root):
         torch.testing.assert_close(resumed["state_dict"][key], value, rtol=0, atol=0, msg=key)
 
 
+@pytest.mark.slow
 def test_the_cli_trains_on_two_processes_with_strategy_ddp(root):
     command = Path(sys.executable).parent / "crabser"
     if not command.is_file():
@@ -200,10 +204,10 @@ def test_evaluation_in_a_process_of_a_finished_fit_scores_every_utterance(root, 
     monkeypatch.setattr(sampling, "world", lambda: (2, 1))  # rank 1 of 2
     config, manifest = tiny_runs.tiny_config(root, "eval"), tiny_runs.tiny_manifest(root)
     ids = sorted(manifest.subset("test").frame["id"])
-    loader = pipeline.split_loader(config, manifest, {}, FineTuned(), "test")
+    loader = split_loader(config, manifest, {}, FineTuned(), "test")
     assert sorted(i for batch in loader for i in batch["ids"]) == ids
     items = [item for item in loader.dataset.items]
-    shared = pipeline._raw_loader(config, items, train=False)
+    shared = raw_loader(config, items, train=False)
     assert (
         0 < sum(len(batch["ids"]) for batch in shared) < len(ids)
     )  # fit-time loaders: this rank's share

@@ -197,13 +197,13 @@ def test_cells_run_as_jobs_are_prepared_once_with_the_jobs_threads(tmp_path, mon
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
 def test_shipped_run_configs_validate_and_fine_tuning_ones_pass_the_fine_tuning_checks(path):
-    from crabser import pipeline
     from crabser.config import load_config
+    from crabser.training import fit
 
     config = load_config(path, check_outputs=False)
     if (
         config.train.finetune
     ):  # the settings fine-tuning refuses (no CTranslate2 encoder, no padding)
-        assert pipeline.finetune_encoders(config)[
+        assert fit.finetune_encoders(config)[
             "speech_model" if "speech" in config.model.modalities else "text_model"
         ]

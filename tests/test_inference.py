@@ -16,6 +16,9 @@ from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.inference import Recognizer, _Predictor, export_model
 from crabser.pretrained import DEFAULT_MODEL, packaged_model_dir
 
+#: a model trained on real EmoDB clips for most tests: `make test-fast` leaves these out
+pytestmark = pytest.mark.slow
+
 TEXT = "Der Lappen liegt auf dem Eisschrank."
 
 

@@ -143,11 +143,11 @@ def _two_corpus_manifest(root) -> Manifest:
 
 
 def test_leave_one_corpus_out_reports_each_held_out_corpus(tmp_path):
-    from crabser import pipeline
+    from crabser.crossval import crossval
 
     config = tiny_config(tmp_path, "loco", sampler="corpus_balanced", epochs=2)
     manifest = group_folds(_two_corpus_manifest(tmp_path), by="corpus")
-    summary = pipeline.crossval(config, manifest, encoders())
+    summary = crossval(config, manifest, encoders())
     assert set(summary["per_corpus"]) == {"big", "small"}
     assert summary["per_corpus"]["big"]["n"] == 60 and summary["per_corpus"]["small"]["n"] == 20
     # each fold tests exactly one corpus, so its per-corpus score is that fold's score
@@ -158,11 +158,13 @@ def test_leave_one_corpus_out_reports_each_held_out_corpus(tmp_path):
 
 def test_a_multi_corpus_run_weights_classes_by_corpus_share_and_scores_each_corpus(tmp_path):
     from crabser import pipeline
+    from crabser.training import fit
+    from crabser.training.checkpoint_io import load_module
 
     config = tiny_config(tmp_path, "mc", sampler="corpus_balanced", epochs=2)
     manifest = _two_corpus_manifest(tmp_path)
-    pipeline.train(config, manifest, encoders())
-    module = pipeline.load_module(config.run_dir / "checkpoints" / "best.ckpt")
+    fit.train(config, manifest, encoders())
+    module = load_module(config.run_dir / "checkpoints" / "best.ckpt")
     train = manifest.subset("train").frame
     sizes = train["corpus"].value_counts()
     share = {
@@ -184,10 +186,10 @@ def test_a_multi_corpus_run_weights_classes_by_corpus_share_and_scores_each_corp
 
 
 def test_a_single_corpus_manifest_refuses_corpus_balanced_batches(tmp_path):
-    from crabser import pipeline
+    from crabser.training import fit
 
     with pytest.raises(CrabserError, match="needs a 'corpus' column"):
-        pipeline.train(
+        fit.train(
             tiny_config(tmp_path, "one", sampler="corpus_balanced"),
             tiny_manifest(tmp_path),
             encoders(),

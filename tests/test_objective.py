@@ -7,7 +7,7 @@ from crabser.losses import (
     supervised_contrastive_loss,
     weighted_cross_entropy,
 )
-from crabser.models.crab import CrabOutput
+from crabser.models.base import ModelOutput
 from crabser.training.objective import TrainingObjective
 
 TAPS = {"speech_unimodal": 6, "speech_pooled": 8, "fused": 4}
@@ -15,7 +15,7 @@ TAPS = {"speech_unimodal": 6, "speech_pooled": 8, "fused": 4}
 
 def _output(batch=6, classes=3):
     torch.manual_seed(0)
-    return CrabOutput(
+    return ModelOutput(
         torch.randn(batch, classes), {name: torch.randn(batch, dim) for name, dim in TAPS.items()}
     )
 
@@ -95,7 +95,7 @@ def test_mixup_output_mixes_the_labels():
     objective = TrainingObjective(TAPS, weights, 3, legs="none")
     output = _output()
     permutation = torch.tensor([1, 0, 3, 2, 5, 4])
-    mixed = CrabOutput(output.logits, {}, (permutation, 0.25))
+    mixed = ModelOutput(output.logits, {}, (permutation, 0.25))
     one_hot = torch.nn.functional.one_hot(LABELS, 3).float()
     soft = 0.25 * one_hot + 0.75 * one_hot[permutation]
     log_p = output.logits.log_softmax(-1)

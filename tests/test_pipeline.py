@@ -15,6 +15,9 @@ from typer.testing import CliRunner
 from crabser.cli import app
 from crabser.data.corpora import emodb as emodb_adapter
 
+#: real audio end to end (prepare, extract, train, evaluate): `make test-fast` leaves these out
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 SPEAKERS = ["03", "08", "09", "10", "11", "16"]
 
@@ -56,10 +59,9 @@ def test_checkpoints_and_report_and_above_chance(run):
     assert (run_dir / "report/test_confusion.png").is_file()
     assert (run_dir / "config.yaml").is_file() and (run_dir / "git_commit.txt").is_file()
     # the best validation epoch read from the log is the one the best checkpoint was saved at
-    from crabser import pipeline
-    from crabser.config import load_run_config
+    from crabser.runs import RunFolder
 
-    best_uar, best_epoch = pipeline.best_validation(load_run_config(run_dir))
+    best_uar, best_epoch = RunFolder(run_dir).best_validation()
     saved = torch.load(run_dir / "checkpoints/best.ckpt", map_location="cpu", weights_only=False)
     (checkpointing,) = [
         state for key, state in saved["callbacks"].items() if key.startswith("ModelCheckpoint")
@@ -81,8 +83,7 @@ def test_resume_continues_from_the_last_checkpoint(run):
 
 
 def test_training_stops_after_patience_epochs_without_a_better_val_uar(run):
-    from crabser import pipeline
-    from crabser.config import load_run_config
+    from crabser.runs import RunFolder
 
     root, config = run
     result = runner.invoke(
@@ -101,7 +102,7 @@ def test_training_stops_after_patience_epochs_without_a_better_val_uar(run):
     )
     assert result.exit_code == 0, result.output
     log = pd.read_csv(root / "runs/patient/logs/metrics.csv").dropna(subset=["val_uar"])
-    _, best_epoch = pipeline.best_validation(load_run_config(root / "runs/patient"))
+    _, best_epoch = RunFolder(root / "runs/patient").best_validation()
     assert (
         len(log) < 40 and len(log) == best_epoch + 2
     )  # two epochs without a better val UAR, then stop

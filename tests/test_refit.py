@@ -11,6 +11,8 @@ import torch
 
 from crabser import pipeline
 from crabser.inference import Recognizer
+from crabser.runs import RunFolder
+from crabser.training import fit
 from crabser.training.checkpoint_io import run_checkpoint
 from crabser.training.optim import cosine_factor
 
@@ -23,14 +25,14 @@ def _weights(path) -> dict[str, torch.Tensor]:
 def refitted(tmp_path):
     config = tiny_runs.tiny_config(tmp_path, "refitted", epochs=5, refit=True)
     manifest = tiny_runs.tiny_manifest(tmp_path)
-    pipeline.save_run_inputs(config, manifest)
-    result = pipeline.train(config, manifest, tiny_runs.encoders())
+    RunFolder.of(config).save_inputs(config, manifest)
+    result = fit.train(config, manifest, tiny_runs.encoders())
     return config, manifest, result
 
 
 def test_refit_trains_on_training_and_validation_data_for_the_chosen_epochs(refitted):
     config, manifest, result = refitted
-    _, best_epoch = pipeline.best_validation(config)
+    _, best_epoch = RunFolder.of(config).best_validation()
     refit_dir = config.run_dir / "refit"
     refit_manifest = pd.read_csv(refit_dir / "manifest.csv")
     trained = refit_manifest.loc[refit_manifest["split"] == "train", "id"]
@@ -87,17 +89,17 @@ def test_a_resumed_run_keeps_its_refit_and_a_plain_run_uses_its_best_checkpoint(
     config, manifest, _ = refitted
     target = config.run_dir / "checkpoints" / "refit.ckpt"
     stamp = target.stat().st_mtime_ns
-    pipeline.train(config, manifest, tiny_runs.encoders(), resume=True)
+    fit.train(config, manifest, tiny_runs.encoders(), resume=True)
     assert target.stat().st_mtime_ns == stamp
     retrained = config.model_copy(
         update={"train": config.train.model_copy(update={"refit": False, "epochs": 2})}
     )
-    pipeline.train(retrained, manifest, tiny_runs.encoders())  # a new fit of the run, without refit
+    fit.train(retrained, manifest, tiny_runs.encoders())  # a new fit of the run, without refit
     assert (
         run_checkpoint(config.run_dir).name == "best.ckpt" and not target.exists()
     )  # the old refit is not its model
     plain = tiny_runs.tiny_config(tmp_path, "plain", epochs=2)
-    pipeline.train(plain, manifest, tiny_runs.encoders())
+    fit.train(plain, manifest, tiny_runs.encoders())
     assert run_checkpoint(plain.run_dir) == plain.run_dir / "checkpoints" / "best.ckpt"
     assert not (plain.run_dir / "refit").exists()
 
@@ -117,4 +119,4 @@ def test_refit_without_a_validated_epoch_is_a_clear_error(tmp_path):
 
     config = tiny_runs.tiny_config(tmp_path, "untrained", refit=True)
     with pytest.raises(CrabserError, match="training log"):
-        pipeline.refit(config, tiny_runs.tiny_manifest(tmp_path), tiny_runs.encoders())
+        fit.refit(config, tiny_runs.tiny_manifest(tmp_path), tiny_runs.encoders())

@@ -16,14 +16,17 @@ import tiny_runs
 import torch
 from tiny_runs import Interrupt, KillAt
 
+from crabser import crossval as cv
 from crabser import pipeline
+from crabser.runs import RunFolder
+from crabser.training import fit
 
 EPOCHS = 5
 
 
-def _train(root: Path, name: str, sampler: str, **kwargs) -> pipeline.TrainResult:
+def _train(root: Path, name: str, sampler: str, **kwargs) -> fit.TrainResult:
     config = tiny_runs.tiny_config(root, name, epochs=EPOCHS, sampler=sampler)
-    return pipeline.train(config, tiny_runs.tiny_manifest(root), tiny_runs.encoders(), **kwargs)
+    return fit.train(config, tiny_runs.tiny_manifest(root), tiny_runs.encoders(), **kwargs)
 
 
 def _state(path: Path) -> tuple[int, dict[str, torch.Tensor]]:
@@ -46,7 +49,7 @@ def _assert_same_run(root: Path, a: str, b: str) -> None:
     logs = [pd.read_csv(root / f"runs/{run}/logs/metrics.csv") for run in (a, b)]
     pd.testing.assert_frame_equal(*logs)
     configs = [tiny_runs.tiny_config(root, run) for run in (a, b)]
-    assert pipeline.best_validation(configs[0]) == pipeline.best_validation(configs[1])
+    assert RunFolder.of(configs[0]).best_validation() == RunFolder.of(configs[1]).best_validation()
     manifest, encoders = tiny_runs.tiny_manifest(root), tiny_runs.encoders()
     scores = [pipeline.evaluate(config, manifest, encoders)[0] for config in configs]
     assert scores[0]["uar"] == scores[1]["uar"] and scores[0]["confusion"] == scores[1]["confusion"]
@@ -185,10 +188,10 @@ def test_an_interrupted_crossval_resumes_to_the_same_folds(root, monkeypatch):
                 )
             }
         )
-        return pipeline.crossval(config, manifest, tiny_runs.encoders())
+        return cv.crossval(config, manifest, tiny_runs.encoders())
 
     whole = crossval("cv-whole")
-    train, stopped = pipeline.train, []
+    train, stopped = fit.train, []
 
     def train_stopping_fold_1_once(config, *args, **kwargs):
         if config.name.endswith("fold1") and not stopped:
@@ -196,7 +199,7 @@ def test_an_interrupted_crossval_resumes_to_the_same_folds(root, monkeypatch):
             kwargs["callbacks"] = [KillAt("train_batch", 2, 1)]
         return train(config, *args, **kwargs)
 
-    monkeypatch.setattr(pipeline, "train", train_stopping_fold_1_once)
+    monkeypatch.setattr(cv, "train", train_stopping_fold_1_once)
     with pytest.raises(Interrupt):
         crossval("cv-cut")
     assert stopped == ["cv-cut/fold1"]

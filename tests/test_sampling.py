@@ -92,7 +92,7 @@ def test_unshuffled_length_buckets_are_one_sort_by_length():
 
 def test_bucketed_training_batches_follow_the_config():
     from crabser.config import RunConfig
-    from crabser.pipeline import train_batch_sampler
+    from crabser.training.loaders import train_batch_sampler
 
     lengths = list(range(100, 0, -1))
     config = RunConfig().model_copy(deep=True)

@@ -316,19 +316,19 @@ def test_finetuning_normalises_the_head_inputs_with_the_pretrained_encoders_trai
 
 
 def test_finetuning_refuses_whisper_padding_it_would_not_apply():
-    from crabser import pipeline
     from crabser.config import RunConfig
     from crabser.errors import CrabserError
+    from crabser.training import fit
 
     config = RunConfig.model_validate(
         {"speech": {"kind": "hf-speech", "pad_to_seconds": 30}, "model": {"modalities": ["speech"]}}
     )
     with pytest.raises(CrabserError, match="remove speech.pad_to_seconds"):
-        pipeline.finetune_encoders(config)
+        fit.finetune_encoders(config)
     unpadded = config.model_copy(
         update={"speech": config.speech.model_copy(update={"pad_to_seconds": None})}
     )
-    assert pipeline.finetune_encoders(unpadded)["speech_model"] == "embedded"
+    assert fit.finetune_encoders(unpadded)["speech_model"] == "embedded"
 
 
 def test_quantised_ctranslate2_weights_are_refused_by_name(tmp_path):

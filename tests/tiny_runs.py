@@ -2,8 +2,8 @@
 tests.
 
 The features are written to a real :class:`~crabser.features.store.FeatureStore` under the content
-hash of each transcript, so :func:`crabser.pipeline.train` reads them exactly as it reads extracted
-ones; only the encoder is a stand-in (training needs its ``cache_id``, nothing else).
+hash of each transcript, so :func:`crabser.training.fit.train` reads them exactly as it reads
+extracted ones; only the encoder is a stand-in (training needs its ``cache_id``, nothing else).
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The ``crabser`` command: prepare, extract, train, crossval, experiment, stack, evaluate,
+"""The ``crabser`` command: config, prepare, extract, train, crossval, experiment, stack, evaluate,
 predict, export, models, serve, demo."""
 
 from __future__ import annotations
@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -68,6 +69,8 @@ def _quiet_lightning() -> None:
 
     for noisy in ("lightning.pytorch", "lightning.fabric"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # Lightning's own use of a torch pytree API torch has deprecated: nothing a user can act on
+    warnings.filterwarnings("ignore", message=".*LeafSpec.*")
 
 
 def _one_line(error: BaseException) -> str:
@@ -169,6 +172,23 @@ def _summarise_extraction(reports: dict) -> None:
             console.print(f"  [yellow]skipped[/] {utterance}: {problem}")
 
 
+@app.command("config")
+def show_config(
+    config: ConfigOption = None,
+    override: OverrideOption = None,
+    defaults: Annotated[
+        bool, typer.Option("--defaults", help="Every setting at its default (ignores -c, -o).")
+    ] = False,
+) -> None:
+    """Print the resolved config (the file with its overrides; --defaults: the defaults) as YAML,
+    each setting with its comment from the schema."""
+    from crabser.config import RunConfig, commented_yaml
+
+    with _friendly_errors():
+        resolved = RunConfig() if defaults else _load(config, override)
+    typer.echo(commented_yaml(resolved), nl=False)
+
+
 @app.command()
 def prepare(config: ConfigOption = None, override: OverrideOption = None) -> None:
     """Build the manifest of the configured corpus and assign the train/val/test split."""
@@ -212,6 +232,7 @@ def train(
     extracted.
     """
     from crabser import pipeline
+    from crabser.training import fit
     from crabser.training.checkpoint_io import run_checkpoint
 
     with _friendly_errors():
@@ -219,7 +240,7 @@ def train(
         _quiet_lightning()
         manifest = pipeline.prepare(cfg)
         encoders = {} if cfg.train.finetune else _extracted(cfg, manifest)[0]
-        result = pipeline.train(cfg, manifest, encoders, resume=resume)
+        result = fit.train(cfg, manifest, encoders, resume=resume)
     console.print(
         f"best val UAR {result.best_val_uar:.4f} · model {run_checkpoint(cfg.run_dir)} · "
         f"{result.seconds:.1f} s"
@@ -236,6 +257,7 @@ def crossval(
     Folds already finished are read back, so an interrupted run resumes where it stopped.
     """
     from crabser import pipeline
+    from crabser.crossval import crossval, crossval_markdown
 
     def report(fold: int, metrics: dict) -> None:
         console.print(
@@ -248,8 +270,8 @@ def crossval(
         _quiet_lightning()
         manifest = pipeline.prepare(cfg)
         encoders, _ = _extracted(cfg, manifest)
-        summary = pipeline.crossval(cfg, manifest, encoders, on_fold=report, jobs=jobs)
-    console.print(pipeline.crossval_markdown(summary))
+        summary = crossval(cfg, manifest, encoders, on_fold=report, jobs=jobs)
+    console.print(crossval_markdown(summary))
     console.print(f"summary: {cfg.run_dir / 'crossval.md'}")
 
 
@@ -374,10 +396,11 @@ def evaluate(
         raise typer.Exit(2)
     from crabser import pipeline
     from crabser.config import load_run_config
+    from crabser.runs import RunFolder
 
     with _friendly_errors():
         cfg = load_run_config(run)
-        manifest = pipeline.load_run_manifest(cfg.run_dir)
+        manifest = RunFolder(cfg.run_dir).manifest()
         encoders = {} if cfg.train.finetune else pipeline.build_encoders(cfg)
         metrics, paths = pipeline.evaluate(cfg, manifest, encoders, split)
     if as_json:
@@ -756,6 +779,7 @@ def demo(
 ) -> None:
     """The main job on the bundled EmoDB: prepare, extract, train Crab with MLCS, evaluate."""
     from crabser import pipeline
+    from crabser.training import fit
 
     started = time.perf_counter()
     with _friendly_errors():
@@ -770,7 +794,7 @@ def demo(
         )
         encoders, reports = _extracted(cfg, manifest)
         _summarise_extraction(reports)
-        result = pipeline.train(cfg, manifest, encoders)
+        result = fit.train(cfg, manifest, encoders)
         console.print(
             f"trained {result.epochs} epochs in {result.seconds:.1f} s; best val UAR "
             f"{result.best_val_uar:.4f}"

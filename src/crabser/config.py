@@ -11,6 +11,7 @@ key or invalid YAML is a :class:`ConfigError` of one line naming the file and th
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -193,8 +194,8 @@ class TrainConfig(_Section):
     patience: int | None = Field(None, ge=1)
     #: after the fit, train again from scratch on the training and validation utterances together
     #: for the number of epochs validation chose (same schedule), and make that the run's model
-    #: (pipeline.refit). Not in the paper; as scikit-learn's refit after a grid search. False = the
-    #: best checkpoint by validation UAR
+    #: (training.fit.refit). Not in the paper; as scikit-learn's refit after a grid search. False =
+    #: the best checkpoint by validation UAR
     refit: bool = False
     batch_size: Count = 32
     accumulate: Count = 4
@@ -269,6 +270,28 @@ class RunConfig(_Section):
     def run_dir(self) -> Path:
         """The folder of this run's checkpoints and report."""
         return Path(self.output_dir) / self.name
+
+
+#: settings whose default changed: the value a run saved before the setting existed had, where it
+#: differs from today's default (read by saved_section)
+SAVED_BEFORE: dict[str, dict[str, Any]] = {"loss": {"mpcl_anchors": "with_positive"}}
+SAVED_SECTIONS: dict[str, type[_Section]] = {
+    "model": ModelConfig,
+    "loss": LossConfig,
+    "train": TrainConfig,
+}
+
+
+def saved_section(name: str, saved: Mapping[str, Any]) -> Any:
+    """The ``model``, ``loss`` or ``train`` section from the settings a checkpoint or an exported
+    model saved (a dump of the section when it was trained), re-validated: a setting it lacks takes
+    the value it had before it existed (:data:`SAVED_BEFORE`), else today's default; a setting since
+    removed is dropped. The one place where older checkpoints are upgraded, so the models, losses
+    and training read every setting from a complete section."""
+    section = SAVED_SECTIONS[name]
+    known = {key: value for key, value in saved.items() if key in section.model_fields}
+    legacy = {key: value for key, value in SAVED_BEFORE.get(name, {}).items() if key not in saved}
+    return section.model_validate({**legacy, **known})
 
 
 def _parse_yaml(text: str, source: str) -> Any:
@@ -364,6 +387,56 @@ def load_config(
 def dump_config(config: RunConfig) -> str:
     """The resolved config as YAML."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False)
+
+
+def _field_comments(section: type[BaseModel]) -> dict[str, str]:
+    """Each field's ``#:`` comment in this module's source (the lines above it and the one beside
+    it, joined)."""
+    import inspect
+
+    comments: dict[str, str] = {}
+    above: list[str] = []
+    for line in inspect.getsource(section).splitlines()[1:]:
+        text = line.strip()
+        if text.startswith("#:"):
+            above.append(text[2:].strip())
+            continue
+        name, colon, rest = text.partition(":")
+        if colon and name.isidentifier() and name in section.model_fields:
+            beside = rest.split("#:", 1)[1].strip() if "#:" in rest else ""
+            comments[name] = " ".join([*above, beside]).strip()
+        above = []
+    return comments
+
+
+def commented_yaml(config: RunConfig) -> str:
+    """``config`` as YAML with each setting's comment from the schema above it (``crabser
+    config``): the defaults, or a resolved config, readable as a reference of every setting."""
+    import textwrap
+
+    def dumped(item: Any) -> Any:
+        if isinstance(item, BaseModel):
+            return item.model_dump(mode="json")
+        if isinstance(item, list):
+            return [dumped(i) for i in item]
+        return item
+
+    def block(section: BaseModel, indent: str) -> list[str]:
+        lines = []
+        comments = _field_comments(type(section))
+        for name in type(section).model_fields:
+            item = getattr(section, name)
+            width = 100 - len(indent) - 2
+            lines += [f"{indent}# {text}" for text in textwrap.wrap(comments.get(name, ""), width)]
+            if isinstance(item, _Section):
+                lines.append(f"{indent}{name}:")
+                lines += block(item, indent + "  ")
+            else:
+                flow = yaml.safe_dump(dumped(item), default_flow_style=True, width=10**6)
+                lines.append(f"{indent}{name}: {flow.strip().removesuffix('...').strip()}")
+        return lines
+
+    return "\n".join(block(config, "")) + "\n"
 
 
 def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunConfig:

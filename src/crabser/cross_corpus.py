@@ -26,7 +26,8 @@ from crabser.data.text import clean_text
 from crabser.errors import AudioError, CrabserError
 from crabser.evaluation.metrics import compute_metrics, metrics_by_group
 from crabser.evaluation.report import write_predictions, write_report
-from crabser.pipeline import git_commit, source_manifest
+from crabser.pipeline import source_manifest
+from crabser.runs import git_commit
 
 log = logging.getLogger(__name__)
 

@@ -132,6 +132,8 @@ def run_cell(config: RunConfig, encoders: dict, manifest: Manifest | None = None
     ``manifest``: the cell's, prepared with its features in the store already (``encoders`` may be
     stand-ins); None prepares and extracts here."""
     from crabser import pipeline
+    from crabser.crossval import crossval, train_and_test
+    from crabser.runs import RunFolder, git_commit
 
     path = config.run_dir / "result.json"
     if path.is_file():
@@ -141,17 +143,17 @@ def run_cell(config: RunConfig, encoders: dict, manifest: Manifest | None = None
         manifest = pipeline.prepare(config)
         pipeline.extract_features(config, manifest, encoders)
     if config.data.protocol == "folds":
-        summary = pipeline.crossval(config, manifest, encoders)
+        summary = crossval(config, manifest, encoders)
         result = {
             **{k: summary["mean"][k] for k in METRICS},
             **{f"pooled_{k}": summary["pooled"][k] for k in METRICS},
         }
     else:
-        pipeline.train_and_test(config, manifest, encoders)
-        metrics = pipeline.read_metrics(config)
+        train_and_test(config, manifest, encoders)
+        metrics = RunFolder.of(config).read_metrics()
         result = {k: metrics[k] for k in METRICS}
     result["seconds"] = round(time.perf_counter() - started, 1)
-    result["git_commit"] = pipeline.git_commit()
+    result["git_commit"] = git_commit()
     with atomic_path(path) as tmp:
         tmp.write_text(json_text(result, indent=2))
     return result
@@ -188,6 +190,7 @@ def run_experiments(
     of ``jobs``: no core waits at the end of one grid for the next to start. Returns each grid's
     results and folder, in order."""
     from crabser import pipeline
+    from crabser.crossval import for_job
     from crabser.parallel import jobs_for, run_jobs, stored_features
 
     encoders = pipeline.EncoderCache()
@@ -212,7 +215,7 @@ def run_experiments(
     for index, cell in todo:
         config = planned[index][cell]
         if jobs > 1:  # prepared as the job runs it: its saved config.yaml names the job's threads
-            job_config, loaded = pipeline.for_job(config, jobs), encoders(config)
+            job_config, loaded = for_job(config, jobs), encoders(config)
             manifest = pipeline.prepare(job_config)
             pipeline.extract_features(job_config, manifest, loaded)
             pending[index, cell] = (job_config, stored_features(loaded), manifest)
@@ -328,15 +331,20 @@ def embedding_map(
     ``max_points`` utterances; silhouette scores of all of them. ``encoders``: a
     :class:`crabser.pipeline.EncoderCache` shared by several maps (default: load this run's)."""
     from crabser import pipeline
-    from crabser.evaluation.plots import plot_embeddings, tap_embeddings
+    from crabser.evaluation.plots import plot_embeddings
+    from crabser.runs import RunFolder
+    from crabser.training.checkpoint_io import load_module, run_checkpoint
+    from crabser.training.predict import predict_split
 
     if (run_dir / "fold0").is_dir():
         run_dir = run_dir / "fold0"
     config = load_run_config(run_dir)
-    manifest = pipeline.load_run_manifest(config.run_dir)
-    taps, labels = tap_embeddings(
-        config, manifest, (encoders or pipeline.EncoderCache())(config), "test"
-    )
+    manifest = RunFolder(config.run_dir).manifest()
+    module = load_module(run_checkpoint(config.run_dir))
+    loaded = (encoders or pipeline.EncoderCache())(config)
+    outputs = predict_split(config, manifest, loaded, module, "test", taps=True)
+    taps = {name: value.numpy() for name, value in outputs.taps.items()}
+    labels = [module.labels[i] for i in outputs.labels.tolist()]
     scores = plot_embeddings(taps, labels, path, title=str(run_dir), max_points=max_points)
     with atomic_path(path.with_suffix(".json")) as tmp:
         tmp.write_text(json_text({"run": str(run_dir), "silhouette": scores}, indent=2))

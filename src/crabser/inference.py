@@ -251,8 +251,7 @@ class Recognizer(_Predictor):
         """Load a checkpoint of a run folder (by default its model: the refitted one, else the best)
         and its encoders (config ``overrides`` allowed)."""
         from crabser.config import load_run_config
-        from crabser.pipeline import load_module
-        from crabser.training.checkpoint_io import run_checkpoint
+        from crabser.training.checkpoint_io import load_module, run_checkpoint
 
         config = load_run_config(Path(run_dir), overrides)
         module = load_module(run_checkpoint(config.run_dir, checkpoint))
@@ -367,8 +366,8 @@ def export_model(
 
     from crabser.config import dump_config, load_run_config
     from crabser.io import atomic_path, ensure_folder
-    from crabser.pipeline import git_commit, load_module
-    from crabser.training.checkpoint_io import run_checkpoint
+    from crabser.runs import git_commit
+    from crabser.training.checkpoint_io import load_module, run_checkpoint
 
     config = load_run_config(Path(run_dir))
     module = load_module(run_checkpoint(config.run_dir, checkpoint))

@@ -32,7 +32,6 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
-import torch
 from pydantic import BaseModel, ConfigDict
 
 from crabser.config import RunConfig, load_config, read_yaml_file, validated
@@ -112,15 +111,10 @@ def split_logits(
     module, config: RunConfig, manifest, encoders: dict, split: str
 ) -> tuple[list[str], np.ndarray, np.ndarray]:
     """Ids, logits ``(n, classes)`` and label indices of a split from a run's loaded ``module``."""
-    from crabser.pipeline import split_loader
+    from crabser.training.predict import predict_split
 
-    ids, logits, labels = [], [], []
-    with torch.no_grad():
-        for batch in split_loader(config, manifest, encoders, module, split):
-            logits.append(module(batch))
-            labels.append(batch["labels"])
-            ids.extend(batch["ids"])
-    return ids, torch.cat(logits).numpy(), torch.cat(labels).numpy()
+    outputs = predict_split(config, manifest, encoders, module, split)
+    return outputs.ids, outputs.logits.numpy(), outputs.labels.numpy()
 
 
 def _scores(labels: np.ndarray, predictions: np.ndarray, names: list[str], subsets: int) -> dict:
@@ -137,8 +131,7 @@ def _scores(labels: np.ndarray, predictions: np.ndarray, names: list[str], subse
 
 def _base_outputs(config: RunConfig, manifest, encoders: dict) -> dict[str, tuple]:
     """A finished base run's logits on every split, from its model (loaded once)."""
-    from crabser.pipeline import load_module
-    from crabser.training.checkpoint_io import run_checkpoint
+    from crabser.training.checkpoint_io import load_module, run_checkpoint
 
     module = load_module(run_checkpoint(config.run_dir))
     return {split: split_logits(module, config, manifest, encoders, split) for split in SPLITS}
@@ -174,7 +167,9 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
     import joblib
 
     from crabser import pipeline
+    from crabser.crossval import train_and_test_runs
     from crabser.data.protocols import fold_split
+    from crabser.runs import git_commit, run_labels
 
     models = list(stack.models)
     first = load_config(stack.base, [*stack.overrides, *(overrides or [])])
@@ -195,7 +190,7 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
                 manifest_k = fold_split(
                     manifest, fold, first.data.val_speakers_per_fold, first.data.seed
                 )
-            model_labels = pipeline.run_labels(config, manifest_k)
+            model_labels = run_labels(config, manifest_k)
             if labels is not None and model_labels != labels:
                 raise CrabserError(
                     f"base model {model!r} has classes {model_labels}, the others {labels}"
@@ -213,7 +208,7 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
             "" if fold is None else f" (fold {fold})",
         )
 
-    pipeline.train_and_test_runs(runs, encoders, jobs, on_done=report)
+    train_and_test_runs(runs, encoders, jobs, on_done=report)
     pooled: dict[str, dict[str, list]] = {
         split: {"truth": [], **{m: [] for m in [*models, "stack"]}} for split in ("val", "test")
     }
@@ -261,7 +256,7 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
         "forest": asdict(forests[0].settings),
         "out_of_fold_macro_f1": float(np.mean(oof)),
         "metrics": table,
-        "git_commit": pipeline.git_commit(),
+        "git_commit": git_commit(),
     }
     with atomic_path(out / "stack.json") as tmp:
         tmp.write_text(json_text(summary, indent=2))

@@ -19,7 +19,7 @@ from typing import Any
 
 import pandas as pd
 
-from crabser.data.corpora import get_adapter
+from crabser.data.corpora import read_corpus
 from crabser.data.manifest import Manifest, ManifestError
 
 log = logging.getLogger(__name__)
@@ -35,8 +35,9 @@ def join_corpora(sources: Sequence[Any]) -> Manifest:
             f"data.corpora names {repeated} more than once: list each corpus once, or give each "
             "source its own name"
         )
-    for source, name in zip(sources, names):
-        frame = get_adapter(source.corpus)(source.root, **source.options).frame.copy()
+    for index, (source, name) in enumerate(zip(sources, names)):
+        where = f"data.corpora[{index}]"
+        frame = read_corpus(source.corpus, source.root, source.options, where).frame.copy()
         frame["corpus"] = name
         if "speaker" in frame:
             speaker = frame["speaker"].fillna("").astype(str)

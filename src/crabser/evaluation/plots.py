@@ -15,7 +15,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 
 
 def _pyplot():
@@ -69,25 +68,6 @@ def plot_curve(summary: pd.DataFrame, axis: str, other_axes: list[str], path: Pa
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
-
-
-def tap_embeddings(
-    config, manifest, encoders: dict, split: str = "test"
-) -> tuple[dict[str, np.ndarray], list[str]]:
-    """Each tap's representations of a split from a run's model, and the true labels."""
-    from crabser.pipeline import load_module, split_loader
-    from crabser.training.checkpoint_io import run_checkpoint
-
-    module = load_module(run_checkpoint(config.run_dir))
-    taps: dict[str, list[torch.Tensor]] = {}
-    labels: list[str] = []
-    with torch.no_grad():
-        for batch in split_loader(config, manifest, encoders, module, split):
-            output = module.model(*module.inputs(batch), return_taps=True)
-            for name, value in output.taps.items():
-                taps.setdefault(name, []).append(value)
-            labels.extend(module.labels[i] for i in batch["labels"].tolist())
-    return {name: torch.cat(values).numpy() for name, values in taps.items()}, labels
 
 
 def plot_embeddings(

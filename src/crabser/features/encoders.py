@@ -170,7 +170,7 @@ def require_models_available(*names: str | None) -> None:
             require_model_available(name)
 
 
-def _quiet_transformers() -> None:
+def quiet_transformers() -> None:
     """No download/loading progress bars from transformers (library code never prints)."""
     from transformers.utils import logging as hf_logging
 
@@ -300,7 +300,7 @@ def load_speech_backbone(name_or_path: str):
         return whisper_encoder_from_ct2(folder), tag.replace("-ct2@", "-torch@"), True
     from transformers import AutoModel
 
-    _quiet_transformers()
+    quiet_transformers()
     require_model_available(name_or_path)
     model, tag = AutoModel.from_pretrained(name_or_path), _model_tag(name_or_path)
     if model.config.model_type == "whisper":
@@ -428,7 +428,7 @@ class HFTextEncoder:
     ) -> None:
         from transformers import AutoModel, AutoTokenizer
 
-        _quiet_transformers()
+        quiet_transformers()
         path, tag = text_model_path(name_or_path)
         require_model_available(path)
         self.tokenizer = AutoTokenizer.from_pretrained(path)

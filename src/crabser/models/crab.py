@@ -22,17 +22,17 @@ Crab has no leg parameters and no leg cost at inference.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 from torch import nn
 
+from crabser.models.base import ModelOutput, SERModel
 from crabser.models.blocks import (
     AttentionPooling,
     BiGRU,
     ClassifierHead,
     CrossModalAttention,
-    InputStage,
     ModalityProjection,
     masked_mean,
 )
@@ -46,21 +46,7 @@ def tap_names(modalities: Sequence[str]) -> tuple[str, ...]:
     return (*(f"{m}_unimodal" for m in modalities), *(f"{m}_pooled" for m in modalities), "fused")
 
 
-@dataclass
-class CrabOutput:
-    """Logits and, when asked for, the tap points (name -> ``(B, dim)``) where supervision legs
-    attach; every model of :mod:`crabser.models.registry` returns one. ``mixup`` is set by a model
-    that mixed its batch internally (:class:`crabser.models.baselines.medusa.Medusa`): the
-    permutation and weight the objective mixes the labels with. ``frames`` are frame-level
-    embeddings ``(B, T, e)`` and their mask, for frame-level losses (:mod:`crabser.models.mll`)."""
-
-    logits: torch.Tensor
-    taps: dict[str, torch.Tensor] = field(default_factory=dict)
-    mixup: tuple[torch.Tensor, float] | None = None
-    frames: tuple[torch.Tensor, torch.Tensor] | None = None
-
-
-class Crab(nn.Module):
+class Crab(SERModel):
     """The Crab head.
 
     ``input_dims`` maps each modality (in order) to its feature width. ``speech_layers`` > 0 adds
@@ -75,24 +61,21 @@ class Crab(nn.Module):
         self,
         input_dims: Mapping[str, int],
         num_classes: int,
-        hidden: int = 512,
         heads: int = 1,
-        dropout: float = 0.5,
         attention_dropout: float = 0.5,
         unimodal_leg_input: str = "gru",
-        speech_layers: int = 0,
-        frame_strides: Mapping[str, int] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
+        """``common``: the :class:`~crabser.models.base.SERModel` arguments (hidden, dropout,
+        speech_layers, frame_strides)."""
         unknown = set(input_dims) - set(MODALITIES)
         if unknown or not input_dims:
             raise ValueError(
                 f"modalities must be a non-empty subset of {MODALITIES}, got {list(input_dims)}"
             )
-        self.modalities = tuple(input_dims)
-        self.hidden = hidden
+        super().__init__(input_dims, num_classes, **common)
+        hidden, dropout = self.hidden, self.dropout
         self.unimodal_leg_input = unimodal_leg_input
-        self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
         # unimodal block
         self.projections = nn.ModuleDict(
             {m: ModalityProjection(d, hidden) for m, d in input_dims.items()}
@@ -126,7 +109,7 @@ class Crab(nn.Module):
         features: Mapping[str, torch.Tensor],
         masks: Mapping[str, torch.Tensor],
         return_taps: bool = False,
-    ) -> CrabOutput:
+    ) -> ModelOutput:
         """``features[m]`` ``(B, T_m, D_m)`` with ``masks[m]`` ``(B, T_m)`` (True = real) per
         modality."""
         inputs, frame_masks = self.input_stage(features, masks)
@@ -149,9 +132,9 @@ class Crab(nn.Module):
             torch.cat([pooled[m] for m in self.modalities], dim=-1)
         )  # (B, classes), (B, h)
         if not return_taps:
-            return CrabOutput(logits)
+            return ModelOutput(logits)
         unimodal = sequences if self.unimodal_leg_input == "gru" else projected
         taps = {f"{m}_unimodal": masked_mean(unimodal[m], frame_masks[m]) for m in self.modalities}
         taps.update({f"{m}_pooled": pooled[m] for m in self.modalities})
         taps["fused"] = fused
-        return CrabOutput(logits, taps)
+        return ModelOutput(logits, taps)

@@ -13,30 +13,30 @@ frame embeddings are a linear projection of F'.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from crabser.models.blocks import AttentionPooling, InputStage, ModalityProjection, masked_mean
-from crabser.models.crab import CrabOutput
+from crabser.models.base import ModelOutput, SERModel
+from crabser.models.blocks import AttentionPooling, ModalityProjection, masked_mean
 
 
-class MultiLossSER(nn.Module):
+class MultiLossSER(SERModel):
     """FLAM pooling over speech frames; utterance and frame embeddings for the auxiliary losses."""
 
     def __init__(
         self,
         input_dims: Mapping[str, int],
         num_classes: int,
-        hidden: int = 256,
         heads: int = 16,
-        dropout: float = 0.5,
         attention_dropout: float = 0.1,
         embedding_dim: int = 64,
-        speech_layers: int = 0,
-        frame_strides: Mapping[str, int] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
+        """``common``: the :class:`~crabser.models.base.SERModel` arguments."""
+        common.setdefault("hidden", 256)
+        hidden = common["hidden"]
         if list(input_dims) != ["speech"]:
             raise ValueError(
                 "the multi-loss model is speech only (model.modalities: [speech]), got "
@@ -44,10 +44,9 @@ class MultiLossSER(nn.Module):
             )
         if hidden % heads:
             raise ValueError(f"model.hidden ({hidden}) must be a multiple of model.heads ({heads})")
-        self.modalities = ("speech",)
-        self.hidden = hidden
+        super().__init__(input_dims, num_classes, **common)
+        dropout = self.dropout
         self.embedding_dim = embedding_dim
-        self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
         self.projection = ModalityProjection(input_dims["speech"], hidden)
         self.self_attention = nn.MultiheadAttention(
             hidden, heads, dropout=attention_dropout, batch_first=True
@@ -66,7 +65,7 @@ class MultiLossSER(nn.Module):
         features: Mapping[str, torch.Tensor],
         masks: Mapping[str, torch.Tensor],
         return_taps: bool = False,
-    ) -> CrabOutput:
+    ) -> ModelOutput:
         inputs, frame_masks = self.input_stage(features, masks)
         x, mask = self.projection(inputs["speech"]), frame_masks["speech"]  # (B, T, h)
         attended, _ = self.self_attention(x, x, x, key_padding_mask=~mask, need_weights=False)
@@ -74,8 +73,8 @@ class MultiLossSER(nn.Module):
         pooled = self.pooling(frames, mask)  # f (B, h)
         logits = self.classifier(pooled)
         if not return_taps:
-            return CrabOutput(logits)
+            return ModelOutput(logits)
         h = self.frame_projection(frames)  # (B, T, e)
         broadcast = 0.5 * (h + masked_mean(h, mask).unsqueeze(1))  # eq. 9
         taps = {"fused": pooled, "center": self.center_projection(pooled)}
-        return CrabOutput(logits, taps, frames=(broadcast, mask))
+        return ModelOutput(logits, taps, frames=(broadcast, mask))

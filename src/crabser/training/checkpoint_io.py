@@ -115,3 +115,22 @@ def checkpoint_epochs(last: str | Path) -> int | None:
     inside ``fit``). One read of the pickled metadata (``mmap``: the weights stay on disk)."""
     last = Path(last)
     return int(read_checkpoint(last, mmap=True)["epoch"]) if last.is_file() else None
+
+
+def load_module(checkpoint: Path):
+    """The Lightning module of a checkpoint: a fine-tuned one (with encoders) or a head on
+    features."""
+    from crabser.training.lit_module import CrabLitModule
+
+    # mmap: only the pickled metadata is read here; the weights are read once, by
+    # load_from_checkpoint
+    hparams = read_checkpoint(checkpoint, mmap=True).get("hyper_parameters", {})
+    if "encoders" in hparams:
+        from crabser.features.encoders import require_models_available
+        from crabser.training.finetune import FinetuneLitModule
+
+        require_models_available(
+            hparams["encoders"].get("speech_model"), hparams["encoders"].get("text_model")
+        )
+        return load_checkpoint_module(FinetuneLitModule, checkpoint)
+    return load_checkpoint_module(CrabLitModule, checkpoint)

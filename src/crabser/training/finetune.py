@@ -27,8 +27,8 @@ from crabser.data.manifest import Manifest
 from crabser.data.text import clean_text
 from crabser.errors import AudioError
 from crabser.features.encoders import (
-    _quiet_transformers,
     load_speech_backbone,
+    quiet_transformers,
     text_model_path,
     whisper_layers_needed,
 )
@@ -178,7 +178,7 @@ class TrainableEncoders(nn.Module):
         super().__init__()
         from transformers import AutoFeatureExtractor, AutoModel, AutoTokenizer
 
-        _quiet_transformers()
+        quiet_transformers()
         self.speech_layer, self.text_layer, self.max_tokens = speech_layer, text_layer, max_tokens
         self.dims: dict[str, int] = {}
         self.speech_layers = 0  #: hidden states stacked per frame (layer "all"), 0 = one layer

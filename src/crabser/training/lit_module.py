@@ -20,6 +20,7 @@ import lightning as L
 import torch
 import torch.distributed as dist
 
+from crabser.config import saved_section
 from crabser.evaluation.metrics import compute_metrics
 from crabser.models.registry import build_model
 from crabser.training.objective import build_objective
@@ -70,19 +71,21 @@ class CrabLitModule(L.LightningModule):
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
+        #: the train settings, completed (crabser.config.saved_section: older checkpoints lack some)
+        self.train_config = saved_section("train", train).model_dump()
         self.labels = list(labels)
         self.model = build_model(model, input_dims, len(labels), speech_layers)
         weights = torch.tensor(class_weights, dtype=torch.float32) if class_weights else None
-        neutral = train.get("neutral_label", "neutral")
+        neutral = self.train_config["neutral_label"]
         neutral_index = self.labels.index(neutral) if neutral in self.labels else None
         self.objective = build_objective(
             loss, model, self.model.tap_dims(), weights, len(labels), neutral_index
         )
-        self.train_config = train
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": []}
         #: this epoch's loss sums, for on_train_epoch_end
         self._train_sums: dict[str, torch.Tensor | int] = {}
         self.last_metrics: dict[str, dict] = {}
+        self.predict_taps = False  #: predict_step keeps each tap's representation too
 
     def inputs(self, batch: dict) -> tuple[dict, dict]:
         """Per-modality features and masks of a batch (cached features here; encoders when
@@ -96,6 +99,18 @@ class CrabLitModule(L.LightningModule):
     def forward(self, batch: dict) -> torch.Tensor:
         """Class logits of a batch."""
         return self.model(*self.inputs(batch)).logits
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        """Ids, logits, true labels (and taps, with ``predict_taps``) of a batch, on the CPU in
+        float32 (:mod:`crabser.training.predict`)."""
+        output = self.model(*self.inputs(batch), return_taps=self.predict_taps)
+        taps = output.taps if self.predict_taps else {}
+        return {
+            "ids": list(batch["ids"]),
+            "logits": output.logits.float().cpu(),
+            "labels": batch["labels"].cpu(),
+            "taps": {name: value.float().cpu() for name, value in taps.items()},
+        }
 
     def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
         output = self.model(*self.inputs(batch), return_taps=self.objective.wants_taps)
@@ -172,9 +187,9 @@ class CrabLitModule(L.LightningModule):
             cfg["weight_decay"],
             cfg["epochs"],
             cfg["min_lr_ratio"],
-            optimizer=cfg.get("optimizer", "adamw"),
-            schedule=cfg.get("schedule", "cosine"),
-            lr_decay=cfg.get("lr_decay", 0.875),
+            optimizer=cfg["optimizer"],
+            schedule=cfg["schedule"],
+            lr_decay=cfg["lr_decay"],
         )
         return {
             "optimizer": optimizer,

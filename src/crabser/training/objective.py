@@ -31,12 +31,14 @@ code: hidden 256 for the unimodal legs, 512 for the others, all projecting to 51
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from crabser.config import saved_section
 from crabser.losses import (
     focal_loss,
     multi_positive_contrastive_loss,
@@ -46,8 +48,8 @@ from crabser.losses import (
 from crabser.losses.center import center_loss
 from crabser.losses.kl import kl_divergence
 from crabser.losses.soft_margin import neutral_soft_margin_loss
+from crabser.models.base import ModelOutput
 from crabser.models.blocks import ContrastiveSupervisionLeg
-from crabser.models.crab import CrabOutput
 
 FINAL_TAP = "fused"
 Mix = tuple[
@@ -55,7 +57,7 @@ Mix = tuple[
 ]  # waveform mixup (EAM): the mixed-in labels and their weights
 
 
-def soft_targets(output: CrabOutput, labels: torch.Tensor, mix: Mix | None) -> torch.Tensor:
+def soft_targets(output: ModelOutput, labels: torch.Tensor, mix: Mix | None) -> torch.Tensor:
     """Class indices, or soft labels ``(B, C)`` when the model (MixUp) or the data (EAM) mixed the
     batch: y = (1 - lambda) y_i + lambda y_j."""
     if output.mixup is None and mix is None:
@@ -169,7 +171,7 @@ class TrainingObjective(nn.Module):
         return multi_positive_contrastive_loss(embedding, labels, self.tau, self.mpcl_anchors)
 
     def forward(
-        self, output: CrabOutput, labels: torch.Tensor, mix: Mix | None = None
+        self, output: ModelOutput, labels: torch.Tensor, mix: Mix | None = None
     ) -> LossParts:
         targets = soft_targets(output, labels, mix)
         if output.mixup is not None and len(self.legs):
@@ -244,7 +246,7 @@ class MultiLossObjective(nn.Module):
         return supervised_contrastive_loss(flat, frame_labels, self.tau)
 
     def forward(
-        self, output: CrabOutput, labels: torch.Tensor, mix: Mix | None = None
+        self, output: ModelOutput, labels: torch.Tensor, mix: Mix | None = None
     ) -> LossParts:
         if output.frames is None or "center" not in output.taps:
             raise ValueError(
@@ -262,15 +264,18 @@ class MultiLossObjective(nn.Module):
 
 
 def build_objective(
-    loss: dict,
-    model: dict,
+    loss: Mapping[str, Any],
+    model: Mapping[str, Any],
     tap_dims: dict[str, int],
     class_weights: torch.Tensor | None,
     num_classes: int,
     neutral_index: int | None = None,
 ) -> nn.Module:
-    """The objective of a run from its ``loss`` and ``model`` config dumps."""
-    if loss.get("name", "standard") == "multi_loss":
+    """The objective of a run from its ``loss`` and ``model`` settings (dumps of the sections, as
+    a checkpoint saves them; completed by :func:`crabser.config.saved_section`)."""
+    loss = saved_section("loss", loss).model_dump()
+    model = saved_section("model", model).model_dump()
+    if loss["name"] == "multi_loss":
         return MultiLossObjective(
             num_classes,
             model["embedding_dim"],
@@ -291,11 +296,10 @@ def build_objective(
         supcon_variant=loss["supcon_variant"],
         alpha=loss["alpha"],
         tau=loss["tau"],
-        # runs saved before the setting existed averaged over the anchors with a positive
-        mpcl_anchors=loss.get("mpcl_anchors", "with_positive"),
+        mpcl_anchors=loss["mpcl_anchors"],
         leg_dim=model["leg_dim"],
         leg_hidden_unimodal=model["leg_hidden_unimodal"],
         leg_hidden=model["leg_hidden"],
-        soft_margin_weight=loss.get("soft_margin_weight", 0.0),
+        soft_margin_weight=loss["soft_margin_weight"],
         neutral_index=neutral_index,
     )

@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Mapping
+from pathlib import Path
 from types import ModuleType
+from typing import Any
 
 from crabser.data.manifest import Manifest
+from crabser.errors import ConfigError, CorpusError
 
 #: corpus name -> "<module>.<function>" that builds its manifest from a root folder
 CORPORA = {
@@ -45,3 +49,24 @@ def corpus_facts(name: str) -> dict[str, str | None]:
     return {
         key.lower(): getattr(module, key, None) for key in ("CORPUS", "LANGUAGE", "SPEECH", "TERMS")
     }
+
+
+def read_corpus(
+    name: str, root: str | Path, options: Mapping[str, Any] | None = None, where: str = "data"
+) -> Manifest:
+    """The manifest of corpus ``name`` at ``root`` through its adapter, with ``options`` checked
+    against the adapter's keyword arguments first (ConfigError naming the unknown ones and the
+    known ones). ``where`` names the config section in errors (``data``, ``data.corpora[1]``)."""
+    adapter = get_adapter(name)
+    known = list(inspect.signature(adapter).parameters)[1:]
+    unknown = sorted(set(options or {}) - set(known))
+    if unknown:
+        takes = ", ".join(known) if known else "no options"
+        raise ConfigError(f"{where}.options: {name} does not take {unknown}; it takes: {takes}")
+    try:
+        return adapter(root, **(options or {}))
+    except CorpusError as error:
+        if Path(root).exists():
+            raise
+        problem = f"{error.problem}; set {where}.root to where the corpus is"
+        raise CorpusError(error.corpus, error.root, problem) from None

@@ -13,12 +13,13 @@ masked mean pooling, concatenation and the classification head. Taps: ``<m>_pool
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
-from crabser.models.blocks import ClassifierHead, InputStage, ModalityProjection, masked_mean
-from crabser.models.crab import CrabOutput
+from crabser.models.base import ModelOutput, SERModel
+from crabser.models.blocks import ClassifierHead, ModalityProjection, masked_mean
 
 
 class CrossAttentionBlock(nn.Module):
@@ -43,28 +44,24 @@ class CrossAttentionBlock(nn.Module):
         return self.norm2(x + self.feed_forward(x))
 
 
-class FocalSER(nn.Module):
+class FocalSER(SERModel):
     """Speech and text attend to each other; pooled, concatenated and classified."""
 
     def __init__(
         self,
         input_dims: Mapping[str, int],
         num_classes: int,
-        hidden: int = 512,
         heads: int = 4,
-        dropout: float = 0.5,
         attention_dropout: float = 0.1,
-        speech_layers: int = 0,
-        frame_strides: Mapping[str, int] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
+        """``common``: the :class:`~crabser.models.base.SERModel` arguments."""
         if sorted(input_dims) != ["speech", "text"]:
             raise ValueError(
                 f"FocalSER is bimodal (model.modalities: [speech, text]), got {list(input_dims)}"
             )
-        self.modalities = tuple(input_dims)
-        self.hidden = hidden
-        self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
+        super().__init__(input_dims, num_classes, **common)
+        hidden, dropout = self.hidden, self.dropout
         self.projections = nn.ModuleDict(
             {m: ModalityProjection(d, hidden) for m, d in input_dims.items()}
         )
@@ -82,7 +79,7 @@ class FocalSER(nn.Module):
         features: Mapping[str, torch.Tensor],
         masks: Mapping[str, torch.Tensor],
         return_taps: bool = False,
-    ) -> CrabOutput:
+    ) -> ModelOutput:
         inputs, frame_masks = self.input_stage(features, masks)
         projected = {m: self.projections[m](inputs[m]) for m in self.modalities}  # (B, T_m, h)
         (a, b) = self.modalities
@@ -100,4 +97,4 @@ class FocalSER(nn.Module):
             if return_taps
             else {}
         )
-        return CrabOutput(logits, taps)
+        return ModelOutput(logits, taps)

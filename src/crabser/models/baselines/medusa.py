@@ -14,17 +14,17 @@ embeddings (manifold mixup) avoids mixing sequences of different lengths. Taps: 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
 from torch import nn
 
+from crabser.models.base import ModelOutput, SERModel
 from crabser.models.blocks import (
     AttentiveStatisticsPooling,
     ClassifierHead,
-    InputStage,
     ModalityProjection,
 )
-from crabser.models.crab import CrabOutput
 
 
 class Branch(nn.Module):
@@ -40,24 +40,20 @@ class Branch(nn.Module):
         return self.deep(self.pooling(self.projection(x), mask))
 
 
-class Medusa(nn.Module):
+class Medusa(SERModel):
     """Independent branches per modality, fused late; MixUp of the branch embeddings in training."""
 
     def __init__(
         self,
         input_dims: Mapping[str, int],
         num_classes: int,
-        hidden: int = 512,
-        dropout: float = 0.5,
         mixup_alpha: float = 0.0,
-        speech_layers: int = 0,
-        frame_strides: Mapping[str, int] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
-        self.modalities = tuple(input_dims)
-        self.hidden = hidden
+        """``common``: the :class:`~crabser.models.base.SERModel` arguments."""
+        super().__init__(input_dims, num_classes, **common)
+        hidden, dropout = self.hidden, self.dropout
         self.mixup_alpha = mixup_alpha
-        self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
         self.branches = nn.ModuleDict(
             {m: Branch(d, hidden, dropout) for m, d in input_dims.items()}
         )
@@ -74,7 +70,7 @@ class Medusa(nn.Module):
         features: Mapping[str, torch.Tensor],
         masks: Mapping[str, torch.Tensor],
         return_taps: bool = False,
-    ) -> CrabOutput:
+    ) -> ModelOutput:
         inputs, frame_masks = self.input_stage(features, masks)
         branches = {
             m: self.branches[m](inputs[m], frame_masks[m]) for m in self.modalities
@@ -92,4 +88,4 @@ class Medusa(nn.Module):
             if return_taps
             else {}
         )
-        return CrabOutput(logits, taps, mixup)
+        return ModelOutput(logits, taps, mixup)

@@ -16,13 +16,13 @@ batch compute the same function. Tap: ``fused`` (the aggregated vector).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
-from crabser.models.blocks import InputStage, ModalityProjection, masked_mean
-from crabser.models.crab import CrabOutput
+from crabser.models.base import ModelOutput, SERModel
+from crabser.models.blocks import ModalityProjection, masked_mean
 
 
 def masked_aggregate(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Tensor:
@@ -34,30 +34,27 @@ def masked_aggregate(x: torch.Tensor, mask: torch.Tensor, how: str) -> torch.Ten
     return reduced.amin(dim=1) if how == "min" else reduced.amax(dim=1)
 
 
-class MemoCMT(nn.Module):
+class MemoCMT(SERModel):
     """Cross-attention both ways, self-attention over the joined sequence, min aggregation."""
 
     def __init__(
         self,
         input_dims: Mapping[str, int],
         num_classes: int,
-        hidden: int = 512,
         heads: int = 1,
-        dropout: float = 0.5,
         attention_dropout: float = 0.1,
         aggregation: Literal["min", "mean", "max"] = "min",
-        speech_layers: int = 0,
-        frame_strides: Mapping[str, int] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
+        """``common``: the :class:`~crabser.models.base.SERModel` arguments."""
         if sorted(input_dims) != ["speech", "text"]:
             raise ValueError(
                 f"MemoCMT is bimodal (model.modalities: [speech, text]), got {list(input_dims)}"
             )
+        super().__init__(input_dims, num_classes, **common)
         self.modalities = ("speech", "text")
-        self.hidden = hidden
+        hidden, dropout = self.hidden, self.dropout
         self.aggregation = aggregation
-        self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
         self.projections = nn.ModuleDict(
             {m: ModalityProjection(d, hidden) for m, d in input_dims.items()}
         )
@@ -90,7 +87,7 @@ class MemoCMT(nn.Module):
         features: Mapping[str, torch.Tensor],
         masks: Mapping[str, torch.Tensor],
         return_taps: bool = False,
-    ) -> CrabOutput:
+    ) -> ModelOutput:
         inputs, frame_masks = self.input_stage(features, masks)
         s, t = (self.projections[m](inputs[m]) for m in self.modalities)
         s_mask, t_mask = frame_masks["speech"], frame_masks["text"]
@@ -110,4 +107,4 @@ class MemoCMT(nn.Module):
         fused = masked_aggregate(
             self.after_fusion(fused_seq), joined_mask, self.aggregation
         )  # (B, h)
-        return CrabOutput(self.head(fused), {"fused": fused} if return_taps else {})
+        return ModelOutput(self.head(fused), {"fused": fused} if return_taps else {})

@@ -12,40 +12,35 @@ Taps: ``speech_pooled`` (the pooled statistics) and ``fused`` (the head's first 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Any
 
 import torch
-from torch import nn
 
+from crabser.models.base import ModelOutput, SERModel
 from crabser.models.blocks import (
     AttentiveStatisticsPooling,
     ClassifierHead,
-    InputStage,
     ModalityProjection,
 )
-from crabser.models.crab import CrabOutput
 
 
-class WavLMBaseline(nn.Module):
+class WavLMBaseline(SERModel):
     """Attentive statistics pooling over one modality's frames, then a classification head."""
 
     def __init__(
         self,
         input_dims: Mapping[str, int],
         num_classes: int,
-        hidden: int = 512,
-        dropout: float = 0.5,
-        speech_layers: int = 0,
-        frame_strides: Mapping[str, int] | None = None,
+        **common: Any,
     ) -> None:
-        super().__init__()
+        """``common``: the :class:`~crabser.models.base.SERModel` arguments."""
         if list(input_dims) != ["speech"]:
             raise ValueError(
                 "the WavLM baseline is speech only (model.modalities: [speech]), got "
                 f"{list(input_dims)}"
             )
-        self.modalities = ("speech",)
-        self.hidden = hidden
-        self.input_stage = InputStage(dict(input_dims), speech_layers, dict(frame_strides or {}))
+        super().__init__(input_dims, num_classes, **common)
+        hidden, dropout = self.hidden, self.dropout
         self.projection = ModalityProjection(input_dims["speech"], hidden)
         self.pooling = AttentiveStatisticsPooling(hidden)
         self.classifier = ClassifierHead(2 * hidden, hidden, num_classes, dropout)
@@ -59,8 +54,8 @@ class WavLMBaseline(nn.Module):
         features: Mapping[str, torch.Tensor],
         masks: Mapping[str, torch.Tensor],
         return_taps: bool = False,
-    ) -> CrabOutput:
+    ) -> ModelOutput:
         inputs, frame_masks = self.input_stage(features, masks)
         pooled = self.pooling(self.projection(inputs["speech"]), frame_masks["speech"])  # (B, 2h)
         logits, fused = self.classifier(pooled)
-        return CrabOutput(logits, {"speech_pooled": pooled, "fused": fused} if return_taps else {})
+        return ModelOutput(logits, {"speech_pooled": pooled, "fused": fused} if return_taps else {})

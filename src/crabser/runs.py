@@ -1,0 +1,120 @@
+"""A run's folder, ``<output_dir>/<name>``: what a run starts from and what it leaves behind.
+
+Layout (each file written atomically)::
+
+    config.yaml          the resolved config          git_commit.txt    the code it ran
+    manifest.csv         utterances and their split   timings.json      seconds per stage
+    extraction_<m>.json  one record per modality      logs/metrics.csv  the training log
+    checkpoints/         best.ckpt, last.ckpt, refit.ckpt
+    report/              <split>_metrics.json, _predictions.csv, the confusion matrix
+
+:class:`RunFolder` owns these paths; the stages (:mod:`crabser.pipeline`,
+:mod:`crabser.training.fit`, :mod:`crabser.crossval`) write through it and the CLI, experiments
+and benchmarks read through it.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pandas as pd
+
+from crabser.config import RunConfig, dump_config
+from crabser.data.manifest import Manifest, read_manifest, write_manifest
+from crabser.errors import CrabserError
+from crabser.io import atomic_path, json_text
+
+
+def git_commit() -> str:
+    """The current git commit of the working directory, or 'unknown'."""
+    try:
+        return subprocess.run(
+            ["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=5
+        ).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def write_json(path: Path, data: dict) -> None:
+    """``data`` as indented JSON at ``path``, written atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(json_text(data, indent=2))
+
+
+def run_labels(config: RunConfig, manifest: Manifest) -> list[str]:
+    """The class set of a run (config order, or sorted labels of the manifest)."""
+    return list(config.data.labels) if config.data.labels else manifest.labels
+
+
+class RunFolder:
+    """The files of one run (see the module docstring); ``RunFolder.of(config)`` for a config's."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+
+    @classmethod
+    def of(cls, config: RunConfig) -> RunFolder:
+        return cls(config.run_dir)
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.path / "manifest.csv"
+
+    @property
+    def checkpoints(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def report(self) -> Path:
+        return self.path / "report"
+
+    @property
+    def training_log(self) -> Path:
+        return self.path / "logs" / "metrics.csv"
+
+    def save_inputs(self, config: RunConfig, manifest: Manifest) -> None:
+        """Write what a run starts from: manifest, resolved config, git commit."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        write_manifest(manifest, self.manifest_path)
+        with atomic_path(self.path / "config.yaml") as tmp:
+            tmp.write_text(dump_config(config))
+        (self.path / "git_commit.txt").write_text(git_commit() + "\n")
+
+    def manifest(self) -> Manifest:
+        """The manifest the run was prepared with."""
+        return read_manifest(self.manifest_path, check_files=False)
+
+    def write_record(self, name: str, data: dict) -> None:
+        """A JSON record ``<name>.json`` in the folder (extraction reports, summaries)."""
+        write_json(self.path / f"{name}.json", data)
+
+    def record_timing(self, stage: str, seconds: float) -> None:
+        """Add a stage's seconds to ``timings.json``."""
+        path = self.path / "timings.json"
+        timings = json.loads(path.read_text()) if path.is_file() else {}
+        timings[stage] = round(seconds, 2)
+        write_json(path, timings)
+
+    def metrics_file(self, split: str = "test") -> Path:
+        """Where the run's metrics on a split are written (there once the run is scored)."""
+        return self.report / f"{split}_metrics.json"
+
+    def read_metrics(self, split: str = "test") -> dict:
+        """The run's metrics on a split, as evaluation wrote them."""
+        return json.loads(self.metrics_file(split).read_text())
+
+    def best_validation(self) -> tuple[float, int]:
+        """The best validation UAR and its epoch (1-based), from the training log."""
+        path = self.training_log
+        try:
+            log = pd.read_csv(path).dropna(subset=["val_uar"])
+        except (OSError, KeyError, pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+            raise CrabserError(
+                f"{path}: no readable training log with val_uar ({error}); train the run first"
+            ) from error
+        if log.empty:
+            raise CrabserError(f"{path}: no epoch was validated; train the run first")
+        best = log.iloc[int(log["val_uar"].to_numpy().argmax())]  # the first best epoch
+        return float(best["val_uar"]), int(best["epoch"]) + 1

@@ -1,0 +1,181 @@
+"""Every loader a run uses, in one place: training and validation batches (cached features or raw
+audio and text), the training batch samplers, and the batches of any split for a trained module.
+
+Cached features come from the feature store (:func:`feature_splits`); a fine-tuning run reads raw
+audio and text (:func:`raw_splits`) and batches it by duration (:func:`raw_loader`).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from crabser.config import RunConfig
+from crabser.data.manifest import Manifest
+from crabser.errors import CrabserError
+from crabser.features.encoders import Encoder
+from crabser.features.store import FeatureStore
+
+
+def corpus_of(manifest: Manifest, ids) -> list[str]:
+    """The ``corpus`` of each utterance id (the manifest must have the column)."""
+    return manifest.frame.set_index("id")["corpus"].astype(str).loc[list(ids)].tolist()
+
+
+def training_corpora(config: RunConfig, manifest: Manifest, ids: list[str]) -> list[str] | None:
+    """The corpus of each training utterance (``ids``) where ``train.sampler: corpus_balanced``
+    needs it, else None."""
+    if config.train.sampler != "corpus_balanced":
+        return None
+    if "corpus" not in manifest.frame:
+        raise CrabserError(
+            "train.sampler corpus_balanced needs a 'corpus' column: list the corpora in "
+            "data.corpora"
+        )
+    return corpus_of(manifest, ids)
+
+
+def feature_splits(
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    labels: list[str],
+    names: tuple[str, ...],
+) -> dict:
+    """Cached features of the named splits, read from the store; an empty split is an error."""
+    from crabser.training.datamodule import load_utterances
+
+    store = FeatureStore(config.cache_dir)
+    cache_ids = {modality: encoder.cache_id for modality, encoder in encoders.items()}
+    splits = {}
+    for split in names:
+        splits[split] = load_utterances(manifest.subset(split), store, cache_ids, labels)[0]
+        if not splits[split]:
+            raise CrabserError(f"the {split} split has no utterance with cached features")
+    return splits
+
+
+def raw_splits(
+    config: RunConfig, manifest: Manifest, labels: list[str], names: tuple[str, ...]
+) -> dict:
+    """Raw audio and text of the named splits (fine-tuning); an empty split is an error."""
+    from crabser.training.finetune import load_raw_utterances
+
+    splits = {}
+    for split in names:
+        splits[split] = load_raw_utterances(manifest.subset(split), labels, config.model.modalities)
+        if not splits[split]:
+            raise CrabserError(f"the {split} split has no usable utterance")
+    return splits
+
+
+def train_batch_sampler(
+    config: RunConfig,
+    labels: list[int],
+    names: list[str],
+    lengths: list[float],
+    corpora: list[str] | None = None,
+):
+    """The training batch sampler ``train.sampler`` asks for; ``lengths`` (frames or seconds) order
+    the length-bucketed batches, ``corpora`` (:func:`training_corpora`) group the corpus-balanced
+    ones. Every one draws its epochs from the seed and the epoch number and shares them among
+    processes (:mod:`crabser.data.sampling`)."""
+    from crabser.data.sampling import (
+        LengthBucketSampler,
+        ShuffleBatchSampler,
+        equal_share_sampler,
+        neutral_expressive_sampler,
+    )
+
+    cfg = config.train
+    if cfg.sampler == "length_bucketed":
+        return LengthBucketSampler(lengths, cfg.batch_size, pool=cfg.bucket_pool, seed=cfg.seed)
+    if cfg.sampler == "class_balanced":
+        return equal_share_sampler(labels, cfg.batch_size, cfg.seed)
+    if cfg.sampler == "corpus_balanced":
+        index = {name: i for i, name in enumerate(sorted(set(corpora or [])))}
+        return equal_share_sampler([index[c] for c in corpora or []], cfg.batch_size, cfg.seed)
+    if cfg.sampler == "neutral_expressive":
+        if cfg.neutral_label not in names:
+            raise CrabserError(
+                f"train.neutral_label {cfg.neutral_label!r} is not a class of this run "
+                f"({', '.join(names)})"
+            )
+        return neutral_expressive_sampler(
+            labels, names.index(cfg.neutral_label), cfg.batch_size, cfg.neutral_share, cfg.seed
+        )
+    return ShuffleBatchSampler(len(labels), cfg.batch_size, cfg.seed)
+
+
+def feature_loaders(
+    config: RunConfig, splits: dict, labels: list[str], corpora: list[str] | None = None
+) -> tuple:
+    """Training batches (``train.sampler``) and validation batches (None without a val split) of
+    cached features."""
+    from crabser.training.datamodule import FeatureDataModule
+
+    items = splits["train"]
+    sampler = train_batch_sampler(
+        config, [u.label for u in items], labels, [u.frames for u in items], corpora
+    )
+    data = FeatureDataModule(
+        splits, batch_size=config.train.batch_size, seed=config.train.seed, train_sampler=sampler
+    )
+    return data.train_dataloader(), data.val_dataloader() if "val" in splits else None
+
+
+def raw_loader(
+    config: RunConfig,
+    items: list,
+    train: bool,
+    labels: list[str] | None = None,
+    shard: bool = True,
+    corpora: list[str] | None = None,
+):
+    """Batches of raw audio and text; ``shard``: each process of a distributed fit takes its share
+    (False: every item here, as evaluation after a fit, in a process still in the group, needs);
+    ``corpora``: the corpus of each item, for corpus-balanced training batches."""
+    from crabser.data.sampling import EpochTagged, LengthBucketSampler
+    from crabser.training.finetune import RawDataset, collate_raw
+
+    cfg = config.train
+    dataset = RawDataset(
+        items,
+        config.speech.max_seconds,
+        train,
+        "speech" in config.model.modalities,
+        cfg.seed,
+        eam=train and cfg.eam,
+    )
+    seconds = [i.seconds for i in items]
+    balanced = ("class_balanced", "neutral_expressive", "corpus_balanced")
+    if train and labels and cfg.sampler in balanced:  # not bucketed too
+        sampler = train_batch_sampler(config, [i.label for i in items], labels, seconds, corpora)
+    else:  # batches of similar durations, whatever train.sampler says: raw audio pads most
+        sampler = LengthBucketSampler(
+            seconds,
+            cfg.batch_size,
+            shuffle=train,
+            pool=cfg.bucket_pool,
+            seed=cfg.seed,
+            num_replicas=None if shard else 1,
+            rank=None if shard else 0,
+        )
+    if train:  # random crops and mixes drawn per (epoch, item): the same in a resumed run
+        sampler = EpochTagged(sampler)
+    return torch.utils.data.DataLoader(
+        dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=cfg.workers
+    )
+
+
+def split_loader(
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], module, split: str
+):
+    """Batches of a split for a trained module: cached features, or raw audio and text for a
+    fine-tuned module (which runs its own encoders)."""
+    from crabser.training.datamodule import FeatureDataset, collate
+
+    if module.encoder_parameters():
+        items = raw_splits(config, manifest, module.labels, (split,))[split]
+        return raw_loader(config, items, train=False, shard=False)
+    items = feature_splits(config, manifest, encoders, module.labels, (split,))[split]
+    return torch.utils.data.DataLoader(FeatureDataset(items), batch_size=64, collate_fn=collate)
