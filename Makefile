@@ -1,13 +1,13 @@
 # Entry points: `make demo`, `make test` (`make test-fast`: without the slow tests), `make lint`
-# (ruff lint + format check; `make format` fixes), `make bench` (every benchmark, tables into
-# BENCHMARKS.md) and `make bench-quick` (smoke-sized, into BENCHMARKS.quick.md). All create .venv
-# and install crabser first.
+# (ruff lint + format check; `make format` fixes), `make typecheck` (mypy), `make bench` (every
+# benchmark, tables into BENCHMARKS.md) and `make bench-quick` (smoke-sized, into
+# BENCHMARKS.quick.md). All create .venv and install crabser first.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test test-fast lint format bench bench-quick bench-deps clean
+.PHONY: setup demo test test-fast lint typecheck format bench bench-quick bench-deps clean
 
 setup: $(STAMP)
 
@@ -33,6 +33,10 @@ LINTED := src tests benchmarks scripts
 lint: setup
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
+
+# mypy over the package (settings in pyproject.toml: strict for models/ and losses/)
+typecheck: setup
+	$(BIN)/mypy src/crabser
 
 format: setup
 	$(BIN)/ruff check --fix $(LINTED)

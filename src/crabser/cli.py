@@ -11,7 +11,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any, cast
 
 import typer
 from rich.console import Console
@@ -607,7 +607,8 @@ def _predict_segments(
     from crabser.data.audio import stream_audio
     from crabser.io import ensure_folder
 
-    settings = seg.SegmentSettings(mode=mode, window=window, hop=hop)
+    # checked by predict: vad or fixed
+    settings = seg.SegmentSettings(mode=cast(Any, mode), window=window, hop=hop)
     stems = seg.output_stems(files) if out else {path: path.stem for path in files}
     failed = 0
     for path in files:

@@ -5,7 +5,7 @@ the folds' test predictions; per corpus too in a multi-corpus run.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import pandas as pd
@@ -18,6 +18,7 @@ from crabser.evaluation.metrics import compute_metrics, metrics_by_group
 from crabser.evaluation.report import write_report
 from crabser.features.encoders import Encoder
 from crabser.io import atomic_path
+from crabser.parallel import Key
 from crabser.pipeline import evaluate
 from crabser.runs import RunFolder, git_commit, run_labels
 from crabser.training.fit import train
@@ -51,10 +52,10 @@ def train_and_test(config: RunConfig, manifest: Manifest, encoders: dict[str, En
 
 
 def train_and_test_runs(
-    runs: dict[Hashable, tuple[RunConfig, Manifest]],
+    runs: Mapping[Key, tuple[RunConfig, Manifest]],
     encoders_of: Callable[[RunConfig], dict],
     jobs: int = 1,
-    on_done: Callable[[Hashable], None] | None = None,
+    on_done: Callable[[Key], None] | None = None,
 ) -> None:
     """Train and test every run (key -> its config and split manifest, features extracted) whose
     metrics are not on disk yet, ``jobs`` side by side (:mod:`crabser.parallel`); every run goes on

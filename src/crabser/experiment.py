@@ -211,7 +211,8 @@ def run_experiments(
     todo = [
         key for key in everything if not (planned[key[0]][key[1]].run_dir / "result.json").is_file()
     ]
-    jobs, pending = jobs_for(jobs, len(todo)), {}
+    jobs = jobs_for(jobs, len(todo))
+    pending: dict[tuple[int, Cell], tuple] = {}
     for index, cell in todo:
         config = planned[index][cell]
         if jobs > 1:  # prepared as the job runs it: its saved config.yaml names the job's threads

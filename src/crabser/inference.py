@@ -26,6 +26,7 @@ import threading
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import soxr
@@ -68,8 +69,8 @@ class _Predictor:
 
     labels: list[str]
     modalities: list[str]
-    _asr_factory: Callable[[], object] | None = None
-    _asr = None
+    _asr_factory: Callable[[], Any] | None = None  #: builds the offline ASR on first need
+    _asr: Any = None
     _asr_lock = threading.Lock()  #: building the ASR is rare and slow: one lock for every predictor
 
     @property
@@ -115,7 +116,7 @@ class _Predictor:
             )
         if not audios:
             return []
-        given = [clean_text(t) if t is not None else "" for t in texts]
+        given = [(clean_text(t) if t is not None else None) or "" for t in texts]
         waves = [self._wave(a, given[i], sample_rate, names[i]) for i, a in enumerate(audios)]
         resolved, sources = [], []
         if "text" in self.modalities:
@@ -129,7 +130,9 @@ class _Predictor:
             scores = {label: float(p) for label, p in zip(self.labels, probs)}
             transcript, source = (resolved[i], sources[i]) if resolved else (None, None)
             results.append(
-                Prediction(names[i], max(scores, key=scores.get), scores, transcript, source)
+                Prediction(
+                    names[i], max(scores, key=lambda k: scores[k]), scores, transcript, source
+                )
             )
         return results
 
@@ -308,6 +311,7 @@ class Recognizer(_Predictor):
         else:
             features, masks = {}, {}
             for modality, encoder in self.encoders.items():
+                inputs: list[Any]
                 if modality == "text":
                     inputs = texts
                 else:

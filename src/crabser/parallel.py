@@ -13,10 +13,11 @@ finished runs are on disk and a re-run resumes from them.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Hashable, Iterable
+from collections.abc import Callable, Hashable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
+from typing import TypeVar
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,9 @@ class StoredFeatures:
 
     modality: str
     cache_id: str
+
+
+Key = TypeVar("Key", bound=Hashable)  #: what names one job (a fold, a grid cell)
 
 
 def stored_features(encoders: dict) -> dict[str, StoredFeatures]:
@@ -60,10 +64,10 @@ def jobs_for(jobs: int, pending: int) -> int:
 
 def run_jobs(
     function: Callable[..., object],
-    arguments: dict[Hashable, tuple],
+    arguments: Mapping[Key, tuple],
     jobs: int = 1,
-    on_done: Callable[[Hashable], None] | None = None,
-    finished: Iterable[Hashable] = (),
+    on_done: Callable[[Key], None] | None = None,
+    finished: Iterable[Key] = (),
 ) -> None:
     """Call ``function(*arguments[key])`` for every key: here, one after another, when ``jobs`` <= 1
     (or one call), else in ``jobs`` spawned processes; ``on_done(key)`` after each success, and
@@ -75,7 +79,7 @@ def run_jobs(
     for key in finished:
         if on_done:
             on_done(key)
-    failures: dict[Hashable, BaseException] = {}
+    failures: dict[Key, BaseException] = {}
     if jobs <= 1 or len(arguments) <= 1:
         for key, args in arguments.items():
             try:
@@ -93,8 +97,9 @@ def run_jobs(
             futures = {pool.submit(function, *args): key for key, args in arguments.items()}
             for future in as_completed(futures):
                 key = futures[future]
-                if future.exception() is not None:
-                    failures[key] = future.exception()
+                failure = future.exception()
+                if failure is not None:
+                    failures[key] = failure
                 elif on_done:
                     on_done(key)
     if failures:

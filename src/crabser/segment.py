@@ -24,7 +24,7 @@ import json
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
@@ -269,7 +269,9 @@ def plot_timeline(
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    colours = {label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)}
+    colours: dict[str | None, Any] = {
+        label: plt.get_cmap("tab10")(i % 10) for i, label in enumerate(labels)
+    }
     fig, (top, bar) = plt.subplots(
         2, 1, figsize=(12, 4), sharex=True, gridspec_kw={"height_ratios": [4, 1]}
     )

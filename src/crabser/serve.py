@@ -52,7 +52,7 @@ import traceback
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from crabser.data.audio import AudioTooLong, decode_audio
 from crabser.data.text import clean_text
@@ -289,7 +289,7 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
     from fastapi.responses import FileResponse, JSONResponse
 
     ErrorAnswer, PredictionAnswer, TimelineAnswer = _answer_models()
-    errors = {
+    errors: dict[int | str, dict[str, Any]] = {
         status: {"model": ErrorAnswer, "description": why}
         for status, why in (
             (413, "upload or audio over the limits"),

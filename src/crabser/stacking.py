@@ -178,9 +178,9 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
     folds: list[int | None] = [None]
     if first.data.protocol == "folds":
         manifest = pipeline.prepare(first.model_copy(update={"name": f"{stack.name}/folds"}))
-        folds = sorted(int(k) for k in manifest.frame["fold"].unique())
+        folds = [int(k) for k in sorted(manifest.frame["fold"].unique())]
     runs: dict[tuple, tuple] = {}  # (fold, model) -> (run config, its manifest)
-    labels = None
+    labels: list[str] = []  # the classes every base model shares, from the first one
     for fold in folds:
         for model in models:
             config = base_config(stack, model, overrides, fold)
@@ -191,7 +191,7 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
                     manifest, fold, first.data.val_speakers_per_fold, first.data.seed
                 )
             model_labels = run_labels(config, manifest_k)
-            if labels is not None and model_labels != labels:
+            if labels and model_labels != labels:
                 raise CrabserError(
                     f"base model {model!r} has classes {model_labels}, the others {labels}"
                 )

@@ -442,8 +442,9 @@ def _collect(
             out.append(mono if resampler is None else resampler.resample_chunk(mono))
     finally:
         getattr(blocks, "close", lambda: None)()  # close the file even when stopped early
-    if _length_problem(read, rate):
-        raise AudioError(label, _length_problem(read, rate))
+    length_problem = _length_problem(read, rate)
+    if length_problem:
+        raise AudioError(label, length_problem)
     if peak < silence_peak:
         raise AudioError(label, f"silent audio (peak below {silence_peak:g} of full scale)")
     if resampler is not None:

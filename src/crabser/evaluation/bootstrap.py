@@ -10,34 +10,35 @@ Macro-F1 of a subset averages over the classes true or predicted in it, as
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import f1_score
 
 
 def balanced_bootstrap(
-    y_true: Sequence[int],
-    y_pred: Sequence[int],
+    y_true: ArrayLike,
+    y_pred: ArrayLike,
     n_subsets: int = 100,
     per_class: int | None = None,
     seed: int = 0,
     confidence: float = 0.95,
 ) -> dict:
     """Macro-F1 mean, std, min, max and a percentile interval over balanced subsets."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    classes = sorted(set(y_true.tolist()))
-    members = {c: np.flatnonzero(y_true == c) for c in classes}
+    truth_all, predicted_all = np.asarray(y_true), np.asarray(y_pred)
+    classes = sorted(set(truth_all.tolist()))
+    members = {c: np.flatnonzero(truth_all == c) for c in classes}
     smallest = min(len(m) for m in members.values())
     size = min(per_class or smallest, smallest)
     rng = np.random.default_rng(seed)
-    scores = []
+    subset_scores = []
     for _ in range(n_subsets):
         picked = np.concatenate([rng.choice(members[c], size=size, replace=False) for c in classes])
-        truth, predicted = y_true[picked], y_pred[picked]
+        truth, predicted = truth_all[picked], predicted_all[picked]
         seen = sorted(set(classes) | set(predicted.tolist()))
-        scores.append(f1_score(truth, predicted, labels=seen, average="macro", zero_division=0))
-    scores = np.array(scores)
+        subset_scores.append(
+            f1_score(truth, predicted, labels=seen, average="macro", zero_division=0)
+        )
+    scores = np.array(subset_scores)
     tail = (1.0 - confidence) / 2 * 100
     low, high = np.percentile(scores, [tail, 100 - tail])
     return {

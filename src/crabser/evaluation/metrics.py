@@ -13,34 +13,35 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from numpy.typing import ArrayLike
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
 
 
-def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
+def compute_metrics(y_true: ArrayLike, y_pred: ArrayLike, labels: Sequence[str]) -> dict:
     """All metrics of integer predictions against integer truths; ``labels`` names the indices."""
-    y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
-    if len(y_true) == 0:
+    truth, predicted = np.asarray(y_true), np.asarray(y_pred)
+    if len(truth) == 0:
         raise ValueError("no examples to evaluate")
     all_classes = list(range(len(labels)))
-    present = sorted(set(y_true.tolist()))
-    true_or_predicted = sorted(set(present) | set(y_pred.tolist()))
+    present = sorted(set(truth.tolist()))
+    true_or_predicted = sorted(set(present) | set(predicted.tolist()))
     precision, recall, f1, support = precision_recall_fscore_support(
-        y_true, y_pred, labels=all_classes, zero_division=0
+        truth, predicted, labels=all_classes, zero_division=0
     )
-    counts = confusion_matrix(y_true, y_pred, labels=all_classes)
+    counts = confusion_matrix(truth, predicted, labels=all_classes)
     row_sums = counts.sum(axis=1, keepdims=True)
     normalised = np.divide(
         counts, row_sums, out=np.zeros(counts.shape, dtype=float), where=row_sums > 0
     )
     return {
-        "n": len(y_true),
-        "war": float((y_true == y_pred).mean()),
+        "n": len(truth),
+        "war": float(np.mean(truth == predicted)),
         "uar": float(recall[present].mean()),
         "macro_f1": float(
-            f1_score(y_true, y_pred, labels=true_or_predicted, average="macro", zero_division=0)
+            f1_score(truth, predicted, labels=true_or_predicted, average="macro", zero_division=0)
         ),
         "weighted_f1": float(
-            f1_score(y_true, y_pred, labels=present, average="weighted", zero_division=0)
+            f1_score(truth, predicted, labels=present, average="weighted", zero_division=0)
         ),
         "per_class": {
             label: {
@@ -58,14 +59,14 @@ def compute_metrics(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequen
 
 
 def metrics_by_group(
-    y_true: Sequence[int], y_pred: Sequence[int], groups: Sequence[str], labels: Sequence[str]
+    y_true: ArrayLike, y_pred: ArrayLike, groups: ArrayLike, labels: Sequence[str]
 ) -> dict[str, dict]:
     """WAR, UAR, Macro-F1 and n of each group (a corpus) on its own rows: UAR averages the classes
     that group has, so a class one corpus lacks does not count against it."""
-    y_true, y_pred, groups = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
+    truth, predicted, group_of = np.asarray(y_true), np.asarray(y_pred), np.asarray(groups)
     summary = {}
-    for group in sorted(set(groups.tolist())):
-        rows = groups == group
-        metrics = compute_metrics(y_true[rows], y_pred[rows], labels)
+    for group in sorted(set(group_of.tolist())):
+        rows = group_of == group
+        metrics = compute_metrics(truth[rows], predicted[rows], labels)
         summary[group] = {key: metrics[key] for key in ("war", "uar", "macro_f1", "n")}
     return summary

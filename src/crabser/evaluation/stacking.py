@@ -10,10 +10,10 @@ and per split.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 
 @dataclass
@@ -30,17 +30,17 @@ class ForestSettings:
     seed: int = 0
 
 
-def balanced_subset(labels: Sequence[int], per_class: int | None, seed: int) -> np.ndarray:
+def balanced_subset(labels: ArrayLike, per_class: int | None, seed: int) -> np.ndarray:
     """Indices of ``per_class`` items of every class (the smallest class's count when None or
     larger)."""
-    labels = np.asarray(labels)
-    classes = sorted(set(labels.tolist()))
-    smallest = min(int((labels == c).sum()) for c in classes)
+    y = np.asarray(labels)
+    classes = sorted(set(y.tolist()))
+    smallest = min(int((y == c).sum()) for c in classes)
     size = min(per_class or smallest, smallest)
     rng = np.random.default_rng(seed)
     return np.sort(
         np.concatenate(
-            [rng.choice(np.flatnonzero(labels == c), size, replace=False) for c in classes]
+            [rng.choice(np.flatnonzero(y == c), size, replace=False) for c in classes]
         )
     )
 
@@ -54,16 +54,16 @@ class StackedForest:
     forests: list = field(default_factory=list)
     out_of_fold_macro_f1: float = float("nan")
 
-    def fit(self, features: np.ndarray, labels: Sequence[int]) -> StackedForest:
+    def fit(self, features: np.ndarray, labels: ArrayLike) -> StackedForest:
         """Fit on a class-balanced subset of ``features`` with stratified k-fold."""
         from sklearn.ensemble import RandomForestClassifier
         from sklearn.metrics import f1_score
         from sklearn.model_selection import StratifiedKFold
 
         s = self.settings
-        labels = np.asarray(labels)
-        subset = balanced_subset(labels, s.per_class, s.seed)
-        x, y = features[subset], labels[subset]
+        all_labels = np.asarray(labels)
+        subset = balanced_subset(all_labels, s.per_class, s.seed)
+        x, y = features[subset], all_labels[subset]
         folds = min(s.folds, int(np.bincount(y).min()))
         if folds < 2:
             raise ValueError(

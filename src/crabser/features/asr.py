@@ -59,7 +59,7 @@ class WhisperASR:
         self.beam_size = beam_size
         self.cache_id = f"asr:{tag}:{language or 'auto'}:beam{beam_size}"
 
-    def _prompt(self, mel) -> list[int]:
+    def _prompt(self, mel) -> list[int | None]:
         token = self.tokenizer.token_to_id
         prompt = [token("<|startoftranscript|>")]
         if self.model.is_multilingual:

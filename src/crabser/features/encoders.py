@@ -30,6 +30,7 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -73,8 +74,16 @@ class Encoder(Protocol):
     cache_id: str
     modality: Modality
     output_dim: int
-    sample_rate: int | None
-    frame_rate: float | None
+
+    @property
+    def sample_rate(self) -> int | None:
+        """Input sample rate of speech encoders (None: text)."""
+        ...
+
+    @property
+    def frame_rate(self) -> float | None:
+        """Output frames per second of speech encoders (None: text)."""
+        ...
 
     def encode(self, batch: list) -> EncodedBatch:
         """Encode waveforms (speech, float32 at ``sample_rate``) or strings (text)."""
@@ -178,7 +187,7 @@ def quiet_transformers() -> None:
     hf_logging.set_verbosity_error()
 
 
-def pad_batch(items: list[np.ndarray | torch.Tensor]) -> EncodedBatch:
+def pad_batch(items: Sequence[np.ndarray | torch.Tensor]) -> EncodedBatch:
     """Stack variable-length ``(T, ...)`` arrays into a zero-padded batch with a mask."""
     tensors = [torch.as_tensor(np.asarray(x)) for x in items]
     longest = max(t.shape[0] for t in tensors)

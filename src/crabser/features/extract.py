@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, cast
 
 from crabser.data.audio import load_audio
 from crabser.data.manifest import Manifest
@@ -90,7 +91,7 @@ def extract(
     """Encode every utterance not yet in the store; return counts and per-file failures."""
     report = ExtractionReport()
     hashes = content_hashes(manifest, encoder.modality)
-    pending: dict[str, object] = {}  # content hash -> input; identical content is encoded once
+    pending: dict[str, Any] = {}  # content hash -> input; identical content is encoded once
 
     def flush() -> None:
         by_length = sorted(pending.items(), key=lambda item: len(item[1]))
@@ -125,7 +126,7 @@ def extract(
             continue
         if encoder.modality != "text":
             report.seconds_of_audio += len(item) / (encoder.sample_rate or 16000)
-        pending[digest] = item
+        pending[cast(str, digest)] = item  # no hash: no input either (_load_input raised)
         if len(pending) >= batch_size * max(1, bucket_batches):
             flush()
     flush()

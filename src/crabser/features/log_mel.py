@@ -23,7 +23,7 @@ SAMPLE_RATE = 16000
 CHUNK = 30 * SAMPLE_RATE  #: transformers' padded input length
 
 
-def _hz_to_mel(hz: np.ndarray) -> np.ndarray:
+def _hz_to_mel(hz: np.ndarray | float) -> np.ndarray:
     """Slaney mel scale: linear below 1 kHz, logarithmic above."""
     hz = np.asarray(hz, dtype=np.float64)
     linear = hz * 3.0 / 200.0

@@ -141,6 +141,7 @@ class FeatureStore:
             except OSError:
                 pass
             raise DamagedFeatureError(target, problem)
+        assert features is not None  # _read_features gives features or a problem
         return features
 
     def put_text(self, model_id: str, content_hash: str, text: str) -> Path:

@@ -17,7 +17,8 @@ def inverse_frequency_weights(
     ``sample_weights`` counts each label by its weight instead of 1 (N = their sum): with 1 / (size
     of the item's corpus), N_j / N is class j's share of corpus-balanced batches."""
     if sample_weights is None:
-        counts, total = torch.bincount(labels, minlength=num_classes).float(), labels.numel()
+        counts = torch.bincount(labels, minlength=num_classes).float()
+        total = float(labels.numel())
     else:
         counts, total = (
             torch.bincount(labels, weights=sample_weights.float(), minlength=num_classes),

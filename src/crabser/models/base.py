@@ -24,7 +24,7 @@ from crabser.config import ModelConfig, saved_section
 from crabser.models.blocks import InputStage
 
 #: constructor arguments every model takes, filled from the settings by from_config
-COMMON = ("input_dims", "num_classes", "hidden", "dropout", "speech_layers", "frame_strides")
+COMMON = ("input_dims", "num_classes", "speech_layers", "frame_strides", "hidden", "dropout")
 
 
 @dataclass
@@ -49,10 +49,10 @@ class SERModel(nn.Module):
         input_dims: Mapping[str, int],
         num_classes: int,
         *,
-        hidden: int = 512,
-        dropout: float = 0.5,
         speech_layers: int = 0,
         frame_strides: Mapping[str, int] | None = None,
+        hidden: int = 512,
+        dropout: float = 0.5,
     ) -> None:
         super().__init__()
         self.modalities: tuple[str, ...] = tuple(input_dims)

@@ -38,6 +38,9 @@ class FeatureNormalizer(nn.Module):
     ``shape`` is the trailing feature shape, ``(D,)`` or ``(L, D)`` for stacked layers.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, shape: tuple[int, ...]) -> None:
         super().__init__()
         self.register_buffer("mean", torch.zeros(shape))
@@ -131,6 +134,12 @@ class InputStage(nn.Module):
             }
         )
 
+    def set_statistics(self, modality: str, mean: torch.Tensor, std: torch.Tensor) -> None:
+        """Normalise ``modality`` with these training-split statistics from now on."""
+        normalizer = self.normalizers[modality]
+        assert isinstance(normalizer, FeatureNormalizer)
+        normalizer.set_statistics(mean, std)
+
     def forward(
         self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
@@ -155,7 +164,8 @@ class ModalityProjection(nn.Module):
         self.norm = nn.LayerNorm(hidden)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.norm(self.linear(x))
+        projected: torch.Tensor = self.norm(self.linear(x))
+        return projected
 
 
 class BiGRU(nn.Module):
@@ -196,9 +206,9 @@ class CrossModalAttention(nn.Module):
     def forward(
         self, query: torch.Tensor, context: torch.Tensor, context_mask: torch.Tensor
     ) -> torch.Tensor:
-        attended, _ = self.attention(
+        attended: torch.Tensor = self.attention(
             query, context, context, key_padding_mask=~context_mask, need_weights=False
-        )
+        )[0]
         return attended
 
 
@@ -264,4 +274,5 @@ class ContrastiveSupervisionLeg(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x)
+        out: torch.Tensor = self.net(x)
+        return out

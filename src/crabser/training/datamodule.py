@@ -76,7 +76,7 @@ class RunningMoments:
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """float32 ``(mean, std)``; ValueError if nothing was added."""
-        if self.total is None:
+        if self.total is None or self.squares is None:
             raise ValueError("feature_statistics needs at least one array")
         mean = self.total / self.count
         std = np.sqrt(np.maximum(self.squares / self.count - mean**2, 0.0))
@@ -116,10 +116,13 @@ def load_utterances(
     items, missing = [], []
     for row in manifest.frame.itertuples(index=False):
         digests = {modality: hashes[modality].get(row.id) for modality in cache_ids}
-        if any(d is None or not store.has(cache_ids[m], d) for m, d in digests.items()):
+        known = {m: d for m, d in digests.items() if d is not None}
+        if len(known) < len(digests) or not all(
+            store.has(cache_ids[m], d) for m, d in known.items()
+        ):
             missing.append(row.id)
             continue
-        features = {m: store.get(cache_ids[m], d) for m, d in digests.items()}
+        features = {m: store.get(cache_ids[m], d) for m, d in known.items()}
         items.append(Utterance(row.id, features, index[row.label]))
     if missing:
         log.warning(

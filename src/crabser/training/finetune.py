@@ -13,8 +13,9 @@ is inference-only). Text: any transformers AutoModel (``embedded`` = MiniLM)."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -52,7 +53,7 @@ class RawUtterance:
 
 
 def load_raw_utterances(
-    manifest: Manifest, labels: list[str], modalities: list[str]
+    manifest: Manifest, labels: list[str], modalities: Sequence[str]
 ) -> list[RawUtterance]:
     """Utterances usable for fine-tuning; unreadable audio or missing text is left out with a
     warning."""
@@ -125,7 +126,7 @@ class RawDataset(Dataset):
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = np.random.default_rng([self.seed, int(epoch), int(index)])
         item = self.items[index]
-        sample = {
+        sample: dict[str, Any] = {
             "id": item.id,
             "wave": self._wave(item, rng),
             "text": item.text,
@@ -182,7 +183,10 @@ class TrainableEncoders(nn.Module):
         self.speech_layer, self.text_layer, self.max_tokens = speech_layer, text_layer, max_tokens
         self.dims: dict[str, int] = {}
         self.speech_layers = 0  #: hidden states stacked per frame (layer "all"), 0 = one layer
-        self.speech = self.text = None
+        #: the speech and text backbones (transformers models or crabser's Whisper); None: unused
+        self.speech: Any = None
+        self.text: Any = None
+        self.processor: Any = None  #: the feature extractor of a non-Whisper speech backbone
         self.is_whisper = False
         if speech_model:
             self.speech, _, self.is_whisper = load_speech_backbone(speech_model)
@@ -327,8 +331,8 @@ class FinetuneLitModule(CrabLitModule):
         self.encoders.train(was_training)
         for modality, running in moments.items():
             mean, std = running.result()
-            self.model.input_stage.normalizers[modality].set_statistics(
-                torch.from_numpy(mean), torch.from_numpy(std)
+            self.model.input_stage.set_statistics(
+                modality, torch.from_numpy(mean), torch.from_numpy(std)
             )
 
     def encoder_parameters(self) -> list[nn.Parameter]:

@@ -12,6 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import pandas as pd
 import torch
@@ -130,9 +131,11 @@ def _frozen_setup(
         **_module_settings(config, splits["train"], labels, corpora),
     )
     if config.model.normalize_inputs:
-        for modality, normalizer in module.model.input_stage.normalizers.items():
+        for modality in module.model.input_stage.normalizers:
             mean, std = feature_statistics([u.features[modality] for u in splits["train"]])
-            normalizer.set_statistics(torch.from_numpy(mean), torch.from_numpy(std))
+            module.model.input_stage.set_statistics(
+                modality, torch.from_numpy(mean), torch.from_numpy(std)
+            )
     train_loader, val_loader = feature_loaders(config, splits, labels, corpora)
     return module, train_loader, val_loader
 
@@ -233,7 +236,7 @@ def train(
         accelerator=cfg.accelerator,
         devices=cfg.devices,
         strategy=cfg.strategy,
-        precision=cfg.precision,
+        precision=cast(Any, cfg.precision),  # one of Lightning's precision names
         accumulate_grad_batches=cfg.accumulate,
         callbacks=callbacks,
         logger=ResumedCSVLogger(str(config.run_dir), "logs", resumed_epochs),

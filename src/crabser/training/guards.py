@@ -44,7 +44,11 @@ class FiniteLossGuard(L.Callback):
             strategy.reduce_boolean_decision(local, all=False) if strategy is not None else local
         )  # any process
         if bad:
-            value = loss.detach().float().item() if local else "non-finite in another process"
+            value = (
+                loss.detach().float().item()
+                if local and loss is not None
+                else "non-finite in another process"
+            )
             raise NonFiniteLossError(
                 f"training loss became {value} at epoch {trainer.current_epoch + 1}, "
                 f"batch {batch_idx + 1}: training diverged; try a lower learning rate ({self.hint})"

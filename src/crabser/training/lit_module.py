@@ -134,7 +134,9 @@ class CrabLitModule(L.LightningModule):
         sums, self._train_sums = self._train_sums, {}
         count = sum_over_ranks(torch.tensor(float(sums.pop("utterances", 0)), device=self.device))
         for name, total in sums.items():
-            self.log(name, sum_over_ranks(total) / count, prog_bar=name == "train_loss")
+            self.log(
+                name, sum_over_ranks(torch.as_tensor(total)) / count, prog_bar=name == "train_loss"
+            )
 
     def _evaluation_step(self, batch: dict, stage: str) -> None:
         logits = self(batch)

@@ -33,7 +33,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import torch
 from torch import nn
@@ -87,6 +87,8 @@ class LossParts:
 
 class TrainingObjective(nn.Module):
     """Classification loss + ``alpha`` * mean leg loss over the chosen taps."""
+
+    class_weights: torch.Tensor | None  #: a buffer (saved with the model)
 
     def __init__(
         self,
@@ -181,8 +183,9 @@ class TrainingObjective(nn.Module):
         classification = self.classification_loss(output.logits, targets)
         if self.margin_head is not None:
             scores = self.margin_head(output.taps[FINAL_TAP]).squeeze(-1)
+            neutral = cast(int, self.neutral_index)  # a margin head has a neutral class
             classification = classification + self.soft_margin_weight * neutral_soft_margin_loss(
-                scores, labels, self.neutral_index
+                scores, labels, neutral
             )
         if not len(self.legs):
             return LossParts(classification, classification, None)
@@ -270,7 +273,7 @@ def build_objective(
     class_weights: torch.Tensor | None,
     num_classes: int,
     neutral_index: int | None = None,
-) -> nn.Module:
+) -> TrainingObjective | MultiLossObjective:
     """The objective of a run from its ``loss`` and ``model`` settings (dumps of the sections, as
     a checkpoint saves them; completed by :func:`crabser.config.saved_section`)."""
     loss = saved_section("loss", loss).model_dump()

@@ -41,7 +41,8 @@ class CrossAttentionBlock(nn.Module):
             query, context, context, key_padding_mask=~context_mask, need_weights=False
         )
         x = self.norm1(query + attended)
-        return self.norm2(x + self.feed_forward(x))
+        out: torch.Tensor = self.norm2(x + self.feed_forward(x))
+        return out
 
 
 class FocalSER(SERModel):

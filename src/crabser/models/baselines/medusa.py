@@ -37,7 +37,8 @@ class Branch(nn.Module):
         self.deep = nn.Sequential(nn.Linear(2 * hidden, hidden), nn.ReLU(), nn.Dropout(dropout))
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        return self.deep(self.pooling(self.projection(x), mask))
+        out: torch.Tensor = self.deep(self.pooling(self.projection(x), mask))
+        return out
 
 
 class Medusa(SERModel):
