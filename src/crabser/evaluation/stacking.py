@@ -39,9 +39,7 @@ def balanced_subset(labels: ArrayLike, per_class: int | None, seed: int) -> np.n
     size = min(per_class or smallest, smallest)
     rng = np.random.default_rng(seed)
     return np.sort(
-        np.concatenate(
-            [rng.choice(np.flatnonzero(y == c), size, replace=False) for c in classes]
-        )
+        np.concatenate([rng.choice(np.flatnonzero(y == c), size, replace=False) for c in classes])
     )
 
 
