@@ -196,3 +196,15 @@ def test_a_new_model_is_one_subclass_built_from_the_settings():
     # a saved dump of the settings (a checkpoint's) builds the same model
     again = MeanPool.from_config(settings.model_dump(), DIMS, num_classes=4)
     assert again.hidden == 12 and again.heads == 3
+
+
+def test_the_config_knows_which_model_reads_which_setting():
+    """config.MODEL_SETTINGS (used to refuse settings a model ignores) matches the constructors."""
+    import inspect
+
+    from crabser.config import MODEL_SETTINGS
+
+    for name, model in MODELS.items():
+        own = set(inspect.signature(model.__init__).parameters) & set(ModelConfig.model_fields)
+        declared = {setting for setting, models in MODEL_SETTINGS.items() if name in models}
+        assert own == declared, name

@@ -139,3 +139,70 @@ def test_crabser_config_prints_the_resolved_settings_with_their_comments(tmp_pat
     assert lines[index - 1].startswith("  # ") and "calm: neutral" in lines[index - 1]
     defaults = CliRunner().invoke(app, ["config", "--defaults", "-c", str(path)])
     assert yaml.safe_load(defaults.output) == RunConfig().model_dump(mode="json")
+
+
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        (["model.aggregation=max"], "model.aggregation (read by memocmt, not crab)"),
+        (["model.name=medusa", "model.heads=4"], "model.heads (read by crab, focalser, memocmt"),
+        (["loss.legs=none", "loss.tau=0.2"], "loss.tau (not read by loss.classifier ce"),
+        (["loss.supcon_variant=in"], "loss.supcon_variant (not read by"),
+        (["loss.focal_gamma=1.0"], "loss.focal_gamma (not read by"),
+        (["speech.max_tokens=64"], "speech.max_tokens (read by hf-text, not whisper-ct2)"),
+        (["text.pad_to_seconds=30"], "text.pad_to_seconds (read by hf-speech, whisper-ct2"),
+    ],
+)
+def test_settings_the_run_would_ignore_are_refused_by_name(overrides, named):
+    from crabser.config import load_config
+
+    with pytest.raises(ConfigError, match="does not read") as refused:
+        load_config(None, overrides)
+    assert named in str(refused.value)
+
+
+def test_settings_read_by_the_chosen_parts_are_accepted():
+    from crabser.config import load_config
+
+    load_config(None, ["model.name=memocmt", "model.aggregation=max", "model.heads=2"])
+    load_config(None, ["loss.leg_loss=supcon", "loss.supcon_variant=in", "loss.tau=0.2"])
+    load_config(None, ["loss.classifier=focal", "loss.focal_gamma=1.0", "loss.legs=none"])
+    load_config(None, ["loss.name=multi_loss", "loss.center_lr=0.01", "model.name=mll"])
+    load_config(None, ["speech.kind=hf-speech", "speech.layer=2", "text.max_tokens=64"])
+
+
+def test_an_encoder_section_given_in_part_keeps_its_modality_kind():
+    from crabser.config import load_config
+
+    config = load_config(None, ["text.max_tokens=64", "speech.batch_size=4"])
+    assert (config.text.kind, config.text.max_tokens) == ("hf-text", 64)
+    assert (config.speech.kind, config.speech.batch_size) == ("whisper-ct2", 4)
+    assert load_config(None, ["speech.kind=hf-speech"]).speech.kind == "hf-speech"
+
+
+@pytest.mark.parametrize(
+    "path",
+    sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")),
+    ids=lambda p: p.name,
+)
+def test_shipped_configs_state_only_what_departs_from_the_defaults(path):
+    """A shipped config restates a default only on a line whose comment says why."""
+    import re
+
+    import yaml
+
+    from crabser.config import RunConfig
+
+    defaults = RunConfig().model_dump(mode="json")
+    raw = yaml.safe_load(path.read_text())
+    text = path.read_text()
+    restated = []
+    for section, values in raw.items():
+        if isinstance(values, dict) and isinstance(defaults.get(section), dict):
+            for key, value in values.items():
+                line = re.search(rf"^  {key}:.*$", text, re.MULTILINE)
+                if defaults[section].get(key, object()) == value and "#" not in line.group(0):
+                    restated.append(f"{section}.{key}")
+        elif section != "name" and defaults.get(section) == values:
+            restated.append(section)
+    assert restated == []

@@ -19,7 +19,7 @@ from crabser.experiment import (
 
 def _grid(tmp_path, **extra):
     base = tmp_path / "base.yaml"
-    base.write_text("name: base\noutput_dir: out\nloss: {alpha: 2.0}\n")
+    base.write_text("name: base\noutput_dir: out\ntrain: {weight_decay: 2.0}\n")
     return ExperimentConfig(
         name="g",
         base=str(base),
@@ -27,7 +27,7 @@ def _grid(tmp_path, **extra):
         overrides=["train.epochs=3"],
         axes={
             "objective": {"ce": ["loss.legs=none"], "mlcs": []},
-            "alpha": {"0.5": ["loss.alpha=0.5"], "1": ["loss.alpha=1"]},
+            "decay": {"0.5": ["train.weight_decay=0.5"], "1": ["train.weight_decay=1"]},
         },
         **extra,
     )
@@ -40,7 +40,7 @@ def test_cells_are_seed_major_with_level_overrides(tmp_path):
     assert [c.seed for c in cells] == [0] * 4 + [1] * 4
     assert [c.name for c in cells[:4]] == ["ce-0.5", "ce-1", "mlcs-0.5", "mlcs-1"]
     config = cell_config(grid, cells[1], ["train.lr_head=0.01"])
-    assert config.loss.legs == "none" and config.loss.alpha == 1.0
+    assert config.loss.legs == "none" and config.train.weight_decay == 1.0
     assert config.train.epochs == 3 and config.train.lr_head == 0.01 and config.train.seed == 0
     assert str(config.run_dir) == "out/g/ce-1/seed0"
 

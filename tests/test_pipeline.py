@@ -348,10 +348,11 @@ curve: alpha
 @pytest.mark.parametrize(
     "system",
     [
-        ["model.name=wavlm_baseline", "model.modalities=[speech]"],
+        # the base config's attention dropout is refused for the two models without attention
+        ["model.name=wavlm_baseline", "model.modalities=[speech]", "model.attention_dropout=0.5"],
         ["model.name=focalser", "loss.classifier=focal"],
         ["model.name=memocmt"],
-        ["model.name=medusa", "model.mixup_alpha=0.4"],
+        ["model.name=medusa", "model.mixup_alpha=0.4", "model.attention_dropout=0.5"],
         ["model.name=crab", "train.sampler=neutral_expressive"],
     ],
     ids=lambda s: s[0].split("=")[1],

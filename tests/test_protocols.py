@@ -105,3 +105,37 @@ def test_random_split_is_stratified_seeded_and_keeps_training_rows():
 def test_speaker_holdout_without_speakers_points_to_the_way_out():
     with pytest.raises(ManifestError, match="protocol: random"):
         speaker_holdout(_labelled([("", "a"), ("", "b")]))
+
+
+def test_balanced_draw_spreads_the_speakers_over_the_groups():
+    import numpy as np
+
+    from crabser.data.protocols import balanced_draw
+    from crabser.errors import ManifestError
+
+    speakers = [f"a{i}" for i in range(5)] + ["b0", "b1", "c0"]
+    groups = ["a"] * 5 + ["b", "b", "c"]
+    drawn = balanced_draw(speakers, groups, 4, np.random.default_rng(0))
+    counts = {g: sum(s.startswith(g) for s in drawn) for g in "abc"}
+    assert counts == {"a": 3, "b": 1, "c": 0}  # c keeps its only speaker for training
+    even = balanced_draw(speakers, groups, 2, np.random.default_rng(1))
+    assert {s[0] for s in even} == {"a", "b"}
+    with pytest.raises(ManifestError, match="cannot draw 6"):
+        balanced_draw(speakers, groups, 6, np.random.default_rng(0))
+
+
+def test_fold_split_can_draw_validation_speakers_from_every_training_corpus():
+    frame = pd.DataFrame(
+        {
+            "id": [f"u{i}" for i in range(12)],
+            "audio": [f"u{i}.wav" for i in range(12)],
+            "label": ["x", "y"] * 6,
+            "speaker": ["a1", "a2", "a3", "a4", "a5", "a6", "b1", "b2", "c1", "c2", "d1", "d2"],
+            "corpus": ["a"] * 6 + ["b", "b", "c", "c", "d", "d"],
+            "fold": [0] * 6 + [1, 1, 2, 2, 3, 3],
+        }
+    )
+    split = fold_split(Manifest(frame), 3, val_speakers=3, seed=0, balance="corpus").frame
+    val = split.loc[split["split"] == "val"]
+    assert sorted(val["corpus"]) == ["a", "b", "c"]
+    assert set(split.loc[split["split"] == "test", "corpus"]) == {"d"}

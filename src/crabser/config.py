@@ -16,7 +16,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from crabser.errors import ConfigError
 from crabser.io import file_in_the_way
@@ -67,9 +75,12 @@ class DataConfig(_Section):
     val_speakers: list[str] = []
     folds: int | None = Field(None, ge=2)  #: folds: number of folds (None = leave one group out)
     fold_by: str = "speaker"  #: folds: the grouping column (speaker, session)
-    val_speakers_per_fold: int = Field(
-        2, ge=0
-    )  #: folds: validation speakers drawn from the training folds
+    #: folds: validation speakers drawn from the training folds
+    val_speakers_per_fold: int = Field(2, ge=0)
+    #: folds: draw the validation speakers at random from all training speakers (none), or evenly
+    #: from each training corpus (corpus; several corpora in data.corpora), so that the epoch
+    #: chosen on them is not the best for the corpus with the most speakers only
+    val_balance: Literal["none", "corpus"] = "none"
     val_fraction: Fraction = 0.1  #: random: share of each class held out for validation
     test_fraction: Fraction = 0.1  #: random: share of each class held out for test
     seed: int = 0  #: draws the held-out speakers (random: the utterances) when none are named
@@ -247,6 +258,87 @@ class TrainConfig(_Section):
         return value
 
 
+#: model settings that only some models read (the constructor arguments of each model in
+#: crabser.models.registry; tests/test_baselines.py holds the two equal)
+MODEL_SETTINGS: dict[str, frozenset[str]] = {
+    "heads": frozenset({"crab", "focalser", "memocmt", "mll"}),
+    "attention_dropout": frozenset({"crab", "focalser", "memocmt", "mll"}),
+    "unimodal_leg_input": frozenset({"crab"}),
+    "aggregation": frozenset({"memocmt"}),
+    "mixup_alpha": frozenset({"medusa"}),
+    "embedding_dim": frozenset({"mll"}),
+}
+#: encoder settings and the encoder kinds that read them
+ENCODER_SETTINGS: dict[str, frozenset[str]] = {
+    "layer": frozenset({"hf-speech", "hf-text"}),
+    "pad_to_seconds": frozenset({"whisper-ct2", "hf-speech"}),
+    "max_seconds": frozenset({"whisper-ct2", "hf-speech"}),
+    "max_tokens": frozenset({"hf-text"}),
+}
+
+
+def _loss_reads(loss: LossConfig) -> set[str]:
+    """The loss settings that ``loss`` reads, of those only some objectives read."""
+    if loss.name == "multi_loss":
+        return {"focal_gamma", "tau", "multi_loss_weights", "center_lr", "max_frames"}
+    reads = {"focal_gamma"} if loss.classifier == "focal" else set()
+    if loss.legs != "none":
+        reads |= {"alpha", "tau"}
+        reads |= {"mpcl": {"mpcl_anchors"}, "supcon": {"supcon_variant"}}.get(loss.leg_loss, set())
+    return reads
+
+
+#: loss settings only some objectives read (_loss_reads says which)
+LOSS_SETTINGS = (
+    "focal_gamma",
+    "tau",
+    "alpha",
+    "mpcl_anchors",
+    "supcon_variant",
+    "multi_loss_weights",
+    "center_lr",
+    "max_frames",
+)
+
+
+def _objective(loss: LossConfig) -> str:
+    """The objective a loss section describes, in the settings that choose it."""
+    if loss.name == "multi_loss":
+        return "loss.name multi_loss"
+    return (
+        f"loss.classifier {loss.classifier}, loss.legs {loss.legs}, loss.leg_loss {loss.leg_loss}"
+    )
+
+
+def ignored_settings(config: RunConfig) -> list[str]:
+    """Settings given a value other than their default that the chosen model, loss or encoder
+    does not read, each with why (a misplaced or forgotten setting would otherwise do nothing)."""
+    found = []
+    model = config.model
+    for name, models in MODEL_SETTINGS.items():
+        if (
+            getattr(model, name) != ModelConfig.model_fields[name].default
+            and model.name not in models
+        ):
+            found.append(f"model.{name} (read by {', '.join(sorted(models))}, not {model.name})")
+    reads = _loss_reads(config.loss)
+    for name in LOSS_SETTINGS:
+        if (
+            name not in reads
+            and getattr(config.loss, name) != LossConfig.model_fields[name].default
+        ):
+            found.append(f"loss.{name} (not read by {_objective(config.loss)})")
+    for section in ("speech", "text", "paralinguistic"):
+        encoder = config.encoder_config(section)
+        for name, kinds in ENCODER_SETTINGS.items():
+            default = EncoderConfig.model_fields[name].default
+            if getattr(encoder, name) != default and encoder.kind not in kinds:
+                found.append(
+                    f"{section}.{name} (read by {', '.join(sorted(kinds))}, not {encoder.kind})"
+                )
+    return found
+
+
 class RunConfig(_Section):
     """Everything one run needs; stored resolved in the run folder."""
 
@@ -266,10 +358,29 @@ class RunConfig(_Section):
         """The encoder settings of one modality."""
         return getattr(self, modality)
 
+    @field_validator("speech", "text", "paralinguistic", mode="before")
+    @classmethod
+    def _default_kind(cls, value: Any, info: ValidationInfo) -> Any:
+        # a section given in part (``-o speech.layer=2``) keeps its modality's default kind
+        if isinstance(value, dict) and "kind" not in value:
+            default = cls.model_fields[str(info.field_name)].default
+            return {"kind": default.kind, **value}
+        return value
+
     @property
     def run_dir(self) -> Path:
         """The folder of this run's checkpoints and report."""
         return Path(self.output_dir) / self.name
+
+    @model_validator(mode="after")
+    def _nothing_ignored(self) -> RunConfig:
+        ignored = ignored_settings(self)
+        if ignored:
+            raise ValueError(
+                "settings the chosen model, loss or encoder does not read (set them back to their "
+                f"defaults or remove them): {'; '.join(ignored)}"
+            )
+        return self
 
 
 #: settings whose default changed: the value a run saved before the setting existed had, where it
@@ -325,9 +436,12 @@ def validation_message(error: ValidationError) -> str:
     """A pydantic error as one line: ``key.sub: problem (got value)`` for each bad value."""
     parts = []
     for item in error.errors():
-        key = ".".join(str(part) for part in item["loc"]) or "config"
+        key = ".".join(str(part) for part in item["loc"])
+        whole = not item["loc"] and isinstance(item.get("input"), dict)  # a check across sections
         shown = (
-            item["type"] in ("missing", "extra_forbidden") or str(item.get("input")) in item["msg"]
+            whole
+            or item["type"] in ("missing", "extra_forbidden")
+            or str(item.get("input")) in item["msg"]
         )
         got = "" if shown else f" (got {item.get('input')!r})"
         problem = (
@@ -335,7 +449,7 @@ def validation_message(error: ValidationError) -> str:
             if item["type"] == "extra_forbidden"
             else item["msg"].replace("Value error, ", "")
         )
-        parts.append(f"{key}: {problem}{got}")
+        parts.append(f"{key}: {problem}{got}" if key else f"{problem}{got}")
     return "; ".join(parts)
 
 

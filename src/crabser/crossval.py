@@ -114,7 +114,13 @@ def crossval(
     runs = {
         fold: (
             configs[fold],
-            fold_split(manifest, fold, config.data.val_speakers_per_fold, config.data.seed),
+            fold_split(
+                manifest,
+                fold,
+                config.data.val_speakers_per_fold,
+                config.data.seed,
+                config.data.val_balance,
+            ),
         )
         for fold in folds
     }

@@ -187,8 +187,9 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
             if fold is None:
                 manifest_k = pipeline.prepare(config)
             else:
+                data = first.data
                 manifest_k = fold_split(
-                    manifest, fold, first.data.val_speakers_per_fold, first.data.seed
+                    manifest, fold, data.val_speakers_per_fold, data.seed, data.val_balance
                 )
             model_labels = run_labels(config, manifest_k)
             if labels and model_labels != labels:

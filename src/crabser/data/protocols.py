@@ -143,9 +143,36 @@ def group_folds(
     return Manifest(frame)
 
 
-def fold_split(manifest: Manifest, fold: int, val_speakers: int = 2, seed: int = 0) -> Manifest:
+def balanced_draw(
+    speakers: list[str], groups: list[str], count: int, rng: np.random.Generator
+) -> set[str]:
+    """``count`` of ``speakers`` spread as evenly as the groups allow (one more in the groups a
+    seeded shuffle puts first), each group keeping at least one speaker out of the draw."""
+    members: dict[str, list[str]] = {}
+    for speaker, group in zip(speakers, groups):
+        members.setdefault(group, []).append(speaker)
+    order = [str(g) for g in rng.permutation(sorted(members))]
+    taken = dict.fromkeys(order, 0)
+    while sum(taken.values()) < count:
+        open_groups = [g for g in order if taken[g] < len(members[g]) - 1]
+        if not open_groups:
+            raise ManifestError(
+                f"cannot draw {count} validation speakers and leave each corpus a training speaker"
+            )
+        for group in open_groups[: count - sum(taken.values())]:
+            taken[group] += 1
+    drawn: set[str] = set()
+    for group in order:
+        drawn |= set(rng.choice(members[group], size=taken[group], replace=False).tolist())
+    return drawn
+
+
+def fold_split(
+    manifest: Manifest, fold: int, val_speakers: int = 2, seed: int = 0, balance: str = "none"
+) -> Manifest:
     """The ``split`` of one fold: that fold is test, ``val_speakers`` speakers drawn from the other
-    folds (never from the test fold) are val, the rest train."""
+    folds (never from the test fold) are val, the rest train. ``balance="corpus"`` draws them
+    evenly from each corpus of the training folds (:func:`balanced_draw`)."""
     frame = manifest.frame.copy()
     if "fold" not in frame:
         raise ManifestError("fold_split needs a 'fold' column; assign folds first")
@@ -162,11 +189,13 @@ def fold_split(manifest: Manifest, fold: int, val_speakers: int = 2, seed: int =
             "validation"
         )
     rng = np.random.default_rng(seed + fold)
-    val = (
-        set(rng.choice(speakers, size=val_speakers, replace=False).tolist())
-        if val_speakers
-        else set()
-    )
+    if balance == "corpus" and "corpus" in training:
+        corpus_of = dict(zip(training["speaker"].astype(str), training["corpus"].astype(str)))
+        val = balanced_draw(speakers, [corpus_of[s] for s in speakers], val_speakers, rng)
+    elif val_speakers:
+        val = set(rng.choice(speakers, size=val_speakers, replace=False).tolist())
+    else:
+        val = set()
     frame["split"] = "train"
     frame.loc[frame["speaker"].astype(str).isin(val) & (folds != fold), "split"] = "val"
     frame.loc[folds == fold, "split"] = "test"
