@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import TypedDict
 
 import lightning as L
 import numpy as np
@@ -91,7 +92,34 @@ def feature_statistics(arrays: Iterable[np.ndarray]) -> tuple[np.ndarray, np.nda
     return moments.result()
 
 
-def collate(items: list[Utterance]) -> dict:
+class FeatureBatch(TypedDict):
+    """A batch of cached features (:func:`collate`)."""
+
+    ids: list[str]
+    features: dict[str, torch.Tensor]  #: modality -> (B, T, D), or (B, T, L, D) for L layers
+    masks: dict[str, torch.Tensor]  #: modality -> (B, T), True on real frames
+    labels: torch.Tensor  #: (B,) class indices
+
+
+class _RawInputs(TypedDict):
+    ids: list[str]
+    waves: list  #: float32 16 kHz waves (None where a text-only model needs no audio)
+    texts: list[str]
+    labels: torch.Tensor  #: (B,) class indices
+
+
+class RawBatch(_RawInputs, total=False):
+    """A batch of raw audio and text for a fine-tuning run (:func:`crabser.training.finetune.
+    collate_raw`); under EAM, each utterance's mixed-in label and its weight too."""
+
+    mix_labels: torch.Tensor
+    mix_lambdas: torch.Tensor
+
+
+Batch = FeatureBatch | RawBatch  #: what the Lightning modules take
+
+
+def collate(items: list[Utterance]) -> FeatureBatch:
     """Pad a list of utterances into a batch: ``features`` and ``masks`` per modality,
     ``labels``."""
     features, masks = {}, {}

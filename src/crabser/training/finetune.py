@@ -34,7 +34,7 @@ from crabser.features.encoders import (
     whisper_layers_needed,
 )
 from crabser.features.whisper_torch import WINDOW_SECONDS, whisper_mel_batch
-from crabser.training.datamodule import RunningMoments
+from crabser.training.datamodule import Batch, RawBatch, RunningMoments
 from crabser.training.lit_module import CrabLitModule
 
 log = logging.getLogger(__name__)
@@ -141,9 +141,9 @@ class RawDataset(Dataset):
         return sample
 
 
-def collate_raw(items: list[dict]) -> dict:
+def collate_raw(items: list[dict]) -> RawBatch:
     """A raw batch: ids, waves (list), texts (list), labels (and the EAM labels and weights)."""
-    batch = {
+    batch: RawBatch = {
         "ids": [i["id"] for i in items],
         "waves": [i["wave"] for i in items],
         "texts": [i["text"] for i in items],
@@ -259,7 +259,7 @@ class TrainableEncoders(nn.Module):
         hidden = torch.stack(states, dim=2) if self.speech_layer == "all" else states[-1]
         return hidden, frames
 
-    def forward(self, batch: dict) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    def forward(self, batch: RawBatch) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
         device = next(self.parameters()).device
         features, masks = {}, {}
         if self.speech is not None:
@@ -301,7 +301,7 @@ class FinetuneLitModule(CrabLitModule):
         self.save_hyperparameters()
         self.encoders = trainable
 
-    def inputs(self, batch: dict) -> tuple[dict, dict]:
+    def inputs(self, batch: Batch) -> tuple[dict, dict]:
         return self.encoders(batch)
 
     def on_fit_start(self) -> None:

@@ -16,6 +16,8 @@ losses are summed over ranks too.
 
 from __future__ import annotations
 
+from typing import cast
+
 import lightning as L
 import torch
 import torch.distributed as dist
@@ -23,6 +25,7 @@ import torch.distributed as dist
 from crabser.config import saved_section
 from crabser.evaluation.metrics import compute_metrics
 from crabser.models.registry import build_model
+from crabser.training.datamodule import Batch, FeatureBatch, RawBatch
 from crabser.training.objective import build_objective
 from crabser.training.optim import build_optimizer, parameter_groups
 
@@ -87,20 +90,21 @@ class CrabLitModule(L.LightningModule):
         self.last_metrics: dict[str, dict] = {}
         self.predict_taps = False  #: predict_step keeps each tap's representation too
 
-    def inputs(self, batch: dict) -> tuple[dict, dict]:
+    def inputs(self, batch: Batch) -> tuple[dict, dict]:
         """Per-modality features and masks of a batch (cached features here; encoders when
         fine-tuning)."""
-        return batch["features"], batch["masks"]
+        cached = cast(FeatureBatch, batch)
+        return cached["features"], cached["masks"]
 
     def encoder_parameters(self) -> list[torch.nn.Parameter]:
         """Parameters trained at the encoder LR (none: the encoders are frozen and cached)."""
         return []
 
-    def forward(self, batch: dict) -> torch.Tensor:
+    def forward(self, batch: Batch) -> torch.Tensor:
         """Class logits of a batch."""
         return self.model(*self.inputs(batch)).logits
 
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict:
         """Ids, logits, true labels (and taps, with ``predict_taps``) of a batch, on the CPU in
         float32 (:mod:`crabser.training.predict`)."""
         output = self.model(*self.inputs(batch), return_taps=self.predict_taps)
@@ -112,9 +116,10 @@ class CrabLitModule(L.LightningModule):
             "taps": {name: value.float().cpu() for name, value in taps.items()},
         }
 
-    def training_step(self, batch: dict, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         output = self.model(*self.inputs(batch), return_taps=self.objective.wants_taps)
-        mix = (batch["mix_labels"], batch["mix_lambdas"]) if "mix_labels" in batch else None
+        raw = cast(RawBatch, batch)  # only raw batches are mixed (EAM)
+        mix = (raw["mix_labels"], raw["mix_lambdas"]) if "mix_labels" in raw else None
         parts = self.objective(output, batch["labels"], mix)
         size = len(batch["labels"])
         sums = self._train_sums
@@ -138,11 +143,11 @@ class CrabLitModule(L.LightningModule):
                 name, sum_over_ranks(torch.as_tensor(total)) / count, prog_bar=name == "train_loss"
             )
 
-    def _evaluation_step(self, batch: dict, stage: str) -> None:
+    def _evaluation_step(self, batch: Batch, stage: str) -> None:
         logits = self(batch)
         self._outputs[stage].append((logits.argmax(dim=-1), batch["labels"]))
 
-    def validation_step(self, batch: dict, batch_idx: int) -> None:
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
         self._evaluation_step(batch, "val")
 
     def _evaluation_end(self, stage: str) -> None:
