@@ -275,17 +275,17 @@ axes:
   objective:
     ce: [loss.legs=none, loss.class_weights=false]
     mlcs: []
-  alpha:
-    "1.0": [loss.alpha=1.0]
-curve: alpha
+  decay:  # an axis every cell reads (CE without legs reads no loss.alpha)
+    "1.0": [train.weight_decay=1.0]
+curve: decay
 """
     )
     result = runner.invoke(app, ["experiment", str(grid)])
     assert result.exit_code == 0, result.output
     out = root / "runs/grid"
-    results = pd.read_csv(out / "results.csv", dtype={"alpha": str})
+    results = pd.read_csv(out / "results.csv", dtype={"decay": str})
     assert len(results) == 4 and set(results["cell"]) == {"ce-1.0", "mlcs-1.0"}
-    summary = pd.read_csv(out / "summary.csv", dtype={"alpha": str}).set_index("cell")
+    summary = pd.read_csv(out / "summary.csv", dtype={"decay": str}).set_index("cell")
     for cell, runs in results.groupby("cell"):
         assert summary.loc[cell, "uar_mean"] == pytest.approx(runs["uar"].mean())
         assert summary.loc[cell, "uar_std"] == pytest.approx(runs["uar"].std(ddof=0))
@@ -295,7 +295,7 @@ curve: alpha
         "legs: none" in ce_config and "class_weights: false" in ce_config and "seed: 1" in ce_config
     )
     assert "| ce | 1.0 | 2 |" in (out / "results.md").read_text()
-    assert (out / "confusion_mlcs-1.0.png").is_file() and (out / "alpha_curve.png").is_file()
+    assert (out / "confusion_mlcs-1.0.png").is_file() and (out / "decay_curve.png").is_file()
     silhouette = json.loads((out / "embeddings_mlcs-1.0.json").read_text())["silhouette"]
     assert set(silhouette) == {
         "speech_unimodal",

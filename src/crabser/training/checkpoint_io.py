@@ -12,13 +12,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import torch
 
 from crabser.errors import CrabserError
 
+if TYPE_CHECKING:
+    import lightning as L
+
+    from crabser.training.lit_module import CrabLitModule
+
 T = TypeVar("T")
+Module = TypeVar("Module", bound="L.LightningModule")
 
 REFIT_CHECKPOINT = "refit.ckpt"  #: a run's model refitted on training + validation (train.refit)
 REFIT_FOLDER = "refit"  #: where in a run folder the refit trains
@@ -78,7 +84,7 @@ def guarded_read(path: str | Path, read: Callable[[Path], T]) -> T:
     )
 
 
-def read_checkpoint(path: str | Path, **kwargs) -> dict:
+def read_checkpoint(path: str | Path, **kwargs: Any) -> dict[str, Any]:
     """``torch.load`` of a checkpoint on the CPU (``kwargs`` passed on), or CheckpointError."""
     path = Path(path)
     loaded = _guarded(
@@ -89,7 +95,7 @@ def read_checkpoint(path: str | Path, **kwargs) -> dict:
     return loaded
 
 
-def load_checkpoint_module(cls, path: str | Path):
+def load_checkpoint_module(cls: type[Module], path: str | Path) -> Module:
     """``cls.load_from_checkpoint`` on the CPU in eval mode, or CheckpointError (damaged file,
     non-finite weights)."""
     path = Path(path)
@@ -117,7 +123,7 @@ def checkpoint_epochs(last: str | Path) -> int | None:
     return int(read_checkpoint(last, mmap=True)["epoch"]) if last.is_file() else None
 
 
-def load_module(checkpoint: Path):
+def load_module(checkpoint: Path) -> CrabLitModule:
     """The Lightning module of a checkpoint: a fine-tuned one (with encoders) or a head on
     features."""
     from crabser.training.lit_module import CrabLitModule

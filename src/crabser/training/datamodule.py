@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TypedDict
+from typing import Any, TypedDict
 
 import lightning as L
 import numpy as np
@@ -40,7 +40,7 @@ class Utterance:
         return sum(len(array) for array in self.features.values())
 
 
-class FeatureDataset(Dataset):
+class FeatureDataset(Dataset[Any]):
     """A list of :class:`Utterance` as a torch Dataset."""
 
     def __init__(self, items: list[Utterance]) -> None:
@@ -103,7 +103,7 @@ class FeatureBatch(TypedDict):
 
 class _RawInputs(TypedDict):
     ids: list[str]
-    waves: list  #: float32 16 kHz waves (None where a text-only model needs no audio)
+    waves: list[Any]  #: float32 16 kHz waves (None where a text-only model needs no audio)
     texts: list[str]
     labels: torch.Tensor  #: (B,) class indices
 
@@ -170,7 +170,7 @@ class FeatureDataModule(L.LightningDataModule):
         splits: dict[str, list[Utterance]],
         batch_size: int = 32,
         seed: int = 0,
-        train_sampler=None,
+        train_sampler: Iterable[list[int]] | None = None,
     ) -> None:
         """``train_sampler``: a batch sampler for the training split (:mod:`crabser.data.sampling`);
         None = plain shuffling (:class:`~crabser.data.sampling.ShuffleBatchSampler`: resumable and
@@ -181,7 +181,7 @@ class FeatureDataModule(L.LightningDataModule):
         self.seed = seed
         self.train_sampler = train_sampler
 
-    def train_dataloader(self) -> DataLoader:
+    def train_dataloader(self) -> DataLoader[Any]:
         from crabser.data.sampling import ShuffleBatchSampler
 
         sampler = self.train_sampler
@@ -189,7 +189,7 @@ class FeatureDataModule(L.LightningDataModule):
             sampler = ShuffleBatchSampler(len(self.datasets["train"]), self.batch_size, self.seed)
         return DataLoader(self.datasets["train"], batch_sampler=sampler, collate_fn=collate)
 
-    def val_dataloader(self) -> DataLoader:
+    def val_dataloader(self) -> DataLoader[Any]:
         """Validation batches sorted by length (least padding; the scores do not depend on the
         order)."""
         from crabser.data.sampling import LengthBucketSampler

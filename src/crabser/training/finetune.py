@@ -13,7 +13,7 @@ is inference-only). Text: any transformers AutoModel (``embedded`` = MiniLM)."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -77,7 +77,7 @@ def load_raw_utterances(
     return items
 
 
-class RawDataset(Dataset):
+class RawDataset(Dataset[Any]):
     """Decodes audio on access and crops it to ``max_seconds`` (random crop when ``train``).
 
     With ``eam`` (training only), each utterance gets a segment of another random training
@@ -122,7 +122,7 @@ class RawDataset(Dataset):
             wave = wave[start : start + limit]
         return wave
 
-    def __getitem__(self, key: int | tuple[int, int]) -> dict:
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
         rng = np.random.default_rng([self.seed, int(epoch), int(index)])
         item = self.items[index]
@@ -141,7 +141,7 @@ class RawDataset(Dataset):
         return sample
 
 
-def collate_raw(items: list[dict]) -> RawBatch:
+def collate_raw(items: list[dict[str, Any]]) -> RawBatch:
     """A raw batch: ids, waves (list), texts (list), labels (and the EAM labels and weights)."""
     batch: RawBatch = {
         "ids": [i["id"] for i in items],
@@ -193,7 +193,7 @@ class TrainableEncoders(nn.Module):
             if self.is_whisper:
                 self._cut_whisper()
             else:
-                self.processor = AutoFeatureExtractor.from_pretrained(speech_model)
+                self.processor = AutoFeatureExtractor.from_pretrained(speech_model)  # type: ignore[no-untyped-call]
                 self.speech.freeze_feature_encoder()  # the CNN stays frozen (reference code)
                 if speech_layer == "all":
                     self.speech_layers = self.speech.config.num_hidden_layers + 1
@@ -224,7 +224,7 @@ class TrainableEncoders(nn.Module):
         for conv in (self.speech.conv1, self.speech.conv2):
             conv.requires_grad_(False)
 
-    def _speech(self, waves: list, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _speech(self, waves: list[Any], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         if self.is_whisper:
             waves = [wave[: WINDOW_SECONDS * SAMPLE_RATE] for wave in waves]
             mels, frames = whisper_mel_batch(waves, self.speech.n_mels)
@@ -287,11 +287,11 @@ class FinetuneLitModule(CrabLitModule):
 
     def __init__(
         self,
-        encoders: dict,
+        encoders: dict[str, Any],
         labels: list[str],
-        model: dict,
-        loss: dict,
-        train: dict,
+        model: dict[str, Any],
+        loss: dict[str, Any],
+        train: dict[str, Any],
         class_weights: list[float] | None = None,
     ) -> None:
         trainable = TrainableEncoders(**encoders)
@@ -300,20 +300,23 @@ class FinetuneLitModule(CrabLitModule):
         )
         self.save_hyperparameters()
         self.encoders = trainable
+        #: raw training batches to fit the input statistics on at the fit's start (training.fit)
+        self.statistics_loader: Iterable[RawBatch] | None = None
 
-    def inputs(self, batch: Batch) -> tuple[dict, dict]:
-        return self.encoders(batch)
+    def inputs(self, batch: Batch) -> tuple[dict[str, Any], dict[str, Any]]:
+        encoded: tuple[dict[str, Any], dict[str, Any]] = self.encoders(batch)
+        return encoded
 
     def on_fit_start(self) -> None:
         """Fit the input statistics on ``statistics_loader`` (when set) on the training device; a
         resumed fit keeps the checkpoint's. Under DDP every process computes them over the whole
         split, so all hold the same statistics."""
-        loader, self.statistics_loader = getattr(self, "statistics_loader", None), None
+        loader, self.statistics_loader = self.statistics_loader, None
         if loader is not None and self.trainer.ckpt_path is None:
             self.fit_input_statistics(loader)
 
     @torch.no_grad()
-    def fit_input_statistics(self, loader) -> None:
+    def fit_input_statistics(self, loader: Iterable[RawBatch]) -> None:
         """Z-normalise the head's inputs with the pre-trained encoders' statistics on ``loader``
         (the
         training split as evaluation reads it: each clip's first ``speech.max_seconds``, Whisper's

@@ -12,7 +12,7 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import pandas as pd
 import torch
@@ -30,6 +30,11 @@ from crabser.training.loaders import (
     raw_splits,
     training_corpora,
 )
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from crabser.training.lit_module import CrabLitModule
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +67,7 @@ def class_weights(
     ).tolist()
 
 
-def finetune_encoders(config: RunConfig) -> dict:
+def finetune_encoders(config: RunConfig) -> dict[str, Any]:
     """The trainable-encoder settings of a fine-tuning run."""
     modalities = config.model.modalities
     if "paralinguistic" in modalities:
@@ -92,8 +97,8 @@ def finetune_encoders(config: RunConfig) -> dict:
 
 
 def _module_settings(
-    config: RunConfig, train_items: list, labels: list[str], corpora: list[str] | None
-) -> dict:
+    config: RunConfig, train_items: list[Any], labels: list[str], corpora: list[str] | None
+) -> dict[str, Any]:
     """The Lightning module's arguments every run shares: labels, the model, loss and train
     settings, and the class weights of its training utterances."""
     return {
@@ -113,7 +118,7 @@ def _frozen_setup(
     encoders: dict[str, Encoder],
     labels: list[str],
     validate: bool = True,
-):
+) -> tuple[CrabLitModule, DataLoader[Any], DataLoader[Any] | None]:
     """Crab on cached features: module (with input statistics) and train/val loaders (no val
     loader, None, unless ``validate``)."""
     from crabser.training.datamodule import feature_statistics
@@ -142,7 +147,7 @@ def _frozen_setup(
 
 def _finetune_setup(
     config: RunConfig, manifest: Manifest, labels: list[str], validate: bool = True
-):
+) -> tuple[CrabLitModule, DataLoader[Any], DataLoader[Any] | None]:
     """Crab with trainable encoders on raw audio/text: module and bucketed train/val loaders (no val
     loader, None, unless ``validate``)."""
     from crabser.training.finetune import FinetuneLitModule
@@ -165,7 +170,7 @@ def train(
     manifest: Manifest,
     encoders: dict[str, Encoder],
     resume: bool = False,
-    callbacks: list | None = None,
+    callbacks: list[Any] | None = None,
     fixed_epochs: int | None = None,
 ) -> TrainResult:
     """Train Crab with Lightning (on cached features, or with its encoders when ``train.finetune``);

@@ -13,6 +13,8 @@ traceback.
 
 from __future__ import annotations
 
+from typing import Any
+
 import lightning as L
 import torch
 
@@ -29,12 +31,21 @@ class NonFiniteLossError(CrabserError):
 class FiniteLossGuard(L.Callback):
     """Raise :class:`NonFiniteLossError` when a training step's loss is not finite."""
 
-    def __init__(self, train: dict, loss: dict | None = None, every_n_batches: int = 1) -> None:
+    def __init__(
+        self, train: dict[str, Any], loss: dict[str, Any] | None = None, every_n_batches: int = 1
+    ) -> None:
         """``train`` / ``loss``: the run's ``train`` and ``loss`` settings, quoted in the error."""
         self.hint = _hint(train, loss or {})
         self.every_n_batches = max(1, every_n_batches)
 
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         if batch_idx % self.every_n_batches:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
@@ -55,7 +66,7 @@ class FiniteLossGuard(L.Callback):
             )
 
 
-def _hint(train: dict, loss: dict) -> str:
+def _hint(train: dict[str, Any], loss: dict[str, Any]) -> str:
     named = [f"train.{key}={train[key]}" for key in LIKELY_CAUSES if key in train]
     if "tau" in loss:
         named.append(f"loss.tau={loss['tau']}")

@@ -16,17 +16,18 @@ losses are summed over ranks too.
 
 from __future__ import annotations
 
-from typing import cast
+from typing import Any, cast
 
 import lightning as L
 import torch
 import torch.distributed as dist
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 
 from crabser.config import saved_section
 from crabser.evaluation.metrics import compute_metrics
 from crabser.models.registry import build_model
 from crabser.training.datamodule import Batch, FeatureBatch, RawBatch
-from crabser.training.objective import build_objective
+from crabser.training.objective import LossParts, build_objective
 from crabser.training.optim import build_optimizer, parameter_groups
 
 
@@ -66,9 +67,9 @@ class CrabLitModule(L.LightningModule):
         self,
         input_dims: dict[str, int],
         labels: list[str],
-        model: dict,
-        loss: dict,
-        train: dict,
+        model: dict[str, Any],
+        loss: dict[str, Any],
+        train: dict[str, Any],
         class_weights: list[float] | None = None,
         speech_layers: int = 0,
     ) -> None:
@@ -87,10 +88,10 @@ class CrabLitModule(L.LightningModule):
         self._outputs: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {"val": []}
         #: this epoch's loss sums, for on_train_epoch_end
         self._train_sums: dict[str, torch.Tensor | int] = {}
-        self.last_metrics: dict[str, dict] = {}
+        self.last_metrics: dict[str, dict[str, Any]] = {}
         self.predict_taps = False  #: predict_step keeps each tap's representation too
 
-    def inputs(self, batch: Batch) -> tuple[dict, dict]:
+    def inputs(self, batch: Batch) -> tuple[dict[str, Any], dict[str, Any]]:
         """Per-modality features and masks of a batch (cached features here; encoders when
         fine-tuning)."""
         cached = cast(FeatureBatch, batch)
@@ -102,9 +103,10 @@ class CrabLitModule(L.LightningModule):
 
     def forward(self, batch: Batch) -> torch.Tensor:
         """Class logits of a batch."""
-        return self.model(*self.inputs(batch)).logits
+        logits: torch.Tensor = self.model(*self.inputs(batch)).logits
+        return logits
 
-    def predict_step(self, batch: Batch, batch_idx: int) -> dict:
+    def predict_step(self, batch: Batch, batch_idx: int) -> dict[str, Any]:
         """Ids, logits, true labels (and taps, with ``predict_taps``) of a batch, on the CPU in
         float32 (:mod:`crabser.training.predict`)."""
         output = self.model(*self.inputs(batch), return_taps=self.predict_taps)
@@ -120,7 +122,7 @@ class CrabLitModule(L.LightningModule):
         output = self.model(*self.inputs(batch), return_taps=self.objective.wants_taps)
         raw = cast(RawBatch, batch)  # only raw batches are mixed (EAM)
         mix = (raw["mix_labels"], raw["mix_lambdas"]) if "mix_labels" in raw else None
-        parts = self.objective(output, batch["labels"], mix)
+        parts: LossParts = self.objective(output, batch["labels"], mix)
         size = len(batch["labels"])
         sums = self._train_sums
         sums["utterances"] = sums.get("utterances", 0) + size
@@ -165,7 +167,7 @@ class CrabLitModule(L.LightningModule):
     def on_validation_epoch_end(self) -> None:
         self._evaluation_end("val")
 
-    def configure_optimizers(self):
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
         cfg = self.train_config
         own = self.objective.parameter_groups()  # e.g. the center loss's centres, at their own LR
         layer_sum = getattr(getattr(self.model, "input_stage", None), "speech_layer_sum", None)

@@ -7,6 +7,9 @@ audio and text (:func:`raw_splits`) and batches it by duration (:func:`raw_loade
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
 import torch
 
 from crabser.config import RunConfig
@@ -15,10 +18,19 @@ from crabser.errors import CrabserError
 from crabser.features.encoders import Encoder
 from crabser.features.store import FeatureStore
 
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader, Sampler
 
-def corpus_of(manifest: Manifest, ids) -> list[str]:
+    from crabser.data.sampling import EpochBatchSampler
+    from crabser.training.lit_module import CrabLitModule
+
+
+def corpus_of(manifest: Manifest, ids: Iterable[str]) -> list[str]:
     """The ``corpus`` of each utterance id (the manifest must have the column)."""
-    return manifest.frame.set_index("id")["corpus"].astype(str).loc[list(ids)].tolist()
+    corpora: list[str] = (
+        manifest.frame.set_index("id")["corpus"].astype(str).loc[list(ids)].tolist()
+    )
+    return corpora
 
 
 def training_corpora(config: RunConfig, manifest: Manifest, ids: list[str]) -> list[str] | None:
@@ -40,7 +52,7 @@ def feature_splits(
     encoders: dict[str, Encoder],
     labels: list[str],
     names: tuple[str, ...],
-) -> dict:
+) -> dict[str, Any]:
     """Cached features of the named splits, read from the store; an empty split is an error."""
     from crabser.training.datamodule import load_utterances
 
@@ -56,7 +68,7 @@ def feature_splits(
 
 def raw_splits(
     config: RunConfig, manifest: Manifest, labels: list[str], names: tuple[str, ...]
-) -> dict:
+) -> dict[str, Any]:
     """Raw audio and text of the named splits (fine-tuning); an empty split is an error."""
     from crabser.training.finetune import load_raw_utterances
 
@@ -74,7 +86,7 @@ def train_batch_sampler(
     names: list[str],
     lengths: list[float],
     corpora: list[str] | None = None,
-):
+) -> EpochBatchSampler:
     """The training batch sampler ``train.sampler`` asks for; ``lengths`` (frames or seconds) order
     the length-bucketed batches, ``corpora`` (:func:`training_corpora`) group the corpus-balanced
     ones. Every one draws its epochs from the seed and the epoch number and shares them among
@@ -107,8 +119,8 @@ def train_batch_sampler(
 
 
 def feature_loaders(
-    config: RunConfig, splits: dict, labels: list[str], corpora: list[str] | None = None
-) -> tuple:
+    config: RunConfig, splits: dict[str, Any], labels: list[str], corpora: list[str] | None = None
+) -> tuple[Any, ...]:
     """Training batches (``train.sampler``) and validation batches (None without a val split) of
     cached features."""
     from crabser.training.datamodule import FeatureDataModule
@@ -125,12 +137,12 @@ def feature_loaders(
 
 def raw_loader(
     config: RunConfig,
-    items: list,
+    items: list[Any],
     train: bool,
     labels: list[str] | None = None,
     shard: bool = True,
     corpora: list[str] | None = None,
-):
+) -> DataLoader[Any]:
     """Batches of raw audio and text; ``shard``: each process of a distributed fit takes its share
     (False: every item here, as evaluation after a fit, in a process still in the group, needs);
     ``corpora``: the corpus of each item, for corpus-balanced training batches."""
@@ -160,16 +172,20 @@ def raw_loader(
             num_replicas=None if shard else 1,
             rank=None if shard else 0,
         )
-    if train:  # random crops and mixes drawn per (epoch, item): the same in a resumed run
-        sampler = EpochTagged(sampler)
+    # random crops and mixes drawn per (epoch, item) in training: the same in a resumed run
+    batches: Sampler[Any] = EpochTagged(sampler) if train else sampler
     return torch.utils.data.DataLoader(
-        dataset, batch_sampler=sampler, collate_fn=collate_raw, num_workers=cfg.workers
+        dataset, batch_sampler=batches, collate_fn=collate_raw, num_workers=cfg.workers
     )
 
 
 def split_loader(
-    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder], module, split: str
-):
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    module: CrabLitModule,
+    split: str,
+) -> DataLoader[Any]:
     """Batches of a split for a trained module: cached features, or raw audio and text for a
     fine-tuned module (which runs its own encoders)."""
     from crabser.training.datamodule import FeatureDataset, collate

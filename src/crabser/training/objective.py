@@ -152,7 +152,7 @@ class TrainingObjective(nn.Module):
         """Whether the model must return its taps in training."""
         return bool(len(self.legs)) or self.margin_head is not None
 
-    def parameter_groups(self) -> list[dict]:
+    def parameter_groups(self) -> list[dict[str, Any]]:
         """Optimiser groups of its own (none: the legs train at the head's LR)."""
         return []
 
@@ -231,7 +231,7 @@ class MultiLossObjective(nn.Module):
     def wants_taps(self) -> bool:
         return True
 
-    def parameter_groups(self) -> list[dict]:
+    def parameter_groups(self) -> list[dict[str, Any]]:
         """The centres' own optimiser group."""
         return [
             {"params": [self.centers], "lr": self.center_lr, "name": "centers", "weight_decay": 0.0}

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,7 +21,7 @@ def parameter_groups(
     encoders: Iterable[nn.Parameter],
     lr_head: float,
     lr_encoder: float,
-) -> list[dict]:
+) -> list[dict[str, Any]]:
     """AdamW parameter groups; an empty encoder group (frozen mode) is dropped."""
     groups = [{"params": [p for p in head if p.requires_grad], "lr": lr_head, "name": "head"}]
     encoder_params = [p for p in encoders if p.requires_grad]
@@ -35,7 +36,7 @@ def cosine_factor(epoch: int, total_epochs: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def fusable(groups: list[dict]) -> bool:
+def fusable(groups: list[dict[str, Any]]) -> bool:
     """Whether PyTorch's fused Adam(W) kernel can step these parameters (floating point, on the CPU
     or a CUDA device). On a CPU it steps all tensors in one kernel instead of a Python loop over
     them: 2.6x faster steps, about 6 % of a Crab training step (BENCHMARKS.md, speed)."""
@@ -46,7 +47,7 @@ def fusable(groups: list[dict]) -> bool:
 
 
 def build_optimizer(
-    groups: list[dict],
+    groups: list[dict[str, Any]],
     weight_decay: float,
     total_epochs: int,
     min_lr_ratio: float,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import warnings
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 
@@ -17,6 +17,11 @@ from crabser.config import RunConfig, TrainConfig
 from crabser.data.manifest import Manifest
 from crabser.features.encoders import Encoder
 from crabser.training.loaders import split_loader
+
+if TYPE_CHECKING:
+    from torch.utils.data import DataLoader
+
+    from crabser.training.lit_module import CrabLitModule
 
 
 @dataclass
@@ -34,7 +39,9 @@ class Predictions:
         return self.logits.argmax(dim=-1)
 
 
-def predict_loader(module, loader, settings: TrainConfig, taps: bool = False) -> Predictions:
+def predict_loader(
+    module: CrabLitModule, loader: DataLoader[Any], settings: TrainConfig, taps: bool = False
+) -> Predictions:
     """Run ``module.predict_step`` over every batch of ``loader`` on one device of
     ``settings.accelerator`` at ``settings.precision``; ``taps``: keep each tap's representation."""
     import lightning as L
@@ -63,7 +70,7 @@ def predict_loader(module, loader, settings: TrainConfig, taps: bool = False) ->
             warnings.filterwarnings("ignore", message=".*LeafSpec.*")
             # our batch samplers for evaluation return every utterance (shard=False)
             warnings.filterwarnings("ignore", message=".*custom batch sampler.*")
-            batches = cast(list[dict], trainer.predict(module, loader) or [])
+            batches = cast(list[dict[str, Any]], trainer.predict(module, loader) or [])
     finally:
         module.predict_taps = False
     names = batches[0]["taps"].keys() if batches else ()
@@ -81,7 +88,7 @@ def predict_split(
     config: RunConfig,
     manifest: Manifest,
     encoders: dict[str, Encoder],
-    module,
+    module: CrabLitModule,
     split: str,
     taps: bool = False,
 ) -> Predictions:

@@ -30,6 +30,7 @@ import csv
 import os
 import random
 from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -63,7 +64,7 @@ class EpochSeed(L.Callback):
         random.seed(value)
 
 
-def between_epochs(loops: dict) -> None:
+def between_epochs(loops: dict[str, Any]) -> None:
     """Make a checkpoint's loop state read "``completed`` epochs done, the next not begun".
 
     Saved when an epoch starts, Lightning's state has that epoch "ready" and the batch counters of
@@ -100,7 +101,7 @@ class EpochCheckpoint(L.Callback):
         trainer.strategy.barrier("EpochCheckpoint")  # no rank reads last.ckpt before it is in place
 
     def on_save_checkpoint(
-        self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict
+        self, trainer: L.Trainer, module: L.LightningModule, checkpoint: dict[str, Any]
     ) -> None:
         if self._saving:  # only ours: the best checkpoint keeps Lightning's state
             between_epochs(checkpoint["loops"])
@@ -154,4 +155,5 @@ class ResumedCSVLogger(CSVLogger):
         if self._experiment is None and self.keep_before is not None:
             self._fs.makedirs(self.root_dir, exist_ok=True)
             self._experiment = _KeepingWriter(self.log_dir, self.keep_before)
-        return super().experiment
+        writer: ExperimentWriter = super().experiment
+        return writer
