@@ -93,11 +93,13 @@ class _FakeRecognizer:
         self.batches: list[int] = []
         self.fail_at = fail_at
 
-    def predict_batch(self, waves, texts=None, *, sample_rate=None, names=None):
+    def predict_batch(
+        self, waves, texts=None, *, sample_rate=None, names=None, min_confidence=None
+    ):
         self.batches.append(len(waves))
         return [self.predict(w, sample_rate=sample_rate, name=n) for w, n in zip(waves, names)]
 
-    def predict(self, wave, text=None, *, sample_rate=None, name=None):
+    def predict(self, wave, text=None, *, sample_rate=None, name=None, min_confidence=None):
         if self.fail_at is not None and name == f"segment {self.fail_at:.2f}s":
             raise TranscriptError(name, "ASR heard no words")
         loud = float(np.sqrt(np.mean(wave**2))) > 0.1

@@ -618,3 +618,70 @@ def test_the_body_timeout_ends_with_the_body():
     scope = {"type": "http", "headers": [(b"host", b"localhost")]}
     asyncio.run(guard(scope, receive_from_client, send))
     assert [m["type"] for m in seen] == ["http.request", "http.disconnect"]
+
+
+def test_decided_label_is_uncertain_below_the_threshold():
+    from crabser.inference import UNCERTAIN, decided_label
+
+    scores = {"anger": 0.55, "joy": 0.30, "sadness": 0.15}
+    assert decided_label(scores) == "anger"
+    assert decided_label(scores, 0.55) == "anger"  # at the threshold: decided
+    assert decided_label(scores, 0.56) == UNCERTAIN == "uncertain"
+    assert decided_label(scores, 0.0) == "anger"
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        decided_label(scores, 1.5)
+
+
+def test_min_confidence_in_python_cli_and_http(client, clip, model):
+    """Below --min-confidence the label is "uncertain" and the probabilities are unchanged, the
+    same in Recognizer.predict, `crabser predict` and POST /v1/predict (and per segment)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from crabser.cli import app as cli
+
+    direct = model.predict(clip)
+    top = direct.probabilities[direct.label]
+    assert top < 1.0
+    above = (top + 1.0) / 2  # a threshold the clip's top probability does not reach
+    assert model.predict(clip, min_confidence=top).label == direct.label
+    unsure = model.predict(clip, min_confidence=above)
+    assert unsure.label == "uncertain" and unsure.probabilities == direct.probabilities
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        model.predict(clip, min_confidence=-0.1)
+
+    printed = CliRunner().invoke(
+        cli, ["predict", str(clip), "--json", "--min-confidence", str(above)]
+    )
+    assert printed.exit_code == 0, printed.output
+    line = json.loads(printed.output.strip().splitlines()[-1])
+    assert line["label"] == "uncertain"
+    assert line["probabilities"][direct.label] == pytest.approx(top, abs=1e-6)
+    refused = CliRunner().invoke(cli, ["predict", str(clip), "--min-confidence", "2"])
+    assert refused.exit_code == 2
+
+    with open(clip, "rb") as handle:
+        data = handle.read()
+    answer = client.post(
+        "/v1/predict",
+        files={"audio": ("clip.wav", data, "audio/wav")},
+        data={"min_confidence": str(above)},
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["label"] == "uncertain"
+    assert answer.json()["probabilities"][direct.label] == pytest.approx(top, abs=1e-5)
+    bad = client.post(
+        "/v1/predict",
+        files={"audio": ("clip.wav", data, "audio/wav")},
+        data={"min_confidence": "1.5"},
+    )
+    assert bad.status_code == 422
+    timeline = client.post(
+        "/v1/predict/segments",
+        files={"audio": ("clip.wav", data, "audio/wav")},
+        data={"min_confidence": "1.0"},
+    )
+    assert timeline.status_code == 200, timeline.text
+    segments = timeline.json()["segments"]
+    assert segments and all(s["label"] == "uncertain" for s in segments)

@@ -525,6 +525,15 @@ def predict(
         Path | None,
         typer.Option("--out", help="--segment: folder for <file>.timeline.csv/.json/.png."),
     ] = None,
+    min_confidence: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Label 'uncertain' when the top probability is below this (the probabilities "
+            "are still given).",
+        ),
+    ] = None,
     override: OverrideOption = None,
 ) -> None:
     """Predict the emotion of audio files (label + probability per class).
@@ -540,7 +549,9 @@ def predict(
             raise CrabserError(f"--segment-mode must be vad or fixed, got {segment_mode!r}")
         recognizer = Recognizer.load(model, overrides=override)
         if segment:
-            failed = _predict_segments(recognizer, files, segment_mode, window, hop, out, as_json)
+            failed = _predict_segments(
+                recognizer, files, segment_mode, window, hop, out, as_json, min_confidence
+            )
             raise typer.Exit(1 if failed else 0)
         results = []
         for path in files:
@@ -549,6 +560,7 @@ def predict(
                     recognizer.predict(
                         path,
                         _transcript_of(path, text) if "text" in recognizer.modalities else None,
+                        min_confidence=min_confidence,
                     )
                 )
             except CrabserError as error:
@@ -600,6 +612,7 @@ def _predict_segments(
     hop: float,
     out: Path | None,
     as_json: bool,
+    min_confidence: float | None = None,
 ) -> int:
     """--segment: a timeline per file (table or JSON), written as CSV, JSON and PNG; returns the
     failures."""
@@ -608,7 +621,9 @@ def _predict_segments(
     from crabser.io import ensure_folder
 
     # checked by predict: vad or fixed
-    settings = seg.SegmentSettings(mode=cast(Any, mode), window=window, hop=hop)
+    settings = seg.SegmentSettings(
+        mode=cast(Any, mode), window=window, hop=hop, min_confidence=min_confidence
+    )
     stems = seg.output_stems(files) if out else {path: path.stem for path in files}
     failed = 0
     for path in files:

@@ -40,6 +40,24 @@ from crabser.features.encoders import Encoder, pad_batch
 SAMPLE_RATE = 16000  #: every input is decoded once to 16 kHz mono; encoders at other rates resample
 DEFAULT = "default"  #: the name of the packaged model
 EXPORT_FORMAT = "crabser-model/1"
+#: the label of a prediction whose top probability is below the caller's ``min_confidence``
+UNCERTAIN = "uncertain"
+
+
+def check_min_confidence(min_confidence: float | None) -> None:
+    """ValueError unless ``min_confidence`` is None or a probability."""
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
+
+
+def decided_label(probabilities: dict[str, float], min_confidence: float | None = None) -> str:
+    """The most probable class, or :data:`UNCERTAIN` when its probability is below
+    ``min_confidence`` (None: always the most probable; a forced choice, as a classifier makes)."""
+    check_min_confidence(min_confidence)
+    best = max(probabilities, key=lambda label: probabilities[label])
+    if min_confidence is not None and probabilities[best] < min_confidence:
+        return UNCERTAIN
+    return best
 
 
 @dataclass
@@ -89,11 +107,17 @@ class _Predictor:
         *,
         sample_rate: int | None = None,
         name: str | None = None,
+        min_confidence: float | None = None,
     ) -> Prediction:
         """Predict one input: ``audio`` (path, bytes, or array with ``sample_rate``) and/or
-        ``text``."""
+        ``text``; ``min_confidence``: below it the label is ``"uncertain"`` (the probabilities
+        are returned all the same)."""
         return self.predict_batch(
-            [audio], [text], sample_rate=sample_rate, names=[name] if name else None
+            [audio],
+            [text],
+            sample_rate=sample_rate,
+            names=[name] if name else None,
+            min_confidence=min_confidence,
         )[0]
 
     def predict_batch(
@@ -103,9 +127,11 @@ class _Predictor:
         *,
         sample_rate: int | None = None,
         names: Sequence[str] | None = None,
+        min_confidence: float | None = None,
     ) -> list[Prediction]:
         """Predict many inputs in one forward pass; AudioError / TranscriptError name the bad
-        one."""
+        one. ``min_confidence`` as in :meth:`predict`."""
+        check_min_confidence(min_confidence)
         texts = list(texts) if texts is not None else [None] * len(audios)
         names = (
             list(names) if names is not None else [_input_name(a, i) for i, a in enumerate(audios)]
@@ -131,7 +157,7 @@ class _Predictor:
             transcript, source = (resolved[i], sources[i]) if resolved else (None, None)
             results.append(
                 Prediction(
-                    names[i], max(scores, key=lambda k: scores[k]), scores, transcript, source
+                    names[i], decided_label(scores, min_confidence), scores, transcript, source
                 )
             )
         return results

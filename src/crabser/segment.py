@@ -47,6 +47,7 @@ class SegmentSettings:
     window: float = 4.0
     hop: float = 2.0
     batch_size: int = 8
+    min_confidence: float | None = None  #: below it a segment's label is "uncertain"
 
 
 @dataclass
@@ -152,24 +153,29 @@ def predict_timeline(
     for segment in cut(blocks, settings):
         batch.append(segment)
         if len(batch) >= settings.batch_size:
-            entries += _predict_batch(recognizer, batch)
+            entries += _predict_batch(recognizer, batch, settings.min_confidence)
             batch = []
             if progress:
                 progress(entries[-1].end, total)
     if batch:
-        entries += _predict_batch(recognizer, batch)
+        entries += _predict_batch(recognizer, batch, settings.min_confidence)
     if progress:
         progress(total, total)
     return entries
 
 
-def _predict_batch(recognizer, batch: list[tuple[float, np.ndarray]]) -> list[TimelineEntry]:
+def _predict_batch(
+    recognizer, batch: list[tuple[float, np.ndarray]], min_confidence: float | None = None
+) -> list[TimelineEntry]:
     """Predict segments together; if the batch fails, one by one, so one bad segment loses no
     other."""
     names = [f"segment {start:.2f}s" for start, _ in batch]
     try:
         predictions = recognizer.predict_batch(
-            [w for _, w in batch], sample_rate=SAMPLE_RATE, names=names
+            [w for _, w in batch],
+            sample_rate=SAMPLE_RATE,
+            names=names,
+            min_confidence=min_confidence,
         )
         return [_entry(start, wave, p) for (start, wave), p in zip(batch, predictions)]
     except CrabserError:
@@ -180,7 +186,12 @@ def _predict_batch(recognizer, batch: list[tuple[float, np.ndarray]]) -> list[Ti
                     _entry(
                         start,
                         wave,
-                        recognizer.predict(wave, sample_rate=SAMPLE_RATE, name=segment_name),
+                        recognizer.predict(
+                            wave,
+                            sample_rate=SAMPLE_RATE,
+                            name=segment_name,
+                            min_confidence=min_confidence,
+                        ),
                     )
                 )
             except CrabserError as error:

@@ -98,6 +98,10 @@ class ServiceSettings:
 LOCAL_NAMES = ("localhost",)
 
 
+#: the min_confidence field of the predict endpoints
+CONFIDENCE = 'below this top probability the label is "uncertain" (probabilities still given)'
+
+
 def _is_loopback(host: str) -> bool:
     if host.lower() in LOCAL_NAMES:
         return True
@@ -356,7 +360,9 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         with model_lock:
             return function(*args, **kwargs)
 
-    def predict_one(data: bytes | None, name: str, text: str | None) -> dict:
+    def predict_one(
+        data: bytes | None, name: str, text: str | None, min_confidence: float | None
+    ) -> dict:
         started = time.perf_counter()
         wave = None
         if data is not None:
@@ -365,18 +371,34 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
             except AudioTooLong as error:
                 raise TooLarge(f"{error} (use /v1/predict/segments)") from None
         prediction = locked(
-            recognizer.predict, (wave, 16000) if wave is not None else None, text, name=name
+            recognizer.predict,
+            (wave, 16000) if wave is not None else None,
+            text,
+            name=name,
+            min_confidence=min_confidence,
         )
         return {**prediction.to_dict(), "seconds": round(time.perf_counter() - started, 4)}
 
-    def predict_segments(data: bytes, name: str, mode: str, window: float, hop: float) -> dict:
+    def predict_segments(
+        data: bytes,
+        name: str,
+        mode: str,
+        window: float,
+        hop: float,
+        min_confidence: float | None,
+    ) -> dict:
         from crabser.data.audio import stream_audio
         from crabser.segment import SegmentSettings, predict_timeline
 
         blocks, total = stream_audio(
             data, 16000, name=name, max_seconds=settings.max_segment_seconds
         )
-        cut = SegmentSettings(mode=mode, window=window, hop=hop)  # type: ignore[arg-type]
+        cut = SegmentSettings(
+            mode=mode,  # type: ignore[arg-type]
+            window=window,
+            hop=hop,
+            min_confidence=min_confidence,
+        )
         entries = locked(predict_timeline, recognizer, blocks, total, cut)
         return {
             "source": name,
@@ -411,6 +433,9 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         text: Annotated[
             str | None, Form(description="The transcript (else ASR, if the model reads text)")
         ] = None,
+        min_confidence: Annotated[
+            float | None, Form(ge=0.0, le=1.0, description=CONFIDENCE)
+        ] = None,
     ) -> dict:
         data, name = await read_upload(audio)
         text = clean_text(text)
@@ -427,7 +452,7 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
             raise AudioError(name, f"this model ({kinds}) needs audio; {got}")
         if data is None and text is None:
             raise AudioError(name, "send audio or a transcript")
-        return await pool.run(predict_one, data, name, text)
+        return await pool.run(predict_one, data, name, text, min_confidence)
 
     @app.post(
         "/v1/predict/segments",
@@ -444,11 +469,14 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
             float, Form(gt=0.5, le=30.0, description="fixed: window length, seconds")
         ] = 4.0,
         hop: Annotated[float, Form(gt=0.1, le=30.0, description="fixed: hop, seconds")] = 2.0,
+        min_confidence: Annotated[
+            float | None, Form(ge=0.0, le=1.0, description=CONFIDENCE)
+        ] = None,
     ) -> dict:
         data, name = await read_upload(audio)
         if hop > window:
             raise AudioError(name, f"hop ({hop} s) longer than the window ({window} s)")
-        return await pool.run(predict_segments, data, name, mode, window, hop)
+        return await pool.run(predict_segments, data, name, mode, window, hop, min_confidence)
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
