@@ -292,7 +292,7 @@ def test_non_utf8_transcript_fails_only_its_file_in_predict(tiny_run, tmp_path):
     result = invoke("predict", bad, good, "--run", run_dir, "--json")
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert "bad.txt" in result.output and "UTF-8" in result.output
-    assert '"file": "' + str(good) in result.output
+    assert '"source": "' + str(good) in result.output
 
 
 def test_non_utf8_csv_is_one_line_naming_it(tmp_path):

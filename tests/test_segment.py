@@ -1,6 +1,7 @@
 """Long recordings: voice-activity and window segmentation, the timeline, and its outputs."""
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from crabser.segment import (
     plot_timeline,
     predict_timeline,
     timeline_json,
+    timeline_record,
     vad_segments,
     window_segments,
     write_timeline_csv,
@@ -130,7 +132,13 @@ def test_timeline_batches_segments_and_keeps_going_past_a_failed_one(tmp_path):
     rows = (tmp_path / "t.csv").read_text().splitlines()
     assert rows[0] == "start,end,label,transcript,error,loud,soft" and len(rows) == 8
     assert rows[1].startswith("0.0,4.0,loud,,,0.9000,0.1000")
-    assert json.loads(timeline_json(entries))[4]["label"] == "soft"
+    record = timeline_record("talk.wav", 16.0, recognizer.labels, entries)
+    assert json.loads(timeline_json(record)) == {
+        "source": "talk.wav",
+        "duration": 16.0,
+        "labels": ["loud", "soft"],
+        "segments": [asdict(e) for e in entries],
+    }
     plot_timeline(entries, recognizer.labels, tmp_path / "t.png")
     assert (tmp_path / "t.png").stat().st_size > 5000
 
@@ -154,6 +162,8 @@ def test_segment_cli_on_a_ten_minute_recording_writes_the_timeline(tmp_path, emo
     assert all(s["label"] for s in segments)
     for suffix in ("csv", "json", "png"):
         assert (tmp_path / "out" / f"ten_minutes.timeline.{suffix}").is_file()
+    written = json.loads((tmp_path / "out" / "ten_minutes.timeline.json").read_text())
+    assert written == answer and answer["source"] == str(path) and answer["duration"] == 600.0
 
 
 def test_output_stems_are_distinct_for_same_named_files(tmp_path):

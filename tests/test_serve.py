@@ -685,3 +685,43 @@ def test_min_confidence_in_python_cli_and_http(client, clip, model):
     assert timeline.status_code == 200, timeline.text
     segments = timeline.json()["segments"]
     assert segments and all(s["label"] == "uncertain" for s in segments)
+
+
+def test_one_output_schema_in_python_the_cli_and_http(client, clip, model, tmp_path):
+    """The same clip gives the same record (Prediction.to_dict) from Recognizer.predict, from
+    `crabser predict --json` and from POST /v1/predict (which adds the seconds it took); the same
+    timeline record from `crabser predict --segment --json` and POST /v1/predict/segments."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from crabser.cli import app as cli
+
+    python = model.predict(clip).to_dict()
+    printed = CliRunner().invoke(cli, ["predict", str(clip), "--json"])
+    assert printed.exit_code == 0, printed.output
+    cli_record = json.loads(printed.output.strip().splitlines()[-1])
+    with open(clip, "rb") as handle:
+        data = handle.read()
+    http = client.post("/v1/predict", files={"audio": (str(clip), data, "audio/wav")}).json()
+    assert set(http) - {"seconds"} == set(cli_record) == set(python)
+    for record in (cli_record, http):
+        assert record["source"] == python["source"] == str(clip)
+        assert record["label"] == python["label"] and record["transcript"] == python["transcript"]
+        for label, p in python["probabilities"].items():
+            assert record["probabilities"][label] == pytest.approx(p, abs=1e-5)
+
+    timeline = CliRunner().invoke(
+        cli, ["predict", str(clip), "--segment", "--json", "--out", str(tmp_path)]
+    )
+    assert timeline.exit_code == 0, timeline.output
+    cli_timeline = json.loads(timeline.output.strip().splitlines()[-1])
+    http_timeline = client.post(
+        "/v1/predict/segments", files={"audio": (str(clip), data, "audio/wav")}
+    ).json()
+    assert set(cli_timeline) == set(http_timeline) == {"source", "duration", "labels", "segments"}
+    assert cli_timeline["source"] == http_timeline["source"] == str(clip)
+    assert cli_timeline["labels"] == http_timeline["labels"] == model.labels
+    assert [s["label"] for s in cli_timeline["segments"]] == [
+        s["label"] for s in http_timeline["segments"]
+    ]

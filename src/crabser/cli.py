@@ -9,7 +9,6 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated, Any, cast
 
@@ -565,21 +564,9 @@ def predict(
                 )
             except CrabserError as error:
                 _print_error(error)
-    if as_json:
+    if as_json:  # the schema of Prediction.to_dict, as Python and HTTP give it
         for r in results:
-            typer.echo(
-                json.dumps(
-                    {
-                        "file": r.source,
-                        "label": r.label,
-                        "probabilities": r.probabilities,
-                        "transcript": r.transcript,
-                        "text_source": r.text_source,
-                    },
-                    ensure_ascii=False,
-                    allow_nan=False,
-                )
-            )
+            typer.echo(json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
     elif results:
         table = Table()
         table.add_column("file")
@@ -646,23 +633,18 @@ def _predict_segments(
             continue
         folder = ensure_folder(out, "--out") if out else path.parent
         outputs = {ext: folder / f"{stems[path]}.timeline.{ext}" for ext in ("json", "csv", "png")}
-        outputs["json"].write_text(seg.timeline_json(entries), encoding="utf-8")
+        record = seg.timeline_record(str(path), total, recognizer.labels, entries)
+        outputs["json"].write_text(seg.timeline_json(record), encoding="utf-8")
         seg.write_timeline_csv(entries, recognizer.labels, outputs["csv"])
         seg.plot_timeline(entries, recognizer.labels, outputs["png"], title=path.name)
         if as_json:
-            typer.echo(
-                json.dumps(
-                    {"file": str(path), "segments": [asdict(e) for e in entries]},
-                    ensure_ascii=False,
-                    allow_nan=False,
-                )
-            )
+            typer.echo(json.dumps(record, ensure_ascii=False, allow_nan=False))
             continue
         table = Table(title=f"{path} ({len(entries)} segments)")
         for column in ("start", "end", "label", "p", "transcript"):
             table.add_column(column)
         for e in entries:
-            p = f"{e.probabilities[e.label]:.2f}" if e.label else ""
+            p = f"{max(e.probabilities.values()):.2f}" if e.probabilities else ""
             table.add_row(
                 f"{e.start:.2f}",
                 f"{e.end:.2f}",

@@ -219,9 +219,24 @@ def _entry(start: float, wave: np.ndarray, prediction) -> TimelineEntry:
     )
 
 
-def timeline_json(entries: list[TimelineEntry]) -> str:
-    """The timeline as a JSON list (strict JSON: the recognizer never returns NaN probabilities)."""
-    return json.dumps([asdict(e) for e in entries], ensure_ascii=False, indent=1, allow_nan=False)
+def timeline_record(
+    source: str, duration: float, labels: list[str], entries: list[TimelineEntry]
+) -> dict[str, Any]:
+    """A recording's timeline as every output gives it (``crabser predict --segment --json``, the
+    ``.timeline.json`` file, ``POST /v1/predict/segments``): source, duration, the model's labels
+    and one record per segment (start, end, label, probabilities, transcript, error)."""
+    return {
+        "source": source,
+        "duration": round(duration, 3),
+        "labels": list(labels),
+        "segments": [asdict(e) for e in entries],
+    }
+
+
+def timeline_json(record: dict[str, Any]) -> str:
+    """A :func:`timeline_record` as JSON (strict: the recognizer never returns NaN
+    probabilities)."""
+    return json.dumps(record, ensure_ascii=False, indent=1, allow_nan=False)
 
 
 def output_stems(paths: list[Path]) -> dict[Path, str]:

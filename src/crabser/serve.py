@@ -50,7 +50,7 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -388,7 +388,7 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         min_confidence: float | None,
     ) -> dict:
         from crabser.data.audio import stream_audio
-        from crabser.segment import SegmentSettings, predict_timeline
+        from crabser.segment import SegmentSettings, predict_timeline, timeline_record
 
         blocks, total = stream_audio(
             data, 16000, name=name, max_seconds=settings.max_segment_seconds
@@ -400,12 +400,7 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
             min_confidence=min_confidence,
         )
         entries = locked(predict_timeline, recognizer, blocks, total, cut)
-        return {
-            "source": name,
-            "duration": round(total, 3),
-            "labels": recognizer.labels,
-            "segments": [asdict(e) for e in entries],
-        }
+        return timeline_record(name, total, recognizer.labels, entries)
 
     @app.get("/health", summary="Liveness and the model served")
     async def health() -> dict:
