@@ -206,3 +206,33 @@ def test_shipped_configs_state_only_what_departs_from_the_defaults(path):
         elif section != "name" and defaults.get(section) == values:
             restated.append(section)
     assert restated == []
+
+
+def test_a_saved_run_with_settings_now_refused_still_loads(tmp_path):
+    """Runs saved before settings were checked against the model and loss load for evaluation
+    and prediction; a new config with the same settings is refused."""
+    import yaml
+
+    from crabser.config import RunConfig, load_config, load_run_config
+
+    saved = RunConfig().model_dump(mode="json")
+    saved["loss"].update({"legs": "none", "alpha": 1.0})
+    run = tmp_path / "old_run"
+    run.mkdir()
+    (run / "config.yaml").write_text(yaml.safe_dump(saved))
+    assert load_run_config(run).loss.alpha == 1.0
+    with pytest.raises(ConfigError, match="loss.alpha"):
+        load_config(run / "config.yaml")
+
+
+def test_val_balance_and_the_loss_tables_name_what_they_read():
+    from crabser.config import load_config
+
+    with pytest.raises(ConfigError, match="data.val_balance"):
+        load_config(None, ["data.val_balance=corpus"])  # no corpora, no folds
+    with pytest.raises(ConfigError, match="loss.tau"):
+        load_config(None, ["loss.leg_loss=ce", "loss.tau=0.2"])  # CE legs read no temperature
+    with pytest.raises(ConfigError, match="loss.classifier"):
+        load_config(None, ["loss.name=multi_loss", "model.name=mll", "loss.classifier=focal"])
+    with pytest.raises(ConfigError, match="speech.max_seconds"):
+        load_config(None, ["speech.max_seconds=12"])  # CTranslate2 Whisper takes whole clips

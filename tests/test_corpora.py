@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from conftest import shared_corpus, tone
 
@@ -434,3 +435,18 @@ def test_adapter_options_and_roots_are_checked_with_the_setting_named(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"data\.corpora\[0\]\.options: emovo does not take"):
         source_manifest(several)
+
+
+def test_an_adapter_taking_any_option_gets_them_unchecked(monkeypatch, tmp_path):
+    from crabser.data import corpora
+    from crabser.data.manifest import Manifest
+
+    seen = {}
+
+    def prepare(root, **options):
+        seen.update(options)
+        return Manifest(pd.DataFrame({"id": ["a"], "audio": ["a.wav"], "label": ["x"]}))
+
+    monkeypatch.setattr(corpora, "get_adapter", lambda name: prepare)
+    corpora.read_corpus("anything", tmp_path, {"whatever": 1})
+    assert seen == {"whatever": 1}

@@ -120,3 +120,22 @@ def test_refit_without_a_validated_epoch_is_a_clear_error(tmp_path):
     config = tiny_runs.tiny_config(tmp_path, "untrained", refit=True)
     with pytest.raises(CrabserError, match="training log"):
         fit.refit(config, tiny_runs.tiny_manifest(tmp_path), tiny_runs.encoders())
+
+
+def test_evaluation_runs_on_the_cpu_in_float32_without_a_gpu(monkeypatch):
+    """A run trained on a GPU in mixed precision is scored where there is none (float32 on the
+    CPU); a forking fit is scored on the CPU so CUDA never starts in its parent."""
+    from crabser.config import TrainConfig
+    from crabser.training import predict
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    gpu_run = TrainConfig(accelerator="gpu", precision="bf16-mixed")
+    assert predict.evaluation_device(gpu_run) == ("cpu", 1, "32-true")
+    assert predict.evaluation_device(TrainConfig()) == ("cpu", 1, "32-true")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 3)
+    assert predict.evaluation_device(gpu_run) == ("gpu", 1, "bf16-mixed")
+    forked = TrainConfig(accelerator="gpu", strategy="ddp_fork", precision="bf16-mixed")
+    assert predict.evaluation_device(forked) == ("cpu", 1, "32-true")
+    monkeypatch.setattr("crabser.training.lit_module.distributed", lambda: True)
+    assert predict.evaluation_device(gpu_run) == ("gpu", [3], "bf16-mixed")

@@ -398,7 +398,7 @@ def evaluate(
     from crabser.runs import RunFolder
 
     with _friendly_errors():
-        cfg = load_run_config(run)
+        cfg = load_run_config(run, override)
         manifest = RunFolder(cfg.run_dir).manifest()
         encoders = {} if cfg.train.finetune else pipeline.build_encoders(cfg)
         metrics, paths = pipeline.evaluate(cfg, manifest, encoders, split)

@@ -272,7 +272,7 @@ MODEL_SETTINGS: dict[str, frozenset[str]] = {
 ENCODER_SETTINGS: dict[str, frozenset[str]] = {
     "layer": frozenset({"hf-speech", "hf-text"}),
     "pad_to_seconds": frozenset({"whisper-ct2", "hf-speech"}),
-    "max_seconds": frozenset({"whisper-ct2", "hf-speech"}),
+    "max_seconds": frozenset({"hf-speech"}),
     "max_tokens": frozenset({"hf-text"}),
 }
 
@@ -281,9 +281,11 @@ def _loss_reads(loss: LossConfig) -> set[str]:
     """The loss settings that ``loss`` reads, of those only some objectives read."""
     if loss.name == "multi_loss":
         return {"focal_gamma", "tau", "multi_loss_weights", "center_lr", "max_frames"}
-    reads = {"focal_gamma"} if loss.classifier == "focal" else set()
+    reads = {"classifier", "soft_margin_weight"}
+    reads |= {"focal_gamma"} if loss.classifier == "focal" else set()
     if loss.legs != "none":
-        reads |= {"alpha", "tau"}
+        reads |= {"alpha"}
+        reads |= {"tau"} if loss.leg_loss in ("mpcl", "supcon") else set()
         reads |= {"mpcl": {"mpcl_anchors"}, "supcon": {"supcon_variant"}}.get(loss.leg_loss, set())
     return reads
 
@@ -298,6 +300,8 @@ LOSS_SETTINGS = (
     "multi_loss_weights",
     "center_lr",
     "max_frames",
+    "classifier",
+    "soft_margin_weight",
 )
 
 
@@ -321,6 +325,9 @@ def ignored_settings(config: RunConfig) -> list[str]:
             and model.name not in models
         ):
             found.append(f"model.{name} (read by {', '.join(sorted(models))}, not {model.name})")
+    data = config.data
+    if data.val_balance != "none" and (data.protocol != "folds" or not data.corpora):
+        found.append("data.val_balance (read with data.protocol folds over several data.corpora)")
     reads = _loss_reads(config.loss)
     for name in LOSS_SETTINGS:
         if (
@@ -373,7 +380,9 @@ class RunConfig(_Section):
         return Path(self.output_dir) / self.name
 
     @model_validator(mode="after")
-    def _nothing_ignored(self) -> RunConfig:
+    def _nothing_ignored(self, info: ValidationInfo) -> RunConfig:
+        if (info.context or {}).get("saved"):  # a run saved before the check existed still loads
+            return self
         ignored = ignored_settings(self)
         if ignored:
             raise ValueError(
@@ -474,22 +483,28 @@ def read_yaml_file(path: str | Path, what: str = "config file") -> dict[str, Any
     return raw
 
 
-def validated(model: type[Model], raw: dict[str, Any], source: object) -> Model:
-    """``model`` validated from ``raw``; one-line ConfigError naming ``source`` and each bad key."""
+def validated(
+    model: type[Model], raw: dict[str, Any], source: object, saved: bool = False
+) -> Model:
+    """``model`` validated from ``raw``; one-line ConfigError naming ``source`` and each bad key.
+    ``saved``: a config a run saved (settings it would not read are let through)."""
     try:
-        return model.model_validate(raw)
+        return model.model_validate(raw, context={"saved": saved})
     except ValidationError as error:
         raise ConfigError(f"{source}: {validation_message(error)}") from None
 
 
 def load_config(
-    path: str | Path | None = None, overrides: list[str] | None = None, check_outputs: bool = True
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    check_outputs: bool = True,
+    saved: bool = False,
 ) -> RunConfig:
     """Read a YAML config (or the defaults), apply overrides, and validate; ``check_outputs``:
     refuse an ``output_dir`` / ``cache_dir`` that is (or lies under) a file, before anything
-    runs."""
+    runs; ``saved``: a run folder's config (see :func:`validated`)."""
     raw = read_yaml_file(path) if path is not None else {}
-    config = validated(RunConfig, apply_overrides(raw, overrides or []), path or "config")
+    config = validated(RunConfig, apply_overrides(raw, overrides or []), path or "config", saved)
     if check_outputs:
         for key in ("output_dir", "cache_dir"):
             blocker = file_in_the_way(getattr(config, key))
@@ -562,4 +577,4 @@ def load_run_config(run_dir: Path, overrides: list[str] | None = None) -> RunCon
     # a saved run is read to evaluate, predict or export: its cache_dir may not exist where it is
     # read
     overrides = [f"output_dir={run_dir.parent}", f"name={run_dir.name}", *(overrides or [])]
-    return load_config(path, overrides, check_outputs=False)
+    return load_config(path, overrides, check_outputs=False, saved=True)

@@ -189,7 +189,9 @@ def fold_split(
             "validation"
         )
     rng = np.random.default_rng(seed + fold)
-    if balance == "corpus" and "corpus" in training:
+    if balance == "corpus" and "corpus" not in training:
+        raise ManifestError("validation speakers balanced by corpus need a 'corpus' column")
+    if balance == "corpus":
         corpus_of = dict(zip(training["speaker"].astype(str), training["corpus"].astype(str)))
         val = balanced_draw(speakers, [corpus_of[s] for s in speakers], val_speakers, rng)
     elif val_speakers:

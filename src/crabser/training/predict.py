@@ -18,6 +18,8 @@ from crabser.data.manifest import Manifest
 from crabser.features.encoders import Encoder
 from crabser.training.loaders import split_loader
 
+log = logging.getLogger(__name__)
+
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader
 
@@ -39,24 +41,43 @@ class Predictions:
         return self.logits.argmax(dim=-1)
 
 
+def evaluation_device(settings: TrainConfig) -> tuple[str, list[int] | int, str]:
+    """Where and how a run is evaluated: accelerator, devices and precision.
+
+    A GPU where ``train.accelerator`` asks for one (or ``auto`` finds one) and torch sees it, at
+    ``train.precision``, on this process's own GPU when several processes share the machine (a
+    distributed fit); otherwise the CPU in float32, since mixed precision on a CPU is slower and
+    less exact there, and a run trained on a GPU must still be scored where there is none. A fit
+    that forks its processes (``ddp_fork``) is evaluated on the CPU too, as CUDA started in the
+    parent would stop the next forked fit."""
+    from crabser.training.lit_module import distributed
+
+    wants_gpu = settings.accelerator in ("gpu", "cuda", "auto")
+    forked = "fork" in settings.strategy or "notebook" in settings.strategy
+    if wants_gpu and torch.cuda.is_available() and not forked:
+        devices: list[int] | int = [torch.cuda.current_device()] if distributed() else 1
+        return "gpu", devices, settings.precision
+    if settings.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+        log.info("no CUDA GPU here: evaluating on the CPU")
+    return "cpu", 1, "32-true"
+
+
 def predict_loader(
     module: CrabLitModule, loader: DataLoader[Any], settings: TrainConfig, taps: bool = False
 ) -> Predictions:
-    """Run ``module.predict_step`` over every batch of ``loader`` on one device of
-    ``settings.accelerator`` at ``settings.precision``; ``taps``: keep each tap's representation."""
+    """Run ``module.predict_step`` over every batch of ``loader`` on the device
+    :func:`evaluation_device` chooses; ``taps``: keep each tap's representation."""
     import lightning as L
 
-    from crabser.training.guards import check_accelerator
-
-    check_accelerator(settings.accelerator)
+    accelerator, devices, precision = evaluation_device(settings)
     quiet = logging.getLogger("lightning.pytorch")
     level = quiet.level
     quiet.setLevel(logging.WARNING)  # no device banner per evaluation
     try:
         trainer = L.Trainer(
-            accelerator=settings.accelerator,
-            devices=1,
-            precision=cast(Any, settings.precision),  # one of Lightning's precision names
+            accelerator=accelerator,
+            devices=devices,
+            precision=cast(Any, precision),  # one of Lightning's precision names
             logger=False,
             enable_checkpointing=False,
             enable_progress_bar=False,

@@ -58,8 +58,10 @@ def read_corpus(
     against the adapter's keyword arguments first (ConfigError naming the unknown ones and the
     known ones). ``where`` names the config section in errors (``data``, ``data.corpora[1]``)."""
     adapter = get_adapter(name)
-    known = list(inspect.signature(adapter).parameters)[1:]
-    unknown = sorted(set(options or {}) - set(known))
+    parameters = list(inspect.signature(adapter).parameters.values())[1:]
+    known = [p.name for p in parameters if p.kind is not p.VAR_KEYWORD]
+    takes_any = any(p.kind is p.VAR_KEYWORD for p in parameters)
+    unknown = [] if takes_any else sorted(set(options or {}) - set(known))
     if unknown:
         takes = ", ".join(known) if known else "no options"
         raise ConfigError(f"{where}.options: {name} does not take {unknown}; it takes: {takes}")
