@@ -16,13 +16,18 @@ from crabser.parallel import (
 
 
 def _record(path: str, value: str) -> None:
-    """A job: append ``value`` and this process's torch thread count to ``path``; ``bad`` fails."""
+    """A job: append ``value``, this process's torch thread count and Lightning's log level to
+    ``path``; ``bad`` fails."""
+    import logging
+
+    import lightning.pytorch  # noqa: F401  (as a training job does; its import sets INFO)
     import torch
 
     if value == "bad":
         raise ValueError(f"job {value} failed")
+    level = logging.getLogger("lightning.pytorch").getEffectiveLevel()
     with open(path, "a") as handle:
-        handle.write(f"{value}:{torch.get_num_threads()}\n")
+        handle.write(f"{value}:{torch.get_num_threads()}:{level}\n")
 
 
 @pytest.mark.parametrize("jobs", [1, 2])
@@ -44,8 +49,9 @@ def test_every_job_runs_and_the_first_failure_is_raised_after(tmp_path, jobs):
         "d",
     ]  # the jobs after the failure ran too
     assert sorted(done) == ["a", "c", "d"]
-    if jobs > 1:  # each process got its share of the cores
+    if jobs > 1:  # each process got its share of the cores, and no Lightning info lines
         assert {line.split(":")[1] for line in lines} == {str(threads_per_job(jobs))}
+        assert {line.split(":")[2] for line in lines} == {"30"}  # logging.WARNING
 
 
 def test_threads_are_shared_and_stand_ins_keep_the_cache_id(monkeypatch):

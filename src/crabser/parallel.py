@@ -52,9 +52,16 @@ def threads_per_job(jobs: int) -> int:
 
 
 def _start_job(threads: int) -> None:
+    """A job process: its share of the CPU threads, and Lightning's info lines (device banners,
+    checkpoint notices, one set per run) left to the parent's progress report."""
+    import logging
+
+    import lightning.pytorch  # noqa: F401  (its import sets its loggers to INFO)
     import torch
 
     torch.set_num_threads(threads)
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logging.getLogger(name).setLevel(logging.WARNING)
 
 
 def jobs_for(jobs: int, pending: int) -> int:
