@@ -17,6 +17,7 @@ LAYERS: dict[str, int] = {
     "crabser": 0,  # the package itself: its version
     "errors": 0,
     "io": 1,
+    "prediction": 1,  # the output schema and the label rule
     "parallel": 1,
     "config": 2,  # the settings' schema and defaults: every layer above reads it
     "data": 3,
@@ -27,6 +28,7 @@ LAYERS: dict[str, int] = {
     "features": 4,
     "runs": 4,
     "segment": 4,
+    "tables": 4,
     "training": 5,
     "pipeline": 6,
     "crossval": 7,

@@ -13,7 +13,7 @@ from crabser.cli import app
 from crabser.data.audio import decode_audio, stream_audio
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.errors import TranscriptError
-from crabser.inference import Prediction
+from crabser.prediction import Prediction
 from crabser.segment import (
     SegmentSettings,
     output_stems,

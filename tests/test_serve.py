@@ -621,7 +621,7 @@ def test_the_body_timeout_ends_with_the_body():
 
 
 def test_decided_label_is_uncertain_below_the_threshold():
-    from crabser.inference import UNCERTAIN, decided_label
+    from crabser.prediction import UNCERTAIN, decided_label
 
     scores = {"anger": 0.55, "joy": 0.30, "sadness": 0.15}
     assert decided_label(scores) == "anger"

@@ -16,8 +16,17 @@ import typer
 from rich.console import Console
 from rich.logging import RichHandler
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
+from rich.text import Text
 
 from crabser.errors import CrabserError
 
@@ -102,20 +111,38 @@ def _print_error(error: BaseException) -> None:
 
 
 @contextmanager
-def _progress() -> Iterator[Callable[[str, int], Callable[[int], None]]]:
-    with Progress(
+def _progress(
+    stderr: bool = False, unit: str | None = None
+) -> Iterator[Callable[[str, int], Callable[[int], None]]]:
+    """A progress bar: ``start(title, total)`` returns the callback that advances it; ``unit``
+    adds the rate (``12.3 clips/s``); ``stderr`` keeps it off standard output (JSON lines)."""
+    columns: list[ProgressColumn] = [
         TextColumn("{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
-        console=console,
-    ) as bar:
+    ]
+    if unit:
+        columns.append(_RateColumn(unit))
+    with Progress(*columns, console=Console(stderr=True) if stderr else console) as bar:
 
         def start(title: str, total: int) -> Callable[[int], None]:
             task = bar.add_task(title, total=total)
             return lambda n: bar.advance(task, n)
 
         yield start
+
+
+class _RateColumn(ProgressColumn):
+    """Items per second of a task."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__()
+        self.unit = unit
+
+    def render(self, task: Task) -> Text:
+        speed = task.finished_speed or task.speed
+        return Text(f"{speed:.1f} {self.unit}/s" if speed else f"- {self.unit}/s")
 
 
 def _load(config: Path | None, overrides: list[str] | None):
@@ -494,10 +521,20 @@ ModelOption = Annotated[
 
 @app.command()
 def predict(
-    files: Annotated[list[Path], typer.Argument(help="Audio files.")],
+    files: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Audio files, folders (searched for audio by content), lists of paths (.txt, "
+            ".lst) or tables with a path column (.csv, .tsv, .parquet)."
+        ),
+    ],
     model: ModelOption = "default",
     text: Annotated[
-        str | None, typer.Option(help="Transcript for every file (else FILE.txt beside it).")
+        str | None,
+        typer.Option(
+            help="Transcript for every file (else a table's transcript column or FILE.txt beside "
+            "the audio)."
+        ),
     ] = None,
     as_json: Annotated[
         bool,
@@ -522,7 +559,12 @@ def predict(
     ] = 2.0,
     out: Annotated[
         Path | None,
-        typer.Option("--out", help="--segment: folder for <file>.timeline.csv/.json/.png."),
+        typer.Option(
+            "--out",
+            help="A table (.csv, .parquet, .jsonl) with a row per input, its error where it "
+            "failed; run again to resume it. With --segment: the folder for "
+            "<file>.timeline.csv/.json/.png.",
+        ),
     ] = None,
     min_confidence: Annotated[
         float | None,
@@ -533,62 +575,91 @@ def predict(
             "are still given).",
         ),
     ] = None,
+    path_column: Annotated[
+        str | None,
+        typer.Option(help="Tables: the column of audio paths (default: path, file, ...)."),
+    ] = None,
+    text_column: Annotated[
+        str | None,
+        typer.Option(help="Tables: the column of transcripts (default: transcript or text)."),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Inputs per forward pass.")] = 16,
+    overwrite: Annotated[
+        bool, typer.Option("--overwrite", help="--out: start over instead of resuming.")
+    ] = False,
     override: OverrideOption = None,
 ) -> None:
-    """Predict the emotion of audio files (label + probability per class).
+    """Predict the emotion of audio files, folders or tables (label + probability per class).
 
-    Without --model the packaged default model is used (speech only, trained on the German acted
-    EmoDB; see the README). For a model with text, files without a transcript (no --text, no
-    FILE.txt) are transcribed by the offline ASR unless ``-o asr.fill_missing=false``.
+    Without --model the packaged default model is used (speech only; see the README). For a model
+    with text, inputs without a transcript (no --text, no transcript column, no FILE.txt) are
+    transcribed by the offline ASR unless ``-o asr.fill_missing=false``. A file that fails is
+    reported and the others go on; the exit code is then 1.
     """
     from crabser.inference import Recognizer
+    from crabser.tables import OUTPUT_FIELDS, check_output, gather_inputs
 
     with _friendly_errors():
         if segment_mode not in ("vad", "fixed"):
             raise CrabserError(f"--segment-mode must be vad or fixed, got {segment_mode!r}")
+        if out is not None and not segment:
+            check_output(out)
+        inputs = gather_inputs(files, path_column, text_column)
+        if not inputs:
+            raise CrabserError(f"no audio found in {', '.join(map(str, files))}")
         recognizer = Recognizer.load(model, overrides=override)
         if segment:
+            paths = [row.path for row in inputs]
             failed = _predict_segments(
-                recognizer, files, segment_mode, window, hop, out, as_json, min_confidence
+                recognizer, paths, segment_mode, window, hop, out, as_json, min_confidence
             )
             raise typer.Exit(1 if failed else 0)
-        results = []
-        for path in files:
+        with _progress(stderr=True, unit="clips") as progress:
             try:
-                results.append(
-                    recognizer.predict(
-                        path,
-                        _transcript_of(path, text) if "text" in recognizer.modalities else None,
-                        min_confidence=min_confidence,
-                    )
+                table = recognizer.predict_table(
+                    inputs,
+                    out,
+                    text=text,
+                    batch_size=batch_size,
+                    min_confidence=min_confidence,
+                    overwrite=overwrite,
+                    progress=lambda total: progress("predict", total),
                 )
-            except CrabserError as error:
-                _print_error(error)
+            except KeyboardInterrupt:
+                if out is not None:
+                    console.print(f"interrupted: run the same command again to resume {out}")
+                raise typer.Exit(130) from None
+    records = table[list(OUTPUT_FIELDS)].to_dict(orient="records")
+    failures = [r for r in records if r["error"]]
+    for r in failures:
+        console.print(
+            f"[bold red]error:[/] {escape(r['source'])}: {escape(r['error'])}",
+            soft_wrap=True,
+            highlight=False,
+        )
+    results = [{k: v for k, v in r.items() if k != "error"} for r in records if not r["error"]]
     if as_json:  # the schema of Prediction.to_dict, as Python and HTTP give it
         for r in results:
-            typer.echo(json.dumps(r.to_dict(), ensure_ascii=False, allow_nan=False))
+            typer.echo(json.dumps(r, ensure_ascii=False, allow_nan=False))
+    elif out is not None:
+        console.print(f"{len(results)} of {len(records)} predicted: {out}")
     elif results:
-        table = Table()
-        table.add_column("file")
-        table.add_column("label")
-        for label in recognizer.labels:
-            table.add_column(label, justify="right")
-        for r in results:
-            table.add_row(
-                r.source, r.label, *(f"{r.probabilities[label]:.3f}" for label in recognizer.labels)
-            )
-        console.print(table)
-    if len(results) < len(files):
+        _print_predictions(results, recognizer.labels)
+    if failures:
         raise typer.Exit(1)
 
 
-def _transcript_of(path: Path, text: str | None) -> str | None:
-    """``text`` if given, else the UTF-8 ``FILE.txt`` beside the audio (TextEncodingError naming
-    it), else None."""
-    from crabser.io import read_utf8
-
-    sidecar = path.with_suffix(".txt")
-    return text if text is not None else (read_utf8(sidecar) if sidecar.is_file() else None)
+def _print_predictions(results: list[dict], labels: list[str]) -> None:
+    table = Table()
+    table.add_column("file")
+    table.add_column("label")
+    for label in labels:
+        table.add_column(label, justify="right")
+    for r in results:
+        table.add_row(
+            r["source"], r["label"], *(f"{r['probabilities'][label]:.3f}" for label in labels)
+        )
+    console.print(table)
 
 
 def _predict_segments(

@@ -24,55 +24,27 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import numpy as np
 import soxr
 import torch
 
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from crabser.tables import TableInput
+
 from crabser.data.audio import AudioInput, decode_audio
 from crabser.data.text import clean_text
 from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.features.encoders import Encoder, pad_batch
+from crabser.prediction import Prediction, check_min_confidence, decided_label
 
 SAMPLE_RATE = 16000  #: every input is decoded once to 16 kHz mono; encoders at other rates resample
 DEFAULT = "default"  #: the name of the packaged model
 EXPORT_FORMAT = "crabser-model/1"
-#: the label of a prediction whose top probability is below the caller's ``min_confidence``
-UNCERTAIN = "uncertain"
-
-
-def check_min_confidence(min_confidence: float | None) -> None:
-    """ValueError unless ``min_confidence`` is None or a probability."""
-    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
-        raise ValueError(f"min_confidence must be between 0 and 1, got {min_confidence}")
-
-
-def decided_label(probabilities: dict[str, float], min_confidence: float | None = None) -> str:
-    """The most probable class, or :data:`UNCERTAIN` when its probability is below
-    ``min_confidence`` (None: always the most probable; a forced choice, as a classifier makes)."""
-    check_min_confidence(min_confidence)
-    best = max(probabilities, key=lambda label: probabilities[label])
-    if min_confidence is not None and probabilities[best] < min_confidence:
-        return UNCERTAIN
-    return best
-
-
-@dataclass
-class Prediction:
-    """The predicted label of one input and the probability of every class."""
-
-    source: str
-    label: str
-    probabilities: dict[str, float]
-    transcript: str | None = None  #: the text the model read (None for a model without text)
-    text_source: str | None = None  #: "given" or "asr"
-
-    def to_dict(self) -> dict:
-        """A JSON-ready dict."""
-        return asdict(self)
 
 
 def _input_name(audio: object, index: int) -> str:
@@ -161,6 +133,39 @@ class _Predictor:
                 )
             )
         return results
+
+    def predict_table(
+        self,
+        sources: Sequence[str | Path] | Sequence[TableInput],
+        out: str | Path | None = None,
+        *,
+        text: str | None = None,
+        path_column: str | None = None,
+        text_column: str | None = None,
+        batch_size: int = 16,
+        min_confidence: float | None = None,
+        overwrite: bool = False,
+        progress: Callable[[int], Callable[[int], None]] | None = None,
+    ) -> pd.DataFrame:
+        """Predict folders, lists of paths, tables with a path column and audio files into one
+        table, a row per input with its error where it fails; with ``out`` (``.csv``,
+        ``.parquet``, ``.jsonl``) written there, and a second run resumes it (see
+        :mod:`crabser.tables`)."""
+        from crabser.tables import TableInput, gather_inputs, predict_table
+
+        inputs = [s for s in sources if isinstance(s, TableInput)]
+        if len(inputs) != len(sources):
+            inputs = gather_inputs(cast(Sequence[str | Path], sources), path_column, text_column)
+        return predict_table(
+            self,
+            inputs,
+            out,
+            text=text,
+            batch_size=batch_size,
+            min_confidence=min_confidence,
+            overwrite=overwrite,
+            progress=progress,
+        )
 
     def _wave(
         self, audio: AudioInput | None, text: str, sample_rate: int | None, name: str

@@ -466,6 +466,47 @@ def _length_problem(samples: int, rate: int) -> str | None:
     return None
 
 
+#: Leading bytes of the audio formats libsndfile or PyAV decode: (offset, signature) pairs, every
+#: one of which must match. MP3 without an ID3 tag is recognised by its frame sync (see
+#: :func:`looks_like_audio`).
+AUDIO_SIGNATURES: tuple[tuple[tuple[int, bytes], ...], ...] = (
+    ((0, b"RIFF"), (8, b"WAVE")),  # WAV
+    ((0, b"RF64"), (8, b"WAVE")),  # WAV over 4 GB
+    ((0, b"BW64"), (8, b"WAVE")),  # broadcast WAV over 4 GB
+    ((0, b"riff"),),  # Sony Wave64
+    ((0, b"fLaC"),),  # FLAC
+    ((0, b"OggS"),),  # Ogg Vorbis / Opus / FLAC
+    ((0, b"FORM"), (8, b"AIF")),  # AIFF, AIFF-C
+    ((0, b".snd"),),  # Sun AU
+    ((0, b"caff"),),  # Core Audio
+    ((0, b"NIST_1A"),),  # NIST SPHERE (TIMIT)
+    ((0, b"ID3"),),  # MP3 with an ID3v2 tag
+    ((4, b"ftyp"),),  # MP4, M4A, MOV (PyAV)
+    ((0, b"\x1a\x45\xdf\xa3"),),  # Matroska, WebM (PyAV)
+)
+
+
+def looks_like_audio(path: str | Path) -> bool:
+    """Whether a file starts like audio (:data:`AUDIO_SIGNATURES`, or an MPEG audio frame sync:
+    MP3 or ADTS AAC without a tag), whatever its name; False for a file that cannot be read. A
+    look at the first bytes only: the file may still fail to decode."""
+    try:
+        with open(path, "rb") as file:
+            head = file.read(16)
+    except OSError:
+        return False
+    if any(
+        all(head[at : at + len(sig)] == sig for at, sig in sig_set) for sig_set in AUDIO_SIGNATURES
+    ):
+        return True
+    # MPEG frame header: 11 sync bits set, a version other than "reserved" (01) and a layer other
+    # than "reserved" (00), or the ADTS form of AAC (layer 00 with its own sync)
+    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
+        version, layer = (head[1] >> 3) & 0b11, (head[1] >> 1) & 0b11
+        return version != 0b01 and (layer != 0b00 or head[1] & 0xF6 == 0xF0)
+    return False
+
+
 def duration_seconds(path: str | Path) -> float:
     """Duration of an audio file from its header, without decoding; AudioError if unreadable."""
     try:

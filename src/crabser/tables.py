@@ -1,0 +1,454 @@
+"""Prediction over many inputs: folders, lists and tables in; one table out, resumable.
+
+``crabser predict DIR|LIST.txt|TABLE.csv --out OUT.parquet`` and
+:meth:`crabser.inference.Recognizer.predict_table`.
+
+Inputs (:func:`gather_inputs`), in the order given:
+
+- a folder: every audio file under it, recursively, found by content
+  (:func:`crabser.data.audio.looks_like_audio`), not by extension; hidden files and folders are
+  skipped and links to folders are not followed; sorted by path;
+- a list (``.txt``, ``.lst``): one path per line; blank lines and ``#`` comments are skipped;
+- a table (``.csv``, ``.tsv``, ``.parquet``): a path column (``path_column``, else the first of
+  :data:`PATH_COLUMNS` present) and, optionally, a transcript column (``text_column``, else the
+  first of :data:`TEXT_COLUMNS` present); its other columns are carried into the output;
+- any other file: itself (an audio file).
+
+Relative paths in a list or a table are read from the list's or the table's folder.
+A row's transcript is, in this order: its table's transcript column, the ``text`` given for every
+input, ``FILE.txt`` beside the audio, else (a model with text) the offline ASR.
+
+Output, one row per input in input order: the input table's columns, then the fields of
+:class:`crabser.prediction.Prediction` (``source``, ``label``, ``probabilities``, ``transcript``,
+``text_source``) and ``error``. JSONL keeps ``probabilities`` as an object, as ``crabser predict
+--json`` prints it; CSV and Parquet flatten it to one column per class, ``probabilities.<class>``
+(the dotted names of ``pandas.json_normalize``). An input column named like an output field is kept
+as ``input.<name>``. A row that fails holds its problem in ``error`` (empty prediction fields)
+and the others go on.
+
+Resume: predictions are appended batch by batch to ``OUT.partial.jsonl`` (flushed to disk), the
+table is written atomically at the end and the partial file removed. Running again with the same
+``out`` predicts only the inputs not yet predicted (new ones, and those that failed), taking the
+others from the partial file or from ``out`` itself; an input is known by its source and its
+occurrence among inputs with the same source. The label of a row taken over is decided again from
+its stored probabilities with the current ``min_confidence``. Resume trusts that the same model
+wrote ``out``: a file with other classes is refused, and ``overwrite=True`` starts over.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+from crabser.data.audio import looks_like_audio
+from crabser.errors import CrabserError
+from crabser.io import atomic_path, ensure_folder, read_csv_utf8, read_utf8
+from crabser.prediction import check_min_confidence, decided_label
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+#: path columns looked for in an input table when none is named, in this order
+PATH_COLUMNS = ("path", "file", "filename", "audio", "wav")
+#: transcript columns looked for in an input table when none is named, in this order
+TEXT_COLUMNS = ("transcript", "text")
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
+LIST_SUFFIXES = (".txt", ".lst")
+OUTPUT_SUFFIXES = (".csv", ".parquet", ".jsonl")
+#: the fields of a result row after the input's own columns
+OUTPUT_FIELDS = ("source", "label", "probabilities", "transcript", "text_source", "error")
+PROBABILITY_PREFIX = "probabilities."
+INPUT_PREFIX = "input."  #: an input column named like an output field is kept under this prefix
+
+
+class TablePredictor(Protocol):
+    """What :func:`predict_table` needs of a recognizer."""
+
+    labels: list[str]
+    modalities: list[str]
+
+    def predict_batch(
+        self,
+        audios: Sequence[Any],
+        texts: Sequence[str | None] | None = None,
+        *,
+        names: Sequence[str] | None = None,
+        min_confidence: float | None = None,
+    ) -> list[Any]: ...
+
+
+@dataclass
+class TableInput:
+    """One input row: the audio's path, its transcript from a table (if any) and the table's other
+    columns."""
+
+    path: Path
+    text: str | None = None
+    columns: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def source(self) -> str:
+        return str(self.path)
+
+
+def gather_inputs(
+    sources: Iterable[str | Path],
+    path_column: str | None = None,
+    text_column: str | None = None,
+) -> list[TableInput]:
+    """The inputs named by folders, lists, tables and audio files (see the module docstring);
+    CrabserError naming the source that is missing, unreadable or has no path column."""
+    inputs: list[TableInput] = []
+    for source in map(Path, sources):
+        if source.is_dir():
+            inputs += [TableInput(path) for path in audio_files(source)]
+        elif not source.exists():
+            raise CrabserError(f"{source}: no such file or folder")
+        elif source.suffix.lower() in TABLE_SUFFIXES:
+            inputs += _table_inputs(source, path_column, text_column)
+        elif source.suffix.lower() in LIST_SUFFIXES and not looks_like_audio(source):
+            inputs += [TableInput(path) for path in _listed_paths(source)]
+        else:
+            inputs.append(TableInput(source))
+    return inputs
+
+
+def audio_files(folder: Path) -> list[Path]:
+    """Every audio file under ``folder`` (by content), recursively, sorted; hidden entries skipped,
+    links to folders not followed."""
+    found = []
+    for root, folders, files in os.walk(folder):
+        folders[:] = [name for name in folders if not name.startswith(".")]
+        found += [
+            Path(root) / name
+            for name in files
+            if not name.startswith(".") and looks_like_audio(Path(root) / name)
+        ]
+    return sorted(found)
+
+
+def _listed_paths(listing: Path) -> list[Path]:
+    lines = (line.strip() for line in read_utf8(listing).splitlines())
+    return [listing.parent / line for line in lines if line and not line.startswith("#")]
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    import pandas as pd
+
+    try:
+        if path.suffix.lower() == ".parquet":
+            return pd.read_parquet(path)
+        return read_csv_utf8(path, sep="\t" if path.suffix.lower() == ".tsv" else ",")
+    except CrabserError:
+        raise
+    except Exception as error:  # noqa: BLE001 (pandas and pyarrow raise many kinds for damage)
+        raise CrabserError(f"{path}: cannot be read as a table ({error})") from None
+
+
+def _pick_column(
+    table: pd.DataFrame, path: Path, given: str | None, candidates: tuple[str, ...], what: str
+) -> str | None:
+    if given is not None:
+        if given not in table.columns:
+            raise CrabserError(
+                f"{path}: no column {given!r} for the {what} (columns: {', '.join(table.columns)})"
+            )
+        return given
+    return next((name for name in candidates if name in table.columns), None)
+
+
+def _table_inputs(path: Path, path_column: str | None, text_column: str | None) -> list[TableInput]:
+    table = _read_table(path)
+    paths = _pick_column(table, path, path_column, PATH_COLUMNS, "audio paths")
+    if paths is None:
+        raise CrabserError(
+            f"{path}: no path column (looked for {', '.join(PATH_COLUMNS)}; columns: "
+            f"{', '.join(map(str, table.columns))}); name it with --path-column"
+        )
+    texts = _pick_column(table, path, text_column, TEXT_COLUMNS, "transcripts")
+    inputs = []
+    for number, row in enumerate(table.to_dict(orient="records"), start=2):
+        value = row[paths]
+        if not isinstance(value, str) or not value.strip():
+            raise CrabserError(f"{path}, row {number}: empty path in column {paths!r}")
+        text = row[texts] if texts is not None else None
+        inputs.append(
+            TableInput(
+                path.parent / value.strip(),
+                text if isinstance(text, str) and text.strip() else None,
+                {_input_column(name): _plain(v) for name, v in row.items()},
+            )
+        )
+    return inputs
+
+
+def _input_column(name: object) -> str:
+    name = str(name)
+    return INPUT_PREFIX + name if name in OUTPUT_FIELDS else name
+
+
+def _plain(value: Any) -> Any:
+    """A table cell as a plain Python value (numpy scalars unwrapped, NaN as None)."""
+    if hasattr(value, "item") and not isinstance(value, (list, dict)):
+        value = value.item()
+    return None if isinstance(value, float) and math.isnan(value) else value
+
+
+def sidecar_transcript(path: Path) -> str | None:
+    """The UTF-8 ``FILE.txt`` beside an audio file (TextEncodingError naming it), else None."""
+    sidecar = path.with_suffix(".txt")
+    return read_utf8(sidecar) if sidecar.is_file() else None
+
+
+def input_keys(sources: Sequence[str]) -> list[str]:
+    """One key per input: its source and its occurrence among equal sources (``a.wav#0``)."""
+    seen: Counter[str] = Counter()
+    keys = []
+    for source in sources:
+        keys.append(f"{source}#{seen[source]}")
+        seen[source] += 1
+    return keys
+
+
+def check_output(out: Path) -> str:
+    """The format of an output table (its suffix), or CrabserError."""
+    suffix = out.suffix.lower()
+    if suffix not in OUTPUT_SUFFIXES:
+        raise CrabserError(
+            f"--out {out}: write a table ending in {', '.join(OUTPUT_SUFFIXES)} (got {suffix!r})"
+        )
+    if out.is_dir():
+        raise CrabserError(f"--out {out}: is a folder; give a file name")
+    return suffix
+
+
+def partial_path(out: Path) -> Path:
+    """Where predictions of an unfinished table are kept."""
+    return out.with_name(out.name + ".partial.jsonl")
+
+
+def predict_table(
+    predictor: TablePredictor,
+    inputs: Sequence[TableInput],
+    out: str | Path | None = None,
+    *,
+    text: str | None = None,
+    batch_size: int = 16,
+    min_confidence: float | None = None,
+    overwrite: bool = False,
+    progress: Callable[[int], Callable[[int], None]] | None = None,
+) -> pd.DataFrame:
+    """Predict every input, ``batch_size`` at a time, into one table (see the module docstring);
+    with ``out``, write it there and resume what an earlier run left. ``progress(n)`` is called
+    with the number of inputs to predict and returns a callback advanced by each batch's size."""
+    import pandas as pd
+
+    check_min_confidence(min_confidence)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+    keys = input_keys([row.source for row in inputs])
+    done: dict[str, dict[str, Any]] = {}
+    log = None
+    if out is not None:
+        out = Path(out)
+        check_output(out)
+        ensure_folder(out.parent, "--out")
+        if overwrite:
+            partial_path(out).unlink(missing_ok=True)
+        else:
+            done = _previous_results(out, predictor.labels)
+        log = open(partial_path(out), "a", encoding="utf-8")  # noqa: SIM115 (closed below)
+    pending = [i for i, key in enumerate(keys) if not _succeeded(done.get(key))]
+    advance = progress(len(pending)) if progress else None
+    try:
+        for start in range(0, len(pending), batch_size):
+            batch = pending[start : start + batch_size]
+            results = _predict_rows(predictor, [inputs[i] for i in batch], text, min_confidence)
+            for i, result in zip(batch, results):
+                done[keys[i]] = result
+                if log is not None:
+                    log.write(json.dumps({"key": keys[i], **result}, ensure_ascii=False) + "\n")
+            if log is not None:
+                log.flush()
+                os.fsync(log.fileno())
+            if advance:
+                advance(len(batch))
+    finally:
+        if log is not None:
+            log.close()
+    rows = [_output_row(row, done[key], min_confidence) for row, key in zip(inputs, keys)]
+    table = pd.DataFrame(rows, columns=_columns(rows))
+    if out is not None:
+        write_table(table, out, predictor.labels)
+        partial_path(out).unlink(missing_ok=True)
+    return table
+
+
+def _succeeded(result: dict[str, Any] | None) -> bool:
+    return result is not None and not result.get("error")
+
+
+def _predict_rows(
+    predictor: TablePredictor,
+    rows: Sequence[TableInput],
+    text: str | None,
+    min_confidence: float | None,
+) -> list[dict[str, Any]]:
+    """The prediction record of each row (``error`` set on the rows that fail): the batch in one
+    forward pass, and row by row when one of them fails."""
+    reads_text = "text" in predictor.modalities
+    results: list[dict[str, Any] | None] = [None] * len(rows)
+    texts: list[str | None] = [None] * len(rows)
+    for i, row in enumerate(rows):
+        if reads_text:
+            try:
+                texts[i] = row.text or text or sidecar_transcript(row.path)
+            except CrabserError as error:
+                results[i] = _failure(row, error)
+    todo = [i for i in range(len(rows)) if results[i] is None]
+    try:
+        predictions = predictor.predict_batch(
+            [rows[i].path for i in todo],
+            [texts[i] for i in todo],
+            names=[rows[i].source for i in todo],
+            min_confidence=min_confidence,
+        )
+        for i, prediction in zip(todo, predictions):
+            results[i] = {**prediction.to_dict(), "error": None}
+    except CrabserError:  # one bad input: find it (and any other) row by row
+        for i in todo:
+            try:
+                (prediction,) = predictor.predict_batch(
+                    [rows[i].path],
+                    [texts[i]],
+                    names=[rows[i].source],
+                    min_confidence=min_confidence,
+                )
+                results[i] = {**prediction.to_dict(), "error": None}
+            except CrabserError as error:
+                results[i] = _failure(rows[i], error)
+    return [result for result in results if result is not None]
+
+
+def _failure(row: TableInput, error: CrabserError) -> dict[str, Any]:
+    """The record of a failed row: its problem (without the file name, which is the source)."""
+    problem = getattr(error, "problem", None) or str(error)
+    return {"source": row.source, "label": None, "probabilities": None, "error": problem}
+
+
+def _output_row(
+    row: TableInput, result: dict[str, Any], min_confidence: float | None
+) -> dict[str, Any]:
+    record = {name: result.get(name) for name in OUTPUT_FIELDS}
+    record["source"] = row.source
+    if record["probabilities"] and not record["error"]:
+        record["label"] = decided_label(record["probabilities"], min_confidence)
+    return {**row.columns, **record}
+
+
+def _columns(rows: list[dict[str, Any]]) -> list[str]:
+    """The input columns in order of first appearance, then the output fields."""
+    columns = dict.fromkeys(name for row in rows for name in row if name not in OUTPUT_FIELDS)
+    return [*columns, *OUTPUT_FIELDS]
+
+
+def write_table(table: pd.DataFrame, out: Path, labels: Sequence[str]) -> None:
+    """Write a result table atomically: JSONL with ``probabilities`` as objects, CSV and Parquet
+    with one ``probabilities.<class>`` column per class."""
+    suffix = check_output(out)
+    with atomic_path(out) as tmp:
+        if suffix == ".jsonl":
+            with open(tmp, "w", encoding="utf-8") as file:
+                for record in table.to_dict(orient="records"):
+                    clean = {k: _plain(v) for k, v in record.items()}
+                    file.write(json.dumps(clean, ensure_ascii=False, allow_nan=False) + "\n")
+            return
+        flat = flatten(table, labels)
+        if suffix == ".csv":
+            flat.to_csv(tmp, index=False, encoding="utf-8")
+        else:
+            flat.to_parquet(tmp, index=False)
+
+
+def flatten(table: pd.DataFrame, labels: Sequence[str]) -> pd.DataFrame:
+    """``probabilities`` (dicts) as one float column per class, in its place."""
+    import pandas as pd
+
+    probabilities = {
+        PROBABILITY_PREFIX + label: [
+            (p or {}).get(label, float("nan")) if isinstance(p, dict) else float("nan")
+            for p in table["probabilities"]
+        ]
+        for label in labels
+    }
+    at = list(table.columns).index("probabilities")
+    before, after = table.iloc[:, :at], table.iloc[:, at + 1 :]
+    flat = pd.concat([before, pd.DataFrame(probabilities, index=table.index), after], axis=1)
+    return flat.astype({name: "float64" for name in probabilities})
+
+
+def read_table(out: Path) -> list[dict[str, Any]]:
+    """The prediction records of a table written by :func:`write_table` (``probabilities`` as
+    dicts), in its order."""
+    import pandas as pd
+
+    suffix = check_output(out)
+    try:
+        if suffix == ".jsonl":
+            lines = out.read_text(encoding="utf-8").splitlines()
+            return [json.loads(line) for line in lines if line.strip()]
+        table = pd.read_parquet(out) if suffix == ".parquet" else read_csv_utf8(out)
+    except CrabserError:
+        raise
+    except Exception as error:  # noqa: BLE001 (as in _read_table)
+        raise CrabserError(
+            f"{out}: cannot be read to resume ({error}); delete it or pass --overwrite"
+        ) from None
+    labels = [
+        c[len(PROBABILITY_PREFIX) :] for c in table.columns if c.startswith(PROBABILITY_PREFIX)
+    ]
+    records = []
+    for row in table.to_dict(orient="records"):
+        record = {k: _plain(v) for k, v in row.items() if not k.startswith(PROBABILITY_PREFIX)}
+        scores = {label: _plain(row[PROBABILITY_PREFIX + label]) for label in labels}
+        record["probabilities"] = scores if all(v is not None for v in scores.values()) else None
+        records.append(record)
+    return records
+
+
+def _previous_results(out: Path, labels: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Results an earlier run left for ``out`` by input key: its finished table, then its partial
+    file (newer; a torn last line is ignored). CrabserError if they hold other classes."""
+    done: dict[str, dict[str, Any]] = {}
+    if out.is_file():
+        records = read_table(out)
+        if records and "source" not in records[0]:
+            raise CrabserError(
+                f"{out}: not a prediction table (no source column); delete it or pass --overwrite"
+            )
+        for key, record in zip(input_keys([str(r["source"]) for r in records]), records):
+            done[key] = record
+    partial = partial_path(out)
+    if partial.is_file():
+        for line in partial.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # the line being written when the run stopped
+            if isinstance(record, dict) and "key" in record:
+                done[record.pop("key")] = record
+    for record in done.values():
+        scores = record.get("probabilities")
+        if _succeeded(record) and (not isinstance(scores, dict) or list(scores) != list(labels)):
+            found = list(scores) if isinstance(scores, dict) else None
+            raise CrabserError(
+                f"{out}: holds predictions of a model with the classes {found}, this one has "
+                f"{list(labels)}; choose another --out or pass --overwrite"
+            )
+    return done
