@@ -725,3 +725,49 @@ def test_one_output_schema_in_python_the_cli_and_http(client, clip, model, tmp_p
     assert [s["label"] for s in cli_timeline["segments"]] == [
         s["label"] for s in http_timeline["segments"]
     ]
+
+
+def test_embeddings_in_python_the_cli_http_and_a_table(client, clip, model, emodb, tmp_path):
+    """The utterance embedding (the fused tap) is the same vector from Recognizer.embed,
+    predict(embed=True), `crabser predict --json --embeddings`, POST /v1/predict with embedding=true
+    and a Parquet table; frame embeddings are the encoder's frames the model reads."""
+    import json
+
+    import pandas as pd
+    from typer.testing import CliRunner
+
+    from crabser.cli import app as cli
+    from crabser.data.audio import load_audio
+    from crabser.errors import CrabserError
+
+    frame = emodb_adapter.prepare(emodb).frame
+    other = frame[frame["speaker"] == "16"]["audio"].iloc[1]
+    vectors = model.embed([clip, other])
+    assert vectors.shape == (2, model.module.model.tap_dims()["fused"])
+    assert np.isfinite(vectors).all() and not np.allclose(vectors[0], vectors[1])
+    direct = model.predict(clip, embed=True)
+    np.testing.assert_allclose(direct.embedding, vectors[0], atol=1e-5)
+    assert direct.label == model.predict(clip).label
+    printed = CliRunner().invoke(cli, ["predict", str(clip), "--json", "--embeddings"])
+    assert printed.exit_code == 0, printed.output
+    np.testing.assert_allclose(
+        json.loads(printed.output.splitlines()[-1])["embedding"], vectors[0], atol=1e-5
+    )
+    with open(clip, "rb") as handle:
+        data = handle.read()
+    http = client.post(
+        "/v1/predict", files={"audio": ("clip.wav", data, "audio/wav")}, data={"embedding": "true"}
+    )
+    assert http.status_code == 200, http.text
+    np.testing.assert_allclose(http.json()["embedding"], vectors[0], atol=1e-5)
+    table = model.predict_table([clip, other], tmp_path / "e.parquet", embed=True)
+    written = pd.read_parquet(tmp_path / "e.parquet")
+    np.testing.assert_allclose(np.stack(written["embedding"]), vectors, atol=1e-5)
+    assert list(table["source"]) == [str(clip), str(other)]
+    with pytest.raises(CrabserError, match="write .parquet or .jsonl"):
+        model.predict_table([clip], tmp_path / "e.csv", embed=True)
+    (frames,) = model.embed_frames([clip])
+    expected = model.encoders["speech"].encode([load_audio(clip)]).unpadded()[0]
+    np.testing.assert_allclose(frames, expected, atol=1e-5)
+    with pytest.raises(CrabserError, match="not text"):
+        model.embed_frames([clip], modality="text")

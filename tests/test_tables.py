@@ -144,7 +144,7 @@ class FakePredictor:
         self.texts: list[str | None] = []
         self.stop_after = stop_after
 
-    def predict_batch(self, audios, texts=None, *, names=None, min_confidence=None):
+    def predict_batch(self, audios, texts=None, *, names=None, min_confidence=None, embed=False):
         if self.stop_after is not None and len(self.batches) == self.stop_after:
             raise KeyboardInterrupt
         self.batches.append([Path(a).name for a in audios])
@@ -158,7 +158,8 @@ class FakePredictor:
             if min_confidence is not None and probabilities[label] < min_confidence:
                 label = "uncertain"
             self.texts.append(text)
-            results.append(Prediction(str(path), label, probabilities, text, "given"))
+            embedding = [loud, 2 * loud, 3.0] if embed else None
+            results.append(Prediction(str(path), label, probabilities, text, "given", embedding))
         return results
 
 
@@ -242,6 +243,23 @@ def test_an_output_of_another_model_or_damaged_is_refused(tmp_path):
         predict_table(FakePredictor(), rows, out)
     with pytest.raises(CrabserError, match=r"\.xlsx"):
         predict_table(FakePredictor(), rows, tmp_path / "t.xlsx")
+
+
+@pytest.mark.parametrize("suffix", [".parquet", ".jsonl"])
+def test_embeddings_are_a_column_and_rows_without_one_are_predicted_again(tmp_path, suffix):
+    rows = _clips(tmp_path / "clips", 3)
+    out = tmp_path / f"t{suffix}"
+    predict_table(FakePredictor(), rows, out)
+    again = FakePredictor()
+    table = predict_table(again, rows, out, embed=True)
+    assert sum(map(len, again.batches)) == 3  # the earlier rows had no embedding
+    assert table.loc[2, "embedding"] == pytest.approx([0.2, 0.4, 3.0])
+    assert read_table(out)[2]["embedding"] == pytest.approx([0.2, 0.4, 3.0])
+    third = FakePredictor()
+    predict_table(third, rows, out, embed=True)
+    assert third.batches == []
+    with pytest.raises(CrabserError, match="embeddings are vectors"):
+        predict_table(FakePredictor(), rows, tmp_path / "t.csv", embed=True)
 
 
 def test_a_torn_last_line_of_the_partial_file_is_ignored(tmp_path):

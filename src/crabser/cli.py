@@ -587,6 +587,14 @@ def predict(
     overwrite: Annotated[
         bool, typer.Option("--overwrite", help="--out: start over instead of resuming.")
     ] = False,
+    embeddings: Annotated[
+        bool,
+        typer.Option(
+            "--embeddings",
+            help="Add each input's utterance embedding (the model's fused vector): an "
+            "'embedding' field in JSON, a column in .parquet / .jsonl tables.",
+        ),
+    ] = False,
     override: OverrideOption = None,
 ) -> None:
     """Predict the emotion of audio files, folders or tables (label + probability per class).
@@ -597,13 +605,15 @@ def predict(
     reported and the others go on; the exit code is then 1.
     """
     from crabser.inference import Recognizer
-    from crabser.tables import OUTPUT_FIELDS, check_output, gather_inputs
+    from crabser.tables import EMBEDDING, OUTPUT_FIELDS, check_output, gather_inputs
 
     with _friendly_errors():
         if segment_mode not in ("vad", "fixed"):
             raise CrabserError(f"--segment-mode must be vad or fixed, got {segment_mode!r}")
+        if segment and embeddings:
+            raise CrabserError("--embeddings is for whole inputs, not --segment timelines")
         if out is not None and not segment:
-            check_output(out)
+            check_output(out, embeddings)
         inputs = gather_inputs(files, path_column, text_column)
         if not inputs:
             raise CrabserError(f"no audio found in {', '.join(map(str, files))}")
@@ -623,13 +633,15 @@ def predict(
                     batch_size=batch_size,
                     min_confidence=min_confidence,
                     overwrite=overwrite,
+                    embed=embeddings,
                     progress=lambda total: progress("predict", total),
                 )
             except KeyboardInterrupt:
                 if out is not None:
                     console.print(f"interrupted: run the same command again to resume {out}")
                 raise typer.Exit(130) from None
-    records = table[list(OUTPUT_FIELDS)].to_dict(orient="records")
+    fields = [*OUTPUT_FIELDS, *([EMBEDDING] if embeddings else [])]
+    records = table[fields].to_dict(orient="records")
     failures = [r for r in records if r["error"]]
     for r in failures:
         console.print(

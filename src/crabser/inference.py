@@ -40,11 +40,14 @@ from crabser.data.audio import AudioInput, decode_audio
 from crabser.data.text import clean_text
 from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.features.encoders import Encoder, pad_batch
+from crabser.models.base import ModelOutput
 from crabser.prediction import Prediction, check_min_confidence, decided_label
 
 SAMPLE_RATE = 16000  #: every input is decoded once to 16 kHz mono; encoders at other rates resample
 DEFAULT = "default"  #: the name of the packaged model
 EXPORT_FORMAT = "crabser-model/1"
+#: the tap whose vector is an input's embedding: the classifier's input, present in every model
+EMBEDDING_TAP = "fused"
 
 
 def _input_name(audio: object, index: int) -> str:
@@ -72,6 +75,15 @@ class _Predictor:
         """Class probabilities ``(n, classes)`` of decoded 16 kHz waves and resolved transcripts."""
         raise NotImplementedError
 
+    def scores(
+        self, waves: list[np.ndarray | None], texts: list[str], embed: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Class probabilities and, with ``embed``, utterance embeddings ``(n, dim)``, from one
+        forward pass."""
+        if embed:
+            raise CrabserError(f"{type(self).__name__} gives no embeddings; embed with one model")
+        return self.probabilities(waves, texts), None
+
     def predict(
         self,
         audio: AudioInput | None = None,
@@ -80,16 +92,18 @@ class _Predictor:
         sample_rate: int | None = None,
         name: str | None = None,
         min_confidence: float | None = None,
+        embed: bool = False,
     ) -> Prediction:
         """Predict one input: ``audio`` (path, bytes, or array with ``sample_rate``) and/or
         ``text``; ``min_confidence``: below it the label is ``"uncertain"`` (the probabilities
-        are returned all the same)."""
+        are returned all the same); ``embed``: with the utterance embedding."""
         return self.predict_batch(
             [audio],
             [text],
             sample_rate=sample_rate,
             names=[name] if name else None,
             min_confidence=min_confidence,
+            embed=embed,
         )[0]
 
     def predict_batch(
@@ -100,9 +114,10 @@ class _Predictor:
         sample_rate: int | None = None,
         names: Sequence[str] | None = None,
         min_confidence: float | None = None,
+        embed: bool = False,
     ) -> list[Prediction]:
         """Predict many inputs in one forward pass; AudioError / TranscriptError name the bad
-        one. ``min_confidence`` as in :meth:`predict`."""
+        one. ``min_confidence`` and ``embed`` as in :meth:`predict`."""
         check_min_confidence(min_confidence)
         texts = list(texts) if texts is not None else [None] * len(audios)
         names = (
@@ -114,6 +129,27 @@ class _Predictor:
             )
         if not audios:
             return []
+        waves, resolved, sources = self._resolved_inputs(audios, texts, sample_rate, names)
+        probabilities, embeddings = self.scores(waves, resolved, embed)
+        _require_finite(probabilities, names)
+        results = []
+        for i, probs in enumerate(probabilities):
+            scores = {label: float(p) for label, p in zip(self.labels, probs)}
+            transcript, source = (resolved[i], sources[i]) if resolved else (None, None)
+            embedding = embeddings[i].tolist() if embeddings is not None else None
+            label = decided_label(scores, min_confidence)
+            results.append(Prediction(names[i], label, scores, transcript, source, embedding))
+        return results
+
+    def _resolved_inputs(
+        self,
+        audios: Sequence[AudioInput | None],
+        texts: Sequence[str | None],
+        sample_rate: int | None,
+        names: Sequence[str],
+    ) -> tuple[list[np.ndarray | None], list[str], list[str]]:
+        """The decoded waves, the transcripts the model reads (given, else ASR; none for a model
+        without text) and where each came from."""
         given = [(clean_text(t) if t is not None else None) or "" for t in texts]
         waves = [self._wave(a, given[i], sample_rate, names[i]) for i, a in enumerate(audios)]
         resolved, sources = [], []
@@ -121,18 +157,7 @@ class _Predictor:
             for wave, text, name in zip(waves, given, names):
                 resolved.append(text or self._transcribe(wave, name))
                 sources.append("given" if text else "asr")
-        probabilities = self.probabilities(waves, resolved)
-        _require_finite(probabilities, names)
-        results = []
-        for i, probs in enumerate(probabilities):
-            scores = {label: float(p) for label, p in zip(self.labels, probs)}
-            transcript, source = (resolved[i], sources[i]) if resolved else (None, None)
-            results.append(
-                Prediction(
-                    names[i], decided_label(scores, min_confidence), scores, transcript, source
-                )
-            )
-        return results
+        return waves, resolved, sources
 
     def predict_table(
         self,
@@ -145,12 +170,13 @@ class _Predictor:
         batch_size: int = 16,
         min_confidence: float | None = None,
         overwrite: bool = False,
+        embed: bool = False,
         progress: Callable[[int], Callable[[int], None]] | None = None,
     ) -> pd.DataFrame:
         """Predict folders, lists of paths, tables with a path column and audio files into one
         table, a row per input with its error where it fails; with ``out`` (``.csv``,
-        ``.parquet``, ``.jsonl``) written there, and a second run resumes it (see
-        :mod:`crabser.tables`)."""
+        ``.parquet``, ``.jsonl``) written there, and a second run resumes it; ``embed`` adds the
+        utterance embeddings (see :mod:`crabser.tables`)."""
         from crabser.tables import TableInput, gather_inputs, predict_table
 
         inputs = [s for s in sources if isinstance(s, TableInput)]
@@ -164,6 +190,7 @@ class _Predictor:
             batch_size=batch_size,
             min_confidence=min_confidence,
             overwrite=overwrite,
+            embed=embed,
             progress=progress,
         )
 
@@ -332,31 +359,93 @@ class Recognizer(_Predictor):
         encoders = {} if config.train.finetune else build_encoders(config)
         return cls(module, encoders, asr, modalities=config.model.modalities)
 
+    def features(
+        self, waves: list[np.ndarray | None], texts: list[str]
+    ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+        """The encoders' frames of 16 kHz waves and resolved transcripts, per modality padded
+        ``(n, T, ...)`` with their masks ``(n, T)``."""
+        if not self.encoders:  # fine-tuned: the module's own encoders read raw audio and text
+            return cast(
+                tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
+                self.module.inputs(
+                    {"waves": waves if "speech" in self.modalities else [], "texts": texts}
+                ),
+            )
+        features, masks = {}, {}
+        for modality, encoder in self.encoders.items():
+            inputs: list[Any]
+            if modality == "text":
+                inputs = texts
+            else:
+                rate = encoder.sample_rate or SAMPLE_RATE
+                inputs = [
+                    w if rate == SAMPLE_RATE else soxr.resample(w, SAMPLE_RATE, rate) for w in waves
+                ]
+            padded = pad_batch(encoder.encode(inputs).unpadded())
+            features[modality], masks[modality] = padded.features, padded.mask
+        return features, masks
+
     @torch.no_grad()
+    def forward(
+        self, waves: list[np.ndarray | None], texts: list[str], return_taps: bool = False
+    ) -> ModelOutput:
+        """The model's output (logits, and its taps with ``return_taps``) on 16 kHz waves and
+        resolved transcripts."""
+        features, masks = self.features(waves, texts)
+        return cast(ModelOutput, self.module.model(features, masks, return_taps=return_taps))
+
     def logits(self, waves: list[np.ndarray | None], texts: list[str]) -> torch.Tensor:
         """Class logits ``(n, classes)`` of 16 kHz waves and resolved transcripts."""
-        if not self.encoders:  # fine-tuned: the module's own encoders read raw audio and text
-            features, masks = self.module.inputs(
-                {"waves": waves if "speech" in self.modalities else [], "texts": texts}
-            )
-        else:
-            features, masks = {}, {}
-            for modality, encoder in self.encoders.items():
-                inputs: list[Any]
-                if modality == "text":
-                    inputs = texts
-                else:
-                    rate = encoder.sample_rate or SAMPLE_RATE
-                    inputs = [
-                        w if rate == SAMPLE_RATE else soxr.resample(w, SAMPLE_RATE, rate)
-                        for w in waves
-                    ]
-                padded = pad_batch(encoder.encode(inputs).unpadded())
-                features[modality], masks[modality] = padded.features, padded.mask
-        return self.module.model(features, masks).logits
+        return self.forward(waves, texts).logits
 
     def probabilities(self, waves: list[np.ndarray | None], texts: list[str]) -> np.ndarray:
-        return self.logits(waves, texts).softmax(dim=-1).numpy()
+        return self.scores(waves, texts)[0]
+
+    def scores(
+        self, waves: list[np.ndarray | None], texts: list[str], embed: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Probabilities and, with ``embed``, the ``fused`` tap (the classifier's input, present
+        in every model) as the utterance embedding."""
+        output = self.forward(waves, texts, return_taps=embed)
+        embeddings = output.taps[EMBEDDING_TAP].float().numpy() if embed else None
+        return output.logits.softmax(dim=-1).numpy(), embeddings
+
+    def embed(
+        self,
+        audios: Sequence[AudioInput | None],
+        texts: Sequence[str | None] | None = None,
+        *,
+        sample_rate: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> np.ndarray:
+        """Utterance embeddings ``(n, dim)``: the model's ``fused`` representation of each input
+        (what its classifier reads), as :meth:`predict_batch` takes its inputs."""
+        predictions = self.predict_batch(
+            audios, texts, sample_rate=sample_rate, names=names, embed=True
+        )
+        return np.asarray([p.embedding for p in predictions], dtype=np.float32)
+
+    def embed_frames(
+        self,
+        audios: Sequence[AudioInput | None],
+        texts: Sequence[str | None] | None = None,
+        *,
+        modality: str = "speech",
+        sample_rate: int | None = None,
+        names: Sequence[str] | None = None,
+    ) -> list[np.ndarray]:
+        """Frame-level embeddings: the ``modality`` encoder's frames of each input (``(T, dim)``,
+        ``(T, layers, dim)`` for a model that weighs encoder layers), as the model reads them
+        (emotion2vec's ``granularity="frame"``)."""
+        if modality not in self.modalities:
+            raise CrabserError(f"this model reads {' + '.join(self.modalities)}, not {modality}")
+        texts = list(texts) if texts is not None else [None] * len(audios)
+        names = [_input_name(a, i) for i, a in enumerate(audios)] if names is None else names
+        waves, resolved, _ = self._resolved_inputs(audios, texts, sample_rate, names)
+        with torch.no_grad():
+            features, masks = self.features(waves, resolved)
+        frames, mask = features[modality], masks[modality].bool()
+        return [f[m].float().numpy() for f, m in zip(frames, mask)]
 
 
 class StackedRecognizer(_Predictor):

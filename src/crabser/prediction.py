@@ -35,7 +35,12 @@ class Prediction:
     probabilities: dict[str, float]
     transcript: str | None = None  #: the text the model read (None for a model without text)
     text_source: str | None = None  #: "given" or "asr"
+    #: the utterance embedding (the model's ``fused`` tap), only when asked for (``embed=True``)
+    embedding: list[float] | None = None
 
     def to_dict(self) -> dict:
-        """A JSON-ready dict."""
-        return asdict(self)
+        """A JSON-ready dict; ``embedding`` only when it was asked for."""
+        record = asdict(self)
+        if record["embedding"] is None:
+            del record["embedding"]
+        return record

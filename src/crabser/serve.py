@@ -264,6 +264,7 @@ def _answer_models():
         probabilities: dict[str, float]
         transcript: str | None = None
         text_source: str | None = None
+        embedding: list[float] | None = None  #: only when asked for
         seconds: float
 
     class TimelineAnswer(BaseModel):
@@ -361,7 +362,11 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
             return function(*args, **kwargs)
 
     def predict_one(
-        data: bytes | None, name: str, text: str | None, min_confidence: float | None
+        data: bytes | None,
+        name: str,
+        text: str | None,
+        min_confidence: float | None,
+        embed: bool = False,
     ) -> dict:
         started = time.perf_counter()
         wave = None
@@ -376,6 +381,7 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
             text,
             name=name,
             min_confidence=min_confidence,
+            embed=embed,
         )
         return {**prediction.to_dict(), "seconds": round(time.perf_counter() - started, 4)}
 
@@ -419,6 +425,7 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         "/v1/predict",
         summary="Predict the emotion of one clip",
         response_model=PredictionAnswer,
+        response_model_exclude_unset=True,  # "embedding" only when asked for
         responses=errors,
     )
     async def predict(
@@ -431,6 +438,9 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         min_confidence: Annotated[
             float | None, Form(ge=0.0, le=1.0, description=CONFIDENCE)
         ] = None,
+        embedding: Annotated[
+            bool, Form(description="add the utterance embedding (the model's fused vector)")
+        ] = False,
     ) -> dict:
         data, name = await read_upload(audio)
         text = clean_text(text)
@@ -447,7 +457,7 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
             raise AudioError(name, f"this model ({kinds}) needs audio; {got}")
         if data is None and text is None:
             raise AudioError(name, "send audio or a transcript")
-        return await pool.run(predict_one, data, name, text, min_confidence)
+        return await pool.run(predict_one, data, name, text, min_confidence, embedding)
 
     @app.post(
         "/v1/predict/segments",
@@ -467,6 +477,9 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         min_confidence: Annotated[
             float | None, Form(ge=0.0, le=1.0, description=CONFIDENCE)
         ] = None,
+        embedding: Annotated[
+            bool, Form(description="add the utterance embedding (the model's fused vector)")
+        ] = False,
     ) -> dict:
         data, name = await read_upload(audio)
         if hop > window:

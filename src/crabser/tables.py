@@ -61,8 +61,9 @@ TEXT_COLUMNS = ("transcript", "text")
 TABLE_SUFFIXES = (".csv", ".tsv", ".parquet")
 LIST_SUFFIXES = (".txt", ".lst")
 OUTPUT_SUFFIXES = (".csv", ".parquet", ".jsonl")
-#: the fields of a result row after the input's own columns
+#: the fields of a result row after the input's own columns (and ``embedding`` when asked for)
 OUTPUT_FIELDS = ("source", "label", "probabilities", "transcript", "text_source", "error")
+EMBEDDING = "embedding"
 PROBABILITY_PREFIX = "probabilities."
 INPUT_PREFIX = "input."  #: an input column named like an output field is kept under this prefix
 
@@ -80,6 +81,7 @@ class TablePredictor(Protocol):
         *,
         names: Sequence[str] | None = None,
         min_confidence: float | None = None,
+        embed: bool = False,
     ) -> list[Any]: ...
 
 
@@ -190,13 +192,13 @@ def _table_inputs(path: Path, path_column: str | None, text_column: str | None) 
 
 def _input_column(name: object) -> str:
     name = str(name)
-    return INPUT_PREFIX + name if name in OUTPUT_FIELDS else name
+    return INPUT_PREFIX + name if name in (*OUTPUT_FIELDS, EMBEDDING) else name
 
 
 def _plain(value: Any) -> Any:
-    """A table cell as a plain Python value (numpy scalars unwrapped, NaN as None)."""
-    if hasattr(value, "item") and not isinstance(value, (list, dict)):
-        value = value.item()
+    """A table cell as a plain Python value (numpy scalars and arrays unwrapped, NaN as None)."""
+    if hasattr(value, "tolist"):
+        value = value.tolist()
     return None if isinstance(value, float) and math.isnan(value) else value
 
 
@@ -216,13 +218,15 @@ def input_keys(sources: Sequence[str]) -> list[str]:
     return keys
 
 
-def check_output(out: Path) -> str:
+def check_output(out: Path, embed: bool = False) -> str:
     """The format of an output table (its suffix), or CrabserError."""
     suffix = out.suffix.lower()
     if suffix not in OUTPUT_SUFFIXES:
         raise CrabserError(
             f"--out {out}: write a table ending in {', '.join(OUTPUT_SUFFIXES)} (got {suffix!r})"
         )
+    if embed and suffix == ".csv":
+        raise CrabserError(f"--out {out}: embeddings are vectors; write .parquet or .jsonl")
     if out.is_dir():
         raise CrabserError(f"--out {out}: is a folder; give a file name")
     return suffix
@@ -242,11 +246,13 @@ def predict_table(
     batch_size: int = 16,
     min_confidence: float | None = None,
     overwrite: bool = False,
+    embed: bool = False,
     progress: Callable[[int], Callable[[int], None]] | None = None,
 ) -> pd.DataFrame:
     """Predict every input, ``batch_size`` at a time, into one table (see the module docstring);
-    with ``out``, write it there and resume what an earlier run left. ``progress(n)`` is called
-    with the number of inputs to predict and returns a callback advanced by each batch's size."""
+    with ``out``, write it there and resume what an earlier run left; with ``embed``, an
+    ``embedding`` column (the utterance vector, as a list). ``progress(n)`` is called with the
+    number of inputs to predict and returns a callback advanced by each batch's size."""
     import pandas as pd
 
     check_min_confidence(min_confidence)
@@ -257,19 +263,20 @@ def predict_table(
     log = None
     if out is not None:
         out = Path(out)
-        check_output(out)
+        check_output(out, embed)
         ensure_folder(out.parent, "--out")
         if overwrite:
             partial_path(out).unlink(missing_ok=True)
         else:
             done = _previous_results(out, predictor.labels)
         log = open(partial_path(out), "a", encoding="utf-8")  # noqa: SIM115 (closed below)
-    pending = [i for i, key in enumerate(keys) if not _succeeded(done.get(key))]
+    pending = [i for i, key in enumerate(keys) if not _succeeded(done.get(key), embed)]
     advance = progress(len(pending)) if progress else None
     try:
         for start in range(0, len(pending), batch_size):
             batch = pending[start : start + batch_size]
-            results = _predict_rows(predictor, [inputs[i] for i in batch], text, min_confidence)
+            rows = [inputs[i] for i in batch]
+            results = _predict_rows(predictor, rows, text, min_confidence, embed)
             for i, result in zip(batch, results):
                 done[keys[i]] = result
                 if log is not None:
@@ -282,16 +289,22 @@ def predict_table(
     finally:
         if log is not None:
             log.close()
-    rows = [_output_row(row, done[key], min_confidence) for row, key in zip(inputs, keys)]
-    table = pd.DataFrame(rows, columns=_columns(rows))
+    fields = (*OUTPUT_FIELDS, EMBEDDING) if embed else OUTPUT_FIELDS
+    records = [
+        _output_row(row, done[key], min_confidence, fields) for row, key in zip(inputs, keys)
+    ]
+    table = pd.DataFrame(records, columns=_columns(records, fields))
     if out is not None:
         write_table(table, out, predictor.labels)
         partial_path(out).unlink(missing_ok=True)
     return table
 
 
-def _succeeded(result: dict[str, Any] | None) -> bool:
-    return result is not None and not result.get("error")
+def _succeeded(result: dict[str, Any] | None, embed: bool = False) -> bool:
+    """Whether a stored result is a prediction (with its embedding when one is asked for)."""
+    if result is None or result.get("error"):
+        return False
+    return not embed or isinstance(result.get(EMBEDDING), list)
 
 
 def _predict_rows(
@@ -299,6 +312,7 @@ def _predict_rows(
     rows: Sequence[TableInput],
     text: str | None,
     min_confidence: float | None,
+    embed: bool = False,
 ) -> list[dict[str, Any]]:
     """The prediction record of each row (``error`` set on the rows that fail): the batch in one
     forward pass, and row by row when one of them fails."""
@@ -318,6 +332,7 @@ def _predict_rows(
             [texts[i] for i in todo],
             names=[rows[i].source for i in todo],
             min_confidence=min_confidence,
+            embed=embed,
         )
         for i, prediction in zip(todo, predictions):
             results[i] = {**prediction.to_dict(), "error": None}
@@ -329,6 +344,7 @@ def _predict_rows(
                     [texts[i]],
                     names=[rows[i].source],
                     min_confidence=min_confidence,
+                    embed=embed,
                 )
                 results[i] = {**prediction.to_dict(), "error": None}
             except CrabserError as error:
@@ -343,25 +359,28 @@ def _failure(row: TableInput, error: CrabserError) -> dict[str, Any]:
 
 
 def _output_row(
-    row: TableInput, result: dict[str, Any], min_confidence: float | None
+    row: TableInput,
+    result: dict[str, Any],
+    min_confidence: float | None,
+    fields: Sequence[str] = OUTPUT_FIELDS,
 ) -> dict[str, Any]:
-    record = {name: result.get(name) for name in OUTPUT_FIELDS}
+    record = {name: result.get(name) for name in fields}
     record["source"] = row.source
     if record["probabilities"] and not record["error"]:
         record["label"] = decided_label(record["probabilities"], min_confidence)
     return {**row.columns, **record}
 
 
-def _columns(rows: list[dict[str, Any]]) -> list[str]:
+def _columns(rows: list[dict[str, Any]], fields: Sequence[str]) -> list[str]:
     """The input columns in order of first appearance, then the output fields."""
-    columns = dict.fromkeys(name for row in rows for name in row if name not in OUTPUT_FIELDS)
-    return [*columns, *OUTPUT_FIELDS]
+    columns = dict.fromkeys(name for row in rows for name in row if name not in fields)
+    return [*columns, *fields]
 
 
 def write_table(table: pd.DataFrame, out: Path, labels: Sequence[str]) -> None:
     """Write a result table atomically: JSONL with ``probabilities`` as objects, CSV and Parquet
     with one ``probabilities.<class>`` column per class."""
-    suffix = check_output(out)
+    suffix = check_output(out, EMBEDDING in table.columns)
     with atomic_path(out) as tmp:
         if suffix == ".jsonl":
             with open(tmp, "w", encoding="utf-8") as file:
