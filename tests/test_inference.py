@@ -161,7 +161,7 @@ def test_the_packaged_default_model_knows_four_corpora_and_says_so():
     assert correct >= 12, correct
 
 
-def test_packaged_models_load_by_name_and_list_their_cards(tmp_path):
+def test_packaged_models_load_by_name_and_list_their_cards(tmp_path, monkeypatch):
     import json
 
     from typer.testing import CliRunner
@@ -169,9 +169,10 @@ def test_packaged_models_load_by_name_and_list_their_cards(tmp_path):
     from crabser.cli import app
     from crabser.pretrained import packaged_models
 
+    monkeypatch.setenv("CRABSER_MODELS", str(tmp_path / "no_local_models"))
     by_name = Recognizer.load("crabser/emodb_speech")
     assert Recognizer.load().labels == Recognizer.load(f"crabser/{DEFAULT_MODEL}").labels
-    with pytest.raises(CrabserError, match="no packaged model 'missing'.*crabser/emodb_speech"):
+    with pytest.raises(CrabserError, match="crabser/missing: no such model.*crabser/emodb_speech"):
         Recognizer.load("crabser/missing")
     listed = CliRunner().invoke(app, ["models", "--json"])
     assert listed.exit_code == 0, listed.output
@@ -181,7 +182,51 @@ def test_packaged_models_load_by_name_and_list_their_cards(tmp_path):
     shown = CliRunner().invoke(app, ["models", "crabser/emodb_speech"])
     assert shown.exit_code == 0 and "classes: anger, boredom" in shown.output
     missing = CliRunner().invoke(app, ["models", "nope"])
-    assert missing.exit_code == 2 and "no packaged model 'nope'" in missing.output
+    assert missing.exit_code == 2 and "crabser/nope: no such model" in missing.output
+
+
+def test_a_local_models_folder_and_a_hub_cache_give_models_by_name(tmp_path, monkeypatch, emodb):
+    """crabser/<name> finds exported models in $CRABSER_MODELS; hf://org/repo[@revision] reads a
+    pre-filled Hugging Face cache offline (never the network), pinned revisions included."""
+    import json
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from crabser.cli import app
+
+    emodb_model = packaged_model_dir("emodb_speech")
+    default_model = packaged_model_dir(DEFAULT_MODEL)
+    local = tmp_path / "models"
+    shutil.copytree(emodb_model, local / "mine", ignore=shutil.ignore_patterns("card.json"))
+    monkeypatch.setenv("CRABSER_MODELS", str(local))
+    assert Recognizer.load("crabser/mine").labels == Recognizer.load(emodb_model).labels
+    listed = json.loads(CliRunner().invoke(app, ["models", "--json"]).output)
+    assert listed["mine"]["card"].startswith("none") and DEFAULT_MODEL in listed
+
+    cache = tmp_path / "hub"
+    repo = cache / "models--someone--ser"
+    first, second = "a" * 40, "b" * 40
+    for commit, model in ((first, emodb_model), (second, default_model)):
+        shutil.copytree(model, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(second)
+    monkeypatch.setenv("HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    latest = Recognizer.load("hf://someone/ser")
+    pinned = Recognizer.load(f"hf://someone/ser@{first}")
+    assert latest.labels == Recognizer.load(default_model).labels
+    assert pinned.labels == Recognizer.load(emodb_model).labels != latest.labels
+    with pytest.raises(CrabserError, match="hf://someone/other: not found in the local Hugging"):
+        Recognizer.load("hf://someone/other")
+    with pytest.raises(CrabserError, match=r"hf://<org>/<repo>\[@<revision>\]"):
+        Recognizer.load("hf://just-a-name")
+    card = CliRunner().invoke(app, ["models", f"hf://someone/ser@{first}"])
+    assert card.exit_code == 0 and "classes: anger, boredom" in card.output, card.output
+    clip = min([*emodb.glob("*/03a01Fa.*")])
+    printed = CliRunner().invoke(app, ["predict", str(clip), "-m", "hf://someone/ser", "--json"])
+    assert printed.exit_code == 0, printed.output
+    assert json.loads(printed.output.splitlines()[-1])["label"] in latest.labels
 
 
 class _FakePredictor(_Predictor):

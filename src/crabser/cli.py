@@ -760,25 +760,39 @@ def export(
 def models(
     name: Annotated[
         str | None,
-        typer.Argument(help="A packaged model (crabser/<name> or <name>): print its whole card."),
+        typer.Argument(
+            help="A model (crabser/<name>, <name>, hf://<org>/<repo>[@rev] or a folder): print "
+            "its whole card."
+        ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the card(s) as JSON.")] = False,
 ) -> None:
-    """List the models shipped in the package with their cards (classes, languages, training data,
-    terms, accuracy)."""
-    from crabser.pretrained import DEFAULT_MODEL, PREFIX, packaged_model_dir, packaged_models
+    """List the installed models (shipped in the package, then those in the local models folder,
+    $CRABSER_MODELS) with their cards (classes, languages, training data, terms, accuracy)."""
+    from crabser.pretrained import (
+        DEFAULT_MODEL,
+        HUB_PREFIX,
+        PREFIX,
+        installed_models,
+        packaged_model_dir,
+        resolve_model,
+    )
 
     with _friendly_errors():
-        folders = (
-            {name.removeprefix(PREFIX): packaged_model_dir(name)} if name else packaged_models()
-        )
+        if name is None:
+            folders = installed_models()
+        elif name.startswith(HUB_PREFIX) or Path(name).is_dir():
+            folders = {name: resolve_model(name)}
+        else:
+            folders = {name.removeprefix(PREFIX): packaged_model_dir(name)}
         cards = {key: _read_card(folder) for key, folder in folders.items()}
     if as_json:
         typer.echo(json.dumps(cards if not name else next(iter(cards.values())), indent=2))
         return
     for key, card in cards.items():
         default = " (default)" if key == DEFAULT_MODEL else ""
-        console.print(f"[bold]{PREFIX}{key}[/]{default}", highlight=False)
+        shown = key if key.startswith(HUB_PREFIX) or Path(key).is_dir() else PREFIX + key
+        console.print(f"[bold]{escape(shown)}[/]{default}", highlight=False)
         cv = card.get("cross_validation", {})
         lines = [
             f"classes: {', '.join(card.get('labels', []))}",
@@ -803,7 +817,11 @@ def models(
 
 
 def _read_card(folder: Path) -> dict:
+    """A model's card.json; a model without one (exported by a user) gets its labels only."""
     path = folder / "card.json"
+    if not path.exists() and (folder / "model.json").is_file():
+        meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
+        return {"labels": meta.get("labels", []), "card": "none (card.json beside model.json)"}
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:

@@ -279,25 +279,20 @@ class Recognizer(_Predictor):
         path_or_name: str | Path = DEFAULT, overrides: list[str] | None = None
     ) -> Recognizer | StackedRecognizer:
         """The recognizer of ``"default"`` (the packaged default model), ``"crabser/<name>"`` (a
-        packaged model), a run folder, a checkpoint file, an exported model folder or a stack
-        folder."""
-        if str(path_or_name) == DEFAULT:
-            from crabser.pretrained import default_model_dir
+        packaged or local model), ``"hf://<org>/<repo>[@<revision>]"`` (a Hub repository holding
+        an exported model; see :mod:`crabser.pretrained`), a run folder, a checkpoint file, an
+        exported model folder or a stack folder."""
+        from crabser.pretrained import resolve_model
 
-            path_or_name = default_model_dir()
-        elif str(path_or_name).startswith("crabser/") and not Path(path_or_name).exists():
-            from crabser.pretrained import packaged_model_dir
-
-            path_or_name = packaged_model_dir(str(path_or_name))
-        path = Path(path_or_name)
+        path = resolve_model(path_or_name)
         if path.is_file() and path.suffix == ".ckpt":
             return Recognizer.from_run(
                 path.parent.parent, checkpoint=path.name, overrides=overrides
             )
         if not path.is_dir():
             raise CrabserError(
-                f"{path}: no such model (give 'default', a run, checkpoint, exported model or "
-                "stack folder)"
+                f"{path}: no such model (give 'default', crabser/<name>, hf://<org>/<repo>, or a "
+                "run, checkpoint, exported model or stack folder)"
             )
         if (path / "stack.json").is_file():
             return StackedRecognizer.from_run(path)

@@ -10,10 +10,22 @@ cards).
 
 Both are fp16 (``crabser export --half``); each ``card.json`` states its cross-validated accuracy,
 training data, terms of use and limits.
+
+Models by name (:func:`resolve_model`), besides run and export folders given by path:
+
+- ``crabser/<name>``: a packaged model, else a folder ``<name>`` in the local models folder
+  (:func:`local_models_dir`: ``$CRABSER_MODELS``, else ``$XDG_DATA_HOME/crabser/models``, else
+  ``~/.local/share/crabser/models``), where ``crabser export --out`` can put one;
+- ``hf://<org>/<repo>[@<revision>]``: an exported model in a Hugging Face Hub repository, fetched
+  with ``huggingface_hub`` into its cache (``$HF_HUB_CACHE``) and taken from there afterwards. A
+  revision (commit, tag or branch) pins it. Offline (``HF_HUB_OFFLINE=1``) only the cache is read;
+  online, a Hub that cannot be reached falls back to the cache too. Only the exported model's
+  files are fetched (weights as safetensors: no pickled code runs).
 """
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from crabser.errors import CrabserError
@@ -22,6 +34,9 @@ DEFAULT_MODEL = "multicorpus_speech"
 
 
 PREFIX = "crabser/"  #: ``crabser/<name>`` names a packaged model
+HUB_PREFIX = "hf://"  #: ``hf://<org>/<repo>[@<revision>]`` names a model on the Hugging Face Hub
+#: the files of an exported model (``crabser export``) fetched from the Hub
+HUB_FILES = ["model.json", "model.safetensors", "config.yaml", "card.json"]
 
 
 def packaged_models() -> dict[str, Path]:
@@ -33,17 +48,84 @@ def packaged_models() -> dict[str, Path]:
     }
 
 
+def local_models_dir() -> Path:
+    """The local models folder: ``$CRABSER_MODELS``, else ``$XDG_DATA_HOME/crabser/models``, else
+    ``~/.local/share/crabser/models`` (it need not exist)."""
+    if os.environ.get("CRABSER_MODELS"):
+        return Path(os.environ["CRABSER_MODELS"])
+    data = os.environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return Path(data) / "crabser" / "models"
+
+
+def local_models() -> dict[str, Path]:
+    """Every model in the local models folder (a sub-folder with model.json), by name."""
+    folder = local_models_dir()
+    if not folder.is_dir():
+        return {}
+    return {m.name: m for m in sorted(folder.iterdir()) if (m / "model.json").is_file()}
+
+
+def installed_models() -> dict[str, Path]:
+    """The packaged models, then the local ones (a packaged name wins)."""
+    return {**local_models(), **packaged_models()}
+
+
 def packaged_model_dir(name: str = DEFAULT_MODEL) -> Path:
-    """The folder of the packaged model ``name`` (``crabser/`` prefix allowed)."""
+    """The folder of the model ``crabser/<name>`` (the prefix may be left out): packaged, else in
+    the local models folder."""
     name = name.removeprefix(PREFIX)
-    folder = Path(__file__).parent / name
-    if not (folder / "model.json").is_file():
-        known = ", ".join(PREFIX + n for n in packaged_models()) or "none"
+    folder = installed_models().get(name)
+    if folder is None or "/" in name or name in ("", ".", ".."):
+        known = ", ".join(PREFIX + n for n in installed_models()) or "none"
         raise CrabserError(
-            f"{folder}: no packaged model {name!r} (packaged: {known}); rebuild it with "
+            f"{PREFIX}{name}: no such model (installed: {known}; local models folder: "
+            f"{local_models_dir()}); the packaged ones are rebuilt by "
             "scripts/build_default_model.py"
         )
     return folder
+
+
+def hub_model_dir(name: str) -> Path:
+    """The local folder of ``hf://<org>/<repo>[@<revision>]`` (see the module docstring);
+    CrabserError naming it when it is neither in the cache nor reachable."""
+    spec = name.removeprefix(HUB_PREFIX)
+    repo_id, _, revision = spec.partition("@")
+    if repo_id.count("/") != 1 or not all(repo_id.split("/")):
+        raise CrabserError(f"{name}: a Hub model is hf://<org>/<repo>[@<revision>]")
+    try:
+        from huggingface_hub import snapshot_download
+        from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+    except ImportError:
+        raise CrabserError(f"{name}: loading Hub models needs huggingface_hub") from None
+    offline = os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on")
+    try:
+        folder = snapshot_download(
+            repo_id,
+            revision=revision or None,
+            cache_dir=os.environ.get("HF_HUB_CACHE") or None,
+            allow_patterns=HUB_FILES,
+            local_files_only=offline,
+        )
+    except (HfHubHTTPError, HFValidationError, OSError, ValueError) as error:
+        where = "the local Hugging Face cache" + ("" if offline else " or on the Hub")
+        first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CrabserError(f"{name}: not found in {where} ({first_line})") from None
+    if not (Path(str(folder)) / "model.json").is_file():
+        raise CrabserError(f"{name}: the repository holds no exported crabser model (model.json)")
+    return Path(str(folder))
+
+
+def resolve_model(name: str | Path) -> Path:
+    """The folder of a model named ``default``, ``crabser/<name>`` or ``hf://<org>/<repo>``;
+    any other name is returned as a path."""
+    text = str(name)
+    if text == "default":
+        return default_model_dir()
+    if text.startswith(HUB_PREFIX):
+        return hub_model_dir(text)
+    if text.startswith(PREFIX) and not Path(text).exists():
+        return packaged_model_dir(text)
+    return Path(name)
 
 
 def default_model_dir() -> Path:
