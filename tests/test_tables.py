@@ -109,7 +109,7 @@ def test_a_table_keeps_its_columns_and_renames_those_named_like_outputs(tmp_path
         "input.label": "anger",
         "input.transcript": "so angry",  # the output's transcript is the text the model read
     }
-    assert rows[1].columns["input.transcript"] is None  # an empty cell, not NaN
+    assert rows[1].columns["input.transcript"] == ""  # read as written: an empty cell
 
 
 def test_table_errors_name_the_file_and_the_columns(tmp_path):
@@ -123,8 +123,10 @@ def test_table_errors_name_the_file_and_the_columns(tmp_path):
         gather_inputs([table], path_column="speech")
     blank = tmp_path / "blank.csv"
     blank.write_text('path\na.wav\n"  "\n', encoding="utf-8")
-    with pytest.raises(CrabserError, match="blank.csv, row 3: empty path"):
-        gather_inputs([blank])
+    assert [row.problem for row in gather_inputs([blank])] == [
+        None,
+        "row 3: empty path in column 'path'",
+    ]
     broken = tmp_path / "broken.parquet"
     broken.write_bytes(b"PAR1 not really")
     with pytest.raises(CrabserError, match="broken.parquet: cannot be read as a table"):
@@ -310,7 +312,8 @@ def test_predict_a_folder_into_a_table_through_the_cli(emodb_folder, tmp_path):
             assert row[f"probabilities.{label}"] == pytest.approx(p, abs=1e-5)
     # a second run finds nothing left but the broken file, and writes the same table
     again = runner.invoke(app, ["predict", str(emodb_folder), "--out", str(out), "--json"])
-    lines = [json.loads(line) for line in again.output.splitlines() if line.startswith("{")]
+    assert again.exit_code == 1 and "1/1" in again.stderr  # only the broken file again
+    lines = [json.loads(line) for line in again.stdout.splitlines()]  # nothing else on stdout
     assert len(lines) == 6 and set(lines[0]) == {
         "source",
         "label",
@@ -333,3 +336,82 @@ def test_predict_a_csv_keeps_its_columns_through_the_cli(emodb_folder, tmp_path)
     assert list(table["wav"]) == paths and table["error"].isna().all()
     bad = runner.invoke(app, ["predict", str(listing), "--out", str(tmp_path / "t.xlsx")])
     assert bad.exit_code == 2 and "t.xlsx" in bad.output
+
+
+def test_awkward_tables_give_error_rows_not_a_stop(tmp_path):
+    """Numbers as paths, an empty path, "NA" as a transcript, a column named like an output
+    field, mixed column types over two tables and dates: a row each, and a written table."""
+    for name in ("1.wav", "2.wav", "c.wav"):
+        sf.write(tmp_path / name, np.full(800, 0.02, dtype=np.float32), 16000, subtype="FLOAT")
+    first = tmp_path / "first.csv"
+    first.write_text(
+        "path,transcript,speaker,probabilities.calm\n1.wav,NA,7,0.5\n,hi,8,0.1\n2.wav,,9,0.2\n",
+        encoding="utf-8",
+    )
+    second = tmp_path / "second.parquet"
+    pd.DataFrame(
+        {"path": ["c.wav"], "speaker": ["s-x"], "when": [pd.Timestamp("2026-01-02")]}
+    ).to_parquet(second)
+    rows = gather_inputs([first, second])
+    assert [row.problem for row in rows] == [None, "row 3: empty path in column 'path'", None, None]
+    assert rows[0].text == "NA" and rows[2].text is None  # as written; an empty cell is none
+    for suffix in (".parquet", ".jsonl"):
+        predictor = FakePredictor()
+        table = predict_table(predictor, rows, tmp_path / f"out{suffix}")
+        assert list(table["error"].notna()) == [False, True, False, False]
+        assert predictor.texts == ["NA", None, None]
+        written = read_table(tmp_path / f"out{suffix}")
+        assert [r["label"] for r in written] == ["calm", None, "calm", "calm"]
+        assert "input.probabilities.calm" in written[0] and written[0]["speaker"] in (7, "7")
+
+
+def test_the_output_cannot_be_an_input_table(tmp_path):
+    from crabser.tables import check_output
+
+    table = tmp_path / "meta.csv"
+    table.write_text("path\na.wav\n", encoding="utf-8")
+    with pytest.raises(CrabserError, match="is an input"):
+        check_output(table, inputs=[table])
+    with pytest.raises(CrabserError, match="is an input"):
+        FakeRecognizer().predict_table([table], table)
+
+
+class FakeRecognizer(FakePredictor):
+    """FakePredictor with Recognizer.predict_table (the checks of the Python entry point)."""
+
+    from crabser.inference import _Predictor
+
+    predict_table = _Predictor.predict_table
+
+
+def test_a_partial_file_cut_inside_a_character_resumes(tmp_path):
+    rows = _clips(tmp_path / "clips", 3)
+    out = tmp_path / "t.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        predict_table(FakePredictor(stop_after=1), rows, out, batch_size=2)
+    with partial_path(out).open("ab") as log:
+        log.write('{"key": "x", "transcript": "gr\u00fc'.encode()[:-1])  # half of the ü
+    predictor = FakePredictor()
+    table = predict_table(predictor, rows, out, batch_size=2)
+    assert predictor.batches == [["clip02.wav"]] and table["error"].isna().all()
+
+
+def test_utf16_text_and_filler_bytes_are_not_audio(tmp_path):
+    for name, content in {
+        "notes.txt": "\ufeffa transcript".encode("utf-16-le"),
+        "be.txt": "\ufeffa transcript".encode("utf-16-be"),
+        "filler.bin": b"\xff" * 64,
+    }.items():
+        (tmp_path / name).write_bytes(content)
+        assert not looks_like_audio(tmp_path / name), name
+
+
+def test_a_single_folder_string_and_a_stack_asked_for_embeddings(tmp_path):
+    rows = _clips(tmp_path / "clips", 2)
+    table = FakeRecognizer().predict_table(str(tmp_path / "clips"))
+    assert list(table["source"]) == [str(row.path) for row in rows]
+    stack = FakePredictor()
+    stack.gives_embeddings = False
+    with pytest.raises(CrabserError, match="gives no embeddings"):
+        predict_table(stack, rows, embed=True)
+    assert stack.batches == []

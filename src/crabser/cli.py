@@ -34,6 +34,7 @@ app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="Speech emotion recognition with Crab (MLCS)."
 )
 console = Console()
+errors = Console(stderr=True)  #: per-input errors of a command whose standard output is data
 
 ConfigOption = Annotated[Path | None, typer.Option("--config", "-c", help="YAML run config.")]
 OverrideOption = Annotated[
@@ -124,7 +125,7 @@ def _progress(
     ]
     if unit:
         columns.append(_RateColumn(unit))
-    with Progress(*columns, console=Console(stderr=True) if stderr else console) as bar:
+    with Progress(*columns, console=errors if stderr else console) as bar:
 
         def start(title: str, total: int) -> Callable[[int], None]:
             task = bar.add_task(title, total=total)
@@ -612,8 +613,10 @@ def predict(
             raise CrabserError(f"--segment-mode must be vad or fixed, got {segment_mode!r}")
         if segment and embeddings:
             raise CrabserError("--embeddings is for whole inputs, not --segment timelines")
+        if embeddings and not (as_json or out):
+            raise CrabserError("--embeddings: write them with --json or --out T.parquet")
         if out is not None and not segment:
-            check_output(out, embeddings)
+            check_output(out, embeddings, files)
         inputs = gather_inputs(files, path_column, text_column)
         if not inputs:
             raise CrabserError(f"no audio found in {', '.join(map(str, files))}")
@@ -638,13 +641,13 @@ def predict(
                 )
             except KeyboardInterrupt:
                 if out is not None:
-                    console.print(f"interrupted: run the same command again to resume {out}")
+                    errors.print(f"interrupted: run the same command again to resume {out}")
                 raise typer.Exit(130) from None
     fields = [*OUTPUT_FIELDS, *([EMBEDDING] if embeddings else [])]
     records = table[fields].to_dict(orient="records")
     failures = [r for r in records if r["error"]]
-    for r in failures:
-        console.print(
+    for r in failures:  # on stderr: standard output holds only the results (JSON lines)
+        errors.print(
             f"[bold red]error:[/] {escape(r['source'])}: {escape(r['error'])}",
             soft_wrap=True,
             highlight=False,

@@ -65,6 +65,7 @@ class _Predictor:
     _asr_factory: Callable[[], Any] | None = None  #: builds the offline ASR on first need
     _asr: Any = None
     _asr_lock = threading.Lock()  #: building the ASR is rare and slow: one lock for every predictor
+    gives_embeddings = False  #: whether ``embed=True`` can be asked for (one model, not a stack)
 
     @property
     def needs_audio(self) -> bool:
@@ -161,7 +162,7 @@ class _Predictor:
 
     def predict_table(
         self,
-        sources: Sequence[str | Path] | Sequence[TableInput],
+        sources: str | Path | Sequence[str | Path] | Sequence[TableInput],
         out: str | Path | None = None,
         *,
         text: str | None = None,
@@ -177,8 +178,12 @@ class _Predictor:
         table, a row per input with its error where it fails; with ``out`` (``.csv``,
         ``.parquet``, ``.jsonl``) written there, and a second run resumes it; ``embed`` adds the
         utterance embeddings (see :mod:`crabser.tables`)."""
-        from crabser.tables import TableInput, gather_inputs, predict_table
+        from crabser.tables import TableInput, check_output, gather_inputs, predict_table
 
+        if isinstance(sources, (str, Path)):  # one folder, list or table
+            sources = [sources]
+        if out is not None:
+            check_output(Path(out), embed, [s for s in sources if not isinstance(s, TableInput)])
         inputs = [s for s in sources if isinstance(s, TableInput)]
         if len(inputs) != len(sources):
             inputs = gather_inputs(cast(Sequence[str | Path], sources), path_column, text_column)
@@ -256,6 +261,8 @@ class ExportedModule(torch.nn.Module):
 
 class Recognizer(_Predictor):
     """A trained model with its encoders; loads once, predicts many times."""
+
+    gives_embeddings = True
 
     def __init__(
         self,

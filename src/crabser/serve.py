@@ -477,9 +477,6 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         min_confidence: Annotated[
             float | None, Form(ge=0.0, le=1.0, description=CONFIDENCE)
         ] = None,
-        embedding: Annotated[
-            bool, Form(description="add the utterance embedding (the model's fused vector)")
-        ] = False,
     ) -> dict:
         data, name = await read_upload(audio)
         if hop > window:

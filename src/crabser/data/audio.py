@@ -487,9 +487,9 @@ AUDIO_SIGNATURES: tuple[tuple[tuple[int, bytes], ...], ...] = (
 
 
 def looks_like_audio(path: str | Path) -> bool:
-    """Whether a file starts like audio (:data:`AUDIO_SIGNATURES`, or an MPEG audio frame sync:
-    MP3 or ADTS AAC without a tag), whatever its name; False for a file that cannot be read. A
-    look at the first bytes only: the file may still fail to decode."""
+    """Whether a file starts like audio (:data:`AUDIO_SIGNATURES`, or an MPEG audio frame header:
+    MP2/MP3 or ADTS AAC without a tag), whatever its name; False for a file that cannot be read.
+    A look at the first bytes only: the file may still fail to decode."""
     try:
         with open(path, "rb") as file:
             head = file.read(16)
@@ -499,12 +499,16 @@ def looks_like_audio(path: str | Path) -> bool:
         all(head[at : at + len(sig)] == sig for at, sig in sig_set) for sig_set in AUDIO_SIGNATURES
     ):
         return True
-    # MPEG frame header: 11 sync bits set, a version other than "reserved" (01) and a layer other
-    # than "reserved" (00), or the ADTS form of AAC (layer 00 with its own sync)
-    if len(head) >= 2 and head[0] == 0xFF and head[1] & 0xE0 == 0xE0:
-        version, layer = (head[1] >> 3) & 0b11, (head[1] >> 1) & 0b11
-        return version != 0b01 and (layer != 0b00 or head[1] & 0xF6 == 0xF0)
-    return False
+    # An MPEG audio frame header: 11 sync bits, then a version other than "reserved" (01), layer II
+    # or III (MP2, MP3; layer I is not taken: FF FE, FF FF open UTF-16 text and filler bytes),
+    # and a bit-rate index other than "bad" (1111) and a rate index other than "reserved" (11).
+    # Or ADTS, the raw form of AAC: layer 00 and a sampling-frequency index under 13.
+    if len(head) < 3 or head[0] != 0xFF or head[1] & 0xE0 != 0xE0:
+        return False
+    version, layer = (head[1] >> 3) & 0b11, (head[1] >> 1) & 0b11
+    if layer == 0b00:
+        return head[1] & 0xF6 == 0xF0 and (head[2] >> 2) & 0xF < 13
+    return version != 0b01 and layer != 0b11 and head[2] >> 4 != 0xF and (head[2] >> 2) & 3 != 3
 
 
 def duration_seconds(path: str | Path) -> float:
