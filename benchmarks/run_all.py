@@ -35,6 +35,7 @@ BENCHMARKS = {
     "speed": [],
     "service": [],
     "predict_folder": [],  # 1,000 clips three ways and a resumed run: about 5 minutes
+    "onnx_speed": [],  # PyTorch vs ONNX fp32 / int8: about 5 minutes
     "hostile_inputs": [],  # about a minute: bombs, slow and chunked clients against the service
     "whisper_padding": [],
     "emodb_loso": [
@@ -70,6 +71,7 @@ LONGEST_FIRST = [
     "meld_text",
     "service",
     "predict_folder",
+    "onnx_speed",
     "hostile_inputs",
     "bigru",
     "asr_wer",

@@ -13,7 +13,8 @@ from crabser.data.audio import decode_audio
 from crabser.data.corpora import emodb as emodb_adapter
 from crabser.data.corpora import get_adapter
 from crabser.errors import AudioError, CrabserError, TranscriptError
-from crabser.inference import Recognizer, _Predictor, export_model
+from crabser.inference import Recognizer, export_model
+from crabser.predictor import Predictor
 from crabser.pretrained import DEFAULT_MODEL, packaged_model_dir
 
 #: a model trained on real EmoDB clips for most tests: `make test-fast` leaves these out
@@ -229,7 +230,7 @@ def test_a_local_models_folder_and_a_hub_cache_give_models_by_name(tmp_path, mon
     assert json.loads(printed.output.splitlines()[-1])["label"] in latest.labels
 
 
-class _FakePredictor(_Predictor):
+class _FakePredictor(Predictor):
     """A text model whose probabilities are given; its ASR factory is slow and counts its calls."""
 
     def __init__(self, probabilities: list[float]) -> None:

@@ -379,9 +379,9 @@ def test_the_output_cannot_be_an_input_table(tmp_path):
 class FakeRecognizer(FakePredictor):
     """FakePredictor with Recognizer.predict_table (the checks of the Python entry point)."""
 
-    from crabser.inference import _Predictor
+    from crabser.predictor import Predictor
 
-    predict_table = _Predictor.predict_table
+    predict_table = Predictor.predict_table
 
 
 def test_a_partial_file_cut_inside_a_character_resumes(tmp_path):

@@ -605,7 +605,7 @@ def predict(
     transcribed by the offline ASR unless ``-o asr.fill_missing=false``. A file that fails is
     reported and the others go on; the exit code is then 1.
     """
-    from crabser.inference import Recognizer
+    from crabser.loading import load_predictor
     from crabser.tables import EMBEDDING, OUTPUT_FIELDS, check_output, gather_inputs
 
     with _friendly_errors():
@@ -620,7 +620,7 @@ def predict(
         inputs = gather_inputs(files, path_column, text_column)
         if not inputs:
             raise CrabserError(f"no audio found in {', '.join(map(str, files))}")
-        recognizer = Recognizer.load(model, overrides=override)
+        recognizer = load_predictor(model, overrides=override)
         if segment:
             paths = [row.path for row in inputs]
             failed = _predict_segments(
@@ -745,16 +745,63 @@ def _predict_segments(
 
 @app.command()
 def export(
-    run: RunOption,
-    out: Annotated[Path, typer.Option("--out", help="Folder to write the model to.")],
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            "--out",
+            help="Folder to write the model to (--onnx of a packaged model: by default its "
+            "ONNX build in the local models folder, which crabser predict then uses).",
+        ),
+    ] = None,
+    run: Annotated[
+        Path | None,
+        typer.Option("--run", "-r", help="Run folder (holds config.yaml and checkpoints)."),
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option("--model", "-m", help="--onnx: a model by name or folder instead of --run."),
+    ] = None,
     half: Annotated[bool, typer.Option(help="Store the weights in fp16 (half the size).")] = True,
+    onnx: Annotated[
+        bool,
+        typer.Option(
+            "--onnx",
+            help="Write ONNX graphs run by onnxruntime (no torch at prediction; speech models "
+            "over the Whisper encoder).",
+        ),
+    ] = False,
+    int8: Annotated[
+        bool, typer.Option("--int8", help="--onnx: weights quantised to 8 bits.")
+    ] = False,
 ) -> None:
     """Export a run's best model as a small folder (weights, labels, encoder config) for
-    predict/serve."""
-    from crabser.inference import export_model
-
+    predict/serve, or any speech model as ONNX (--onnx)."""
     with _friendly_errors():
-        folder = export_model(run, out, half=half)
+        if (run is None) == (model is None):
+            raise CrabserError("give --run or, with --onnx, --model")
+        if model is not None and not onnx:
+            raise CrabserError("--model is for --onnx; export a run with --run")
+        if int8 and not onnx:
+            raise CrabserError("--int8 is for --onnx")
+        if onnx:
+            from crabser.onnx_export import export_onnx
+            from crabser.pretrained import onnx_build_dir
+
+            source = str(run) if run is not None else cast(str, model)
+            if out is None:
+                out = onnx_build_dir(source) if not int8 else None
+            if out is None:
+                raise CrabserError(
+                    "--out: where to write the model (needed unless --onnx of a "
+                    "packaged model in fp32)"
+                )
+            folder = export_onnx(source, out, int8=int8)
+        else:
+            from crabser.inference import export_model
+
+            if out is None:
+                raise CrabserError("--out: where to write the model")
+            folder = export_model(cast(Path, run), out, half=half)
     size = sum(p.stat().st_size for p in folder.iterdir()) / 1e6
     console.print(f"model: {folder} ({size:.2f} MB)")
 

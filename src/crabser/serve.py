@@ -303,10 +303,10 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         )
     }
 
-    from crabser.inference import Recognizer
+    from crabser.loading import load_predictor
 
     settings = settings or ServiceSettings()
-    recognizer = recognizer or Recognizer.load(settings.model)
+    recognizer = recognizer or load_predictor(settings.model)
     pool = WorkerPool(settings.workers, settings.queue)
     model_lock = (
         threading.Lock() if settings.workers > 1 else None

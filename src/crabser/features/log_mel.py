@@ -13,6 +13,7 @@ silence beyond them could not raise it.
 
 from __future__ import annotations
 
+import math
 from functools import lru_cache
 
 import numpy as np
@@ -77,3 +78,22 @@ def log_mel(wave: np.ndarray, frames: int, n_mels: int = 80) -> np.ndarray:
     log_spec = np.log10(np.maximum(mel, 1e-10))
     log_spec = np.maximum(log_spec, log_spec.max() - 8.0)
     return ((log_spec + 4.0) / 4.0).astype(np.float32)
+
+
+WINDOW_SECONDS = 30  #: Whisper's input window: 3000 mel frames, 1500 positions
+
+
+def check_pad_to_seconds(pad_to_seconds: float | None) -> None:
+    """ValueError unless ``pad_to_seconds`` is None or within Whisper's window, (0, 30]."""
+    if pad_to_seconds is not None and not 0 < pad_to_seconds <= WINDOW_SECONDS:
+        raise ValueError(f"pad_to_seconds must be in (0, {WINDOW_SECONDS}], got {pad_to_seconds}")
+
+
+def whisper_frames(samples: int, pad_to_seconds: float | None) -> tuple[int, int]:
+    """Mel frames for a clip of ``samples`` at 16 kHz: its own (even) count and the model input's
+    (``pad_to_seconds`` = Whisper's padding, None = the clip's own length). Encoder frames are
+    half."""
+    own = max(2, math.ceil(samples / HOP))
+    own += own % 2
+    target = own if pad_to_seconds is None else max(own, int(pad_to_seconds * 16000 / HOP))
+    return own, target + target % 2

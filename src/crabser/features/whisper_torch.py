@@ -23,7 +23,6 @@ under a second), not into a cache folder: nothing to invalidate, nothing written
 
 from __future__ import annotations
 
-import math
 import struct
 from pathlib import Path
 from typing import BinaryIO
@@ -35,7 +34,13 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from crabser.errors import ConfigError
-from crabser.features.log_mel import HOP, log_mel
+from crabser.features.log_mel import (  # noqa: F401 (re-exported: their users import them here)
+    HOP,
+    WINDOW_SECONDS,
+    check_pad_to_seconds,
+    log_mel,
+    whisper_frames,
+)
 
 CT2_BINARY_VERSION = 6
 _CT2_DTYPES = {
@@ -288,25 +293,6 @@ def whisper_encoder_from_ct2(model_path: str | Path) -> WhisperEncoderModule:
             f"{folder}: the Whisper weights do not fit its encoder ({error})"
         ) from None
     return encoder.eval()
-
-
-WINDOW_SECONDS = 30  #: Whisper's input window: 3000 mel frames, 1500 positions
-
-
-def check_pad_to_seconds(pad_to_seconds: float | None) -> None:
-    """ValueError unless ``pad_to_seconds`` is None or within Whisper's window, (0, 30]."""
-    if pad_to_seconds is not None and not 0 < pad_to_seconds <= WINDOW_SECONDS:
-        raise ValueError(f"pad_to_seconds must be in (0, {WINDOW_SECONDS}], got {pad_to_seconds}")
-
-
-def whisper_frames(samples: int, pad_to_seconds: float | None) -> tuple[int, int]:
-    """Mel frames for a clip of ``samples`` at 16 kHz: its own (even) count and the model input's
-    (``pad_to_seconds`` = Whisper's padding, None = the clip's own length). Encoder frames are
-    half."""
-    own = max(2, math.ceil(samples / HOP))
-    own += own % 2
-    target = own if pad_to_seconds is None else max(own, int(pad_to_seconds * 16000 / HOP))
-    return own, target + target % 2
 
 
 def whisper_mel_batch(

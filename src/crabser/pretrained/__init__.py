@@ -29,6 +29,7 @@ import os
 from pathlib import Path
 
 from crabser.errors import CrabserError
+from crabser.io import file_sha256
 
 DEFAULT_MODEL = "multicorpus_speech"
 
@@ -83,6 +84,20 @@ def packaged_model_dir(name: str = DEFAULT_MODEL) -> Path:
             "scripts/build_default_model.py"
         )
     return folder
+
+
+def onnx_build_dir(name: str) -> Path:
+    """Where ``crabser export --onnx --model crabser/<name>`` puts the ONNX build of a packaged
+    model, which :func:`crabser.loading.load_predictor` then prefers: the local models folder's
+    ``onnx/<name>-<hash of its weights>`` (a rebuilt model gets a new folder). CrabserError for a
+    name that is not a packaged model."""
+    name = DEFAULT_MODEL if name == "default" else name.removeprefix(PREFIX)
+    folder = packaged_models().get(name)
+    if folder is None:
+        raise CrabserError(
+            f"{name}: not a packaged model; give --out for the ONNX build of another model"
+        )
+    return local_models_dir() / "onnx" / f"{name}-{file_sha256(folder / 'model.safetensors')[:12]}"
 
 
 def hub_model_dir(name: str) -> Path:
