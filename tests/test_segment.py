@@ -178,3 +178,23 @@ def test_output_stems_are_distinct_for_same_named_files(tmp_path):
     assert stems[a].endswith("a_x") and stems[b].endswith("b_x")
     three = output_stems([a, b, nested])
     assert len(set(three.values())) == 3
+
+
+def test_live_windows_are_the_stream_cut_every_hop_whatever_the_chunks():
+    from crabser.segment import LiveWindows
+
+    rng = np.random.default_rng(0)
+    stream = rng.standard_normal(16000 * 7 + 123).astype(np.float32)
+    windows, cut, at = [], LiveWindows(window=2.0, hop=0.5), 0
+    for size in rng.integers(1, 9000, 200):
+        windows += cut.push(stream[at : at + size])
+        assert len(cut.buffer) <= 32000 + 9000  # one window and one chunk, never the stream
+        at += size
+        if at >= len(stream):
+            break
+    assert cut.seconds == pytest.approx(len(stream) / 16000)
+    assert [start for start, _ in windows] == [0.5 * k for k in range(11)]
+    for start, wave in windows:
+        np.testing.assert_array_equal(wave, stream[int(start * 16000) : int(start * 16000) + 32000])
+    with pytest.raises(ValueError, match="at most the window"):
+        LiveWindows(window=1.0, hop=2.0)

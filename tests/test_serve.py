@@ -771,3 +771,68 @@ def test_embeddings_in_python_the_cli_http_and_a_table(client, clip, model, emod
     np.testing.assert_allclose(frames, expected, atol=1e-5)
     with pytest.raises(CrabserError, match="not text"):
         model.embed_frames([clip], modality="text")
+
+
+def test_live_audio_over_a_websocket_gets_a_segment_per_window(client, clip, model):
+    """A real clip streamed in 0.25 s chunks: the first message names the labels, then one record
+    per 2 s window every 1 s, each what predict gives on that window; silence is marked."""
+    from crabser.data.audio import load_audio
+
+    wave = np.concatenate([load_audio(clip), np.zeros(48000, dtype=np.float32)])  # 3 s silence
+    records = []
+    with client.websocket_connect("/v1/live?window=2&hop=1") as socket:
+        first = socket.receive_json()
+        assert first == {"labels": model.labels, "sample_rate": 16000, "window": 2.0, "hop": 1.0}
+        for start in range(0, len(wave), 4000):
+            socket.send_bytes(wave[start : start + 4000].astype("<f4").tobytes())
+        expected = int((len(wave) / 16000 - 2.0) // 1.0) + 1
+        records = [socket.receive_json() for _ in range(expected)]
+    assert [r["start"] for r in records] == [float(k) for k in range(expected)]
+    assert records[-1]["error"] == "silent" and records[-1]["label"] is None
+    for record in records[:-1]:
+        piece = wave[int(record["start"] * 16000) : int(record["start"] * 16000) + 32000]
+        direct = model.predict((piece, 16000))
+        assert record["label"] == direct.label and record["error"] is None
+        assert record["probabilities"][direct.label] == pytest.approx(
+            direct.probabilities[direct.label], abs=1e-5
+        )
+
+
+@pytest.mark.parametrize(
+    ("query", "message", "code", "detail"),
+    [
+        ("window=0.1", None, 1008, "window must be between"),
+        ("window=2&hop=3", None, 1008, "hop must be between"),
+        ("", "text", 1003, "send audio as binary messages"),
+        ("", b"\x00\x00\x00", 1003, "whole float32 samples"),
+        ("", np.array([np.nan], dtype="<f4").tobytes(), 1003, "NaN"),
+    ],
+)
+def test_live_refusals_are_one_message_and_a_close(client, query, message, code, detail):
+    from starlette.websockets import WebSocketDisconnect
+
+    with client.websocket_connect(f"/v1/live?{query}") as socket:
+        if message is not None:
+            socket.receive_json()  # the labels
+            if isinstance(message, str):
+                socket.send_text(message)
+            else:
+                socket.send_bytes(message)
+        assert detail in socket.receive_json()["detail"]
+        with pytest.raises(WebSocketDisconnect) as closed:
+            socket.receive_json()
+        assert closed.value.code == code
+
+
+def test_a_live_socket_from_another_origin_or_host_is_refused(client):
+    from starlette.websockets import WebSocketDisconnect
+
+    for headers in ({"origin": "http://evil.example"}, {"host": "evil.example"}):
+        with (
+            pytest.raises(WebSocketDisconnect) as refused,
+            client.websocket_connect("/v1/live", headers=headers) as socket,
+        ):
+            socket.receive_json()
+        assert refused.value.code == 1008
+    with client.websocket_connect("/v1/live", headers={"origin": "http://testserver"}) as socket:
+        assert "labels" in socket.receive_json()

@@ -144,3 +144,23 @@ def test_recording_from_the_microphone_is_sent_and_answered(server, page):
         Recognizer.load().labels
     )  # a bar per class
     assert page.inner_text("#error") == ""
+
+
+def test_live_microphone_draws_a_timeline_as_the_audio_arrives(server, page):
+    """Live (Chromium's fake microphone beeps): audio streams over the WebSocket and a block per
+    window appears while it plays; Stop live ends it."""
+    from crabser.inference import Recognizer
+
+    page.goto(server)
+    page.click("#live")
+    page.wait_for_function(
+        "document.querySelectorAll('#live-track .seg').length >= 2", timeout=30_000
+    )
+    shown = page.eval_on_selector_all(
+        "#live-track .seg", "blocks => blocks.map(b => b.dataset.label)"
+    )
+    page.click("#live-stop")
+    assert set(shown) <= {*Recognizer.load().labels, "silent"}, shown
+    assert page.inner_text("#error") == ""
+    assert page.inner_text("#live-label").split()[0] in {*Recognizer.load().labels, "silent"}
+    page.wait_for_function("!document.getElementById('live').disabled")

@@ -219,6 +219,50 @@ def _entry(start: float, wave: np.ndarray, prediction) -> TimelineEntry:
     )
 
 
+class LiveWindows:
+    """A live stream cut into windows as it arrives: :meth:`push` 16 kHz samples, get each window
+    of ``window`` s that they complete, every ``hop`` s (``hop`` <= ``window``), as ``(start
+    seconds, wave)``. Memory stays one window plus one pushed chunk."""
+
+    def __init__(self, window: float, hop: float) -> None:
+        if not 0 < hop <= window:
+            raise ValueError(f"hop ({hop} s) must be positive and at most the window ({window} s)")
+        self.size, self.step = round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE)
+        self.buffer = np.zeros(0, dtype=np.float32)
+        self.buffer_start = 0  #: the stream position (samples) of buffer[0]
+        self.next_start = 0  #: where the next window starts
+        self.received = 0
+
+    @property
+    def seconds(self) -> float:
+        """Seconds of audio received so far."""
+        return self.received / SAMPLE_RATE
+
+    def push(self, samples: np.ndarray) -> list[tuple[float, np.ndarray]]:
+        """Add samples; the windows now complete."""
+        self.buffer = np.concatenate([self.buffer, np.asarray(samples, dtype=np.float32)])
+        self.received += len(samples)
+        windows = []
+        while self.next_start + self.size <= self.received:
+            at = self.next_start - self.buffer_start
+            windows.append((self.next_start / SAMPLE_RATE, self.buffer[at : at + self.size].copy()))
+            self.next_start += self.step
+        drop = self.next_start - self.buffer_start  # no later window reads these samples
+        self.buffer, self.buffer_start = self.buffer[drop:], self.buffer_start + drop
+        return windows
+
+
+def predict_live_window(
+    recognizer, start: float, wave: np.ndarray, min_confidence: float | None = None
+) -> TimelineEntry:
+    """One live window's entry: silent (peak under :data:`SILENCE_PEAK`) gets ``error`` "silent"
+    and no prediction, a failure its error."""
+    if not len(wave) or float(np.abs(wave).max()) < SILENCE_PEAK:
+        end = round(start + len(wave) / SAMPLE_RATE, 3)
+        return TimelineEntry(round(start, 3), end, None, {}, None, "silent")
+    return _predict_batch(recognizer, [(start, wave)], min_confidence)[0]
+
+
 def timeline_record(
     source: str, duration: float, labels: list[str], entries: list[TimelineEntry]
 ) -> dict[str, Any]:

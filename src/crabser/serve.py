@@ -1,8 +1,10 @@
 """The HTTP service: ``crabser serve`` (FastAPI + uvicorn) and a web page at ``/``.
 
 Endpoints: ``POST /v1/predict`` (multipart: ``audio`` file, optional ``text``), ``POST
-/v1/predict/segments`` (``audio``; ``mode`` vad|fixed, ``window``, ``hop``: a timeline), ``GET
-/v1/labels``, ``GET /health``; OpenAPI docs at ``/docs``.
+/v1/predict/segments`` (``audio``; ``mode`` vad|fixed, ``window``, ``hop``: a timeline), the
+WebSocket ``/v1/live`` (streamed microphone audio in, a timeline segment per window out; the web
+page's Live button), ``GET /v1/labels``, ``GET /health``; OpenAPI docs at ``/docs``. A WebSocket
+handshake gets the Host check below, and one from a page of another origin is refused.
 
 Answers: 200 with the prediction; 413 for an upload over ``max_bytes`` (counted as it arrives, so
 a chunked upload without Content-Length is cut off at the limit too), audio longer than
@@ -50,9 +52,11 @@ import threading
 import time
 import traceback
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
+
+import numpy as np
 
 from crabser.data.audio import AudioTooLong, decode_audio
 from crabser.data.text import clean_text
@@ -168,13 +172,19 @@ class _Guard:
         self.app, self.settings, self.hosts = app, settings, settings.trusted_hosts()
 
     async def __call__(self, scope, receive, send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] not in ("http", "websocket"):
             return await self.app(scope, receive, send)
         from starlette.responses import JSONResponse
 
         headers = {
             k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])
         }
+        if scope["type"] == "websocket":
+            refused = self._socket_refusal(headers)
+            if refused is None:
+                return await self.app(scope, receive, send)
+            await receive()  # the handshake's websocket.connect; closing now answers 403
+            return await send({"type": "websocket.close", "code": 1008, "reason": refused[:120]})
         problem = self._refusal(headers)
         if problem is not None:
             status, detail = problem
@@ -198,6 +208,21 @@ class _Guard:
                     "bytes"
                 ),
             )
+        return None
+
+    def _socket_refusal(self, headers: dict[str, str]) -> str | None:
+        """Why a WebSocket handshake is refused: a Host not served (as for HTTP), or a page of
+        another origin (a browser sends Origin; any site could otherwise open a socket to a local
+        service)."""
+        refused = self._refusal({"host": headers.get("host", "")})
+        if refused is not None:
+            return refused[1]
+        origin = headers.get("origin")
+        if origin is not None:
+            from urllib.parse import urlsplit
+
+            if urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
+                return f"a page of another origin ({origin}) may not open this socket"
         return None
 
     def _bounded(self, receive):
@@ -238,6 +263,39 @@ class _Guard:
 #: bytes of multipart framing and form fields allowed beyond ``max_bytes``
 
 MULTIPART_OVERHEAD = 64_000
+
+
+#: the longest chunk a live client may send in one message, seconds
+LIVE_CHUNK_SECONDS = 5.0
+
+
+def _live_problem(window: float, hop: float, min_confidence: float | None) -> str | None:
+    """Why live settings are refused (None: they are fine)."""
+    if not 0.5 <= window <= 30.0:
+        return f"window must be between 0.5 and 30 s, got {window}"
+    if not 0.1 <= hop <= window:
+        return f"hop must be between 0.1 s and the window ({window} s), got {hop}"
+    if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
+        return f"min_confidence must be between 0 and 1, got {min_confidence}"
+    return None
+
+
+def _live_chunk_problem(
+    data: bytes | None, seconds: float, settings: ServiceSettings
+) -> tuple[int, str] | None:
+    """(close code, detail) for a live message that cannot be used, None for good audio."""
+    if data is None:
+        return 1003, "send audio as binary messages of 16 kHz mono float32 samples"
+    if len(data) % 4 or len(data) > LIVE_CHUNK_SECONDS * 16000 * 4:
+        return 1003, (
+            f"a message of {len(data)} bytes: send whole float32 samples, at most "
+            f"{LIVE_CHUNK_SECONDS:g} s per message"
+        )
+    if not np.isfinite(np.frombuffer(data, dtype="<f4")).all():
+        return 1003, "the audio holds NaN or infinite samples"
+    if seconds + len(data) / 64000 > settings.max_segment_seconds:
+        return 1009, f"live audio over the limit of {settings.max_segment_seconds:g} s"
+    return None
 
 
 def _host_name(host: str) -> str:
@@ -289,7 +347,7 @@ def _validation_detail(error) -> str:
 
 def create_app(settings: ServiceSettings | None = None, recognizer=None):
     """The FastAPI application (``recognizer`` given, or loaded from ``settings.model``)."""
-    from fastapi import FastAPI, File, Form, Request, UploadFile
+    from fastapi import FastAPI, File, Form, Request, UploadFile, WebSocket, WebSocketDisconnect
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import FileResponse, JSONResponse
 
@@ -482,6 +540,53 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         if hop > window:
             raise AudioError(name, f"hop ({hop} s) longer than the window ({window} s)")
         return await pool.run(predict_segments, data, name, mode, window, hop, min_confidence)
+
+    @app.websocket("/v1/live")
+    async def live(
+        socket: WebSocket,
+        window: float = 2.0,
+        hop: float = 1.0,
+        min_confidence: float | None = None,
+    ) -> None:
+        """Live emotion: the client streams 16 kHz mono float32 samples (little-endian binary
+        messages of at most LIVE_CHUNK_SECONDS); the service answers a first message (labels,
+        sample_rate, window, hop), then one timeline segment record per window of ``window`` s
+        every ``hop`` s as the audio arrives (silent windows: error "silent"). A problem is one
+        ``{"detail": ...}`` message, then the socket closes (1008 refused settings, 1003 wrong
+        data, 1009 over the limits)."""
+        from crabser.segment import LiveWindows, predict_live_window
+
+        problem = _live_problem(window, hop, min_confidence)
+        await socket.accept()
+        if problem is not None:
+            await socket.send_json({"detail": problem})
+            return await socket.close(code=1008)
+        await socket.send_json(
+            {"labels": recognizer.labels, "sample_rate": 16000, "window": window, "hop": hop}
+        )
+        windows = LiveWindows(window, hop)
+        try:
+            while True:
+                message = await socket.receive()
+                if message["type"] == "websocket.disconnect":
+                    return None
+                data = message.get("bytes")
+                refusal = _live_chunk_problem(data, windows.seconds, settings)
+                if refusal is not None:
+                    code, detail = refusal
+                    await socket.send_json({"detail": detail})
+                    return await socket.close(code=code)
+                samples = np.frombuffer(cast(bytes, data), dtype="<f4")
+                for start, wave in windows.push(samples):
+                    entry = await pool.run(
+                        locked, predict_live_window, recognizer, start, wave, min_confidence
+                    )
+                    await socket.send_json(asdict(entry))
+        except (WebSocketDisconnect, Busy) as error:
+            if isinstance(error, Busy):
+                await socket.send_json({"detail": str(error)})
+                await socket.close(code=1013)
+            return None
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:
