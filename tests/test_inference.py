@@ -212,9 +212,13 @@ def test_a_local_models_folder_and_a_hub_cache_give_models_by_name(tmp_path, mon
         shutil.copytree(model, repo / "snapshots" / commit)
     (repo / "refs").mkdir()
     (repo / "refs" / "main").write_text(second)
+    # a pickle left in the cache by another download is never read from a Hub folder
+    (repo / "snapshots" / second / "stack.json").write_text('{"models": {}}')
+    (repo / "snapshots" / second / "stack.joblib").write_bytes(b"not a pickle to open")
     monkeypatch.setenv("HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     latest = Recognizer.load("hf://someone/ser")
+    assert type(latest) is Recognizer
     pinned = Recognizer.load(f"hf://someone/ser@{first}")
     assert latest.labels == Recognizer.load(default_model).labels
     assert pinned.labels == Recognizer.load(emodb_model).labels != latest.labels

@@ -45,7 +45,8 @@ def clips(emodb) -> list[np.ndarray]:
     waves = [load_audio(p) for p in paths if p.suffix in (".wav", ".flac")][::60][:8]
     joined = np.concatenate(waves * 4)[: 35 * 16000]
     assert len(joined) == 35 * 16000
-    return [*waves, joined]
+    just_over = joined[: 30 * 16000 + 100]  # a second window of 100 samples: one encoder frame
+    return [*waves, joined, just_over]
 
 
 def test_onnx_answers_as_pytorch_on_real_clips(built, clips):
@@ -97,8 +98,27 @@ def test_the_build_of_a_packaged_model_is_what_predict_runs(built, clips, tmp_pa
     assert printed.exit_code == 0, printed.output
     record = json.loads(printed.stdout.splitlines()[-1])
     assert record["label"] == Recognizer.load("default").predict(clip).label
+    with pytest.raises(CrabserError, match="takes no config overrides"):
+        Recognizer.load(built, ["speech.max_seconds=5"])
     monkeypatch.setenv("CRABSER_MODELS", str(tmp_path / "elsewhere"))
     assert isinstance(load_predictor("default"), Recognizer)
+
+
+def test_a_stale_build_is_not_used_and_an_onnx_folder_loads_by_name(built, tmp_path, monkeypatch):
+    import shutil
+
+    models = tmp_path / "models"
+    stale = models / "onnx" / built.name
+    shutil.copytree(built, stale)
+    meta = json.loads((stale / ONNX_META).read_text())
+    meta["source_fingerprint"] = "0" * 64  # built from other weights or settings
+    (stale / ONNX_META).write_text(json.dumps(meta))
+    shutil.copytree(built, models / "mine")
+    monkeypatch.setenv("CRABSER_MODELS", str(models))
+    assert isinstance(load_predictor("default"), Recognizer)
+    assert isinstance(load_predictor("crabser/mine"), OnnxRecognizer)
+    listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
+    assert listed["mine"]["labels"] == Recognizer.load("default").labels
 
 
 def test_int8_weights_are_smaller_and_keep_the_labels(built, clips, tmp_path):

@@ -467,7 +467,8 @@ bootstrap_subsets: 10
         assert set(manifest[manifest["split"] == "test"]["speaker"]).isdisjoint(
             manifest[manifest["split"] != "test"]["speaker"]
         )
-    refused = runner.invoke(app, ["predict", "x.wav", "--run", str(out)])
+    clip = pd.read_csv(out / "folds/manifest.csv")["audio"].iloc[0]
+    refused = runner.invoke(app, ["predict", str(clip), "--run", str(out)])
     assert refused.exit_code == 2 and "for evaluation" in refused.output
     # the six base runs two at a time (spawned processes) score as one after another at that thread
     # count

@@ -803,6 +803,8 @@ def test_live_audio_over_a_websocket_gets_a_segment_per_window(client, clip, mod
     [
         ("window=0.1", None, 1008, "window must be between"),
         ("window=2&hop=3", None, 1008, "hop must be between"),
+        ("window=2&hop=0.1", None, 1008, "hop must be between 0.25 s"),
+        ("", np.zeros(16000 * 5, dtype="<f4").tobytes() * 7, 1003, "at most 5 s per message"),
         ("", "text", 1003, "send audio as binary messages"),
         ("", b"\x00\x00\x00", 1003, "whole float32 samples"),
         ("", np.array([np.nan], dtype="<f4").tobytes(), 1003, "NaN"),
@@ -836,3 +838,31 @@ def test_a_live_socket_from_another_origin_or_host_is_refused(client):
         assert refused.value.code == 1008
     with client.websocket_connect("/v1/live", headers={"origin": "http://testserver"}) as socket:
         assert "labels" in socket.receive_json()
+    with (
+        pytest.raises(WebSocketDisconnect),
+        client.websocket_connect(
+            "/v1/live", headers={"host": "localhost:8000", "origin": "http://localhost:9"}
+        ) as socket,
+    ):
+        socket.receive_json()  # another port is another origin (unless an --allowed-host)
+
+
+def test_live_streams_are_bounded_in_number_and_rate(model):
+    from starlette.websockets import WebSocketDisconnect
+
+    app = create_app(ServiceSettings(max_live=1, allowed_hosts=("testserver",)), recognizer=model)
+    client = TestClient(app)
+    with client.websocket_connect("/v1/live") as first:
+        first.receive_json()
+        with client.websocket_connect("/v1/live") as second:
+            assert "1 live streams are open" in second.receive_json()["detail"]
+            with pytest.raises(WebSocketDisconnect) as closed:
+                second.receive_json()
+            assert closed.value.code == 1013
+        noise = np.random.default_rng(0).uniform(-0.1, 0.1, 16000 * 5).astype("<f4").tobytes()
+        answers = []
+        for _ in range(12):  # 60 s of audio at once: far faster than it could be recorded
+            first.send_bytes(noise)
+        while "detail" not in (answer := first.receive_json()):
+            answers.append(answer)
+        assert "real time" in answer["detail"] and answers  # the first 30 s were predicted

@@ -869,9 +869,13 @@ def models(
 def _read_card(folder: Path) -> dict:
     """A model's card.json; a model without one (exported by a user) gets its labels only."""
     path = folder / "card.json"
-    if not path.exists() and (folder / "model.json").is_file():
-        meta = json.loads((folder / "model.json").read_text(encoding="utf-8"))
-        return {"labels": meta.get("labels", []), "card": "none (card.json beside model.json)"}
+    described = [folder / name for name in ("model.json", "onnx.json") if (folder / name).is_file()]
+    if not path.exists() and described:
+        meta = json.loads(described[0].read_text(encoding="utf-8"))
+        return {
+            "labels": meta.get("labels", []),
+            "card": f"none (card.json beside {described[0].name})",
+        }
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except (OSError, ValueError) as error:
@@ -899,6 +903,9 @@ def serve(
     max_connections: Annotated[
         int, typer.Option(help="Open connections at most (idle ones are closed first).")
     ] = 200,
+    max_live: Annotated[
+        int, typer.Option(min=0, help="Live microphone streams (WebSocket) open at once.")
+    ] = 8,
 ) -> None:
     """Serve a model over HTTP: POST /v1/predict, /v1/predict/segments, GET /v1/labels, /health, a
     web page at /."""
@@ -915,6 +922,7 @@ def serve(
             host=host,
             allowed_hosts=tuple(allowed_host or ()),
             max_connections=max_connections,
+            max_live=max_live,
         )
         run_service(settings, port)
 

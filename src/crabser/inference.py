@@ -82,11 +82,15 @@ class Recognizer(Predictor):
         an exported model; see :mod:`crabser.pretrained`), a run folder, a checkpoint file, an
         exported model folder, an ONNX model folder (``crabser export --onnx``) or a stack
         folder."""
-        from crabser.pretrained import resolve_model
+        from crabser.pretrained import HUB_PREFIX, resolve_model
 
         path = resolve_model(path_or_name)
         if (path / ONNX_META).is_file():
+            if overrides:
+                raise CrabserError(f"{path}: an ONNX model takes no config overrides (-o)")
             return OnnxRecognizer.load(path)
+        if str(path_or_name).startswith(HUB_PREFIX):  # an exported model only: never a pickle
+            return Recognizer.from_export(path, overrides)
         if path.is_file() and path.suffix == ".ckpt":
             return Recognizer.from_run(
                 path.parent.parent, checkpoint=path.name, overrides=overrides

@@ -14,7 +14,7 @@ import importlib.util
 from pathlib import Path
 
 from crabser.errors import CrabserError
-from crabser.onnx_runtime import ONNX_META, OnnxRecognizer
+from crabser.onnx_runtime import ONNX_META, OnnxRecognizer, read_meta
 from crabser.predictor import Predictor
 from crabser.pretrained import PREFIX, onnx_build_dir, resolve_model
 
@@ -24,22 +24,27 @@ def load_predictor(
 ) -> Predictor:
     """The recognizer of ``default``, ``crabser/<name>``, ``hf://<org>/<repo>`` or a folder; an
     ONNX folder without torch, any other through :meth:`crabser.inference.Recognizer.load`."""
-    folder = _onnx_build(str(path_or_name), overrides) or resolve_model(path_or_name)
-    if (folder / ONNX_META).is_file():
+    build = _onnx_build(str(path_or_name), overrides)
+    if build is not None:
+        return OnnxRecognizer.load(build)
+    folder = resolve_model(path_or_name)
+    if (folder / ONNX_META).is_file() and not overrides:
         return OnnxRecognizer.load(folder)
     from crabser.inference import Recognizer
 
-    return Recognizer.load(folder, overrides)
+    return Recognizer.load(path_or_name, overrides)
 
 
 def _onnx_build(name: str, overrides: list[str] | None) -> Path | None:
-    """The ONNX build of a packaged model, where one exists and can run."""
-    if overrides or not (name == "default" or name.startswith(PREFIX)) or Path(name).exists():
+    """The ONNX build of a packaged model, where one exists for its present weights and settings
+    (its onnx.json names the fingerprint it was built from) and onnxruntime can run it."""
+    if overrides or not (name == "default" or name.startswith(PREFIX)):
         return None
     try:
         build = onnx_build_dir(name)
+        fingerprint = read_meta(build).get("source_fingerprint") if build.is_dir() else None
     except CrabserError:
-        return None  # not packaged: a local model by name
-    if not (build / ONNX_META).is_file() or importlib.util.find_spec("onnxruntime") is None:
+        return None  # not packaged (a local model by name), or a damaged build: PyTorch
+    if fingerprint is None or not build.name.endswith(fingerprint[:16]):
         return None
-    return build
+    return build if importlib.util.find_spec("onnxruntime") is not None else None

@@ -8,8 +8,8 @@
   embedding. torch's TorchScript exporter, opset 17: the dynamo exporter cannot yet translate
   the head's GRU (``aten.gru``).
 - ``int8``: weights quantised to 8 bits after export (onnxruntime's dynamic quantisation of
-  MatMul and GRU weights): about a quarter of the size; labels agree, digits do not (measured in
-  BENCHMARKS.md, "ONNX").
+  MatMul and GRU weights): less than half the size, but probabilities move (up to 0.45) and a few
+  labels change (2.8 % of EmoDB's clips; BENCHMARKS.md, "ONNX").
 
 Our choices: the encoder runs one clip (and one 30 s window) at a time, as the PyTorch encoder
 does, so no padding ever enters it; fp32 graphs (the fp16 weights of an exported model are widened
@@ -34,8 +34,8 @@ from crabser.features.encoders import HFSpeechEncoder
 from crabser.features.whisper_torch import whisper_mel_batch
 from crabser.inference import Recognizer
 from crabser.io import atomic_path, ensure_folder
-from crabser.onnx_runtime import ENCODER_FILE, HEAD_FILE, ONNX_FORMAT, ONNX_META
-from crabser.pretrained import resolve_model
+from crabser.onnx_runtime import ENCODER_FILE, HEAD_FILE, ONNX_FORMAT, ONNX_META, OnnxRecognizer
+from crabser.pretrained import is_model_folder, model_fingerprint, resolve_model
 from crabser.runs import git_commit
 
 
@@ -47,8 +47,8 @@ class _EncoderGraph(torch.nn.Module):
         self.model, self.layer = model, layer
 
     def forward(self, mels: torch.Tensor) -> torch.Tensor:
-        states = self.model(mels, hidden_states=True)
-        return torch.stack(states, dim=2) if self.layer == "all" else states[self.layer]
+        states = self.model(mels, hidden_states=True)  # the encoder is cut at the layer read
+        return torch.stack(states, dim=2) if self.layer == "all" else states[-1]
 
 
 class _HeadGraph(torch.nn.Module):
@@ -66,6 +66,8 @@ class _HeadGraph(torch.nn.Module):
 def _speech_encoder(recognizer: object, model: str | Path) -> tuple[Recognizer, HFSpeechEncoder]:
     """A speech-only PyTorch recognizer and its Whisper encoder, or CrabserError saying why the
     model cannot be exported."""
+    if isinstance(recognizer, OnnxRecognizer):
+        raise CrabserError(f"{model}: is an ONNX model already")
     if not isinstance(recognizer, Recognizer) or not recognizer.encoders:
         raise CrabserError(
             f"{model}: only a single model with frozen encoders exports to ONNX (not a stack or a "
@@ -96,7 +98,7 @@ def export_onnx(model: str | Path, out: str | Path, int8: bool = False) -> Path:
     whisper = encoder.model.float().eval()
     head = recognizer.module.model.float().eval()
     mels, _ = whisper_mel_batch([np.zeros(16000, dtype=np.float32)], whisper.n_mels, None)
-    frames = torch.export.Dim("frames", min=2, max=1500)
+    frames = torch.export.Dim("frames", min=1, max=1500)
     with _quiet(), atomic_path(folder / ENCODER_FILE) as tmp:
         torch.onnx.export(
             _EncoderGraph(whisper, encoder.layer),
@@ -139,6 +141,7 @@ def export_onnx(model: str | Path, out: str | Path, int8: bool = False) -> Path:
         },
         "int8": int8,
         "source": str(model),
+        "source_fingerprint": _fingerprint(resolve_model(model)),
         "git_commit": git_commit(),
     }
     with atomic_path(folder / ONNX_META) as tmp:
@@ -149,6 +152,13 @@ def export_onnx(model: str | Path, out: str | Path, int8: bool = False) -> Path:
     for path in folder.iterdir():
         path.chmod(0o644)
     return folder
+
+
+def _fingerprint(source: Path) -> str | None:
+    """The source's :func:`model_fingerprint` when it is an exported model folder."""
+    if (source / "model.json").is_file() and is_model_folder(source):
+        return model_fingerprint(source)
+    return None
 
 
 def _quantise(path: Path) -> None:

@@ -41,6 +41,14 @@ def read_meta(folder: Path) -> dict[str, Any]:
     if not isinstance(meta, dict) or meta.get("format") != ONNX_FORMAT:
         found = meta.get("format") if isinstance(meta, dict) else None
         raise CrabserError(f"{path}: unknown model format {found!r} (expected {ONNX_FORMAT})")
+    speech = meta.get("speech")
+    needed = ("n_mels", "pad_to_seconds", "max_seconds")
+    if (
+        not meta.get("labels")
+        or not isinstance(speech, dict)
+        or any(k not in speech for k in needed)
+    ):
+        raise CrabserError(f"{path}: incomplete (labels and speech.{', speech.'.join(needed)})")
     return meta
 
 
@@ -63,6 +71,15 @@ def _session(path: Path) -> Any:
         raise CrabserError(f"{path}: not a loadable ONNX graph ({error})") from None
 
 
+def _run(session: Any, inputs: dict[str, np.ndarray]) -> list[np.ndarray]:
+    """A session's outputs; its failure as a CrabserError (one line, and a segment's error)."""
+    try:
+        return list(session.run(None, inputs))
+    except Exception as error:  # noqa: BLE001 (onnxruntime's own kinds)
+        first = str(error).splitlines()[0] if str(error) else type(error).__name__
+        raise CrabserError(f"the ONNX model failed on this input ({first})") from None
+
+
 class OnnxRecognizer(Predictor):
     """A speech model exported to ONNX: :meth:`predict`, :meth:`predict_batch`,
     :meth:`predict_table` and :meth:`embed` as the PyTorch recognizer has them."""
@@ -71,7 +88,7 @@ class OnnxRecognizer(Predictor):
 
     def __init__(self, meta: dict[str, Any], encoder: Any, head: Any) -> None:
         self.labels = list(meta["labels"])
-        self.modalities = list(meta["modalities"])
+        self.modalities = list(meta.get("modalities", ["speech"]))
         speech = meta["speech"]
         self.n_mels = int(speech["n_mels"])
         self.pad_to_seconds: float | None = speech["pad_to_seconds"]
@@ -96,7 +113,7 @@ class OnnxRecognizer(Predictor):
             piece = wave[start : start + window]
             own, target = whisper_frames(len(piece), self.pad_to_seconds)
             mels = log_mel(piece, target, self.n_mels)[None].astype(np.float32)
-            pieces.append(self.encoder.run(None, {"mels": mels})[0][0][: own // 2])
+            pieces.append(_run(self.encoder, {"mels": mels})[0][0][: own // 2])
         return np.concatenate(pieces, axis=0)
 
     def scores(
@@ -108,7 +125,7 @@ class OnnxRecognizer(Predictor):
         mask = np.zeros((len(frames), longest), dtype=bool)
         for i, f in enumerate(frames):
             batch[i, : len(f)], mask[i, : len(f)] = f, True
-        logits, fused = self.head.run(None, {"speech": batch, "mask": mask})
+        logits, fused = _run(self.head, {"speech": batch, "mask": mask})
         shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
         return shifted / shifted.sum(axis=-1, keepdims=True), fused if embed else None
 

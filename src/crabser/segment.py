@@ -222,14 +222,16 @@ def _entry(start: float, wave: np.ndarray, prediction) -> TimelineEntry:
 class LiveWindows:
     """A live stream cut into windows as it arrives: :meth:`push` 16 kHz samples, get each window
     of ``window`` s that they complete, every ``hop`` s (``hop`` <= ``window``), as ``(start
-    seconds, wave)``. Memory stays one window plus one pushed chunk."""
+    seconds, wave)``. Pushed chunks are joined only when a window is complete (many tiny messages
+    cost no copying), and samples no later window reads are dropped: memory stays one window plus
+    the chunks since, and the windows one push returns."""
 
     def __init__(self, window: float, hop: float) -> None:
         if not 0 < hop <= window:
             raise ValueError(f"hop ({hop} s) must be positive and at most the window ({window} s)")
         self.size, self.step = round(window * SAMPLE_RATE), round(hop * SAMPLE_RATE)
-        self.buffer = np.zeros(0, dtype=np.float32)
-        self.buffer_start = 0  #: the stream position (samples) of buffer[0]
+        self.chunks: list[np.ndarray] = []
+        self.buffer_start = 0  #: the stream position (samples) of the first kept sample
         self.next_start = 0  #: where the next window starts
         self.received = 0
 
@@ -238,17 +240,25 @@ class LiveWindows:
         """Seconds of audio received so far."""
         return self.received / SAMPLE_RATE
 
+    @property
+    def kept(self) -> int:
+        """Samples held."""
+        return sum(len(chunk) for chunk in self.chunks)
+
     def push(self, samples: np.ndarray) -> list[tuple[float, np.ndarray]]:
         """Add samples; the windows now complete."""
-        self.buffer = np.concatenate([self.buffer, np.asarray(samples, dtype=np.float32)])
+        self.chunks.append(np.asarray(samples, dtype=np.float32))
         self.received += len(samples)
+        if self.next_start + self.size > self.received:
+            return []
+        buffer = np.concatenate(self.chunks)
         windows = []
         while self.next_start + self.size <= self.received:
             at = self.next_start - self.buffer_start
-            windows.append((self.next_start / SAMPLE_RATE, self.buffer[at : at + self.size].copy()))
+            windows.append((self.next_start / SAMPLE_RATE, buffer[at : at + self.size].copy()))
             self.next_start += self.step
         drop = self.next_start - self.buffer_start  # no later window reads these samples
-        self.buffer, self.buffer_start = self.buffer[drop:], self.buffer_start + drop
+        self.chunks, self.buffer_start = [buffer[drop:]], self.buffer_start + drop
         return windows
 
 

@@ -85,6 +85,7 @@ class ServiceSettings:
     keep_alive: float = 5.0  #: seconds an idle keep-alive connection stays open
     max_connections: int = 200  #: open connections at most (and under the fd limit)
     log_interval: float = 10.0  #: a repeated warning is logged at most once per this many seconds
+    max_live: int = 8  #: live sockets open at once; more are refused (1013, try again later)
 
     def trusted_hosts(self) -> frozenset[str] | None:
         """The Host names answered (None: any), see the module docstring."""
@@ -221,7 +222,9 @@ class _Guard:
         if origin is not None:
             from urllib.parse import urlsplit
 
-            if urlsplit(origin).netloc.lower() != headers.get("host", "").lower():
+            netloc = urlsplit(origin).netloc.lower()
+            served = {_host_name(h) for h in self.settings.allowed_hosts}
+            if netloc != headers.get("host", "").lower() and _host_name(netloc) not in served:
                 return f"a page of another origin ({origin}) may not open this socket"
         return None
 
@@ -270,20 +273,28 @@ LIVE_CHUNK_SECONDS = 5.0
 
 
 def _live_problem(window: float, hop: float, min_confidence: float | None) -> str | None:
-    """Why live settings are refused (None: they are fine)."""
+    """Why live settings are refused (None: they are fine). A window is predicted every hop, so
+    the hop is at least 0.25 s and an eighth of the window: at most 4 windows a second and 8
+    windows over any sample."""
     if not 0.5 <= window <= 30.0:
         return f"window must be between 0.5 and 30 s, got {window}"
-    if not 0.1 <= hop <= window:
-        return f"hop must be between 0.1 s and the window ({window} s), got {hop}"
+    least = max(0.25, window / 8)
+    if not least <= hop <= window:
+        return f"hop must be between {least:g} s and the window ({window:g} s), got {hop}"
     if min_confidence is not None and not 0.0 <= min_confidence <= 1.0:
         return f"min_confidence must be between 0 and 1, got {min_confidence}"
     return None
 
 
+#: a live client may send audio this many times faster than real time, after a first burst
+LIVE_RATE, LIVE_BURST_SECONDS = 4.0, 30.0
+
+
 def _live_chunk_problem(
-    data: bytes | None, seconds: float, settings: ServiceSettings
+    data: bytes | None, seconds: float, elapsed: float, settings: ServiceSettings
 ) -> tuple[int, str] | None:
-    """(close code, detail) for a live message that cannot be used, None for good audio."""
+    """(close code, detail) for a live message that cannot be used, None for good audio;
+    ``seconds`` of audio came in ``elapsed`` seconds before it."""
     if data is None:
         return 1003, "send audio as binary messages of 16 kHz mono float32 samples"
     if len(data) % 4 or len(data) > LIVE_CHUNK_SECONDS * 16000 * 4:
@@ -293,8 +304,14 @@ def _live_chunk_problem(
         )
     if not np.isfinite(np.frombuffer(data, dtype="<f4")).all():
         return 1003, "the audio holds NaN or infinite samples"
-    if seconds + len(data) / 64000 > settings.max_segment_seconds:
+    after = seconds + len(data) / 64000
+    if after > settings.max_segment_seconds:
         return 1009, f"live audio over the limit of {settings.max_segment_seconds:g} s"
+    if after > LIVE_BURST_SECONDS + LIVE_RATE * elapsed:
+        return 1008, (
+            f"{after:.0f} s of audio in {elapsed:.0f} s: a live stream comes at about real "
+            "time (send a recording to /v1/predict/segments)"
+        )
     return None
 
 
@@ -541,6 +558,8 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
             raise AudioError(name, f"hop ({hop} s) longer than the window ({window} s)")
         return await pool.run(predict_segments, data, name, mode, window, hop, min_confidence)
 
+    live_sockets = [0]  # open live sockets (a list: changed inside the endpoint)
+
     @app.websocket("/v1/live")
     async def live(
         socket: WebSocket,
@@ -552,26 +571,37 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
         messages of at most LIVE_CHUNK_SECONDS); the service answers a first message (labels,
         sample_rate, window, hop), then one timeline segment record per window of ``window`` s
         every ``hop`` s as the audio arrives (silent windows: error "silent"). A problem is one
-        ``{"detail": ...}`` message, then the socket closes (1008 refused settings, 1003 wrong
-        data, 1009 over the limits)."""
+        ``{"detail": ...}`` message, then the socket closes (1008 refused settings or a stream
+        far faster than real time, 1003 wrong data, 1009 over the limits, 1013 too many live
+        sockets or a full queue, 1001 no audio for ``body_timeout`` s)."""
         from crabser.segment import LiveWindows, predict_live_window
 
         problem = _live_problem(window, hop, min_confidence)
         await socket.accept()
+        if problem is None and live_sockets[0] >= settings.max_live:
+            problem = f"{settings.max_live} live streams are open; try again later"
         if problem is not None:
             await socket.send_json({"detail": problem})
-            return await socket.close(code=1008)
+            return await socket.close(code=1013 if "try again" in problem else 1008)
         await socket.send_json(
             {"labels": recognizer.labels, "sample_rate": 16000, "window": window, "hop": hop}
         )
-        windows = LiveWindows(window, hop)
+        windows, started = LiveWindows(window, hop), time.monotonic()
+        live_sockets[0] += 1
         try:
             while True:
-                message = await socket.receive()
+                try:
+                    message = await asyncio.wait_for(socket.receive(), settings.body_timeout)
+                except asyncio.TimeoutError:
+                    await socket.send_json(
+                        {"detail": f"no audio for {settings.body_timeout:g} s: closed"}
+                    )
+                    return await socket.close(code=1001)
                 if message["type"] == "websocket.disconnect":
                     return None
                 data = message.get("bytes")
-                refusal = _live_chunk_problem(data, windows.seconds, settings)
+                elapsed = time.monotonic() - started
+                refusal = _live_chunk_problem(data, windows.seconds, elapsed, settings)
                 if refusal is not None:
                     code, detail = refusal
                     await socket.send_json({"detail": detail})
@@ -582,11 +612,14 @@ def create_app(settings: ServiceSettings | None = None, recognizer=None):
                         locked, predict_live_window, recognizer, start, wave, min_confidence
                     )
                     await socket.send_json(asdict(entry))
-        except (WebSocketDisconnect, Busy) as error:
-            if isinstance(error, Busy):
-                await socket.send_json({"detail": str(error)})
-                await socket.close(code=1013)
-            return None
+        except Busy as error:
+            await socket.send_json({"detail": str(error)})
+            await socket.close(code=1013)
+        except WebSocketDisconnect:
+            pass
+        finally:
+            live_sockets[0] -= 1
+        return None
 
     @app.get("/", include_in_schema=False)
     async def page() -> FileResponse:

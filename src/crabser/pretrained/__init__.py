@@ -16,11 +16,14 @@ Models by name (:func:`resolve_model`), besides run and export folders given by 
 - ``crabser/<name>``: a packaged model, else a folder ``<name>`` in the local models folder
   (:func:`local_models_dir`: ``$CRABSER_MODELS``, else ``$XDG_DATA_HOME/crabser/models``, else
   ``~/.local/share/crabser/models``), where ``crabser export --out`` can put one;
-- ``hf://<org>/<repo>[@<revision>]``: an exported model in a Hugging Face Hub repository, fetched
-  with ``huggingface_hub`` into its cache (``$HF_HUB_CACHE``) and taken from there afterwards. A
-  revision (commit, tag or branch) pins it. Offline (``HF_HUB_OFFLINE=1``) only the cache is read;
-  online, a Hub that cannot be reached falls back to the cache too. Only the exported model's
-  files are fetched (weights as safetensors: no pickled code runs).
+- ``hf://<org>/<repo>[@<revision>]``: an exported model (``crabser export``, with or without
+  ``--onnx``) in a Hugging Face Hub repository, fetched with ``huggingface_hub`` into its cache
+  (``$HF_HUB_CACHE``) and taken from there afterwards. A revision (commit, tag or branch) pins it.
+  Offline (``HF_HUB_OFFLINE=1``) only the cache is read; online, a Hub that cannot be reached
+  falls back to the cache too. Only :data:`HUB_FILES` are fetched and only an exported model is
+  loaded from a Hub folder (weights as safetensors or ONNX: no pickle is ever read from it, even
+  one an earlier download left in the cache). Encoders its ``config.yaml`` names by hub id are
+  loaded as for any config (and are not pinned by the revision); the embedded ones need nothing.
 """
 
 from __future__ import annotations
@@ -29,15 +32,30 @@ import os
 from pathlib import Path
 
 from crabser.errors import CrabserError
-from crabser.io import file_sha256
+from crabser.io import file_sha256, text_sha256
 
 DEFAULT_MODEL = "multicorpus_speech"
 
 
 PREFIX = "crabser/"  #: ``crabser/<name>`` names a packaged model
 HUB_PREFIX = "hf://"  #: ``hf://<org>/<repo>[@<revision>]`` names a model on the Hugging Face Hub
-#: the files of an exported model (``crabser export``) fetched from the Hub
-HUB_FILES = ["model.json", "model.safetensors", "config.yaml", "card.json"]
+#: the files of an exported model (``crabser export``, ``--onnx``) fetched from the Hub
+HUB_FILES = [
+    "model.json",
+    "model.safetensors",
+    "config.yaml",
+    "card.json",
+    "onnx.json",
+    "speech_encoder.onnx",
+    "head.onnx",
+]
+#: the file that names a model folder: an exported PyTorch model, or an ONNX one
+MODEL_MARKERS = ("model.json", "onnx.json")
+
+
+def is_model_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds an exported model (PyTorch or ONNX)."""
+    return any((folder / marker).is_file() for marker in MODEL_MARKERS)
 
 
 def packaged_models() -> dict[str, Path]:
@@ -63,7 +81,7 @@ def local_models() -> dict[str, Path]:
     folder = local_models_dir()
     if not folder.is_dir():
         return {}
-    return {m.name: m for m in sorted(folder.iterdir()) if (m / "model.json").is_file()}
+    return {m.name: m for m in sorted(folder.iterdir()) if is_model_folder(m)}
 
 
 def installed_models() -> dict[str, Path]:
@@ -86,18 +104,26 @@ def packaged_model_dir(name: str = DEFAULT_MODEL) -> Path:
     return folder
 
 
+def model_fingerprint(folder: Path) -> str:
+    """A hash of what an exported model answers with: its weights, model.json and config.yaml."""
+    parts = [
+        file_sha256(folder / name) for name in ("model.safetensors", "model.json", "config.yaml")
+    ]
+    return text_sha256("".join(parts))
+
+
 def onnx_build_dir(name: str) -> Path:
     """Where ``crabser export --onnx --model crabser/<name>`` puts the ONNX build of a packaged
     model, which :func:`crabser.loading.load_predictor` then prefers: the local models folder's
-    ``onnx/<name>-<hash of its weights>`` (a rebuilt model gets a new folder). CrabserError for a
-    name that is not a packaged model."""
+    ``onnx/<name>-<fingerprint>`` (:func:`model_fingerprint`: a rebuilt model gets a new folder).
+    CrabserError for a name that is not a packaged model."""
     name = DEFAULT_MODEL if name == "default" else name.removeprefix(PREFIX)
     folder = packaged_models().get(name)
     if folder is None:
         raise CrabserError(
             f"{name}: not a packaged model; give --out for the ONNX build of another model"
         )
-    return local_models_dir() / "onnx" / f"{name}-{file_sha256(folder / 'model.safetensors')[:12]}"
+    return local_models_dir() / "onnx" / f"{name}-{model_fingerprint(folder)[:16]}"
 
 
 def hub_model_dir(name: str) -> Path:
@@ -125,8 +151,10 @@ def hub_model_dir(name: str) -> Path:
         where = "the local Hugging Face cache" + ("" if offline else " or on the Hub")
         first_line = str(error).splitlines()[0] if str(error) else type(error).__name__
         raise CrabserError(f"{name}: not found in {where} ({first_line})") from None
-    if not (Path(str(folder)) / "model.json").is_file():
-        raise CrabserError(f"{name}: the repository holds no exported crabser model (model.json)")
+    if not is_model_folder(Path(str(folder))):
+        raise CrabserError(
+            f"{name}: the repository holds no exported crabser model (model.json or onnx.json)"
+        )
     return Path(str(folder))
 
 
