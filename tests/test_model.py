@@ -262,6 +262,30 @@ def test_cosine_schedule_and_hierarchical_groups():
     assert len(parameter_groups(head.parameters(), encoder.parameters(), 1e-5, 1e-6)) == 1
 
 
+def test_warmup_ramps_each_group_then_follows_the_per_epoch_cosine():
+    from crabser.training.optim import build_optimizer
+
+    head, encoder = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    groups = parameter_groups(head.parameters(), encoder.parameters(), 1e-3, 1e-4)
+    optimizer, scheduler, interval = build_optimizer(
+        groups, 0.01, 4, 0.1, warmup_steps=4, steps_per_epoch=10
+    )
+    assert interval == "step"
+    seen = []
+    for _ in range(25):
+        seen.append([g["lr"] for g in optimizer.param_groups])
+        optimizer.step()
+        scheduler.step()
+    # steps 0-3: a quarter, half, three quarters, all of the peak; the ratio of the groups holds
+    assert [round(lrs[0] / 1e-3, 6) for lrs in seen[:5]] == [0.25, 0.5, 0.75, 1.0, 1.0]
+    assert all(abs(head_lr / enc_lr - 10) < 1e-9 for head_lr, enc_lr in seen)
+    # epoch 1 (steps 10-19) and 2 (steps 20-) at the cosine factor of their epoch
+    assert seen[10][0] == pytest.approx(1e-3 * cosine_factor(1, 4, 0.1))
+    assert seen[24][0] == pytest.approx(1e-3 * cosine_factor(2, 4, 0.1))
+    _, _, per_epoch = build_optimizer(groups, 0.01, 4, 0.1)
+    assert per_epoch == "epoch"
+
+
 def test_training_losses_are_logged_once_per_epoch_as_utterance_weighted_means():
     from crabser.config import LossConfig, ModelConfig, TrainConfig
     from crabser.training.lit_module import CrabLitModule

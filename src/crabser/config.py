@@ -234,6 +234,10 @@ class TrainConfig(_Section):
     #: cosine to min_lr_ratio (Crab), or exponential: x lr_decay per epoch (multi-loss: 7/8)
     schedule: Literal["cosine", "exponential"] = "cosine"
     lr_decay: Positive = 0.875
+    #: optimizer steps over which every LR rises linearly to its value (training.optim); not in
+    #: the paper or the reference code (none); fine-tuning at the CPU recipes' higher LRs may
+    #: need it
+    warmup_steps: int = Field(0, ge=0)
     #: energy-adaptive mixup of training waveforms (data.augment); needs raw audio: train.finetune
     eam: bool = False
     #: training batches (data.sampling): shuffle; length_bucketed (similar lengths, less padding);

@@ -191,7 +191,11 @@ class CrabLitModule(L.LightningModule):
             parameter_groups(head, self.encoder_parameters(), cfg["lr_head"], cfg["lr_encoder"])
             + own
         )
-        optimizer, scheduler = build_optimizer(
+        steps_per_epoch = 1
+        if cfg["warmup_steps"]:
+            total = self.trainer.estimated_stepping_batches
+            steps_per_epoch = max(1, int(total) // max(1, self.trainer.max_epochs or 1))
+        optimizer, scheduler, interval = build_optimizer(
             groups,
             cfg["weight_decay"],
             cfg["epochs"],
@@ -199,8 +203,10 @@ class CrabLitModule(L.LightningModule):
             optimizer=cfg["optimizer"],
             schedule=cfg["schedule"],
             lr_decay=cfg["lr_decay"],
+            warmup_steps=cfg["warmup_steps"],
+            steps_per_epoch=steps_per_epoch,
         )
         return {
             "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"},
+            "lr_scheduler": {"scheduler": scheduler, "interval": interval},
         }
