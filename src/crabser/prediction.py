@@ -4,7 +4,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
+
+from crabser.errors import CrabserError
 
 #: the label of a prediction whose top probability is below the caller's ``min_confidence``
 UNCERTAIN = "uncertain"
@@ -44,3 +48,26 @@ class Prediction:
         if record["embedding"] is None:
             del record["embedding"]
         return record
+
+
+def predict_each(
+    predictor: Any,
+    audios: Sequence[Any],
+    texts: Sequence[str | None],
+    names: Sequence[str],
+    **options: Any,
+) -> list[Prediction | CrabserError]:
+    """Each input's prediction, or the CrabserError that names why it failed: all of them in one
+    ``predictor.predict_batch`` pass, and one by one when one fails, so a bad input costs only its
+    own answer (long recordings' segments, tables of inputs). ``options`` go to
+    ``predict_batch`` (``sample_rate``, ``min_confidence``, ``embed``)."""
+    try:
+        return list(predictor.predict_batch(audios, texts, names=names, **options))
+    except CrabserError:
+        answers: list[Prediction | CrabserError] = []
+        for audio, text, name in zip(audios, texts, names):
+            try:
+                answers += predictor.predict_batch([audio], [text], names=[name], **options)
+            except CrabserError as error:
+                answers.append(error)
+        return answers

@@ -30,6 +30,7 @@ import numpy as np
 
 from crabser.data.audio import SILENCE_PEAK
 from crabser.errors import CrabserError
+from crabser.prediction import predict_each
 
 SAMPLE_RATE = 16000
 FRAME_MS = 30
@@ -168,44 +169,24 @@ def _predict_batch(
     recognizer, batch: list[tuple[float, np.ndarray]], min_confidence: float | None = None
 ) -> list[TimelineEntry]:
     """Predict segments together; if the batch fails, one by one, so one bad segment loses no
-    other."""
+    other (:func:`crabser.prediction.predict_each`)."""
     names = [f"segment {start:.2f}s" for start, _ in batch]
-    try:
-        predictions = recognizer.predict_batch(
-            [w for _, w in batch],
-            sample_rate=SAMPLE_RATE,
-            names=names,
-            min_confidence=min_confidence,
-        )
-        return [_entry(start, wave, p) for (start, wave), p in zip(batch, predictions)]
-    except CrabserError:
-        entries = []
-        for (start, wave), segment_name in zip(batch, names):
-            try:
-                entries.append(
-                    _entry(
-                        start,
-                        wave,
-                        recognizer.predict(
-                            wave,
-                            sample_rate=SAMPLE_RATE,
-                            name=segment_name,
-                            min_confidence=min_confidence,
-                        ),
-                    )
-                )
-            except CrabserError as error:
-                entries.append(
-                    TimelineEntry(
-                        round(start, 3),
-                        round(start + len(wave) / SAMPLE_RATE, 3),
-                        None,
-                        {},
-                        None,
-                        str(error),
-                    )
-                )
-        return entries
+    answers = predict_each(
+        recognizer,
+        [w for _, w in batch],
+        [None] * len(batch),
+        names,
+        sample_rate=SAMPLE_RATE,
+        min_confidence=min_confidence,
+    )
+    entries = []
+    for (start, wave), answer in zip(batch, answers):
+        if isinstance(answer, CrabserError):
+            end = round(start + len(wave) / SAMPLE_RATE, 3)
+            entries.append(TimelineEntry(round(start, 3), end, None, {}, None, str(answer)))
+        else:
+            entries.append(_entry(start, wave, answer))
+    return entries
 
 
 def _entry(start: float, wave: np.ndarray, prediction) -> TimelineEntry:

@@ -56,7 +56,7 @@ from typing import IO, TYPE_CHECKING, Any, Protocol
 from crabser.data.audio import looks_like_audio
 from crabser.errors import CrabserError
 from crabser.io import atomic_path, ensure_folder, read_csv_utf8, read_utf8
-from crabser.prediction import check_min_confidence, decided_label
+from crabser.prediction import check_min_confidence, decided_label, predict_each
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -399,29 +399,19 @@ def _predict_rows(
             except CrabserError as error:
                 results[i] = _failure(row, error)
     todo = [i for i in range(len(rows)) if results[i] is None]
-    try:
-        predictions = predictor.predict_batch(
-            [rows[i].path for i in todo],
-            [texts[i] for i in todo],
-            names=[rows[i].source for i in todo],
-            min_confidence=min_confidence,
-            embed=embed,
-        )
-        for i, prediction in zip(todo, predictions):
-            results[i] = {**prediction.to_dict(), "error": None}
-    except CrabserError:  # one bad input: find it (and any other) row by row
-        for i in todo:
-            try:
-                (prediction,) = predictor.predict_batch(
-                    [rows[i].path],
-                    [texts[i]],
-                    names=[rows[i].source],
-                    min_confidence=min_confidence,
-                    embed=embed,
-                )
-                results[i] = {**prediction.to_dict(), "error": None}
-            except CrabserError as error:
-                results[i] = _failure(rows[i], error)
+    answers = predict_each(
+        predictor,
+        [rows[i].path for i in todo],
+        [texts[i] for i in todo],
+        [rows[i].source for i in todo],
+        min_confidence=min_confidence,
+        embed=embed,
+    )
+    for i, answer in zip(todo, answers):
+        if isinstance(answer, CrabserError):
+            results[i] = _failure(rows[i], answer)
+        else:
+            results[i] = {**answer.to_dict(), "error": None}
     return [result for result in results if result is not None]
 
 
