@@ -26,7 +26,7 @@ from crabser.errors import CrabserError
 from crabser.features.encoders import Encoder, pad_batch
 from crabser.models.base import ModelOutput
 from crabser.onnx_runtime import ONNX_META, OnnxRecognizer
-from crabser.predictor import SAMPLE_RATE, Predictor, _input_name
+from crabser.predictor import SAMPLE_RATE, Predictor, aligned
 
 DEFAULT = "default"  #: the name of the packaged model
 EXPORT_FORMAT = "crabser-model/1"
@@ -225,8 +225,7 @@ class Recognizer(Predictor):
         (emotion2vec's ``granularity="frame"``)."""
         if modality not in self.modalities:
             raise CrabserError(f"this model reads {' + '.join(self.modalities)}, not {modality}")
-        texts = list(texts) if texts is not None else [None] * len(audios)
-        names = [_input_name(a, i) for i, a in enumerate(audios)] if names is None else names
+        texts, names = aligned(audios, texts, names)
         waves, resolved, _ = self._resolved_inputs(audios, texts, sample_rate, names)
         with torch.no_grad():
             features, masks = self.features(waves, resolved)

@@ -44,6 +44,20 @@ def _input_name(audio: object, index: int) -> str:
     return "<text>" if audio is None else f"<input {index}>"
 
 
+def aligned(
+    audios: Sequence[object], texts: Sequence[str | None] | None, names: Sequence[str] | None
+) -> tuple[list[str | None], list[str]]:
+    """A transcript (None: none given) and a name for every input; ValueError when the counts
+    differ."""
+    texts = list(texts) if texts is not None else [None] * len(audios)
+    names = list(names) if names is not None else [_input_name(a, i) for i, a in enumerate(audios)]
+    if not (len(audios) == len(texts) == len(names)):
+        raise ValueError(
+            f"got {len(audios)} audio inputs, {len(texts)} transcripts and {len(names)} names"
+        )
+    return texts, names
+
+
 class Predictor:
     """What every recognizer shares: input decoding, transcripts, ``predict`` /
     ``predict_batch``."""
@@ -108,14 +122,7 @@ class Predictor:
         """Predict many inputs in one forward pass; AudioError / TranscriptError name the bad
         one. ``min_confidence`` and ``embed`` as in :meth:`predict`."""
         check_min_confidence(min_confidence)
-        texts = list(texts) if texts is not None else [None] * len(audios)
-        names = (
-            list(names) if names is not None else [_input_name(a, i) for i, a in enumerate(audios)]
-        )
-        if not (len(audios) == len(texts) == len(names)):
-            raise ValueError(
-                f"got {len(audios)} audio inputs, {len(texts)} transcripts and {len(names)} names"
-            )
+        texts, names = aligned(audios, texts, names)
         if not audios:
             return []
         waves, resolved, sources = self._resolved_inputs(audios, texts, sample_rate, names)
