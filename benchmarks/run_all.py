@@ -11,7 +11,7 @@ processes and importing libraries on one core (Lightning alone takes ~12 s on th
 and its figures are smoke checks, not measurements. Each script's output is printed when it ends.
 
 ``--long`` adds the benchmarks too long for ``make bench`` (StackingSER, about 100 minutes;
-multi-corpus within-corpus folds, about 40).
+multi-corpus within-corpus folds, about 40; Crab head settings against the probe, about 20).
 
 Usage (from the repository root): python -m benchmarks.run_all [--quick] [--long] [--only
 speed,service] [--parallel N]
@@ -59,7 +59,8 @@ BENCHMARKS = {
 LONG = {
     "stacking": [],
     "multicorpus_within": [],
-}  #: only with --long (or --only); multicorpus_within: about 40 minutes
+    "crab_head": [],
+}  #: only with --long (or --only); multicorpus_within: about 40 minutes, crab_head about 20
 #: scripts side by side start longest first (their --quick minutes on 2 cores: 1.3, 1.2, 0.9, ...)
 LONGEST_FIRST = [
     "objectives",

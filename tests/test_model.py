@@ -11,6 +11,7 @@ from crabser.models.blocks import (
     InputMasking,
     downsample_frames,
     masked_mean,
+    masked_mean_std,
 )
 from crabser.models.crab import TAP_NAMES, Crab, tap_names
 from crabser.training.objective import TrainingObjective
@@ -94,8 +95,8 @@ def test_padding_never_changes_an_utterances_logits():
     torch.manual_seed(1)
     speech = [torch.randn(n, 6) for n in (3, 9, 5)]
     text = [torch.randn(n, 5) for n in (4, 2, 6)]
-    for stride in (1, 2):
-        model = _crab(frame_strides={"speech": stride})
+    for stride, statistics in ((1, False), (2, False), (1, True), (2, True)):
+        model = _crab(frame_strides={"speech": stride}, input_statistics=statistics)
         alone = [
             model(
                 {"speech": s[None], "text": t[None]},
@@ -193,10 +194,38 @@ def test_masked_helpers():
     x = torch.tensor([[[1.0], [3.0], [100.0]]])
     mask = torch.tensor([[True, True, False]])
     assert masked_mean(x, mask).item() == 2.0
+    assert masked_mean_std(x, mask)[0].tolist() == [2.0, 1.0]  # population std of 1 and 3
     pooled, pooled_mask = downsample_frames(x, mask, 2)
     assert pooled[0, :, 0].tolist() == [2.0, 0.0] and pooled_mask.tolist() == [[True, False]]
     pooling = AttentionPooling(1)
     assert pooling(x, mask).item() < 3.0 + 1e-6  # the 100 at the padded frame has no weight
+
+
+def test_input_statistics_feed_the_classifier_the_probes_features():
+    plain, with_statistics = _crab(), _crab(input_statistics=True)
+    # two pooled bi-GRU outputs (2h each), then mean and std of each modality's inputs
+    assert plain.classifier.norm.normalized_shape == (2 * 2 * 8,)
+    assert with_statistics.classifier.norm.normalized_shape == (2 * 2 * 8 + 2 * (6 + 5),)
+    features, masks = _inputs(("speech", "text"), batch=1)
+    out = with_statistics(features, masks, return_taps=True)
+    assert out.logits.shape == (1, 3) and out.taps["fused"].shape == (1, 8)
+    # classes that differ only in how much their frames spread: mean 0, std 0.2 vs 3
+    torch.manual_seed(0)
+    labels = torch.arange(16) % 2
+    speech = [(0.2 + 2.8 * y) * torch.randn(int(torch.randint(6, 12, ())), 6) for y in labels]
+    batch = pad_batch(speech)
+    model = Crab({"speech": 6}, 2, hidden=8, dropout=0.0, input_statistics=True)
+    optimiser = torch.optim.AdamW(model.parameters(), 1e-2)
+    for _ in range(60):
+        loss = torch.nn.functional.cross_entropy(
+            model({"speech": batch.features}, {"speech": batch.mask}).logits, labels
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    model.eval()
+    logits = model({"speech": batch.features}, {"speech": batch.mask}).logits
+    assert (logits.argmax(-1) == labels).all()
 
 
 def test_legs_add_no_parameters_to_the_model():

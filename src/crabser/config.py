@@ -139,6 +139,10 @@ class ModelConfig(_Section):
     #: where the unimodal legs read: "gru" = mean of the bi-GRU outputs (paper),
     #: "projection" = mean of the FC+LayerNorm output before the GRU (reference code)
     unimodal_leg_input: Literal["gru", "projection"] = "gru"
+    #: Crab only: the classifier also reads the mean and std over time of each modality's
+    #: normalised input frames, beside the attention-pooled sequences (a linear-probe path into
+    #: the head; not in the paper)
+    input_statistics: bool = False
     #: average runs of this many speech frames before the bi-GRU (1 = the paper; >1 saves CPU time)
     speech_frame_stride: Count = 1
     #: the input streams, in order ("speech", "text", "paralinguistic"); one = a unimodal Crab
@@ -268,6 +272,7 @@ MODEL_SETTINGS: dict[str, frozenset[str]] = {
     "heads": frozenset({"crab", "focalser", "memocmt", "mll"}),
     "attention_dropout": frozenset({"crab", "focalser", "memocmt", "mll"}),
     "unimodal_leg_input": frozenset({"crab"}),
+    "input_statistics": frozenset({"crab"}),
     "aggregation": frozenset({"memocmt"}),
     "mixup_alpha": frozenset({"medusa"}),
     "embedding_dim": frozenset({"mll"}),

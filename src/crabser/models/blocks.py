@@ -14,6 +14,14 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
 
 
+def masked_mean_std(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """``[mean ; std]`` over time of ``(B, T, D)`` on the real frames only: ``(B, 2D)`` (population
+    std, floored at 1e-6 before the square root so a one-frame clip has a finite gradient)."""
+    mean = masked_mean(x, mask)
+    variance = masked_mean((x - mean.unsqueeze(1)).pow(2), mask)
+    return torch.cat([mean, variance.clamp(min=1e-6).sqrt()], dim=-1)
+
+
 def downsample_frames(
     x: torch.Tensor, mask: torch.Tensor, stride: int
 ) -> tuple[torch.Tensor, torch.Tensor]:

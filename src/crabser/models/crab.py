@@ -8,6 +8,10 @@ Reads top-down like the paper's figure 1, for the bimodal case (speech ``S``, te
     C  = [AttnPool(S') ; AttnPool(T')]                            (B, 4h)
     logits = FC(ReLU(FC(LayerNorm(C))))                           (B, classes)
 
+``input_statistics=True`` (not in the paper) appends to ``C`` the mean and std over time of each
+modality's normalised input frames, ``(B, 2 D_m)`` each: the features a linear probe reads, so the
+head can be at least as good as the probe on small corpora where the sequence path overfits.
+
 The modalities are a parameter: ``("speech",)`` or ``("text",)`` is the paper's unimodal variant
 (cross-modal block removed, legs at the same places), ``("speech", "text", "paralinguistic")`` a
 trimodal one. With three or more modalities each sequence adds one cross-attention per other
@@ -35,6 +39,7 @@ from crabser.models.blocks import (
     CrossModalAttention,
     ModalityProjection,
     masked_mean,
+    masked_mean_std,
 )
 
 MODALITIES = ("speech", "text", "paralinguistic")
@@ -64,6 +69,7 @@ class Crab(SERModel):
         heads: int = 1,
         attention_dropout: float = 0.5,
         unimodal_leg_input: str = "gru",
+        input_statistics: bool = False,
         **common: Any,
     ) -> None:
         """``common``: the :class:`~crabser.models.base.SERModel` arguments (hidden, dropout,
@@ -76,6 +82,7 @@ class Crab(SERModel):
         super().__init__(input_dims, num_classes, **common)
         hidden, dropout = self.hidden, self.dropout
         self.unimodal_leg_input = unimodal_leg_input
+        self.input_statistics = input_statistics
         # unimodal block
         self.projections = nn.ModuleDict(
             {m: ModalityProjection(d, hidden) for m, d in input_dims.items()}
@@ -92,8 +99,9 @@ class Crab(SERModel):
         )
         self.poolings = nn.ModuleDict({m: AttentionPooling(2 * hidden) for m in self.modalities})
         # classifier block
+        statistics_dim = sum(2 * d for d in input_dims.values()) if input_statistics else 0
         self.classifier = ClassifierHead(
-            2 * hidden * len(self.modalities), hidden, num_classes, dropout
+            2 * hidden * len(self.modalities) + statistics_dim, hidden, num_classes, dropout
         )
 
     def tap_dims(self) -> dict[str, int]:
@@ -128,9 +136,10 @@ class Crab(SERModel):
                     )
             pooled[m] = self.poolings[m](crossed, frame_masks[m])  # (B, 2h)
 
-        logits, fused = self.classifier(
-            torch.cat([pooled[m] for m in self.modalities], dim=-1)
-        )  # (B, classes), (B, h)
+        parts = [pooled[m] for m in self.modalities]
+        if self.input_statistics:
+            parts += [masked_mean_std(inputs[m], frame_masks[m]) for m in self.modalities]
+        logits, fused = self.classifier(torch.cat(parts, dim=-1))  # (B, classes), (B, h)
         if not return_taps:
             return ModelOutput(logits)
         unimodal = sequences if self.unimodal_leg_input == "gru" else projected
