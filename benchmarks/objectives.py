@@ -226,7 +226,7 @@ def main() -> None:
         "",
     ]
     suffix = ", make bench budget" if args.budget else ""
-    if args.grids != "meld,emodb":
+    if args.grids != parser.get_default("grids"):
         suffix += f", grids {args.grids}"
     write_section(
         "Training objectives (Crab table IV)" + suffix,

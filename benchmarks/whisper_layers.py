@@ -57,6 +57,21 @@ ALL_LAYERS = [
 ]
 
 
+def loso_overrides(quick: bool) -> list[str]:
+    """The overrides of a leave-one-speaker-out benchmark run: ``--quick`` makes it 4 speakers in
+    2 folds, 2 epochs, in runs/quick (a smoke run)."""
+    if not quick:
+        return quick_overrides(quick)
+    smoke = [
+        "data.folds=2",
+        "data.val_speakers_per_fold=1",
+        "train.epochs=2",
+        "train.progress=false",
+        "data.manifest=" + quick_emodb_manifest(),
+    ]
+    return [*smoke, *quick_overrides(quick)]
+
+
 def pooled_layers(config, manifest) -> tuple[np.ndarray, float, float]:
     """Mean+std of every hidden state per clip, ``(N, L + 1, 2D)``; extraction seconds; MB on
     disk."""
@@ -132,18 +147,7 @@ def main() -> None:
         "--quick", action="store_true", help="2 speaker folds, 2 epochs, in runs/quick"
     )
     args = parser.parse_args()
-    quick = (
-        [
-            "data.folds=2",
-            "data.val_speakers_per_fold=1",
-            "train.epochs=2",
-            "train.progress=false",
-            "data.manifest=" + quick_emodb_manifest(),
-        ]
-        if args.quick
-        else []
-    )
-    base = [*quick, *quick_overrides(args.quick), "train.patience=5"]
+    base = [*loso_overrides(args.quick), "train.patience=5"]
     config = load_config(args.config, [*base, *ALL_LAYERS, "name=whisper_layers_probe"])
     manifest = pipeline.prepare(config)
     labels = run_labels(config, manifest)
