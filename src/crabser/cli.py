@@ -596,6 +596,15 @@ def predict(
             "'embedding' field in JSON, a column in .parquet / .jsonl tables.",
         ),
     ] = False,
+    adapt: Annotated[
+        bool,
+        typer.Option(
+            "--adapt",
+            help="A model trained with model.normalize_per: normalise with the statistics of all "
+            "these inputs (one speaker's recordings, or one corpus's) instead of the training "
+            "speakers'.",
+        ),
+    ] = False,
     override: OverrideOption = None,
 ) -> None:
     """Predict the emotion of audio files, folders or tables (label + probability per class).
@@ -621,6 +630,10 @@ def predict(
         if not inputs:
             raise CrabserError(f"no audio found in {', '.join(map(str, files))}")
         recognizer = load_predictor(model, overrides=override)
+        if adapt:
+            if not hasattr(recognizer, "adapt_to"):
+                raise CrabserError(f"--adapt: {model} is not a PyTorch model (ONNX or a stack)")
+            recognizer.adapt_to([row.path for row in inputs if row.problem is None])
         if segment:
             paths = [row.path for row in inputs]
             failed = _predict_segments(

@@ -151,6 +151,15 @@ class ModelConfig(_Section):
     paralinguistic_frame_stride: Count = 4
     #: z-normalise speech and text inputs with the training split's mean/std (reference code)
     normalize_inputs: bool = True
+    #: speaker (or corpus) normalisation of the speech frames, on cached features: each
+    #: utterance's frames are z-normalised with the mean/std over all frames of its speaker's
+    #: (corpus's) utterances in the manifest, the held-out ones included (their audio, never their
+    #: labels), then mapped onto the training split's statistics, which the model keeps.
+    #: Prediction without a group's statistics is therefore the plain training-split
+    #: normalisation; with them (``Recognizer.adapt_to``, ``crabser predict --adapt``) it is the
+    #: group's. Not in the paper (Schuller et al.'s cross-corpus speaker/corpus normalisation).
+    #: None = off
+    normalize_per: Literal["speaker", "corpus"] | None = None
     aggregation: Literal["min", "mean", "max"] = "min"  #: memocmt: pooling of the fused sequence
     #: medusa: MixUp of the branch embeddings, lambda ~ Beta(a, a); 0 = off
     mixup_alpha: NonNegative = 0.0
@@ -334,6 +343,12 @@ def ignored_settings(config: RunConfig) -> list[str]:
             and model.name not in models
         ):
             found.append(f"model.{name} (read by {', '.join(sorted(models))}, not {model.name})")
+    if model.normalize_per is not None and (
+        not model.normalize_inputs or config.train.finetune or "speech" not in model.modalities
+    ):
+        found.append(
+            "model.normalize_per (read on cached speech features with model.normalize_inputs)"
+        )
     data = config.data
     if data.val_balance != "none" and (data.protocol != "folds" or not data.corpora):
         found.append("data.val_balance (read with data.protocol folds over several data.corpora)")

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -28,6 +29,9 @@ from crabser.evaluation.metrics import compute_metrics, metrics_by_group
 from crabser.evaluation.report import write_predictions, write_report
 from crabser.pipeline import source_manifest
 from crabser.runs import git_commit
+
+if TYPE_CHECKING:
+    from crabser.inference import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +55,23 @@ def _predict_rows(recognizer, rows: pd.DataFrame, errors: dict[str, str]) -> dic
                 errors[name] = f"{audios[i]}: {error}"
                 log.warning("%s", errors[name])
         return predicted
+
+
+def _adaptation_groups(
+    adapted: Recognizer | None, rows: pd.DataFrame
+) -> list[tuple[str | None, pd.DataFrame]]:
+    """The rows to predict together: each speaker's (corpus's) for a model trained with
+    ``model.normalize_per`` (``adapted``, which is adapted to each group first); else all of
+    them, no group."""
+    if adapted is None or adapted.normalize_per is None:
+        return [(None, rows)]
+    column = adapted.normalize_per
+    if column not in rows:
+        raise CrabserError(
+            f"the model normalises per {column} (model.normalize_per) and the corpus has no "
+            f"'{column}' column"
+        )
+    return [(str(group), members) for group, members in rows.groupby(column, sort=False)]
 
 
 def evaluate_on_corpus(
@@ -80,11 +101,23 @@ def evaluate_on_corpus(
     errors: dict[str, str] = {}
     predicted: dict[str, str] = {}
     advance = progress(len(scored)) if progress else None
-    for start in range(0, len(scored), batch_size):
-        rows = scored.iloc[start : start + batch_size]
-        predicted.update(_predict_rows(recognizer, rows, errors))
-        if advance:
-            advance(len(rows))
+    adapted = (
+        recognizer if isinstance(recognizer, Recognizer) and recognizer.normalize_per else None
+    )
+    for group, members in _adaptation_groups(adapted, scored):
+        if adapted is not None:  # normalised with the group's own recordings, as in training
+            try:
+                adapted.adapt_to(members["audio"].tolist(), names=members["id"].tolist())
+            except AudioError as error:  # none of the group's recordings could be read
+                errors.update({name: f"{group}: {error}" for name in members["id"]})
+                continue
+        for start in range(0, len(members), batch_size):
+            rows = members.iloc[start : start + batch_size]
+            predicted.update(_predict_rows(recognizer, rows, errors))
+            if advance:
+                advance(len(rows))
+    if adapted is not None:
+        adapted.adapt_to(None)
     scored = scored[scored["id"].isin(predicted)]
     if scored.empty:
         raise CrabserError(

@@ -13,6 +13,7 @@ Its answers to partial inputs (no transcript, no audio, ...) are those of
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -21,12 +22,15 @@ import numpy as np
 import soxr
 import torch
 
-from crabser.data.audio import AudioInput
-from crabser.errors import CrabserError
+from crabser.data.audio import AudioInput, decode_audio
+from crabser.errors import AudioError, CrabserError
 from crabser.features.encoders import Encoder, pad_batch
+from crabser.features.statistics import RunningMoments, to_reference
 from crabser.models.base import ModelOutput
 from crabser.onnx_runtime import ONNX_META, OnnxRecognizer
 from crabser.predictor import SAMPLE_RATE, Predictor, aligned
+
+log = logging.getLogger(__name__)
 
 DEFAULT = "default"  #: the name of the packaged model
 EXPORT_FORMAT = "crabser-model/1"
@@ -62,16 +66,20 @@ class Recognizer(Predictor):
         encoders: dict[str, Encoder],
         asr: Callable[[], object] | None = None,
         modalities: list[str] | None = None,
+        normalize_per: str | None = None,
     ) -> None:
         """``encoders`` are the frozen feature extractors (empty for a fine-tuned module, which
         carries its own); ``asr`` builds the ASR model for inputs without a transcript (on first
-        need)."""
+        need); ``normalize_per``: the model's ``model.normalize_per`` (see :meth:`adapt_to`)."""
         self.module = module.eval()
         self.encoders = encoders
         self.modalities = list(modalities or encoders)
         self.labels: list[str] = list(module.labels)
+        self.normalize_per = normalize_per
         self._asr_factory = asr
         self._asr = None
+        #: the speech frames' (mean, std) of the recordings adapted to; None = the training split's
+        self._group_statistics: tuple[np.ndarray, np.ndarray] | None = None
 
     @staticmethod
     def load(
@@ -158,7 +166,75 @@ class Recognizer(Predictor):
                 return WhisperASR(config.asr.model, config.asr.language, config.asr.beam_size)
 
         encoders = {} if config.train.finetune else build_encoders(config)
-        return cls(module, encoders, asr, modalities=config.model.modalities)
+        return cls(
+            module,
+            encoders,
+            asr,
+            modalities=config.model.modalities,
+            normalize_per=config.model.normalize_per,
+        )
+
+    def adapt_to(
+        self,
+        audios: Sequence[AudioInput] | None,
+        *,
+        sample_rate: int | None = None,
+        names: Sequence[str] | None = None,
+        batch_size: int = 16,
+    ) -> int:
+        """Speaker (or corpus) normalisation, for a model trained with ``model.normalize_per``:
+        from now on the speech frames are z-normalised with the mean and std over all frames of
+        these recordings (one speaker's, or one corpus's), as the model's training groups were;
+        ``None`` goes back to the training split's statistics (what a model answers without
+        them). Returns how many recordings were read; an unreadable one is skipped with a warning
+        (AudioError if none could be read, CrabserError if none was given)."""
+        if self.normalize_per is None:
+            raise CrabserError(
+                "this model was not trained with model.normalize_per: it takes no adaptation"
+            )
+        if audios is None:
+            self._group_statistics = None
+            return 0
+        names = aligned(audios, None, names)[1]
+        moments, errors = RunningMoments(), []
+        for start in range(0, len(audios), batch_size):
+            waves = []
+            for audio, name in zip(audios[start : start + batch_size], names[start:]):
+                try:
+                    waves.append(
+                        decode_audio(audio, SAMPLE_RATE, sample_rate=sample_rate, name=name)
+                    )
+                except AudioError as error:
+                    errors.append(error)
+                    log.warning("not adapted to: %s", error)
+            for frames in self._frames(self.encoders["speech"], waves, adapted=False):
+                moments.add(frames)
+        if errors and not moments.count:
+            raise errors[0]
+        if not moments.count:
+            raise CrabserError("adapt_to: no recordings given")
+        self._group_statistics = moments.result()
+        return len(audios) - len(errors)
+
+    def _frames(
+        self, encoder: Encoder, inputs: list[Any], adapted: bool = True
+    ) -> list[np.ndarray]:
+        """The encoder's unpadded frames of 16 kHz waves (resampled to its rate) or texts; with
+        ``adapted``, speech frames mapped onto the adapted group's statistics (:meth:`adapt_to`)
+        where set."""
+        if not inputs:
+            return []
+        if encoder.modality != "text":
+            rate = encoder.sample_rate or SAMPLE_RATE
+            inputs = [
+                w if rate == SAMPLE_RATE else soxr.resample(w, SAMPLE_RATE, rate) for w in inputs
+            ]
+        frames = encoder.encode(inputs).unpadded()
+        if not adapted or encoder.modality != "speech" or self._group_statistics is None:
+            return frames
+        mean, std = self.module.model.input_stage.statistics("speech")
+        reference = (mean.numpy(), std.numpy())
+        return [to_reference(f, self._group_statistics, reference) for f in frames]
 
     def features(
         self, waves: list[np.ndarray | None], texts: list[str]
@@ -174,15 +250,8 @@ class Recognizer(Predictor):
             )
         features, masks = {}, {}
         for modality, encoder in self.encoders.items():
-            inputs: list[Any]
-            if modality == "text":
-                inputs = texts
-            else:
-                rate = encoder.sample_rate or SAMPLE_RATE
-                inputs = [
-                    w if rate == SAMPLE_RATE else soxr.resample(w, SAMPLE_RATE, rate) for w in waves
-                ]
-            padded = pad_batch(encoder.encode(inputs).unpadded())
+            inputs = texts if modality == "text" else waves
+            padded = pad_batch(self._frames(encoder, list(inputs)))
             features[modality], masks[modality] = padded.features, padded.mask
         return features, masks
 

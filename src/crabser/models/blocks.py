@@ -148,6 +148,12 @@ class InputStage(nn.Module):
         assert isinstance(normalizer, FeatureNormalizer)
         normalizer.set_statistics(mean, std)
 
+    def statistics(self, modality: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``(mean, std)`` that normalise ``modality``."""
+        normalizer = self.normalizers[modality]
+        assert isinstance(normalizer, FeatureNormalizer)
+        return normalizer.mean, normalizer.std
+
     def forward(
         self, features: dict[str, torch.Tensor], masks: dict[str, torch.Tensor]
     ) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:

@@ -33,8 +33,9 @@ from crabser.features.encoders import (
     text_model_path,
     whisper_layers_needed,
 )
+from crabser.features.statistics import RunningMoments
 from crabser.features.whisper_torch import WINDOW_SECONDS, whisper_mel_batch
-from crabser.training.datamodule import Batch, RawBatch, RunningMoments
+from crabser.training.datamodule import Batch, RawBatch
 from crabser.training.lit_module import CrabLitModule
 
 log = logging.getLogger(__name__)

@@ -26,6 +26,7 @@ from crabser.training.checkpoint_io import BEST_CHECKPOINT, REFIT_CHECKPOINT, RE
 from crabser.training.loaders import (
     feature_loaders,
     feature_splits,
+    normalize_per_group,
     raw_loader,
     raw_splits,
     training_corpora,
@@ -121,7 +122,7 @@ def _frozen_setup(
 ) -> tuple[CrabLitModule, DataLoader[Any], DataLoader[Any] | None]:
     """Crab on cached features: module (with input statistics) and train/val loaders (no val
     loader, None, unless ``validate``)."""
-    from crabser.training.datamodule import feature_statistics
+    from crabser.features.statistics import feature_statistics
     from crabser.training.lit_module import CrabLitModule
 
     splits = feature_splits(
@@ -141,6 +142,8 @@ def _frozen_setup(
             module.model.input_stage.set_statistics(
                 modality, torch.from_numpy(mean), torch.from_numpy(std)
             )
+    if config.model.normalize_per is not None:
+        normalize_per_group(config, manifest, encoders, splits.values(), module.model.input_stage)
     train_loader, val_loader = feature_loaders(config, splits, labels, corpora)
     return module, train_loader, val_loader
 

@@ -7,21 +7,28 @@ audio and text (:func:`raw_splits`) and batches it by duration (:func:`raw_loade
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 
 from crabser.config import RunConfig
 from crabser.data.manifest import Manifest
 from crabser.errors import CrabserError
 from crabser.features.encoders import Encoder
+from crabser.features.extract import content_hashes
 from crabser.features.store import FeatureStore
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:
     from torch.utils.data import DataLoader, Sampler
 
     from crabser.data.sampling import EpochBatchSampler
+    from crabser.models.blocks import InputStage
+    from crabser.training.datamodule import Utterance
     from crabser.training.lit_module import CrabLitModule
 
 
@@ -64,6 +71,71 @@ def feature_splits(
         if not splits[split]:
             raise CrabserError(f"the {split} split has no utterance with cached features")
     return splits
+
+
+def group_statistics(
+    config: RunConfig, manifest: Manifest, encoders: dict[str, Encoder]
+) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Mean and std over all speech frames of each group's utterances in ``manifest`` (the group:
+    ``model.normalize_per``, speaker or corpus), every split included; an utterance without cached
+    features is left out."""
+    from crabser.features.statistics import RunningMoments
+
+    column = _group_column(config, manifest)
+    store, cache_id = FeatureStore(config.cache_dir), encoders["speech"].cache_id
+    hashes = content_hashes(manifest, "speech")
+    moments: dict[str, RunningMoments] = {}
+    for utterance, group in zip(manifest.frame["id"], manifest.frame[column].astype(str)):
+        digest = hashes.get(utterance)
+        if digest is not None and store.has(cache_id, digest):
+            moments.setdefault(group, RunningMoments()).add(store.get(cache_id, digest))
+    return {group: running.result() for group, running in moments.items()}
+
+
+def normalize_per_group(
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    splits: Iterable[list[Utterance]],
+    input_stage: InputStage,
+) -> None:
+    """Speaker (corpus) normalisation of the utterances' speech frames, in place
+    (``model.normalize_per``): each is z-normalised with its group's statistics
+    (:func:`group_statistics`) and mapped onto the model's training-split statistics, so that the
+    model's own normaliser hands it the group-normalised frames."""
+    from crabser.features.statistics import to_reference
+
+    statistics = group_statistics(config, manifest, encoders)
+    mean, std = input_stage.statistics("speech")
+    reference = (mean.numpy(), std.numpy())
+    groups = manifest.frame.set_index("id")[_group_column(config, manifest)].astype(str)
+    classes: dict[str, set[int]] = {}
+    for items in splits:
+        for item in items:
+            classes.setdefault(groups[item.id], set()).add(item.label)
+            group = statistics[groups[item.id]]
+            item.features["speech"] = to_reference(item.features["speech"], group, reference)
+    single = [group for group, labels in classes.items() if len(labels) == 1]
+    if len(single) > len(classes) / 2:
+        log.warning(
+            "model.normalize_per %s: %d of %d %ss have clips of one class only; normalising "
+            "each with its own statistics removes its emotion with its voice",
+            config.model.normalize_per,
+            len(single),
+            len(classes),
+            config.model.normalize_per,
+        )
+
+
+def _group_column(config: RunConfig, manifest: Manifest) -> str:
+    """The manifest column ``model.normalize_per`` names; CrabserError if it lacks it."""
+    column = str(config.model.normalize_per)
+    if column not in manifest.frame:
+        raise CrabserError(
+            f"model.normalize_per {column} needs a '{column}' column in the manifest"
+            + (": list the corpora in data.corpora" if column == "corpus" else "")
+        )
+    return column
 
 
 def raw_splits(
@@ -194,4 +266,6 @@ def split_loader(
         items = raw_splits(config, manifest, module.labels, (split,))[split]
         return raw_loader(config, items, train=False, shard=False)
     items = feature_splits(config, manifest, encoders, module.labels, (split,))[split]
+    if config.model.normalize_per is not None:
+        normalize_per_group(config, manifest, encoders, [items], module.model.input_stage)
     return torch.utils.data.DataLoader(FeatureDataset(items), batch_size=64, collate_fn=collate)
