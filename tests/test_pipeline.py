@@ -205,6 +205,11 @@ train: {{epochs: 2, accumulate: 1, lr_head: 3.0e-3, progress: false, threads: 2}
     again = runner.invoke(app, ["crossval", "--config", str(config)])
     assert again.exit_code == 0, again.output
     assert checkpoint.stat().st_mtime_ns == stamp  # finished folds are read back, not retrained
+    threads = runner.invoke(app, ["crossval", "--config", str(config), "-o", "train.threads=1"])
+    assert threads.exit_code == 0, threads.output  # how a run ran is not what it learnt
+    changed = runner.invoke(app, ["crossval", "--config", str(config), "-o", "model.hidden=64"])
+    assert changed.exit_code == 2  # never reported with results another setting produced
+    assert "finished run with other settings (model.hidden: 32 there, 64 now)" in changed.output
 
 
 def test_crossval_with_jobs_gives_the_same_folds_as_one_at_a_time(run):
