@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from crabser.io import atomic_path
 
 REPO = Path(__file__).resolve().parents[1]
@@ -178,3 +180,14 @@ def quick_subset(manifest, per_corpus: int = 40, seed: int = 0):
         lambda part: part.sample(min(per_corpus, len(part)), random_state=seed)
     )
     return Manifest(frame.reset_index(drop=True))
+
+
+def per_speaker(vectors: np.ndarray, speakers: np.ndarray) -> np.ndarray:
+    """Each speaker's vectors standardised with that speaker's own mean and std, the held-out
+    speaker's too (its audio, never its labels): a baseline's speaker normalisation, beside
+    Crab's ``model.normalize_per: speaker`` on frames."""
+    out = vectors.astype(np.float64).copy()
+    for speaker in np.unique(speakers):
+        rows = speakers == speaker
+        out[rows] = (out[rows] - out[rows].mean(0)) / np.maximum(out[rows].std(0), 1e-5)
+    return out

@@ -4,16 +4,21 @@ features and folds (issue 18's target: Crab >= the best-layer probe + .02).
 Baseline, in the same run: the probe of ``benchmarks.whisper_layers`` (mean and std over time of
 the default model's speech features, Whisper tiny.en hidden state 2 on each clip's own length,
 standardised, class-balanced logistic regression with C chosen inside each training fold by
-speaker-grouped CV). Rows: ``crabser crossval -c configs/default_model.yaml`` (early stopping with
-patience 5, refit on training + validation speakers) with each variant's overrides. Each Crab row
-gives the mean best validation UAR of its folds (the folds' validation speakers: what chooses a
-setting) beside the pooled UAR on the held-out speakers (reported, never used to choose).
+speaker-grouped CV), and the same probe on speaker-normalised vectors (each speaker's, the held-out
+one's too, standardised with its own mean and std: its audio, never its labels).
+Rows: ``crabser crossval -c configs/default_model.yaml`` (early stopping with patience 5, refit on
+training + validation speakers) with each variant's overrides. Each Crab row gives the mean best
+validation UAR of its folds (the folds' validation speakers: what chooses a setting) beside the
+pooled UAR on the held-out speakers (reported, never used to choose); a row with
+``model.normalize_per`` also gives the pooled UAR of its folds' models through ``Recognizer``
+without ``adapt_to`` (the training speakers' statistics: one clip of a stranger).
 Finished folds are read back (runs/crab_head_<variant>), so a variant added later costs only its
 own folds.
 
 Usage (from the repository root):
     python -m benchmarks.crab_head [--variant NAME=OVERRIDE[;OVERRIDE...]] ... [--jobs 2] [--quick]
-Without ``--variant``: the default model's settings and ``model.input_statistics=true``.
+Without ``--variant``: the default model's settings (speaker-normalised) and the same without
+speaker normalisation.
 ``--quick``: 4 speakers in 2 folds, 2 epochs, in runs/quick (a smoke run, not the benchmark).
 """
 
@@ -24,7 +29,7 @@ import time
 
 import numpy as np
 
-from benchmarks.common import command_line, header, pooled_features, write_section
+from benchmarks.common import command_line, header, per_speaker, pooled_features, write_section
 from benchmarks.whisper_layers import crab_loso, loso_overrides, probe_loso
 from crabser import pipeline
 from crabser.config import load_config
@@ -35,7 +40,7 @@ from crabser.runs import RunFolder, run_labels
 CONFIG = "configs/default_model.yaml"
 VARIANTS = {
     "default": [],
-    "input_statistics": ["model.input_statistics=true"],
+    "without_speaker_normalisation": ["model.normalize_per=null"],
 }
 
 
@@ -45,6 +50,25 @@ def mean_best_validation(config, manifest) -> float:
     return float(
         np.mean([RunFolder.of(fold_config(config, int(f))).best_validation()[0] for f in folds])
     )
+
+
+def unadapted_uar(run_config, labels: list[str]) -> float:
+    """Pooled UAR of each fold's model on its held-out speakers through ``Recognizer`` without
+    ``adapt_to`` (a ``model.normalize_per`` model then normalises with its training speakers'
+    statistics): what one clip of a stranger gets."""
+    import pandas as pd
+
+    from crabser.inference import Recognizer
+
+    truth, predicted = [], []
+    for fold in sorted(run_config.run_dir.glob("fold*")):
+        recognizer = Recognizer.from_run(fold)
+        frame = pd.read_csv(fold / "manifest.csv")
+        test = frame[frame["split"] == "test"]
+        answers = recognizer.predict_batch(test["audio"].tolist(), names=test["id"].tolist())
+        truth += [labels.index(label) for label in test["label"]]
+        predicted += [labels.index(answer.label) for answer in answers]
+    return float(compute_metrics(truth, predicted, labels)["uar"])
 
 
 def parse_variants(items: list[str]) -> dict[str, list[str]]:
@@ -76,13 +100,20 @@ def main() -> None:
     )
     probe = compute_metrics(y.tolist(), predicted.tolist(), labels)
     probe_seconds = time.perf_counter() - started
+    speakers = frame["speaker"].astype(str).to_numpy()
+    predicted = probe_loso(
+        per_speaker(pooled, speakers), y, frame["fold"].astype(int).to_numpy(), speakers
+    )
+    probe_per_speaker = compute_metrics(y.tolist(), predicted.tolist(), labels)
 
     rows = []
     for name, overrides in parse_variants(args.variant).items():
         run = [*base, *overrides, f"name=crab_head_{name}"]
         metrics, seconds = crab_loso(CONFIG, run, args.jobs)
         run_config = load_config(CONFIG, run)
-        rows.append((name, overrides, mean_best_validation(run_config, manifest), metrics, seconds))
+        unadapted = unadapted_uar(run_config, labels) if run_config.model.normalize_per else None
+        validation = mean_best_validation(run_config, manifest)
+        rows.append((name, overrides, validation, metrics, unadapted, seconds))
 
     body = header(command_line()) + (
         f"- protocol: {CONFIG}'s folds ({frame['fold'].nunique()}, by speaker), {len(frame)} "
@@ -91,15 +122,20 @@ def main() -> None:
         "on training + validation speakers; seed 0 unless a row sets train.seed\n"
         f"- probe: {probe_seconds:.0f} s\n\n"
         "| system | overrides | mean best val UAR | pooled UAR | WAR | Macro-F1 | UAR - probe "
-        "| seconds |\n|---|---|---|---|---|---|---|---|\n"
+        "| pooled UAR, not adapted | seconds |\n|---|---|---|---|---|---|---|---|---|\n"
         f"| probe (mean+std, logistic regression) | | | {probe['uar']:.4f} | {probe['war']:.4f} "
-        f"| {probe['macro_f1']:.4f} | | {probe_seconds:.0f} |\n"
+        f"| {probe['macro_f1']:.4f} | | | {probe_seconds:.0f} |\n"
+        "| probe, each speaker's vectors standardised with their own mean and std | | "
+        f"| {probe_per_speaker['uar']:.4f} | {probe_per_speaker['war']:.4f} "
+        f"| {probe_per_speaker['macro_f1']:.4f} | "
+        f"{probe_per_speaker['uar'] - probe['uar']:+.4f} | | |\n"
     )
-    for name, overrides, validation, m, seconds in rows:
+    for name, overrides, validation, m, unadapted, seconds in rows:
         body += (
             f"| Crab, {name} | {' '.join(overrides) or '(configs/default_model.yaml)'} "
             f"| {validation:.4f} | {m['uar']:.4f} | {m['war']:.4f} | {m['macro_f1']:.4f} "
-            f"| {m['uar'] - probe['uar']:+.4f} | {seconds:.0f} |\n"
+            f"| {m['uar'] - probe['uar']:+.4f} "
+            f"| {'' if unadapted is None else f'{unadapted:.4f}'} | {seconds:.0f} |\n"
         )
     best = max(rows, key=lambda row: row[2])  # chosen on validation speakers only
     body += (

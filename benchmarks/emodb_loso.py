@@ -5,7 +5,10 @@ standardised on each training fold, a linear SVM (scikit-learn ``LinearSVC``, cl
 weights) whose C is chosen inside each training fold by speaker-grouped 3-fold CV (UAR) from
 1e-3 ... 1, so the held-out speaker never informs it. Crab: ``configs/default_model.yaml`` (speech
 only, Whisper tiny.en on each clip's own length; the packaged model's settings) run by ``crabser
-crossval`` on the same folds (finished folds are read back). Both are scored on the pooled
+crossval`` on the same folds (finished folds are read back). Where the config normalises per
+speaker (``model.normalize_per: speaker``, the packaged model's setting since 2026-12-03), the
+SVM's functionals are standardised per speaker too (each speaker's, the held-out one's included,
+with its own mean and std), so both read the same kind of input. Both are scored on the pooled
 predictions of all ten held-out speakers: UAR, WAR, Macro-F1 and per-class recall.
 
 ``--patience N`` stops each fold's training N epochs after its best validation UAR
@@ -27,6 +30,7 @@ import numpy as np
 from benchmarks.common import (
     command_line,
     header,
+    per_speaker,
     quick_emodb_manifest,
     quick_overrides,
     write_section,
@@ -133,6 +137,8 @@ def main() -> None:
     y = np.array([index[x] for x in frame["label"]])
     started = time.perf_counter()
     features = egemaps_functionals(list(frame["audio"]))
+    if config.model.normalize_per == "speaker":  # the baseline gets Crab's normalisation
+        features = per_speaker(features, frame["speaker"].astype(str).to_numpy())
     predicted, chosen = svm_loso(
         features, y, frame["fold"].astype(int).to_numpy(), frame["speaker"].to_numpy()
     )
@@ -142,7 +148,11 @@ def main() -> None:
     stopping = f", early stopping (patience {args.patience})" if args.patience else ""
     rows = [
         (f"Crab, speech only ({args.config}{stopping})", crab),
-        ("eGeMAPS functionals + linear SVM", svm),
+        (
+            "eGeMAPS functionals + linear SVM"
+            + (", standardised per speaker" if config.model.normalize_per == "speaker" else ""),
+            svm,
+        ),
     ]
     body = (
         header(command_line()) + f"- folds: {len(summary['folds'])} "
