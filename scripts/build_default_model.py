@@ -110,7 +110,16 @@ def cross_validation(config, crossval: dict, pooled: dict) -> dict:
             **section,
         }
     folds = "leave one speaker out" if config.data.folds is None else f"{config.data.folds} folds"
-    return {"protocol": f"speaker-independent, {folds} by {config.data.fold_by}", **section}
+    protocol = f"speaker-independent, {folds} by {config.data.fold_by}"
+    per = config.model.normalize_per
+    if per is not None:
+        protocol += (
+            f"; speech frames normalised per {per} (model.normalize_per): each held-out {per} "
+            f"with the statistics of all its own clips. In prediction: crabser predict --adapt "
+            f"over one {per}'s recordings (Recognizer.adapt_to); without it the model normalises "
+            f"with its training {per}s' statistics and scores lower"
+        )
+    return {"protocol": protocol, **section}
 
 
 def limits(corpora: list[dict], crossval: dict, speech: str) -> list[str]:

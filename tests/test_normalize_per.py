@@ -273,3 +273,25 @@ def test_the_cli_refuses_to_adapt_a_model_trained_without_it(emodb):
     result = CliRunner().invoke(app, ["predict", str(clip), "--adapt"])
     assert result.exit_code == 2  # an expected error: one line, no traceback
     assert "not trained with model.normalize_per" in result.output
+
+
+def test_the_packaged_emodb_model_adapts_to_a_real_speaker(emodb):
+    from crabser.data.corpora import emodb as emodb_adapter
+
+    model = Recognizer.load("crabser/emodb_speech")
+    assert model.normalize_per == "speaker"  # trained speaker-normalised (configs/default_model)
+    frame = emodb_adapter.prepare(emodb).frame
+    speaker = frame[frame["speaker"] == "03"]
+    paths = list(speaker["audio"])
+    assert model.adapt_to(paths) == len(paths)  # Whisper's frames of all 49 of its clips
+    adapted = model.predict_batch(paths)
+    model.adapt_to(None)
+    plain = model.predict_batch(paths)
+    changed = max(
+        abs(a.probabilities[c] - p.probabilities[c])
+        for a, p in zip(adapted, plain)
+        for c in model.labels
+    )
+    assert changed > 0.01  # the speaker's statistics changed what the model read
+    correct = sum(p.label == truth for p, truth in zip(adapted, speaker["label"]))
+    assert correct >= 0.9 * len(paths), correct  # clips it trained on, read as in training
