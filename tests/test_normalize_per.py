@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile
+import tiny_runs
 from typer.testing import CliRunner
 
 from crabser import pipeline
@@ -32,7 +33,7 @@ from crabser.training.checkpoint_io import load_module, run_checkpoint
 from crabser.training.datamodule import Utterance
 from crabser.training.loaders import group_statistics, normalize_per_group
 
-LABELS = ["anger", "joy", "neutral", "sadness"]
+LABELS = tiny_runs.LABELS
 DIM = 8
 CACHE_ID = "fake-speech-8"
 SCALE = 32.0
@@ -106,34 +107,9 @@ def speakers(tmp_path_factory):
 
 
 def _config(root, name: str, **model) -> RunConfig:
-    return RunConfig.model_validate(
-        {
-            "name": name,
-            "output_dir": str(root / "runs"),
-            "cache_dir": str(root / "cache"),
-            "data": {"protocol": "given", "labels": LABELS},
-            "model": {
-                "modalities": ["speech"],
-                "hidden": 16,
-                "leg_dim": 8,
-                "leg_hidden": 8,
-                "leg_hidden_unimodal": 8,
-                "dropout": 0.1,
-                "attention_dropout": 0.1,
-                **model,
-            },
-            "train": {
-                "epochs": 15,
-                "batch_size": 16,
-                "accumulate": 1,
-                "lr_head": 3e-3,
-                "progress": False,
-                "threads": 1,
-                "accelerator": "cpu",
-                "devices": 1,
-            },
-        }
-    )
+    """The tiny Crab of tiny_runs on speech, trained 15 epochs."""
+    speech = {"modalities": ["speech"], "dropout": 0.1, "attention_dropout": 0.1, **model}
+    return tiny_runs.tiny_config(root, name, model=speech, epochs=15, batch_size=16)
 
 
 def test_group_statistics_are_over_every_frame_of_each_speaker_in_every_split(speakers):

@@ -67,9 +67,9 @@ def tiny_manifest(root: Path, utterances: int = 60, seed: int = 0) -> Manifest:
     return Manifest(pd.DataFrame(rows))
 
 
-def tiny_config(root: Path, name: str = "tiny", **train) -> RunConfig:
-    """A text-only Crab small enough to train an epoch in well under a second; ``train`` overrides
-    ``train.*`` settings."""
+def tiny_config(root: Path, name: str = "tiny", model: dict | None = None, **train) -> RunConfig:
+    """A text-only Crab small enough to train an epoch in well under a second; ``model`` and
+    ``train`` override ``model.*`` and ``train.*`` settings."""
     settings = {
         "epochs": 4,
         "batch_size": 8,
@@ -95,6 +95,7 @@ def tiny_config(root: Path, name: str = "tiny", **train) -> RunConfig:
                 "leg_hidden_unimodal": 8,
                 "dropout": 0.3,
                 "attention_dropout": 0.3,
+                **(model or {}),
             },
             "train": settings,
         }
