@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -29,9 +28,6 @@ from crabser.evaluation.metrics import compute_metrics, metrics_by_group
 from crabser.evaluation.report import write_predictions, write_report
 from crabser.pipeline import source_manifest
 from crabser.runs import git_commit
-
-if TYPE_CHECKING:
-    from crabser.inference import Recognizer
 
 log = logging.getLogger(__name__)
 
@@ -58,14 +54,13 @@ def _predict_rows(recognizer, rows: pd.DataFrame, errors: dict[str, str]) -> dic
 
 
 def _adaptation_groups(
-    adapted: Recognizer | None, rows: pd.DataFrame
+    column: str | None, rows: pd.DataFrame
 ) -> list[tuple[str | None, pd.DataFrame]]:
-    """The rows to predict together: each speaker's (corpus's) for a model trained with
-    ``model.normalize_per`` (``adapted``, which is adapted to each group first); else all of
-    them, no group."""
-    if adapted is None or adapted.normalize_per is None:
+    """The rows to predict together: each ``column`` group's (the model's
+    ``model.normalize_per``, speaker or corpus, to be adapted to first); all of them, no group,
+    where ``column`` is None."""
+    if column is None:
         return [(None, rows)]
-    column = adapted.normalize_per
     if column not in rows:
         raise CrabserError(
             f"the model normalises per {column} (model.normalize_per) and the corpus has no "
@@ -104,7 +99,8 @@ def evaluate_on_corpus(
     adapted = (
         recognizer if isinstance(recognizer, Recognizer) and recognizer.normalize_per else None
     )
-    for group, members in _adaptation_groups(adapted, scored):
+    column = adapted.normalize_per if adapted is not None else None
+    for group, members in _adaptation_groups(column, scored):
         if adapted is not None:  # normalised with the group's own recordings, as in training
             try:
                 adapted.adapt_to(members["audio"].tolist(), names=members["id"].tolist())
