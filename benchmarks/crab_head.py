@@ -33,7 +33,7 @@ from benchmarks.common import command_line, header, per_speaker, pooled_features
 from benchmarks.whisper_layers import crab_loso, loso_overrides, probe_loso
 from crabser import pipeline
 from crabser.config import load_config
-from crabser.crossval import fold_config
+from crabser.crossval import fold_config, single_clip_metrics
 from crabser.evaluation.metrics import compute_metrics
 from crabser.runs import RunFolder, run_labels
 
@@ -50,25 +50,6 @@ def mean_best_validation(config, manifest) -> float:
     return float(
         np.mean([RunFolder.of(fold_config(config, int(f))).best_validation()[0] for f in folds])
     )
-
-
-def unadapted_uar(run_config, labels: list[str]) -> float:
-    """Pooled UAR of each fold's model on its held-out speakers through ``Recognizer`` without
-    ``adapt_to`` (a ``model.normalize_per`` model then normalises with its training speakers'
-    statistics): what one clip of a stranger gets."""
-    import pandas as pd
-
-    from crabser.inference import Recognizer
-
-    truth, predicted = [], []
-    for fold in sorted(run_config.run_dir.glob("fold*")):
-        recognizer = Recognizer.from_run(fold)
-        frame = pd.read_csv(fold / "manifest.csv")
-        test = frame[frame["split"] == "test"]
-        answers = recognizer.predict_batch(test["audio"].tolist(), names=test["id"].tolist())
-        truth += [labels.index(label) for label in test["label"]]
-        predicted += [labels.index(answer.label) for answer in answers]
-    return float(compute_metrics(truth, predicted, labels)["uar"])
 
 
 def parse_variants(items: list[str]) -> dict[str, list[str]]:
@@ -111,7 +92,9 @@ def main() -> None:
         run = [*base, *overrides, f"name=crab_head_{name}"]
         metrics, seconds = crab_loso(CONFIG, run, args.jobs)
         run_config = load_config(CONFIG, run)
-        unadapted = unadapted_uar(run_config, labels) if run_config.model.normalize_per else None
+        unadapted = None
+        if run_config.model.normalize_per:
+            unadapted = single_clip_metrics(run_config, labels)["uar"]
         validation = mean_best_validation(run_config, manifest)
         rows.append((name, overrides, validation, metrics, unadapted, seconds))
 

@@ -80,7 +80,15 @@ def test_the_cli_scores_a_model_on_a_corpus_config(emovo_config, tmp_path):
     assert result.exit_code == 0, result.output
     summary = json.loads(result.output.strip().splitlines()[-1])
     assert summary["n"] == 12 and summary["model_classes_corpus_lacks"] == ["boredom"]
+    assert summary["adapted_per"] == "speaker"  # the EmoDB model adapts to each speaker
     assert (tmp_path / "r" / "cross_corpus_predictions.csv").is_file()
+    single = CliRunner().invoke(
+        app,
+        ["evaluate", "--corpus", str(path), "--model", EMODB_MODEL, "--out", str(tmp_path / "s")]
+        + ["--json", "--no-adapt"],
+    )
+    assert single.exit_code == 0, single.output
+    assert json.loads(single.output.strip().splitlines()[-1])["adapted_per"] is None
 
 
 def test_a_corpus_sharing_no_class_with_the_model_is_a_clear_error(tmp_path, emovo_config):

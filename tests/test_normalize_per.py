@@ -6,6 +6,7 @@ it refuses."""
 from __future__ import annotations
 
 import logging
+import shutil
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,8 +20,10 @@ from crabser import pipeline
 from crabser.cli import app
 from crabser.config import ConfigError, RunConfig, load_config
 from crabser.cross_corpus import evaluate_on_corpus
+from crabser.crossval import single_clip_metrics
 from crabser.data.manifest import Manifest
 from crabser.errors import AudioError, CrabserError
+from crabser.evaluation.metrics import compute_metrics
 from crabser.features.encoders import EncodedBatch, pad_batch
 from crabser.features.statistics import to_reference
 from crabser.features.store import FeatureStore
@@ -242,11 +245,39 @@ def test_a_corpus_is_scored_speaker_by_speaker_as_the_run_evaluated_it(
     assert test.to_dict() == evaluated.set_index("id")["prediction"].to_dict()
     # s4, scored after s5, adapted to its own statistics (not to s5-adapted frames of its own)
     assert result["n"] == 48 and result["uar"] >= 0.9
+    assert result["adapted_per"] == "speaker"
+    single = evaluate_on_corpus(run_dir, load_config(path), tmp_path / "single", adapt=False)
+    # each clip on its own, with the training speakers' statistics: the unseen voices mislead it
+    assert single["adapted_per"] is None and single["n"] == 48
+    assert single["uar"] <= result["uar"] - 0.3
 
 
-def test_the_cli_refuses_to_adapt_a_model_trained_without_it(emodb):
-    clip = min(emodb.rglob("*.wav"))
-    result = CliRunner().invoke(app, ["predict", str(clip), "--adapt"])
+def test_single_clip_metrics_score_each_fold_without_adapting(trained, tmp_path, monkeypatch):
+    root, manifest, scores = trained
+    monkeypatch.setattr(
+        "crabser.features.encoders.build_encoders", lambda config: {"speech": FrameEncoder()}
+    )
+    run = _config(root, "per_speaker")
+    shutil.copytree(run.run_dir, tmp_path / "cv" / "fold0")  # a cross-validation of one fold
+    config = run.model_copy(update={"output_dir": tmp_path, "name": "cv"})
+    single = single_clip_metrics(config, LABELS)
+    test = manifest.frame[manifest.frame["split"] == "test"]
+    recognizer = Recognizer.from_run(run.run_dir)  # not adapted: the training speakers' statistics
+    answers = recognizer.predict_batch(test["audio"].tolist())
+    truth = [LABELS.index(label) for label in test["label"]]
+    expected = compute_metrics(truth, [LABELS.index(a.label) for a in answers], LABELS)
+    assert single["n"] == len(test) and single["uar"] == expected["uar"]
+    assert single["uar"] <= scores["per_speaker"] - 0.3  # adapting is what found the emotion
+
+
+def test_the_cli_refuses_to_adapt_a_model_trained_without_it(trained, monkeypatch):
+    root, manifest, _ = trained
+    monkeypatch.setattr(
+        "crabser.features.encoders.build_encoders", lambda config: {"speech": FrameEncoder()}
+    )
+    plain = str(_config(root, "plain").run_dir)
+    clip = manifest.frame["audio"].iloc[0]
+    result = CliRunner().invoke(app, ["predict", clip, "--model", plain, "--adapt"])
     assert result.exit_code == 2  # an expected error: one line, no traceback
     assert "not trained with model.normalize_per" in result.output
 

@@ -406,12 +406,25 @@ def evaluate(
         ),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print metrics as JSON.")] = False,
+    no_adapt: Annotated[
+        bool,
+        typer.Option(
+            "--no-adapt",
+            help="--corpus: score each clip on its own; a model trained with model.normalize_per "
+            "then uses its training speakers' statistics instead of adapting to each speaker.",
+        ),
+    ] = False,
 ) -> None:
     """Evaluate a run's model (refitted with train.refit, else the best checkpoint) on a split, or
     any model on a whole corpus (--corpus), and write the report."""
     if corpus is not None:
         _evaluate_on_corpus(
-            model or (str(run) if run else "default"), corpus, override, out, as_json
+            model or (str(run) if run else "default"),
+            corpus,
+            override,
+            out,
+            as_json,
+            adapt=not no_adapt,
         )
         return
     if run is None:
@@ -458,7 +471,12 @@ def _print_per_corpus(metrics: dict) -> None:
 
 
 def _evaluate_on_corpus(
-    model: str, corpus: Path, override: list[str] | None, out: Path | None, as_json: bool
+    model: str,
+    corpus: Path,
+    override: list[str] | None,
+    out: Path | None,
+    as_json: bool,
+    adapt: bool = True,
 ) -> None:
     """``crabser evaluate --corpus``: :func:`crabser.cross_corpus.evaluate_on_corpus` with a
     progress bar."""
@@ -472,7 +490,11 @@ def _evaluate_on_corpus(
             out = (model_dir if model_dir.is_dir() else Path()) / "cross_corpus" / corpus.stem
         with _progress() as start:
             result = evaluate_on_corpus(
-                model, config, out, progress=lambda total: start(f"scoring on {config.name}", total)
+                model,
+                config,
+                out,
+                progress=lambda total: start(f"scoring on {config.name}", total),
+                adapt=adapt,
             )
     if as_json:
         keys = (
@@ -485,12 +507,18 @@ def _evaluate_on_corpus(
             "left_out_model_lacks",
             "model_classes_corpus_lacks",
             "unreadable",
+            "adapted_per",
         )
         typer.echo(json.dumps({k: result[k] for k in keys if k in result}))
         return
     _print_metrics(result, f"{model} on {config.name}")
     _print_per_corpus(result)
     console.print(f"scored classes: {', '.join(result['scored_classes'])}")
+    if result["adapted_per"]:
+        console.print(
+            f"adapted to each {result['adapted_per']}'s recordings "
+            "(--no-adapt: each clip on its own)"
+        )
     if result["left_out_model_lacks"]:
         left = ", ".join(f"{label} ({n})" for label, n in result["left_out_model_lacks"].items())
         console.print(f"left out, classes the model lacks: {left}")

@@ -75,10 +75,13 @@ def evaluate_on_corpus(
     out_dir: Path | None = None,
     batch_size: int = 16,
     progress: Callable[[int], Callable[[int], None]] | None = None,
+    adapt: bool = True,
 ) -> dict:
     """Score ``model`` (:meth:`crabser.inference.Recognizer.load`) on the corpus ``config`` names;
     write the report into ``out_dir`` when given. ``progress(total)`` returns the function told
-    after each batch how many clips it held."""
+    after each batch how many clips it held. A model trained with ``model.normalize_per`` is
+    adapted to each speaker (corpus) of the corpus in turn; ``adapt=False`` scores every clip on
+    its own, with the model's training statistics (what one clip of a stranger gets)."""
     from crabser.inference import Recognizer
 
     recognizer = Recognizer.load(model)
@@ -97,7 +100,9 @@ def evaluate_on_corpus(
     predicted: dict[str, str] = {}
     advance = progress(len(scored)) if progress else None
     adapted = (
-        recognizer if isinstance(recognizer, Recognizer) and recognizer.normalize_per else None
+        recognizer
+        if adapt and isinstance(recognizer, Recognizer) and recognizer.normalize_per
+        else None
     )
     column = adapted.normalize_per if adapted is not None else None
     for group, members in _adaptation_groups(column, scored):
@@ -130,6 +135,7 @@ def evaluate_on_corpus(
         )
     report = {
         "model": str(model),
+        "adapted_per": column,
         "corpus_classes": corpus_labels,
         "scored_classes": shared,
         "left_out_model_lacks": frame.loc[~frame["label"].isin(model_labels), "label"]
