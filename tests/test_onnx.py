@@ -121,7 +121,7 @@ def test_a_stale_build_is_not_used_and_an_onnx_folder_loads_by_name(built, tmp_p
     assert listed["mine"]["labels"] == Recognizer.load("default").labels
 
 
-def test_int8_weights_are_smaller_and_keep_the_labels(built, clips, tmp_path):
+def test_int8_weights_are_smaller_and_keep_the_labels(built, clips, emodb, tmp_path):
     out = tmp_path / "int8"
     result = runner.invoke(
         app, ["export", "--onnx", "--int8", "--model", "default", "--out", str(out)]
@@ -132,10 +132,18 @@ def test_int8_weights_are_smaller_and_keep_the_labels(built, clips, tmp_path):
         return sum(p.stat().st_size for p in folder.glob("*.onnx"))
 
     assert size(out) < size(built) / 2
-    inputs = [(wave, 16000) for wave in clips]
+    # the fixture's clips (two of 30-35 s) and every tenth EmoDB clip, in one batch
+    paths = sorted(p for p in emodb.glob("*/*.*") if p.suffix in (".wav", ".flac"))[::10]
+    inputs = [(wave, 16000) for wave in clips] + [(load_audio(p), 16000) for p in paths]
+    int8 = OnnxRecognizer.load(out)
     full = [p.label for p in OnnxRecognizer.load(built).predict_batch(inputs)]
-    small = [p.label for p in OnnxRecognizer.load(out).predict_batch(inputs)]
-    assert sum(a == b for a, b in zip(full, small)) >= len(inputs) - 1
+    small = int8.predict_batch(inputs)
+    assert sum(a == p.label for a, p in zip(full, small)) >= 0.9 * len(inputs)
+    # int8 activations are scaled per tensor: in a padded batch, the long clips moved the answers
+    # of three short ones (47 of 64 labels kept, 2026-12-03); each clip's answer is its own
+    for clip, batched in zip(inputs[:10], small):
+        alone = int8.predict(clip).probabilities
+        assert max(abs(alone[c] - batched.probabilities[c]) for c in alone) < 1e-6
 
 
 def test_what_cannot_be_exported_or_loaded_is_one_line(tmp_path):

@@ -9,7 +9,8 @@
   the head's GRU (``aten.gru``).
 - ``int8``: weights quantised to 8 bits after export (onnxruntime's dynamic quantisation of
   MatMul and GRU weights): less than half the size, but probabilities move (up to 0.45) and a few
-  labels change (2.8 % of EmoDB's clips; BENCHMARKS.md, "ONNX").
+  labels change (2.8 % of EmoDB's clips; BENCHMARKS.md, "ONNX"). Its activations are quantised
+  per tensor, so :class:`~crabser.onnx_runtime.OnnxRecognizer` runs an int8 head clip by clip.
 
 Our choices: the encoder runs one clip (and one 30 s window) at a time, as the PyTorch encoder
 does, so no padding ever enters it; fp32 graphs (the fp16 weights of an exported model are widened

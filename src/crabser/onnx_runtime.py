@@ -7,7 +7,8 @@ embedding), with ``onnx.json`` (labels and the encoder's settings). Prediction t
 PyTorch :class:`crabser.inference.Recognizer` runs, in the same order: decode to 16 kHz (numpy),
 Whisper's log-mel (numpy, :mod:`crabser.features.log_mel`), the encoder clip by clip over 30 s
 windows, the head on the batch. Equal to PyTorch within the tolerance ``crabser export`` measures
-and states (tests: 1e-4 on class probabilities; int8 weights: labels, not digits).
+and states (tests: 1e-4 on class probabilities; int8 weights: labels, not digits). An int8 build
+runs its head one clip at a time, so that a clip's answer does not depend on its batch-mates.
 
 Needs ``onnxruntime`` (``pip install 'crabser[onnx]'``).
 """
@@ -94,6 +95,9 @@ class OnnxRecognizer(Predictor):
         self.pad_to_seconds: float | None = speech["pad_to_seconds"]
         self.max_seconds: float | None = speech["max_seconds"]
         self.encoder, self.head = encoder, head
+        # int8 (dynamic quantisation) scales the head's activations per tensor: over a padded
+        # batch a clip's answer would depend on its batch-mates, so such a head runs clip by clip
+        self.head_per_clip = bool(meta.get("int8", False))
 
     @classmethod
     def load(cls, folder: str | Path) -> OnnxRecognizer:
@@ -120,6 +124,21 @@ class OnnxRecognizer(Predictor):
         self, waves: list[np.ndarray | None], texts: list[str], embed: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None]:
         frames = [self.frames(wave) for wave in waves if wave is not None]
+        if self.head_per_clip and len(frames) > 1:
+            return self._head_clip_by_clip(frames, embed)
+        return self._head(frames, embed)
+
+    def _head_clip_by_clip(
+        self, frames: list[np.ndarray], embed: bool
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        results = [self._head([f], embed) for f in frames]
+        probabilities = np.concatenate([p for p, _ in results])
+        if not embed:
+            return probabilities, None
+        return probabilities, np.concatenate([e for _, e in results if e is not None])
+
+    def _head(self, frames: list[np.ndarray], embed: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        """Softmax (and ``fused``) of the head on the padded batch of ``frames``."""
         longest = max(len(f) for f in frames)
         batch = np.zeros((len(frames), longest, *frames[0].shape[1:]), dtype=np.float32)
         mask = np.zeros((len(frames), longest), dtype=bool)
