@@ -33,7 +33,8 @@ from benchmarks.common import command_line, header, per_speaker, pooled_features
 from benchmarks.whisper_layers import crab_loso, loso_overrides, probe_loso
 from crabser import pipeline
 from crabser.config import load_config
-from crabser.crossval import fold_config, single_clip_metrics
+from crabser.cross_corpus import single_clip_metrics
+from crabser.crossval import fold_config
 from crabser.evaluation.metrics import compute_metrics
 from crabser.runs import RunFolder, run_labels
 

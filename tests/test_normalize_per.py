@@ -19,8 +19,7 @@ from typer.testing import CliRunner
 from crabser import pipeline
 from crabser.cli import app
 from crabser.config import ConfigError, RunConfig, load_config
-from crabser.cross_corpus import evaluate_on_corpus
-from crabser.crossval import single_clip_metrics
+from crabser.cross_corpus import evaluate_on_corpus, single_clip_metrics
 from crabser.data.manifest import Manifest
 from crabser.errors import AudioError, CrabserError
 from crabser.evaluation.metrics import compute_metrics

@@ -9,8 +9,11 @@ never saw is all test. Only the classes the model and the corpus share count:
   still an error), and the report names them.
 
 A clip that cannot be read (:class:`~crabser.errors.AudioError`) is named in the report and left
-out; the others are still scored. Any other error (a missing transcript for a model that reads text
-and has no ASR, a non-finite output) stops the evaluation with its message.
+out; the others are still scored. Any other error (a missing transcript for a model that reads
+text and has no ASR, a non-finite output) stops the evaluation with its message.
+
+:func:`single_clip_metrics` scores a finished cross-validation's folds as a user's single clips
+are scored: not adapted.
 """
 
 from __future__ import annotations
@@ -157,3 +160,31 @@ def evaluate_on_corpus(
             [predicted[i] for i in scored["id"]],
         )
     return {**metrics, **report}
+
+
+def single_clip_metrics(config: RunConfig, labels: list[str]) -> dict:
+    """Pooled metrics (and per corpus, for a multi-corpus run) of each fold's model of a finished
+    cross-validation on its held-out utterances, each clip on its own: through
+    :class:`~crabser.inference.Recognizer` without ``adapt_to``, so a model trained with
+    ``model.normalize_per`` normalises with its training speakers' statistics (what one clip of a
+    stranger gets, where the cross-validation adapted to each held-out speaker). Runs the speech
+    encoder again on the audio."""
+    from crabser.inference import Recognizer
+    from crabser.runs import RunFolder
+
+    truth: list[int] = []
+    predicted: list[int] = []
+    corpora: list[str] = []
+    for fold in sorted(config.run_dir.glob("fold*")):
+        recognizer = Recognizer.from_run(fold)
+        test = RunFolder(fold).manifest().subset("test").frame
+        answers = recognizer.predict_batch(test["audio"].tolist(), names=test["id"].tolist())
+        truth += [labels.index(label) for label in test["label"]]
+        predicted += [labels.index(answer.label) for answer in answers]
+        corpora += test["corpus"].astype(str).tolist() if "corpus" in test else []
+    if not truth:
+        raise CrabserError(f"{config.run_dir}: no finished fold to score")
+    metrics = compute_metrics(truth, predicted, labels)
+    if corpora:
+        metrics["per_corpus"] = metrics_by_group(truth, predicted, corpora, labels)
+    return metrics
