@@ -5,7 +5,9 @@ training speakers alone, on the same folds (each corpus's speakers keep the fold
 them), same recipe; both scored on each corpus's held-out speakers, on its own classes.
 
 Validation speakers per fold: 10 from the union for the multi-corpus model; a tenth of the corpus's
-speakers (at least one) for a single-corpus model.
+speakers (at least one) for a single-corpus model. A speaker-normalised config
+(``model.normalize_per: speaker``) is scored both ways: adapted to each held-out speaker (the
+cross-validation) and on single clips (:func:`crabser.cross_corpus.single_clip_metrics`).
 
 Usage (from the repository root): python -m benchmarks.multicorpus_within [--jobs 2] [--quick]
 (``--quick``: 40 clips per corpus, 2 folds, 2 epochs, in runs/quick: a smoke run, not the
@@ -20,9 +22,10 @@ import time
 from benchmarks.common import command_line, header, quick_overrides, quick_subset, write_section
 from crabser import pipeline
 from crabser.config import load_config
+from crabser.cross_corpus import single_clip_metrics
 from crabser.crossval import crossval
 from crabser.data.manifest import Manifest
-from crabser.runs import RunFolder
+from crabser.runs import RunFolder, run_labels
 
 FOLDS = 5
 
@@ -58,9 +61,10 @@ def main() -> None:
     pipeline.extract_features(union, manifest, encoders)
     started = time.perf_counter()
     pooled = crossval(union, manifest, encoders, jobs=args.jobs)
-    seconds = {"all four corpora": time.perf_counter() - started}
-
-    alone = {}
+    adapts = union.model.normalize_per is not None
+    single = single_clip_metrics(union, run_labels(union, manifest))["per_corpus"] if adapts else {}
+    seconds = {"all four corpora": time.perf_counter() - started}  # single clips included
+    alone, alone_single = {}, {}
     for corpus in sorted(manifest.frame["corpus"].unique()):
         subset = Manifest(manifest.frame[manifest.frame["corpus"] == corpus].reset_index(drop=True))
         speakers = subset.frame["speaker"].nunique()
@@ -69,23 +73,39 @@ def main() -> None:
         RunFolder.of(config).save_inputs(config, subset)
         started = time.perf_counter()
         alone[corpus] = crossval(config, subset, encoders, jobs=args.jobs)["pooled"]
+        if adapts:
+            alone_single[corpus] = single_clip_metrics(config, run_labels(config, subset))
         seconds[corpus] = time.perf_counter() - started
 
+    how = (
+        "adapted to each held-out speaker (model.normalize_per: speaker), and on single clips"
+        if adapts
+        else "no speaker normalisation"
+    )
     body = header(command_line()) + (
         f"- {folds} speaker-independent folds over the union of {', '.join(sorted(alone))} "
         f"({len(manifest.frame)} clips); each corpus's speakers keep their fold in its "
-        "single-corpus runs\n"
+        f"single-corpus runs; {how}\n"
         "- seconds: " + ", ".join(f"{key} {value:.0f}" for key, value in seconds.items()) + "\n\n"
         "UAR on each corpus's held-out speakers, its own classes, pooled over the folds:\n\n"
         "| corpus | trained on that corpus alone | trained on all four | all four / alone "
-        "|\n|---|---|---|---|\n"
+        + (
+            "| alone, single clips | all four, single clips | all four / alone, single clips "
+            if adapts
+            else ""
+        )
+        + "|\n|---|---|---|---|"
+        + ("---|---|---|" if adapts else "")
+        + "\n"
     )
     for corpus, own in alone.items():
         multi = pooled["per_corpus"][corpus]
-        body += (
-            f"| {corpus} | {own['uar']:.4f} | {multi['uar']:.4f} | {multi['uar'] / own['uar']:.3f} "
-            "|\n"
-        )
+        ratio = multi["uar"] / own["uar"]
+        body += f"| {corpus} | {own['uar']:.4f} | {multi['uar']:.4f} | {ratio:.3f} |"
+        if adapts:
+            own_single, multi_single = alone_single[corpus]["uar"], single[corpus]["uar"]
+            body += f" {own_single:.4f} | {multi_single:.4f} | {multi_single / own_single:.3f} |"
+        body += "\n"
     write_section("Within each corpus: one corpus or all four (speaker-independent folds)", body)
     print(body)
 

@@ -92,37 +92,56 @@ def corpora_of(config, frame) -> list[dict]:
     return rows
 
 
-def cross_validation(config, crossval: dict, pooled: dict) -> dict:
-    """The card's cross-validation section: per fold group for several corpora, pooled for one."""
+def cross_validation(config, crossval: dict, pooled: dict, single: dict | None = None) -> dict:
+    """The card's cross-validation section: per fold group for several corpora, pooled for one;
+    ``single``: the folds' models on single clips, for a speaker-normalised model
+    (:func:`crabser.cross_corpus.single_clip_metrics`)."""
     section = {
         "mean": crossval["mean"],
         "std": crossval["std"],
         "pooled": crossval["pooled"],
         "per_class_recall": {label: row["recall"] for label, row in pooled["per_class"].items()},
     }
+    if single is not None:
+        keys = ("war", "uar", "macro_f1", "n")
+        section["single_clips"] = {
+            "protocol": "each clip on its own, not adapted (what crabser predict FILE gives)",
+            "pooled": {k: single[k] for k in keys},
+            **({"per_corpus": single["per_corpus"]} if "per_corpus" in single else {}),
+        }
+    per = config.model.normalize_per
+    adaptation = (
+        ""
+        if per is None
+        else (
+            f"; speech frames normalised per {per} (model.normalize_per): each held-out {per} "
+            f"with the statistics of all its own clips. In prediction: crabser predict --adapt "
+            f"over one {per}'s recordings (Recognizer.adapt_to), which pays where they span "
+            f"several emotions and removes the emotion where they all have the same one; without "
+            f"it the model normalises with its training {per}s' statistics"
+        )
+    )
     if config.data.fold_by == "corpus":
         return {
             "protocol": (
                 "leave one corpus out: each corpus scored by a model trained on the others, "
-                "on its own classes"
+                "on its own classes" + adaptation
             ),
             "per_corpus": crossval["per_corpus"],
             **section,
         }
     folds = "leave one speaker out" if config.data.folds is None else f"{config.data.folds} folds"
-    protocol = f"speaker-independent, {folds} by {config.data.fold_by}"
-    per = config.model.normalize_per
-    if per is not None:
-        protocol += (
-            f"; speech frames normalised per {per} (model.normalize_per): each held-out {per} "
-            f"with the statistics of all its own clips. In prediction: crabser predict --adapt "
-            f"over one {per}'s recordings (Recognizer.adapt_to); without it the model normalises "
-            f"with its training {per}s' statistics and scores lower"
-        )
+    protocol = f"speaker-independent, {folds} by {config.data.fold_by}" + adaptation
     return {"protocol": protocol, **section}
 
 
-def limits(corpora: list[dict], crossval: dict, speech: str) -> list[str]:
+def limits(
+    corpora: list[dict],
+    crossval: dict,
+    speech: str,
+    normalize_per: str | None = None,
+    single: dict | None = None,
+) -> list[str]:
     """Known limits stated on the card."""
     acted = [c["corpus"] for c in corpora if c["speech"] == "acted"]
     clips, speakers = sum(c["clips"] for c in corpora), sum(c["speakers"] for c in corpora)
@@ -143,8 +162,20 @@ def limits(corpora: list[dict], crossval: dict, speech: str) -> list[str]:
     ]
     if "per_corpus" in crossval:
         worst = min(crossval["per_corpus"].items(), key=lambda item: item[1]["uar"])
+        adapted = f", adapted to each {normalize_per}" if normalize_per else ""
+        note = (
+            f"On a corpus it never saw{adapted}, UAR ranged down to {worst[1]['uar']:.2f} "
+            f"({worst[0]})"
+        )
+        if single is not None and "per_corpus" in single:
+            worst = min(single["per_corpus"].items(), key=lambda item: item[1]["uar"])
+            note += f"; on single clips, down to {worst[1]['uar']:.2f} ({worst[0]})"
+        notes.append(note + ".")
+    if normalize_per:
         notes.append(
-            f"On a corpus it never saw, UAR ranged down to {worst[1]['uar']:.2f} ({worst[0]})."
+            f"Adapt (--adapt) only over recordings of one {normalize_per} that span several "
+            f"emotions: where they all carry one emotion, normalising the voice removes the "
+            "emotion too."
         )
     return notes
 
@@ -165,9 +196,11 @@ def main() -> None:
 
     from crabser import pipeline
     from crabser.config import load_config
+    from crabser.cross_corpus import single_clip_metrics
     from crabser.crossval import crossval
     from crabser.data.manifest import Manifest, write_manifest
     from crabser.inference import export_model
+    from crabser.runs import run_labels
     from crabser.training import fit
 
     config = load_config(args.config, [])
@@ -187,6 +220,11 @@ def main() -> None:
         )
     summary = json.loads(summary_path.read_text())
     pooled = json.loads((config.run_dir / "report" / "pooled_metrics.json").read_text())
+    single = (  # the folds' models on single clips, where cross-validation adapted per speaker
+        single_clip_metrics(config, run_labels(config, manifest))
+        if config.model.normalize_per
+        else None
+    )
 
     frame = manifest.frame.drop(columns=["fold"]).copy()
     val_speakers = validation_speakers(frame, config.data.corpus, config.data.seed)
@@ -227,9 +265,15 @@ def main() -> None:
         "modalities": final.model.modalities,
         "speech_encoder": speech_encoder_description(final.speech),
         "labels": json.loads((target / "model.json").read_text())["labels"],
-        "cross_validation": cross_validation(config, summary, pooled),
+        "cross_validation": cross_validation(config, summary, pooled, single),
         "intended_use": INTENDED_USE,
-        "limits": limits(corpora, summary, speech_encoder_description(final.speech)),
+        "limits": limits(
+            corpora,
+            summary,
+            speech_encoder_description(final.speech),
+            final.model.normalize_per,
+            single,
+        ),
         "final_val_uar": result.best_val_uar,
         "command": "python scripts/build_default_model.py --config "
         f"{Path(args.config).resolve().relative_to(REPO)}",

@@ -30,7 +30,7 @@ from crabser.errors import AudioError, CrabserError
 from crabser.evaluation.metrics import compute_metrics, metrics_by_group
 from crabser.evaluation.report import write_predictions, write_report
 from crabser.pipeline import source_manifest
-from crabser.runs import git_commit
+from crabser.runs import RunFolder, git_commit
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +170,6 @@ def single_clip_metrics(config: RunConfig, labels: list[str]) -> dict:
     stranger gets, where the cross-validation adapted to each held-out speaker). Runs the speech
     encoder again on the audio."""
     from crabser.inference import Recognizer
-    from crabser.runs import RunFolder
 
     truth: list[int] = []
     predicted: list[int] = []
