@@ -73,6 +73,31 @@ def validation_speakers(frame, corpus_name: str, seed: int) -> list[str]:
     return chosen
 
 
+def every_utterance_config(config_path, config, manifest, overrides=()):
+    """The config (``<name>_all``) of the model trained on every utterance of a cross-validated
+    ``config`` (its ``manifest``, read from ``config_path`` with ``overrides``), and its validation
+    speakers: they choose the checkpoint or the refit's epochs. Writes the run's
+    ``all_speakers_manifest.csv``."""
+    from crabser.config import load_config
+    from crabser.data.manifest import Manifest, write_manifest
+
+    frame = manifest.frame.drop(columns=["fold"]).copy()
+    val_speakers = validation_speakers(frame, config.data.corpus, config.data.seed)
+    frame["split"] = np.where(frame["speaker"].isin(val_speakers), "val", "train")
+    path = config.run_dir / "all_speakers_manifest.csv"
+    write_manifest(Manifest(frame), path)
+    final = load_config(
+        config_path,
+        [
+            *overrides,
+            f"name={config.name}_all",
+            "data.protocol=given",
+            f"data.manifest={path}",
+        ],
+    )
+    return final, val_speakers
+
+
 def corpora_of(config, frame) -> list[dict]:
     """Each training corpus with its facts (language, kind of speech, terms) and its size."""
     from crabser.data.corpora import corpus_facts
@@ -198,7 +223,6 @@ def main() -> None:
     from crabser.config import load_config
     from crabser.cross_corpus import single_clip_metrics
     from crabser.crossval import crossval
-    from crabser.data.manifest import Manifest, write_manifest
     from crabser.inference import export_model
     from crabser.runs import run_labels
     from crabser.training import fit
@@ -226,24 +250,15 @@ def main() -> None:
         else None
     )
 
-    frame = manifest.frame.drop(columns=["fold"]).copy()
-    val_speakers = validation_speakers(frame, config.data.corpus, config.data.seed)
-    frame["split"] = np.where(frame["speaker"].isin(val_speakers), "val", "train")
-    final_manifest = config.run_dir / "all_speakers_manifest.csv"
-    write_manifest(Manifest(frame), final_manifest)
-    final = load_config(
-        args.config,
-        [f"name={config.name}_all", "data.protocol=given", f"data.manifest={final_manifest}"],
-    )
-    final_manifest_loaded = pipeline.prepare(final)
-    result = fit.train(final, final_manifest_loaded, encoders)
+    final, val_speakers = every_utterance_config(args.config, config, manifest)
+    result = fit.train(final, pipeline.prepare(final), encoders)
     print(
         f"final model: best val UAR {result.best_val_uar:.4f} after {result.epochs} epochs",
         flush=True,
     )
 
     export_model(final.run_dir, target, half=True)
-    corpora = corpora_of(config, frame)
+    corpora = corpora_of(config, manifest.frame.drop(columns=["fold"]))
     how = (
         f"validation speakers {val_speakers} pick the number of epochs, then the model is refitted "
         "on every speaker"
