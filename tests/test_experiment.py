@@ -207,3 +207,43 @@ def test_shipped_run_configs_validate_and_fine_tuning_ones_pass_the_fine_tuning_
         assert fit.finetune_encoders(config)[
             "speech_model" if "speech" in config.model.modalities else "text_model"
         ]
+
+
+def test_a_finished_cell_is_read_back_only_with_the_settings_asked_for(tmp_path, monkeypatch):
+    """A cell with result.json is not run again; its saved config must match the cell's (threads
+    may differ), else the grid is refused naming the setting, not reported with another run's
+    results."""
+    import json
+
+    from crabser import experiment, parallel, pipeline
+    from crabser.config import dump_config
+    from crabser.errors import CrabserError
+
+    runs = []
+
+    def fake_run_cell(config, encoders, manifest=None):
+        runs.append(config.name)
+        config.run_dir.mkdir(parents=True, exist_ok=True)
+        (config.run_dir / "config.yaml").write_text(dump_config(config))
+        (config.run_dir / "result.json").write_text(
+            json.dumps({"war": 0.5, "uar": 0.5, "macro_f1": 0.4, "seconds": 1.0})
+        )
+
+    def fake_run_jobs(function, arguments, jobs=1, on_done=None, finished=()):
+        for args in arguments.values():
+            function(*args)
+
+    monkeypatch.setattr(experiment, "run_cell", fake_run_cell)
+    monkeypatch.setattr(parallel, "run_jobs", fake_run_jobs)
+    monkeypatch.setattr(pipeline, "EncoderCache", lambda: lambda config: {})
+    monkeypatch.setattr(
+        experiment, "write_outputs", lambda grid, results, overrides: tmp_path / grid.name
+    )
+    monkeypatch.chdir(tmp_path)
+    grid = _grid(tmp_path)
+    experiment.run_experiments([(grid, [], {"objective": ["ce"]})])
+    assert len(runs) == 4
+    ((results, _),) = experiment.run_experiments([(grid, ["train.threads=1"], None)])
+    assert len(runs) == 8 and len(results) == 8  # the four ce cells read back, mlcs run
+    with pytest.raises(CrabserError, match=r"train\.epochs: 3 there, 4 now"):
+        experiment.run_experiments([(grid, ["train.epochs=4"], None)], report_only=True)

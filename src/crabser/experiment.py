@@ -15,6 +15,8 @@ An experiment file (``configs/experiments/*.yaml``)::
 Each cell x seed is one run in ``<output_dir>/<name>/<levels>/seed<k>`` (a cross-validation when
 the base uses ``data.protocol: folds``, else train + test). A finished run leaves ``result.json``
 and is skipped next time, so an interrupted grid resumes; cross-validation also resumes per fold.
+A finished run whose saved settings differ from its cell's (the grid or a default changed under
+the same name) is refused, naming the settings, rather than reported with results it did not give.
 All cells share the base config's feature store: features are extracted once.
 
 Outputs in ``<output_dir>/<name>``: ``results.csv`` (one row per run), ``summary.csv`` and
@@ -190,7 +192,7 @@ def run_experiments(
     of ``jobs``: no core waits at the end of one grid for the next to start. Returns each grid's
     results and folder, in order."""
     from crabser import pipeline
-    from crabser.crossval import for_job
+    from crabser.crossval import for_job, require_same_settings
     from crabser.parallel import jobs_for, run_jobs, stored_features
 
     encoders = pipeline.EncoderCache()
@@ -211,6 +213,9 @@ def run_experiments(
     todo = [
         key for key in everything if not (planned[key[0]][key[1]].run_dir / "result.json").is_file()
     ]
+    for index, cell in everything:  # a cell read back must be the run asked for
+        if (index, cell) not in todo:
+            require_same_settings(planned[index][cell])
     jobs = jobs_for(jobs, len(todo))
     pending: dict[tuple[int, Cell], tuple] = {}
     for index, cell in todo:
