@@ -182,6 +182,21 @@ def quick_subset(manifest, per_corpus: int = 40, seed: int = 0):
     return Manifest(frame.reset_index(drop=True))
 
 
+def prepared_corpora(config, quick: bool):
+    """A multi-corpus benchmark run's manifest (``quick``: 40 clips of each corpus, saved as the
+    run's) and encoders, its features extracted."""
+    from crabser import pipeline
+    from crabser.runs import RunFolder
+
+    manifest = pipeline.prepare(config)
+    if quick:
+        manifest = quick_subset(manifest)
+        RunFolder.of(config).save_inputs(config, manifest)
+    encoders = pipeline.build_encoders(config)
+    pipeline.extract_features(config, manifest, encoders)
+    return manifest, encoders
+
+
 def per_speaker(vectors: np.ndarray, speakers: np.ndarray) -> np.ndarray:
     """Each speaker's vectors standardised with that speaker's own mean and std, the held-out
     speaker's too (its audio, never its labels): a baseline's speaker normalisation, beside

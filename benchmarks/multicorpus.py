@@ -35,8 +35,8 @@ from benchmarks.common import (
     header,
     per_speaker,
     pooled_features,
+    prepared_corpora,
     quick_overrides,
-    quick_subset,
     write_section,
 )
 from benchmarks.crab_head import mean_best_validation
@@ -47,7 +47,7 @@ from crabser.cross_corpus import evaluate_on_corpus, single_clip_metrics
 from crabser.crossval import crossval, require_same_settings
 from crabser.data.manifest import Manifest, write_manifest
 from crabser.evaluation.metrics import metrics_by_group
-from crabser.runs import RunFolder, run_labels
+from crabser.runs import run_labels
 from crabser.training import fit
 from crabser.training.checkpoint_io import run_checkpoint
 
@@ -78,12 +78,7 @@ def multi_corpus_runs(args, seeds: list[int]) -> list[tuple]:
     for seed in seeds:
         by_seed = [f"name={name}_seed{seed}", f"train.seed={seed}"] if seed else []
         config = load_config(args.config, [*common, *by_seed])
-        manifest = pipeline.prepare(config)
-        if args.quick:  # 40 clips of each corpus
-            manifest = quick_subset(manifest)
-            RunFolder.of(config).save_inputs(config, manifest)
-        encoders = pipeline.build_encoders(config)
-        pipeline.extract_features(config, manifest, encoders)
+        manifest, encoders = prepared_corpora(config, args.quick)
         runs.append((config, manifest, crossval(config, manifest, encoders, jobs=args.jobs)))
     return runs
 

@@ -19,8 +19,13 @@ from __future__ import annotations
 import argparse
 import time
 
-from benchmarks.common import command_line, header, quick_overrides, quick_subset, write_section
-from crabser import pipeline
+from benchmarks.common import (
+    command_line,
+    header,
+    prepared_corpora,
+    quick_overrides,
+    write_section,
+)
 from crabser.config import load_config
 from crabser.cross_corpus import single_clip_metrics
 from crabser.crossval import crossval
@@ -53,12 +58,7 @@ def main() -> None:
             f"name={name}",
         ],
     )
-    manifest = pipeline.prepare(union)
-    if args.quick:  # 40 clips of each corpus
-        manifest = quick_subset(manifest)
-        RunFolder.of(union).save_inputs(union, manifest)
-    encoders = pipeline.build_encoders(union)
-    pipeline.extract_features(union, manifest, encoders)
+    manifest, encoders = prepared_corpora(union, args.quick)
     started = time.perf_counter()
     pooled = crossval(union, manifest, encoders, jobs=args.jobs)
     adapts = union.model.normalize_per is not None

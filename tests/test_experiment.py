@@ -1,6 +1,7 @@
 """Experiment grids: expansion, per-cell configs, the summary table, and the shipped grid files."""
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -110,23 +111,28 @@ def test_report_only_needs_finished_cells(tmp_path):
         run_experiment(_grid(tmp_path), report_only=True)
 
 
-def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch):
-    """Two grids' pending cells go to one run_jobs call (no core idles between grids); each grid
-    gets its own results table, in the order asked."""
+def _fake_grid_runs(tmp_path, monkeypatch, uar=lambda config: 0.5) -> SimpleNamespace:
+    """Grids run without training: each cell run writes its config.yaml and a result.json (UAR
+    ``uar(config)``); the pool runs its jobs in order. Returns what was seen: ``runs`` (config and
+    manifest of each cell run), ``pools`` (each run_jobs call's keys), ``written`` (the grids whose
+    outputs were written)."""
     import json
 
     from crabser import experiment, parallel, pipeline
+    from crabser.config import dump_config
 
-    pools, written = [], []
+    seen = SimpleNamespace(runs=[], pools=[], written=[])
 
     def fake_run_cell(config, encoders, manifest=None):
+        seen.runs.append((config, manifest))
         config.run_dir.mkdir(parents=True, exist_ok=True)
+        (config.run_dir / "config.yaml").write_text(dump_config(config))
         (config.run_dir / "result.json").write_text(
-            json.dumps({"war": 0.5, "uar": config.train.seed / 10, "macro_f1": 0.4, "seconds": 1.0})
+            json.dumps({"war": 0.5, "uar": uar(config), "macro_f1": 0.4, "seconds": 1.0})
         )
 
     def fake_run_jobs(function, arguments, jobs=1, on_done=None, finished=()):
-        pools.append(list(arguments))
+        seen.pools.append(list(arguments))
         for args in arguments.values():
             function(*args)
 
@@ -136,15 +142,24 @@ def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch)
     monkeypatch.setattr(
         experiment,
         "write_outputs",
-        lambda grid, results, overrides: written.append(grid.name) or tmp_path / grid.name,
+        lambda grid, results, overrides: seen.written.append(grid.name) or tmp_path / grid.name,
     )
     monkeypatch.chdir(tmp_path)
+    return seen
+
+
+def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch):
+    """Two grids' pending cells go to one run_jobs call (no core idles between grids); each grid
+    gets its own results table, in the order asked."""
+    from crabser import experiment
+
+    seen = _fake_grid_runs(tmp_path, monkeypatch, uar=lambda config: config.train.seed / 10)
     first = _grid(tmp_path)
     second = first.model_copy(update={"name": "h", "seeds": [2]})
     outputs = experiment.run_experiments([(first, [], {"objective": ["ce"]}), (second, [], None)])
-    assert len(pools) == 1 and len(pools[0]) == 4 + 4  # 2 cells x 2 seeds, then 4 cells x 1 seed
-    assert [index for index, _ in pools[0]] == [0] * 4 + [1] * 4
-    assert written == ["g", "h"]
+    assert len(seen.pools) == 1 and len(seen.pools[0]) == 4 + 4  # 2 cells x 2 seeds, 4 x 1
+    assert [index for index, _ in seen.pools[0]] == [0] * 4 + [1] * 4
+    assert seen.written == ["g", "h"]
     (results_g, out_g), (results_h, _) = outputs
     assert (
         out_g == tmp_path / "g"
@@ -157,42 +172,25 @@ def test_several_grids_train_in_one_pool_and_report_apart(tmp_path, monkeypatch)
 def test_cells_run_as_jobs_are_prepared_once_with_the_jobs_threads(tmp_path, monkeypatch):
     """With --jobs each pending cell is prepared once, here, with the config its job runs (so its
     saved config.yaml names the job's threads), and that manifest goes to the job."""
-    import json
-
-    from crabser import experiment, parallel, pipeline
+    from crabser import experiment, pipeline
     from crabser.parallel import threads_per_job
 
-    prepared, received = [], []
+    prepared = []
 
     def fake_prepare(config):
         prepared.append(config)
         return f"manifest of {config.name}"
 
-    def fake_run_cell(config, encoders, manifest=None):
-        received.append((config.train.threads, manifest))
-        config.run_dir.mkdir(parents=True, exist_ok=True)
-        (config.run_dir / "result.json").write_text(
-            json.dumps({"war": 0.5, "uar": 0.5, "macro_f1": 0.4, "seconds": 1.0})
-        )
-
-    def fake_run_jobs(function, arguments, jobs=1, on_done=None, finished=()):
-        for args in arguments.values():
-            function(*args)
-
+    seen = _fake_grid_runs(tmp_path, monkeypatch)
     monkeypatch.setattr(pipeline, "prepare", fake_prepare)
     monkeypatch.setattr(pipeline, "extract_features", lambda config, manifest, encoders: None)
-    monkeypatch.setattr(experiment, "run_cell", fake_run_cell)
-    monkeypatch.setattr(parallel, "run_jobs", fake_run_jobs)
-    monkeypatch.setattr(pipeline, "EncoderCache", lambda: lambda config: {})
-    monkeypatch.setattr(
-        experiment, "write_outputs", lambda grid, results, overrides: tmp_path / grid.name
-    )
-    monkeypatch.chdir(tmp_path)
     experiment.run_experiments([(_grid(tmp_path), [], {"objective": ["ce"]})], jobs=2)
     assert len(prepared) == 4 and {config.train.threads for config in prepared} == {
         threads_per_job(2)
     }
-    assert received == [(threads_per_job(2), f"manifest of {config.name}") for config in prepared]
+    assert [(config.train.threads, manifest) for config, manifest in seen.runs] == [
+        (threads_per_job(2), f"manifest of {config.name}") for config in prepared
+    ]
 
 
 @pytest.mark.parametrize("path", sorted((REPO / "configs").glob("*.yaml")), ids=lambda p: p.name)
@@ -213,37 +211,14 @@ def test_a_finished_cell_is_read_back_only_with_the_settings_asked_for(tmp_path,
     """A cell with result.json is not run again; its saved config must match the cell's (threads
     may differ), else the grid is refused naming the setting, not reported with another run's
     results."""
-    import json
-
-    from crabser import experiment, parallel, pipeline
-    from crabser.config import dump_config
+    from crabser import experiment
     from crabser.errors import CrabserError
 
-    runs = []
-
-    def fake_run_cell(config, encoders, manifest=None):
-        runs.append(config.name)
-        config.run_dir.mkdir(parents=True, exist_ok=True)
-        (config.run_dir / "config.yaml").write_text(dump_config(config))
-        (config.run_dir / "result.json").write_text(
-            json.dumps({"war": 0.5, "uar": 0.5, "macro_f1": 0.4, "seconds": 1.0})
-        )
-
-    def fake_run_jobs(function, arguments, jobs=1, on_done=None, finished=()):
-        for args in arguments.values():
-            function(*args)
-
-    monkeypatch.setattr(experiment, "run_cell", fake_run_cell)
-    monkeypatch.setattr(parallel, "run_jobs", fake_run_jobs)
-    monkeypatch.setattr(pipeline, "EncoderCache", lambda: lambda config: {})
-    monkeypatch.setattr(
-        experiment, "write_outputs", lambda grid, results, overrides: tmp_path / grid.name
-    )
-    monkeypatch.chdir(tmp_path)
+    seen = _fake_grid_runs(tmp_path, monkeypatch)
     grid = _grid(tmp_path)
     experiment.run_experiments([(grid, [], {"objective": ["ce"]})])
-    assert len(runs) == 4
+    assert len(seen.runs) == 4
     ((results, _),) = experiment.run_experiments([(grid, ["train.threads=1"], None)])
-    assert len(runs) == 8 and len(results) == 8  # the four ce cells read back, mlcs run
+    assert len(seen.runs) == 8 and len(results) == 8  # the four ce cells read back, mlcs run
     with pytest.raises(CrabserError, match=r"train\.epochs: 3 there, 4 now"):
         experiment.run_experiments([(grid, ["train.epochs=4"], None)], report_only=True)
