@@ -64,9 +64,10 @@ def single_corpus_config(config, manifest, corpus: str):
     return config.model_copy(update={"data": data, "name": f"{config.name}_{corpus}"})
 
 
-def multi_corpus_runs(args, seeds: list[int]) -> list[tuple]:
+def multi_corpus_runs(args, seeds: list[int]) -> tuple[list[tuple], dict]:
     """The multi-corpus cross-validation of each seed (seed 0 in ``runs/<name>``, seed s in
-    ``runs/<name>_seed<s>``; finished folds are read back): ``(config, manifest, summary)``."""
+    ``runs/<name>_seed<s>``; finished folds are read back): ``(config, manifest, summary)`` each,
+    and the encoders (every seed's are the same)."""
     quick = (
         ["train.epochs=2", "train.progress=false", "data.val_speakers_per_fold=2"]
         if args.quick
@@ -80,7 +81,7 @@ def multi_corpus_runs(args, seeds: list[int]) -> list[tuple]:
         config = load_config(args.config, [*common, *by_seed])
         manifest, encoders = prepared_corpora(config, args.quick)
         runs.append((config, manifest, crossval(config, manifest, encoders, jobs=args.jobs)))
-    return runs
+    return runs, encoders
 
 
 def emodb_only_models(seeds: list[int], quick: bool) -> dict[int, str]:
@@ -145,10 +146,9 @@ def main() -> None:
     seeds = args.seeds or ([0] if args.quick else [0, 1])
     emodb_seeds = args.emodb_seeds or ([0] if args.quick else [0, 1, 2])
     started = time.perf_counter()
-    runs = multi_corpus_runs(args, seeds)
+    runs, encoders = multi_corpus_runs(args, seeds)
     crab_seconds = time.perf_counter() - started
     config, manifest, summary = runs[0]
-    encoders = pipeline.build_encoders(config)
 
     labels = run_labels(config, manifest)
     adapts = config.model.normalize_per is not None
@@ -180,7 +180,7 @@ def main() -> None:
     started = time.perf_counter()
     crab_single: dict[str, list[float]] = {}
     crab_adapted: dict[str, list[float]] = {}
-    for seed_config, seed_manifest, seed_summary in runs:
+    for seed_config, _, seed_summary in runs:
         scores = (
             single_clip_metrics(seed_config, labels)["per_corpus"]
             if adapts

@@ -258,7 +258,7 @@ def main() -> None:
     )
 
     export_model(final.run_dir, target, half=True)
-    corpora = corpora_of(config, manifest.frame.drop(columns=["fold"]))
+    corpora = corpora_of(config, manifest.frame)
     how = (
         f"validation speakers {val_speakers} pick the number of epochs, then the model is refitted "
         "on every speaker"
