@@ -11,7 +11,8 @@ processes and importing libraries on one core (Lightning alone takes ~12 s on th
 and its figures are smoke checks, not measurements. Each script's output is printed when it ends.
 
 ``--long`` adds the benchmarks too long for ``make bench`` (StackingSER, about 100 minutes;
-multi-corpus within-corpus folds, about 40; Crab head settings against the probe, about 20).
+multi-corpus within-corpus folds, about 40; Crab head settings against the probe, about 20; Whisper
+layers across corpora, about 10).
 
 Usage (from the repository root): python -m benchmarks.run_all [--quick] [--long] [--only
 speed,service] [--parallel N]
@@ -60,7 +61,9 @@ LONG = {
     "stacking": [],
     "multicorpus_within": [],
     "crab_head": [],
-}  #: only with --long (or --only); multicorpus_within: about 40 minutes, crab_head about 20
+    "multicorpus_layers": [],
+}  #: only with --long (or --only); multicorpus_within: about 40 minutes, crab_head about 20,
+#: multicorpus_layers about 10 (and 4 GB of every-layer features in the cache)
 #: scripts side by side start longest first (their --quick minutes on 2 cores: 1.3, 1.2, 0.9, ...)
 LONGEST_FIRST = [
     "objectives",
