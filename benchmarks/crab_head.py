@@ -62,6 +62,25 @@ def parse_variants(items: list[str]) -> dict[str, list[str]]:
     return variants or dict(VARIANTS)
 
 
+def seed_summary(rows: list[tuple], probe_uar: float, speaker_probe_uar: float) -> str:
+    """Lines for each recipe run on several seeds (variants whose overrides differ only in
+    ``train.seed``): its pooled UAR over the seeds, and its margin over both probes."""
+    recipes: dict[tuple[str, ...], list[float]] = {}
+    for _, overrides, _, metrics, _, _ in rows:
+        recipe = tuple(o for o in overrides if not o.startswith("train.seed="))
+        recipes.setdefault(recipe, []).append(metrics["uar"])
+    lines = [
+        f"- {' '.join(recipe) or '(configs/default_model.yaml)'}, {len(uars)} seeds: pooled UAR "
+        f"{np.mean(uars):.4f} ± {np.std(uars):.4f}; minus the probe "
+        f"{np.mean(uars) - probe_uar:+.4f} (each seed "
+        f"{', '.join(f'{u - probe_uar:+.4f}' for u in uars)}); minus the "
+        f"speaker-normalised probe {np.mean(uars) - speaker_probe_uar:+.4f}\n"
+        for recipe, uars in recipes.items()
+        if len(uars) > 1
+    ]
+    return "\nOver seeds:\n\n" + "".join(lines) if lines else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--variant", action="append", default=[], help="NAME=OVERRIDE[;...]")
@@ -121,6 +140,7 @@ def main() -> None:
             f"| {m['uar'] - probe['uar']:+.4f} "
             f"| {'' if unadapted is None else f'{unadapted:.4f}'} | {seconds:.0f} |\n"
         )
+    body += seed_summary(rows, probe["uar"], probe_per_speaker["uar"])
     best = max(rows, key=lambda row: row[2])  # chosen on validation speakers only
     body += (
         f"\nChosen on validation: Crab, {best[0]}; its pooled UAR / the probe's = "
