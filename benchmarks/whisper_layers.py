@@ -79,14 +79,21 @@ def pooled_layers(config, manifest) -> tuple[np.ndarray, float, float]:
     started = time.perf_counter()
     pipeline.extract_features(config, manifest, encoders)
     seconds = time.perf_counter() - started
-    store, cache_id = FeatureStore(config.cache_dir), encoders["speech"].cache_id
+    pooled, megabytes = cached_layer_statistics(config, manifest, encoders["speech"].cache_id)
+    return pooled, seconds, megabytes
+
+
+def cached_layer_statistics(config, manifest, cache_id: str) -> tuple[np.ndarray, float]:
+    """Mean+std of every hidden state per clip, ``(N, L + 1, 2D)``, from the feature cache of
+    ``cache_id`` (extracted already); MB on disk."""
+    store = FeatureStore(config.cache_dir)
     hashes = content_hashes(manifest, "speech")
     pooled, size = [], 0
     for utterance in manifest.frame["id"]:
         features = store.get(cache_id, hashes[utterance])  # (T, L + 1, D)
         size += store.path(cache_id, hashes[utterance]).stat().st_size
         pooled.append(np.concatenate([features.mean(0), features.std(0)], axis=-1))
-    return np.stack(pooled), seconds, size / 1e6
+    return np.stack(pooled), size / 1e6
 
 
 def probe_loso(
