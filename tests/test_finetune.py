@@ -95,6 +95,30 @@ def test_finetuned_run_evaluates_and_predicts_from_raw_audio(finetuned, emodb):
     assert json.loads(answer.output.strip().splitlines()[-1])["label"] in emodb_adapter.LABELS
 
 
+def test_finetuned_crossval_extracts_no_features(finetuned):
+    """Each fold trains its encoders from raw audio: no frozen features are extracted or cached
+    (before, crossval filled the feature store first, a full encoder pass it never read)."""
+    root, _, tiny_wavlm = finetuned
+    config = root / "crossval.yaml"
+    config.write_text(
+        f"""
+name: ft_cv
+output_dir: {root / "runs"}
+cache_dir: {root / "cv_cache"}
+data: {{manifest: {root / "manifest.csv"}, protocol: folds, folds: 2, fold_by: speaker,
+       val_speakers_per_fold: 1}}
+speech: {{kind: hf-speech, model: {tiny_wavlm}, max_seconds: 2.0}}
+model: {{modalities: [speech], hidden: 16, leg_dim: 8, leg_hidden: 8, leg_hidden_unimodal: 8}}
+train: {{finetune: true, epochs: 1, batch_size: 8, accumulate: 1, progress: false, threads: 2}}
+"""
+    )
+    result = runner.invoke(app, ["crossval", "--config", str(config)])
+    assert result.exit_code == 0, result.output
+    assert (root / "runs/ft_cv/crossval.md").is_file()
+    cached = [p for p in (root / "cv_cache").rglob("*") if p.is_file()]
+    assert cached == []
+
+
 def test_whisper_ct2_cannot_be_finetuned(finetuned):
     _, config, _ = finetuned
     result = runner.invoke(

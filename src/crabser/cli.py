@@ -189,6 +189,13 @@ def _extracted(cfg, manifest) -> tuple[dict, dict]:
     return encoders, reports
 
 
+def _training_encoders(cfg, manifest) -> tuple[dict, dict]:
+    """The frozen encoders a training run reads from the feature store, filled first, and the
+    extraction reports; none with ``train.finetune`` (the encoders then train from raw audio, and
+    the store would go unused)."""
+    return ({}, {}) if cfg.train.finetune else _extracted(cfg, manifest)
+
+
 def _summarise_extraction(reports: dict) -> None:
     for modality, report in reports.items():
         console.print(
@@ -266,7 +273,7 @@ def train(
         cfg = _load(config, [*(override or []), *(["train.finetune=true"] if finetune else [])])
         _quiet_lightning()
         manifest = pipeline.prepare(cfg)
-        encoders = {} if cfg.train.finetune else _extracted(cfg, manifest)[0]
+        encoders, _ = _training_encoders(cfg, manifest)
         result = fit.train(cfg, manifest, encoders, resume=resume)
     console.print(
         f"best val UAR {result.best_val_uar:.4f} · model {run_checkpoint(cfg.run_dir)} · "
@@ -281,7 +288,8 @@ def crossval(
     """Cross-validate (data.protocol: folds): one model per fold, per-fold + mean ± std + pooled
     metrics.
 
-    Folds already finished are read back, so an interrupted run resumes where it stopped.
+    Folds already finished are read back, so an interrupted run resumes where it stopped. With
+    train.finetune nothing is extracted (each fold trains its encoders from raw audio).
     """
     from crabser import pipeline
     from crabser.crossval import crossval, crossval_markdown
@@ -296,7 +304,7 @@ def crossval(
         cfg = _load(config, override)
         _quiet_lightning()
         manifest = pipeline.prepare(cfg)
-        encoders, _ = _extracted(cfg, manifest)
+        encoders, _ = _training_encoders(cfg, manifest)
         summary = crossval(cfg, manifest, encoders, on_fold=report, jobs=jobs)
     console.print(crossval_markdown(summary))
     console.print(f"summary: {cfg.run_dir / 'crossval.md'}")
@@ -990,7 +998,7 @@ def demo(
             f"{counts.get('val', 0)},"
             f" test {counts.get('test', 0)} (speaker-independent)"
         )
-        encoders, reports = _extracted(cfg, manifest)
+        encoders, reports = _training_encoders(cfg, manifest)
         _summarise_extraction(reports)
         result = fit.train(cfg, manifest, encoders)
         console.print(
