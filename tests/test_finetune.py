@@ -119,6 +119,28 @@ train: {{finetune: true, epochs: 1, batch_size: 8, accumulate: 1, progress: fals
     assert cached == []
 
 
+def test_a_finetuned_speech_and_text_run_exports_and_predicts_as_the_run(finetuned, emodb):
+    """Both fine-tuned encoders travel in the export (WavLM without its frozen CNN), and the export
+    answers as the run on one clip and transcript at a time."""
+    from safetensors.torch import load_file
+
+    from crabser.data.audio import load_audio
+    from crabser.inference import TUNED_ENCODERS, Recognizer, export_model
+
+    root, _, _ = finetuned
+    out = export_model(root / "runs/ft", root / "exported", half=False)
+    stored = load_file(str(out / TUNED_ENCODERS))
+    assert {k.split(".", 1)[0] for k in stored} == {"speech", "text"}
+    assert not any(".feature_extractor." in k for k in stored)  # frozen: the pre-trained one's
+    as_run, exported = Recognizer.load(root / "runs/ft"), Recognizer.load(out)
+    clips = emodb_adapter.prepare(emodb).frame.query("speaker == '16'")["audio"].iloc[:2]
+    for clip, text in zip(clips, ["Hallo.", "Das ist gut."]):
+        wave = load_audio(clip, 16000)[:32000]  # speech.max_seconds: 2 s
+        np.testing.assert_allclose(
+            exported.probabilities([wave], [text]), as_run.probabilities([wave], [text]), atol=1e-5
+        )
+
+
 def test_whisper_ct2_cannot_be_finetuned(finetuned):
     _, config, _ = finetuned
     result = runner.invoke(

@@ -342,3 +342,51 @@ def test_quantised_ctranslate2_weights_are_refused_by_name(tmp_path):
     )
     with pytest.raises(ConfigError, match="quantised CTranslate2 weights are not read"):
         whisper_encoder_from_ct2(tmp_path)
+
+
+def test_a_finetuned_whisper_run_exports_its_trained_layers_and_predicts_as_the_run(
+    whisper_finetuned, emodb, tmp_path, torch_whisper
+):
+    """The export stores the layers that trained (not the frozen stem or positions) and, loaded
+    over the embedded encoder, gives the run's own probabilities clip by clip."""
+    from safetensors.torch import load_file
+
+    from crabser.inference import TUNED_ENCODERS, Recognizer, export_model
+
+    run = whisper_finetuned / "runs/ftw"
+    out = export_model(run, tmp_path / "fp32", half=False)
+    stored = load_file(str(out / TUNED_ENCODERS))
+    assert {k.split(".")[2] for k in stored} == {"0", "1"}  # layers 0 and 1 (hidden state 2)
+    assert all(k.startswith("speech.layers.") for k in stored)
+    as_run, exported = Recognizer.load(run), Recognizer.load(out)
+    tuned = exported.encoders["speech"].model.state_dict()["layers.1.fc1.weight"]
+    assert torch.equal(tuned, stored["speech.layers.1.fc1.weight"])
+    assert not torch.equal(tuned, torch_whisper.state_dict()["layers.1.fc1.weight"])
+    assert ":tuned-" in exported.encoders["speech"].cache_id  # never the pre-trained one's cache
+    clips = emodb_adapter.prepare(emodb).frame.query("speaker == '16'")["audio"].iloc[:3]
+    # One clip at a time, its first speech.max_seconds (2 s): the export's encoder reads that much,
+    # as the run's evaluation does (the run's own predict path reads the whole clip).
+    for clip in clips:
+        wave = load_audio(clip, 16000)[:32000]
+        np.testing.assert_allclose(
+            exported.probabilities([wave], [""]), as_run.probabilities([wave], [""]), atol=1e-5
+        )
+
+
+def test_tuned_encoder_weights_that_fit_no_encoder_are_refused(tmp_path, torch_whisper):
+    from safetensors.torch import save_file
+
+    from crabser.errors import CrabserError
+    from crabser.inference import load_tuned_encoders
+
+    path = tmp_path / "encoders.safetensors"
+    save_file({"text.embeddings.weight": torch.zeros(2, 2)}, str(path))
+    with pytest.raises(CrabserError, match="text encoder .*takes none"):
+        load_tuned_encoders({}, path)
+    save_file({"speech.layers.0.fc1.weight": torch.zeros(3, 3)}, str(path))
+
+    class Speech:
+        model, cache_id = torch_whisper, "x"
+
+    with pytest.raises(CrabserError, match="do not fit .*layers.0.fc1.weight"):
+        load_tuned_encoders({"speech": Speech()}, path)

@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT = "default"  #: the name of the packaged model
 EXPORT_FORMAT = "crabser-model/1"
+TUNED_ENCODERS = "encoders.safetensors"  #: a fine-tuned export's trained encoder weights
 #: the tap whose vector is an input's embedding: the classifier's input, present in every model
 EMBEDDING_TAP = "fused"
 
@@ -152,10 +153,15 @@ class Recognizer(Predictor):
         }
         require_finite(weights.items(), weights_file)
         module = guarded_read(weights_file, lambda _: ExportedModule(meta["hparams"], weights))
-        return cls._with_config(module, load_run_config(folder, overrides))
+        tuned = meta.get("encoder_weights")
+        return cls._with_config(
+            module, load_run_config(folder, overrides), folder / tuned if tuned else None
+        )
 
     @classmethod
-    def _with_config(cls, module, config) -> Recognizer:
+    def _with_config(cls, module, config, tuned_encoders: Path | None = None) -> Recognizer:
+        """``tuned_encoders``: an exported fine-tuned run's encoder weights, loaded over the
+        pre-trained encoders that ``config`` builds."""
         from crabser.features.encoders import build_encoders
 
         asr = None
@@ -165,7 +171,12 @@ class Recognizer(Predictor):
             def asr() -> WhisperASR:
                 return WhisperASR(config.asr.model, config.asr.language, config.asr.beam_size)
 
-        encoders = {} if config.train.finetune else build_encoders(config)
+        if config.train.finetune and tuned_encoders is None:
+            encoders = {}  # a fine-tuned run's module carries its own encoders
+        else:
+            encoders = build_encoders(config)
+        if tuned_encoders is not None:
+            load_tuned_encoders(encoders, tuned_encoders)
         return cls(
             module,
             encoders,
@@ -302,6 +313,44 @@ class Recognizer(Predictor):
         return [f[m].float().numpy() for f, m in zip(frames, mask)]
 
 
+def load_tuned_encoders(encoders: dict[str, Encoder], path: Path) -> None:
+    """Put a fine-tuned export's encoder weights (``<modality>.<parameter>``, see
+    :func:`export_model`) over the pre-trained ``encoders`` built from its config, and give each
+    changed encoder its own ``cache_id`` (the file's digest), so that no feature store ever mixes
+    its frames with the pre-trained encoder's. CrabserError if a weight fits no encoder."""
+    import hashlib
+
+    from safetensors.torch import load_file
+
+    from crabser.training.checkpoint_io import guarded_read, require_finite
+
+    weights = guarded_read(path, lambda p: load_file(str(p)))
+    require_finite(weights.items(), path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    for modality in sorted({name.split(".", 1)[0] for name in weights}):
+        encoder = encoders.get(modality)
+        model = getattr(encoder, "model", None)
+        if not isinstance(model, torch.nn.Module):
+            raise CrabserError(
+                f"{path}: holds fine-tuned {modality} encoder weights, but the config's "
+                f"{modality} encoder ({type(encoder).__name__}) takes none"
+            )
+        state = model.state_dict()
+        tuned = {
+            k.removeprefix(f"{modality}."): v
+            for k, v in weights.items()
+            if k.startswith(f"{modality}.")
+        }
+        misfits = [k for k, v in tuned.items() if k not in state or state[k].shape != v.shape]
+        if misfits:
+            raise CrabserError(
+                f"{path}: {len(misfits)} fine-tuned {modality} weights do not fit the config's "
+                f"encoder (e.g. {misfits[0]}): export the model again"
+            )
+        model.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in tuned.items()}})
+        encoder.cache_id = f"{encoder.cache_id}:tuned-{digest}"  # type: ignore[union-attr]
+
+
 class StackedRecognizer(Predictor):
     """A stacked ensemble (``crabser stack``): base models' logits -> the averaged random
     forests."""
@@ -339,7 +388,15 @@ def export_model(
 ) -> Path:
     """Write a run's model as a small folder: ``model.safetensors`` (fp16 when ``half``; only the
     model's weights, no optimiser or loss state), ``model.json`` (format, hyper-parameters, labels)
-    and ``config.yaml`` (encoders, ASR). ``Recognizer.load(out_dir)`` reads it."""
+    and ``config.yaml`` (encoders, ASR). ``Recognizer.load(out_dir)`` reads it.
+
+    A fine-tuned run also gets ``encoders.safetensors``: the encoder parameters that trained (e.g.
+    Whisper's layers up to the one read, not its frozen stem or positions), keyed by modality
+    (``speech.layers.0...``). Loading builds the pre-trained encoders the config names and puts
+    these over them (:func:`load_tuned_encoders`), so the export predicts like a frozen-encoder
+    model: clip by clip, speaker adaptation and ONNX export included. The pre-trained weights are
+    not stored again (the embedded ones ship with crabser; a hub id or folder must still be
+    there)."""
     from safetensors.torch import save_file
 
     from crabser.config import dump_config, load_run_config
@@ -349,18 +406,24 @@ def export_model(
 
     config = load_run_config(Path(run_dir))
     module = load_module(run_checkpoint(config.run_dir, checkpoint))
-    if module.encoder_parameters():
-        raise CrabserError(
-            f"{run_dir}: a fine-tuned run carries its encoders; load the run folder instead of "
-            "exporting it"
-        )
     out = ensure_folder(out_dir, "--out")
-    state = {
-        k: (v.half() if half and v.is_floating_point() else v).contiguous()
-        for k, v in module.model.state_dict().items()
-    }
+
+    def stored(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {
+            k: (v.half() if half and v.is_floating_point() else v).detach().contiguous()
+            for k, v in state.items()
+        }
+
     with atomic_path(out / "model.safetensors") as tmp:
-        save_file(state, str(tmp))
+        save_file(stored(module.model.state_dict()), str(tmp))
+    names = ["model.safetensors", "model.json", "config.yaml"]
+    encoders = getattr(module, "encoders", None)  # a fine-tuned run's trainable encoders
+    tuned = {n: p for n, p in encoders.named_parameters() if p.requires_grad} if encoders else {}
+    (out / TUNED_ENCODERS).unlink(missing_ok=True)  # none, or a stale one of an earlier export
+    if tuned:  # only what trained: the rest is the pre-trained encoders' own
+        names.append(TUNED_ENCODERS)
+        with atomic_path(out / TUNED_ENCODERS) as tmp:
+            save_file(stored(tuned), str(tmp))
     meta = {
         "format": EXPORT_FORMAT,
         "labels": module.labels,
@@ -368,11 +431,12 @@ def export_model(
         "hparams": dict(module.hparams),
         "source_run": str(config.run_dir),
         "git_commit": git_commit(),
+        **({"encoder_weights": TUNED_ENCODERS} if tuned else {}),
     }
     with atomic_path(out / "model.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
     with atomic_path(out / "config.yaml") as tmp:
         tmp.write_text(dump_config(config))
-    for name in ("model.safetensors", "model.json", "config.yaml"):
+    for name in names:
         (out / name).chmod(0o644)  # readable by whoever installs or serves it (temp files are 0600)
     return out

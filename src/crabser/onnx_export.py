@@ -72,7 +72,7 @@ def _speech_encoder(recognizer: object, model: str | Path) -> tuple[Recognizer, 
     if not isinstance(recognizer, Recognizer) or not recognizer.encoders:
         raise CrabserError(
             f"{model}: only a single model with frozen encoders exports to ONNX (not a stack or a "
-            "fine-tuned run)"
+            "fine-tuned run folder: `crabser export` a fine-tuned run first, then its export)"
         )
     encoder = recognizer.encoders.get("speech")
     if recognizer.modalities != ["speech"] or not isinstance(encoder, HFSpeechEncoder):
