@@ -34,8 +34,8 @@ INTENDED_USE = (
 )
 
 
-def speech_encoder_description(speech) -> str:
-    """The card's words for the speech encoder settings."""
+def speech_encoder_description(speech, finetuned: bool = False) -> str:
+    """The card's words for the speech encoder settings (``finetuned``: trained with the head)."""
     form = (
         "each clip's own length"
         if speech.pad_to_seconds is None
@@ -44,9 +44,14 @@ def speech_encoder_description(speech) -> str:
     if speech.kind == "whisper-ct2" and speech.model == "embedded":
         return f"Whisper tiny.en encoder (embedded, CTranslate2), output layer, {form}"
     if speech.kind == "hf-speech" and speech.model == "embedded":
+        tuned = (
+            ", its layers up to that state fine-tuned with the head (the convolutional stem frozen)"
+            if finetuned
+            else ""
+        )
         return (
             "Whisper tiny.en encoder (embedded, PyTorch from the bundled weights), "
-            f"hidden state {speech.layer} of 4, {form}"
+            f"hidden state {speech.layer} of 4{tuned}, {form}"
         )
     return f"{speech.kind} {speech.model}, layer {speech.layer}, {form}"
 
@@ -166,6 +171,7 @@ def limits(
     speech: str,
     normalize_per: str | None = None,
     single: dict | None = None,
+    finetuned: bool = False,
 ) -> list[str]:
     """Known limits stated on the card."""
     acted = [c["corpus"] for c in corpora if c["speech"] == "acted"]
@@ -183,7 +189,11 @@ def limits(
             + "; other languages and recording conditions are unseen, and accuracy there is lower "
             "(see cross_validation)."
         ),
-        f"The speech encoder ({speech}) is frozen; only the head is trained.",
+        (
+            f"The speech encoder ({speech}) was trained with the head on these corpora only."
+            if finetuned
+            else f"The speech encoder ({speech}) is frozen; only the head is trained."
+        ),
     ]
     if "per_corpus" in crossval:
         worst = min(crossval["per_corpus"].items(), key=lambda item: item[1]["uar"])
@@ -232,8 +242,10 @@ def main() -> None:
         args.target or ("multicorpus_speech" if config.data.corpora else "emodb_speech")
     )
     manifest = pipeline.prepare(config)
-    encoders = pipeline.build_encoders(config)
-    pipeline.extract_features(config, manifest, encoders)
+    encoders = {}  # train.finetune: each run trains its encoders from raw audio, nothing to extract
+    if not config.train.finetune:
+        encoders = pipeline.build_encoders(config)
+        pipeline.extract_features(config, manifest, encoders)
     summary_path = config.run_dir / "crossval.json"
     if not args.skip_crossval or not summary_path.is_file():
         crossval(
@@ -278,16 +290,17 @@ def main() -> None:
         "terms": "The training corpora's terms carry over to the model: "
         + " | ".join(f"{c['corpus']}: {c['terms']}" for c in corpora),
         "modalities": final.model.modalities,
-        "speech_encoder": speech_encoder_description(final.speech),
+        "speech_encoder": speech_encoder_description(final.speech, final.train.finetune),
         "labels": json.loads((target / "model.json").read_text())["labels"],
         "cross_validation": cross_validation(config, summary, pooled, single),
         "intended_use": INTENDED_USE,
         "limits": limits(
             corpora,
             summary,
-            speech_encoder_description(final.speech),
+            speech_encoder_description(final.speech, final.train.finetune),
             final.model.normalize_per,
             single,
+            final.train.finetune,
         ),
         "final_val_uar": result.best_val_uar,
         "command": "python scripts/build_default_model.py --config "
