@@ -20,7 +20,8 @@ normalised with that speaker's statistics; for speaker-normalised models, ``mode
 
 Usage (from the repository root): python -m benchmarks.multicorpus [--jobs 2] [--seeds 0 1]
 [--emodb-seeds 0 1 2] [--quick] [-o KEY=VALUE ...] (``--quick``: 40 clips per corpus, 2 epochs,
-seed 0 only, in runs/quick: a smoke run, not the benchmark.)"""
+seed 0 only, in runs/quick: a smoke run, not the benchmark; ``-o``: a recipe other than the
+config's, written to a section of its own named by the overrides.)"""
 
 from __future__ import annotations
 
@@ -114,6 +115,13 @@ def emodb_only_models(seeds: list[int], quick: bool) -> dict[int, str]:
     return models
 
 
+def encoder_training(config) -> str:
+    """How the speech encoder was trained, in the table's words."""
+    if not config.train.finetune:
+        return "speech encoder frozen"
+    return f"speech encoder fine-tuned with the head (lr_encoder {config.train.lr_encoder:g})"
+
+
 def spread(values: list[float]) -> str:
     """``mean ± std (each)`` of several seeds' scores, the score alone for one."""
     if not values:
@@ -202,7 +210,8 @@ def main() -> None:
         f"- {config.name}: {', '.join(f'{c} ({n})' for c, n in counts.items())}; classes "
         f"{', '.join(labels)}\n"
         f"- multi-corpus Crab: {config.model.normalize_per or 'no'} normalisation "
-        f"(model.normalize_per), seeds {', '.join(map(str, seeds))}; mean best validation UAR "
+        f"(model.normalize_per), {encoder_training(config)}, seeds "
+        f"{', '.join(map(str, seeds))}; mean best validation UAR "
         f"of its folds {spread(validation)}\n"
         f"- EmoDB-only: seeds {', '.join(map(str, emodb_seeds))} (seed 0: the packaged "
         "crabser/emodb_speech; others trained the same way, scripts/build_default_model.py's "
@@ -261,7 +270,9 @@ def main() -> None:
                 f"| {uar(probe_adapted, corpus)} | {ratio(multi_adapted, emodb_adapted)} |"
             )
         body += "\n"
-    write_section("Leave one corpus out: EmoDB, EMOVO, ASED, URDU", body)
+    # a recipe changed by -o gets its own section beside the config's own
+    recipe = f" ({', '.join(args.override)})" if args.override else ""
+    write_section(f"Leave one corpus out: EmoDB, EMOVO, ASED, URDU{recipe}", body)
     print(body)
     print(
         json.dumps(
