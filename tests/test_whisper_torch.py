@@ -352,6 +352,7 @@ def test_a_finetuned_whisper_run_exports_its_trained_layers_and_predicts_as_the_
     from safetensors.torch import load_file
 
     from crabser.inference import TUNED_ENCODERS, Recognizer, export_model
+    from crabser.pretrained import HUB_FILES, model_fingerprint
 
     run = whisper_finetuned / "runs/ftw"
     out = export_model(run, tmp_path / "fp32", half=False)
@@ -363,6 +364,10 @@ def test_a_finetuned_whisper_run_exports_its_trained_layers_and_predicts_as_the_
     assert torch.equal(tuned, stored["speech.layers.1.fc1.weight"])
     assert not torch.equal(tuned, torch_whisper.state_dict()["layers.1.fc1.weight"])
     assert ":tuned-" in exported.encoders["speech"].cache_id  # never the pre-trained one's cache
+    assert {f.name for f in out.iterdir()} <= set(HUB_FILES)  # a Hub download fetches them all
+    fingerprint = model_fingerprint(out)
+    (out / TUNED_ENCODERS).write_bytes((out / TUNED_ENCODERS).read_bytes() + b" ")
+    assert model_fingerprint(out) != fingerprint  # an ONNX build of other encoder weights is new
     clips = emodb_adapter.prepare(emodb).frame.query("speaker == '16'")["audio"].iloc[:3]
     # One clip at a time, its first speech.max_seconds (2 s): the export's encoder reads that much,
     # as the run's evaluation does (the run's own predict path reads the whole clip).

@@ -29,12 +29,12 @@ from crabser.features.statistics import RunningMoments, to_reference
 from crabser.models.base import ModelOutput
 from crabser.onnx_runtime import ONNX_META, OnnxRecognizer
 from crabser.predictor import SAMPLE_RATE, Predictor, aligned
+from crabser.pretrained import TUNED_ENCODERS
 
 log = logging.getLogger(__name__)
 
 DEFAULT = "default"  #: the name of the packaged model
 EXPORT_FORMAT = "crabser-model/1"
-TUNED_ENCODERS = "encoders.safetensors"  #: a fine-tuned export's trained encoder weights
 #: the tap whose vector is an input's embedding: the classifier's input, present in every model
 EMBEDDING_TAP = "fused"
 
