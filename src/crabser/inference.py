@@ -35,6 +35,8 @@ log = logging.getLogger(__name__)
 
 DEFAULT = "default"  #: the name of the packaged model
 EXPORT_FORMAT = "crabser-model/1"
+#: an export of a fine-tuned run: ``encoders.safetensors`` too (older crabser refuses it by name)
+TUNED_EXPORT_FORMAT = "crabser-model/2"
 #: the tap whose vector is an input's embedding: the classifier's input, present in every model
 EMBEDDING_TAP = "fused"
 
@@ -141,10 +143,14 @@ class Recognizer(Predictor):
         meta = guarded_read(
             folder / "model.json", lambda path: json.loads(path.read_text(encoding="utf-8"))
         )
-        if not isinstance(meta, dict) or meta.get("format") != EXPORT_FORMAT:
+        if not isinstance(meta, dict) or meta.get("format") not in (
+            EXPORT_FORMAT,
+            TUNED_EXPORT_FORMAT,
+        ):
             found = meta.get("format") if isinstance(meta, dict) else None
             raise CrabserError(
-                f"{folder}: unknown model format {found!r} (expected {EXPORT_FORMAT})"
+                f"{folder}: unknown model format {found!r} (expected {EXPORT_FORMAT} or "
+                f"{TUNED_EXPORT_FORMAT})"
             )
         weights_file = folder / "model.safetensors"
         weights = {
@@ -153,15 +159,18 @@ class Recognizer(Predictor):
         }
         require_finite(weights.items(), weights_file)
         module = guarded_read(weights_file, lambda _: ExportedModule(meta["hparams"], weights))
-        tuned = meta.get("encoder_weights")
+        tuned = folder / TUNED_ENCODERS if meta["format"] == TUNED_EXPORT_FORMAT else None
         return cls._with_config(
-            module, load_run_config(folder, overrides), folder / tuned if tuned else None
+            module, load_run_config(folder, overrides), exported=True, tuned=tuned
         )
 
     @classmethod
-    def _with_config(cls, module, config, tuned_encoders: Path | None = None) -> Recognizer:
-        """``tuned_encoders``: an exported fine-tuned run's encoder weights, loaded over the
-        pre-trained encoders that ``config`` builds."""
+    def _with_config(
+        cls, module, config, exported: bool = False, tuned: Path | None = None
+    ) -> Recognizer:
+        """``exported``: the module is an export, which never carries encoders of its own (a
+        fine-tuned run's module does); ``tuned``: an exported fine-tuned run's encoder changes,
+        added to the pre-trained encoders that ``config`` builds."""
         from crabser.features.encoders import build_encoders
 
         asr = None
@@ -171,12 +180,12 @@ class Recognizer(Predictor):
             def asr() -> WhisperASR:
                 return WhisperASR(config.asr.model, config.asr.language, config.asr.beam_size)
 
-        if config.train.finetune and tuned_encoders is None:
+        if config.train.finetune and not exported:
             encoders = {}  # a fine-tuned run's module carries its own encoders
         else:
             encoders = build_encoders(config)
-        if tuned_encoders is not None:
-            load_tuned_encoders(encoders, tuned_encoders)
+        if tuned is not None:
+            load_tuned_encoders(encoders, tuned)
         return cls(
             module,
             encoders,
@@ -313,20 +322,40 @@ class Recognizer(Predictor):
         return [f[m].float().numpy() for f, m in zip(frames, mask)]
 
 
-def load_tuned_encoders(encoders: dict[str, Encoder], path: Path) -> None:
-    """Put a fine-tuned export's encoder weights (``<modality>.<parameter>``, see
-    :func:`export_model`) over the pre-trained ``encoders`` built from its config, and give each
-    changed encoder its own ``cache_id`` (the file's digest), so that no feature store ever mixes
-    its frames with the pre-trained encoder's. CrabserError if a weight fits no encoder."""
-    import hashlib
+def encoder_changes(module) -> dict[str, torch.Tensor]:
+    """How a fine-tuned run's encoder parameters differ from their pre-trained values
+    (``<modality>.<parameter>``), for those that trained and moved; empty for a frozen run."""
+    from crabser.training.finetune import TrainableEncoders
 
+    encoders = getattr(module, "encoders", None)
+    if not isinstance(encoders, TrainableEncoders):
+        return {}
+    settings = {**module.hparams["encoders"], "gradient_checkpointing": False}
+    pretrained = TrainableEncoders(**settings).state_dict()
+    changes = {}
+    for name, parameter in encoders.named_parameters():
+        change = parameter.detach().float() - pretrained[name].float()
+        if parameter.requires_grad and bool(change.abs().max() > 0):
+            changes[name] = change
+    return changes
+
+
+def load_tuned_encoders(encoders: dict[str, Encoder], path: Path) -> None:
+    """Add a fine-tuned export's encoder changes (``<modality>.<parameter>``, see
+    :func:`export_model`) to the pre-trained ``encoders`` built from its config, and give each
+    changed encoder its own ``cache_id`` (the file's digest), so that no feature store ever mixes
+    its frames with the pre-trained encoder's. A tuned Whisper left without ``max_seconds`` reads
+    a clip's first 30 s, as its fine-tuning did (the pre-trained one reads every 30 s window).
+    CrabserError if a change fits no encoder."""
     from safetensors.torch import load_file
 
+    from crabser.features.whisper_torch import WINDOW_SECONDS
+    from crabser.io import file_sha256
     from crabser.training.checkpoint_io import guarded_read, require_finite
 
     weights = guarded_read(path, lambda p: load_file(str(p)))
     require_finite(weights.items(), path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()[:12]
+    digest = file_sha256(path)[:12]
     for modality in sorted({name.split(".", 1)[0] for name in weights}):
         encoder = encoders.get(modality)
         model = getattr(encoder, "model", None)
@@ -347,7 +376,11 @@ def load_tuned_encoders(encoders: dict[str, Encoder], path: Path) -> None:
                 f"{path}: {len(misfits)} fine-tuned {modality} weights do not fit the config's "
                 f"encoder (e.g. {misfits[0]}): export the model again"
             )
-        model.load_state_dict({**state, **{k: v.to(state[k].dtype) for k, v in tuned.items()}})
+        model.load_state_dict(
+            {**state, **{k: state[k] + v.to(state[k].dtype) for k, v in tuned.items()}}
+        )
+        if getattr(encoder, "is_whisper", False) and encoder.max_seconds is None:  # type: ignore[union-attr]
+            encoder.max_seconds = WINDOW_SECONDS  # type: ignore[union-attr]
         encoder.cache_id = f"{encoder.cache_id}:tuned-{digest}"  # type: ignore[union-attr]
 
 
@@ -390,13 +423,16 @@ def export_model(
     model's weights, no optimiser or loss state), ``model.json`` (format, hyper-parameters, labels)
     and ``config.yaml`` (encoders, ASR). ``Recognizer.load(out_dir)`` reads it.
 
-    A fine-tuned run also gets ``encoders.safetensors``: the encoder parameters that trained (e.g.
-    Whisper's layers up to the one read, not its frozen stem or positions), keyed by modality
-    (``speech.layers.0...``). Loading builds the pre-trained encoders the config names and puts
-    these over them (:func:`load_tuned_encoders`), so the export predicts like a frozen-encoder
-    model: clip by clip, speaker adaptation and ONNX export included. The pre-trained weights are
-    not stored again (the embedded ones ship with crabser; a hub id or folder must still be
-    there)."""
+    A fine-tuned run also gets ``encoders.safetensors`` (format ``crabser-model/2``): how each
+    encoder parameter that trained differs from its pre-trained value (e.g. Whisper's layers up to
+    the one read; not its frozen stem or positions, nor layers no gradient reached), keyed by
+    modality (``speech.layers.0...``). A difference, not the weight: in fp16 it keeps the small
+    change fine-tuning makes, which rounding the weight itself to fp16 would partly erase (the
+    embedded Whisper weights are fp16 already). Loading builds the pre-trained encoders the config
+    names and adds the differences (:func:`load_tuned_encoders`), so the export predicts like a
+    frozen-encoder model: clip by clip, speaker adaptation and ONNX export included. The
+    pre-trained weights are not stored again: the embedded ones ship with crabser, and a hub id or
+    folder must still be there, unchanged."""
     from safetensors.torch import save_file
 
     from crabser.config import dump_config, load_run_config
@@ -417,21 +453,19 @@ def export_model(
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(stored(module.model.state_dict()), str(tmp))
     names = ["model.safetensors", "model.json", "config.yaml"]
-    encoders = getattr(module, "encoders", None)  # a fine-tuned run's trainable encoders
-    tuned = {n: p for n, p in encoders.named_parameters() if p.requires_grad} if encoders else {}
+    tuned = encoder_changes(module)
     (out / TUNED_ENCODERS).unlink(missing_ok=True)  # none, or a stale one of an earlier export
-    if tuned:  # only what trained: the rest is the pre-trained encoders' own
+    if tuned:
         names.append(TUNED_ENCODERS)
         with atomic_path(out / TUNED_ENCODERS) as tmp:
             save_file(stored(tuned), str(tmp))
     meta = {
-        "format": EXPORT_FORMAT,
+        "format": TUNED_EXPORT_FORMAT if tuned else EXPORT_FORMAT,
         "labels": module.labels,
         "dtype": "float16" if half else "float32",
         "hparams": dict(module.hparams),
         "source_run": str(config.run_dir),
         "git_commit": git_commit(),
-        **({"encoder_weights": TUNED_ENCODERS} if tuned else {}),
     }
     with atomic_path(out / "model.json") as tmp:
         tmp.write_text(json.dumps(meta, indent=2))
