@@ -242,10 +242,8 @@ def main() -> None:
         args.target or ("multicorpus_speech" if config.data.corpora else "emodb_speech")
     )
     manifest = pipeline.prepare(config)
-    encoders = {}  # train.finetune: each run trains its encoders from raw audio, nothing to extract
-    if not config.train.finetune:
-        encoders = pipeline.build_encoders(config)
-        pipeline.extract_features(config, manifest, encoders)
+    encoders = pipeline.EncoderCache()(config)  # none with train.finetune: nothing to extract
+    pipeline.extract_features(config, manifest, encoders)
     summary_path = config.run_dir / "crossval.json"
     if not args.skip_crossval or not summary_path.is_file():
         crossval(

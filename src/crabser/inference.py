@@ -134,10 +134,8 @@ class Recognizer(Predictor):
     def from_export(cls, folder: str | Path, overrides: list[str] | None = None) -> Recognizer:
         """Load a folder written by :func:`export_model` (plain PyTorch: no Lightning import, a
         fast start)."""
-        from safetensors.torch import load_file
-
         from crabser.config import load_run_config
-        from crabser.training.checkpoint_io import guarded_read, require_finite
+        from crabser.training.checkpoint_io import guarded_read, read_weights
 
         folder = Path(folder)
         meta = guarded_read(
@@ -153,11 +151,7 @@ class Recognizer(Predictor):
                 f"{TUNED_EXPORT_FORMAT})"
             )
         weights_file = folder / "model.safetensors"
-        weights = {
-            k: v.float()
-            for k, v in guarded_read(weights_file, lambda path: load_file(str(path))).items()
-        }
-        require_finite(weights.items(), weights_file)
+        weights = read_weights(weights_file)
         module = guarded_read(weights_file, lambda _: ExportedModule(meta["hparams"], weights))
         tuned = folder / TUNED_ENCODERS if meta["format"] == TUNED_EXPORT_FORMAT else None
         return cls._with_config(
@@ -347,14 +341,11 @@ def load_tuned_encoders(encoders: dict[str, Encoder], path: Path) -> None:
     its frames with the pre-trained encoder's. A tuned Whisper left without ``max_seconds`` reads
     a clip's first 30 s, as its fine-tuning did (the pre-trained one reads every 30 s window).
     CrabserError if a change fits no encoder."""
-    from safetensors.torch import load_file
-
     from crabser.features.whisper_torch import WINDOW_SECONDS
     from crabser.io import file_sha256
-    from crabser.training.checkpoint_io import guarded_read, require_finite
+    from crabser.training.checkpoint_io import read_weights
 
-    weights = guarded_read(path, lambda p: load_file(str(p)))
-    require_finite(weights.items(), path)
+    weights = read_weights(path)
     digest = file_sha256(path)[:12]
     for modality in sorted({name.split(".", 1)[0] for name in weights}):
         encoder = encoders.get(modality)

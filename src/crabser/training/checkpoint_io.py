@@ -115,6 +115,17 @@ def require_finite(tensors: Iterable[tuple[str, torch.Tensor]], source: object) 
             )
 
 
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of an exported safetensors file, as float32; CheckpointError naming the file if
+    it is missing or damaged or holds a non-finite weight."""
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    weights = {k: v.float() for k, v in guarded_read(path, lambda p: load_file(str(p))).items()}
+    require_finite(weights.items(), path)
+    return weights
+
+
 def checkpoint_epochs(last: str | Path) -> int | None:
     """How many epochs the checkpoint to resume from holds (the first epoch a resumed run trains),
     None if there is none; CheckpointError if it is damaged (Lightning would fail with a traceback
