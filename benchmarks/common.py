@@ -182,9 +182,10 @@ def quick_subset(manifest, per_corpus: int = 40, seed: int = 0):
     return Manifest(frame.reset_index(drop=True))
 
 
-def prepared_corpora(config, quick: bool):
+def prepared_corpora(config, quick: bool, frozen_features: bool = True):
     """A multi-corpus benchmark run's manifest (``quick``: 40 clips of each corpus, saved as the
-    run's) and encoders, its features extracted."""
+    run's) and encoders, its features extracted; with ``frozen_features`` false, none for a
+    fine-tuning config (its runs train the encoder from raw audio)."""
     from crabser import pipeline
     from crabser.runs import RunFolder
 
@@ -192,7 +193,8 @@ def prepared_corpora(config, quick: bool):
     if quick:
         manifest = quick_subset(manifest)
         RunFolder.of(config).save_inputs(config, manifest)
-    encoders = pipeline.build_encoders(config)
+    build = pipeline.build_encoders if frozen_features else pipeline.EncoderCache()
+    encoders = build(config)
     pipeline.extract_features(config, manifest, encoders)
     return manifest, encoders
 

@@ -26,6 +26,7 @@ from benchmarks.common import (
     quick_overrides,
     write_section,
 )
+from benchmarks.multicorpus import encoder_training
 from crabser.config import load_config
 from crabser.cross_corpus import single_clip_metrics
 from crabser.crossval import crossval
@@ -58,7 +59,7 @@ def main() -> None:
             f"name={name}",
         ],
     )
-    manifest, encoders = prepared_corpora(union, args.quick)
+    manifest, encoders = prepared_corpora(union, args.quick, frozen_features=False)
     started = time.perf_counter()
     pooled = crossval(union, manifest, encoders, jobs=args.jobs)
     adapts = union.model.normalize_per is not None
@@ -81,7 +82,7 @@ def main() -> None:
         "adapted to each held-out speaker (model.normalize_per: speaker), and on single clips"
         if adapts
         else "no speaker normalisation"
-    )
+    ) + f"; {encoder_training(union)}"
     body = header(command_line()) + (
         f"- {folds} speaker-independent folds over the union of {', '.join(sorted(alone))} "
         f"({len(manifest.frame)} clips); each corpus's speakers keep their fold in its "
