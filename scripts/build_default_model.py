@@ -190,7 +190,7 @@ def limits(
             "(see cross_validation)."
         ),
         (
-            f"The speech encoder ({speech}) was trained with the head on these corpora only."
+            f"The speech encoder ({speech}) learnt from these corpora only."
             if finetuned
             else f"The speech encoder ({speech}) is frozen; only the head is trained."
         ),
