@@ -56,7 +56,8 @@ def main() -> None:
         else []
     )
     folds = 2 if args.quick else args.folds
-    name = "multicorpus_within" if folds == FOLDS else f"multicorpus_within_{folds}folds"
+    # named by the folds asked for (a quick run keeps that name, in runs/quick)
+    name = "multicorpus_within" if args.folds == FOLDS else f"multicorpus_within_{args.folds}folds"
     union = load_config(
         args.config,
         [
@@ -115,7 +116,9 @@ def main() -> None:
             own_single, multi_single = alone_single[corpus]["uar"], single[corpus]["uar"]
             body += f" {own_single:.4f} | {multi_single:.4f} | {multi_single / own_single:.3f} |"
         body += "\n"
-    folds_words = "speaker-independent folds" if folds == FOLDS else f"{folds} speaker folds"
+    folds_words = (
+        "speaker-independent folds" if args.folds == FOLDS else f"{args.folds} speaker folds"
+    )
     write_section(f"Within each corpus: one corpus or all four ({folds_words})", body)
     print(body)
 
