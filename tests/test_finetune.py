@@ -121,7 +121,8 @@ train: {{finetune: true, epochs: 1, batch_size: 8, accumulate: 1, progress: fals
 
 def test_a_finetuned_speech_and_text_run_exports_and_predicts_as_the_run(finetuned, emodb):
     """Both fine-tuned encoders travel in the export (WavLM without its frozen CNN), and the export
-    answers as the run on one clip and transcript at a time."""
+    answers as the run on one clip and transcript at a time, on whole clips: both read a clip's
+    first speech.max_seconds (2 s), as the run's evaluation did."""
     from safetensors.torch import load_file
 
     from crabser.data.audio import load_audio
@@ -135,9 +136,14 @@ def test_a_finetuned_speech_and_text_run_exports_and_predicts_as_the_run(finetun
     as_run, exported = Recognizer.load(root / "runs/ft"), Recognizer.load(out)
     clips = emodb_adapter.prepare(emodb).frame.query("speaker == '16'")["audio"].iloc[:2]
     for clip, text in zip(clips, ["Hallo.", "Das ist gut."]):
-        wave = load_audio(clip, 16000)[:32000]  # speech.max_seconds: 2 s
+        wave = load_audio(clip, 16000)
+        assert len(wave) > 32000  # longer than speech.max_seconds
+        first = wave[:32000]
         np.testing.assert_allclose(
             exported.probabilities([wave], [text]), as_run.probabilities([wave], [text]), atol=1e-5
+        )
+        np.testing.assert_allclose(
+            as_run.probabilities([wave], [text]), as_run.probabilities([first], [text]), atol=1e-6
         )
 
 

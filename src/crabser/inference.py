@@ -70,12 +70,16 @@ class Recognizer(Predictor):
         asr: Callable[[], object] | None = None,
         modalities: list[str] | None = None,
         normalize_per: str | None = None,
+        max_seconds: float | None = None,
     ) -> None:
         """``encoders`` are the frozen feature extractors (empty for a fine-tuned module, which
         carries its own); ``asr`` builds the ASR model for inputs without a transcript (on first
-        need); ``normalize_per``: the model's ``model.normalize_per`` (see :meth:`adapt_to`)."""
+        need); ``normalize_per``: the model's ``model.normalize_per`` (see :meth:`adapt_to`);
+        ``max_seconds``: a fine-tuned module reads each clip's first ``speech.max_seconds``, as
+        its run's evaluation did."""
         self.module = module.eval()
         self.encoders = encoders
+        self.max_seconds = max_seconds
         self.modalities = list(modalities or encoders)
         self.labels: list[str] = list(module.labels)
         self.normalize_per = normalize_per
@@ -186,6 +190,7 @@ class Recognizer(Predictor):
             asr,
             modalities=config.model.modalities,
             normalize_per=config.model.normalize_per,
+            max_seconds=config.speech.max_seconds if not encoders else None,
         )
 
     def adapt_to(
@@ -256,10 +261,13 @@ class Recognizer(Predictor):
         """The encoders' frames of 16 kHz waves and resolved transcripts, per modality padded
         ``(n, T, ...)`` with their masks ``(n, T)``."""
         if not self.encoders:  # fine-tuned: the module's own encoders read raw audio and text
+            from crabser.training.finetune import crop_wave
+
+            speech = [w if w is None else crop_wave(w, self.max_seconds) for w in waves]
             return cast(
                 tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]],
                 self.module.inputs(
-                    {"waves": waves if "speech" in self.modalities else [], "texts": texts}
+                    {"waves": speech if "speech" in self.modalities else [], "texts": texts}
                 ),
             )
         features, masks = {}, {}

@@ -117,11 +117,7 @@ class RawDataset(Dataset[Any]):
             if self.uses_audio
             else np.zeros(0, dtype=np.float32)
         )
-        limit = int(self.max_seconds * SAMPLE_RATE) if self.max_seconds else None
-        if limit and len(wave) > limit:
-            start = int(rng.integers(0, len(wave) - limit + 1)) if self.train else 0
-            wave = wave[start : start + limit]
-        return wave
+        return crop_wave(wave, self.max_seconds, rng if self.train else None)
 
     def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
         epoch, index = key if isinstance(key, tuple) else (0, key)
@@ -140,6 +136,18 @@ class RawDataset(Dataset[Any]):
             )
             sample["mix_label"] = other.label
         return sample
+
+
+def crop_wave(
+    wave: np.ndarray, max_seconds: float | None, rng: np.random.Generator | None = None
+) -> np.ndarray:
+    """A 16 kHz wave cut to ``max_seconds`` (none: whole): a random window drawn from ``rng``
+    (training), else its first seconds (evaluation and prediction)."""
+    limit = int(max_seconds * SAMPLE_RATE) if max_seconds else None
+    if not limit or len(wave) <= limit:
+        return wave
+    start = int(rng.integers(0, len(wave) - limit + 1)) if rng is not None else 0
+    return wave[start : start + limit]
 
 
 def collate_raw(items: list[dict[str, Any]]) -> RawBatch:
