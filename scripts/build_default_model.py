@@ -268,6 +268,7 @@ def main() -> None:
     )
 
     export_model(final.run_dir, target, half=True)
+    encoder_words = speech_encoder_description(final.speech, final.train.finetune)
     corpora = corpora_of(config, manifest.frame)
     how = (
         f"validation speakers {val_speakers} pick the number of epochs, then the model is refitted "
@@ -288,14 +289,14 @@ def main() -> None:
         "terms": "The training corpora's terms carry over to the model: "
         + " | ".join(f"{c['corpus']}: {c['terms']}" for c in corpora),
         "modalities": final.model.modalities,
-        "speech_encoder": speech_encoder_description(final.speech, final.train.finetune),
+        "speech_encoder": encoder_words,
         "labels": json.loads((target / "model.json").read_text())["labels"],
         "cross_validation": cross_validation(config, summary, pooled, single),
         "intended_use": INTENDED_USE,
         "limits": limits(
             corpora,
             summary,
-            speech_encoder_description(final.speech, final.train.finetune),
+            encoder_words,
             final.model.normalize_per,
             single,
             final.train.finetune,

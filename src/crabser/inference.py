@@ -29,7 +29,7 @@ from crabser.features.statistics import RunningMoments, to_reference
 from crabser.models.base import ModelOutput
 from crabser.onnx_runtime import ONNX_META, OnnxRecognizer
 from crabser.predictor import SAMPLE_RATE, Predictor, aligned
-from crabser.pretrained import TUNED_ENCODERS
+from crabser.pretrained import EXPORT_FILES, TUNED_ENCODERS
 
 log = logging.getLogger(__name__)
 
@@ -451,7 +451,7 @@ def export_model(
 
     with atomic_path(out / "model.safetensors") as tmp:
         save_file(stored(module.model.state_dict()), str(tmp))
-    names = ["model.safetensors", "model.json", "config.yaml"]
+    names = list(EXPORT_FILES)
     tuned = encoder_changes(module)
     (out / TUNED_ENCODERS).unlink(missing_ok=True)  # none, or a stale one of an earlier export
     if tuned:

@@ -40,6 +40,9 @@ DEFAULT_MODEL = "multicorpus_speech"
 PREFIX = "crabser/"  #: ``crabser/<name>`` names a packaged model
 HUB_PREFIX = "hf://"  #: ``hf://<org>/<repo>[@<revision>]`` names a model on the Hugging Face Hub
 TUNED_ENCODERS = "encoders.safetensors"  #: a fine-tuned export's trained encoder weights
+#: the files every exported PyTorch model holds (``crabser export``; a fine-tuned one adds
+#: TUNED_ENCODERS), in the order its fingerprint hashes them
+EXPORT_FILES = ("model.safetensors", "model.json", "config.yaml")
 #: the files of an exported model (``crabser export``, ``--onnx``) fetched from the Hub
 HUB_FILES = [
     "model.json",
@@ -109,8 +112,7 @@ def packaged_model_dir(name: str = DEFAULT_MODEL) -> Path:
 def model_fingerprint(folder: Path) -> str:
     """A hash of what an exported model answers with: its weights (a fine-tuned one's encoder
     weights too), model.json and config.yaml."""
-    names = ["model.safetensors", "model.json", "config.yaml"]
-    names += [TUNED_ENCODERS] if (folder / TUNED_ENCODERS).is_file() else []
+    names = [*EXPORT_FILES, *([TUNED_ENCODERS] if (folder / TUNED_ENCODERS).is_file() else [])]
     parts = [file_sha256(folder / name) for name in names]
     return text_sha256("".join(parts))
 
