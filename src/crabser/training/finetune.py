@@ -78,6 +78,12 @@ def load_raw_utterances(
     return items
 
 
+def bucket_lengths(items: Sequence[RawUtterance], uses_audio: bool) -> list[float]:
+    """What raw batches are bucketed by: each clip's seconds, or, when no audio is read (text
+    only), each transcript's characters, so that batches of short and long texts pad little."""
+    return [float(i.seconds if uses_audio else len(i.text)) for i in items]
+
+
 class RawDataset(Dataset[Any]):
     """Decodes audio on access and crops it to ``max_seconds`` (random crop when ``train``).
 

@@ -219,7 +219,7 @@ def raw_loader(
     (False: every item here, as evaluation after a fit, in a process still in the group, needs);
     ``corpora``: the corpus of each item, for corpus-balanced training batches."""
     from crabser.data.sampling import EpochTagged, LengthBucketSampler
-    from crabser.training.finetune import RawDataset, collate_raw
+    from crabser.training.finetune import RawDataset, bucket_lengths, collate_raw
 
     cfg = config.train
     dataset = RawDataset(
@@ -230,13 +230,13 @@ def raw_loader(
         cfg.seed,
         eam=train and cfg.eam,
     )
-    seconds = [i.seconds for i in items]
+    lengths = bucket_lengths(items, dataset.uses_audio)
     balanced = ("class_balanced", "neutral_expressive", "corpus_balanced")
     if train and labels and cfg.sampler in balanced:  # not bucketed too
-        sampler = train_batch_sampler(config, [i.label for i in items], labels, seconds, corpora)
-    else:  # batches of similar durations, whatever train.sampler says: raw audio pads most
+        sampler = train_batch_sampler(config, [i.label for i in items], labels, lengths, corpora)
+    else:  # batches of similar lengths, whatever train.sampler says: raw inputs pad most
         sampler = LengthBucketSampler(
-            seconds,
+            lengths,
             cfg.batch_size,
             shuffle=train,
             pool=cfg.bucket_pool,
