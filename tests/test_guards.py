@@ -6,9 +6,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
+from crabser.devices import check_accelerator
 from crabser.errors import ConfigError
 from crabser.training.checkpoint_io import CheckpointError, require_finite
-from crabser.training.guards import FiniteLossGuard, NonFiniteLossError, check_accelerator
+from crabser.training.guards import FiniteLossGuard, NonFiniteLossError
 
 TRAIN = {"lr_head": 0.5, "lr_encoder": 1e-6}
 

@@ -19,6 +19,7 @@ LAYERS: dict[str, int] = {
     "io": 1,
     "prediction": 1,  # the output schema and the label rule
     "parallel": 1,
+    "devices": 1,
     "config": 2,  # the settings' schema and defaults: every layer above reads it
     "data": 3,
     "losses": 3,

@@ -180,8 +180,8 @@ class Recognizer(Predictor):
 
         if config.train.finetune and not exported:
             encoders = {}  # a fine-tuned run's module carries its own encoders
-        else:
-            encoders = build_encoders(config)
+        else:  # on the CPU, as the head: a model trained on a GPU says so in its config
+            encoders = build_encoders(config, device="cpu")
         if tuned is not None:
             load_tuned_encoders(encoders, tuned)
         return cls(

@@ -110,8 +110,9 @@ class EncoderCache:
     def __call__(self, config: RunConfig) -> dict[str, Encoder]:
         if config.train.finetune:
             return {}
-        key = tuple(
-            (m, config.encoder_config(m).model_dump_json()) for m in config.model.modalities
+        key = (
+            *((m, config.encoder_config(m).model_dump_json()) for m in config.model.modalities),
+            config.train.accelerator,  # the encoders' device
         )
         if key not in self.loaded:
             self.loaded[key] = build_encoders(config)

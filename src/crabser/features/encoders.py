@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import socket
 import threading
@@ -50,6 +51,7 @@ from crabser.features.whisper_torch import (
 if TYPE_CHECKING:
     from crabser.config import EncoderConfig, RunConfig
 
+log = logging.getLogger(__name__)
 EMBEDDED = "embedded"
 Modality = Literal["speech", "text", "paralinguistic"]
 
@@ -225,9 +227,15 @@ class WhisperCT2Encoder:
         pad_to_seconds: float | None = None,
         threads: int = 0,
         compute_type: str = "float32",
+        device: str = "cpu",
     ) -> None:
+        """``device``: ``cuda`` runs on the GPU when this CTranslate2 build sees one, else on
+        the CPU with a warning (a wheel without CUDA, or CUDA libraries it cannot load)."""
         import ctranslate2
 
+        if device == "cuda" and ctranslate2.get_cuda_device_count() == 0:
+            log.warning("CTranslate2 sees no CUDA GPU: the Whisper encoder runs on the CPU")
+            device = "cpu"
         model_path, tag = whisper_model_path(model_path)
         check_pad_to_seconds(pad_to_seconds)
         config = json.loads((Path(model_path) / "config.json").read_text())
@@ -235,7 +243,7 @@ class WhisperCT2Encoder:
         self.pad_to_seconds = pad_to_seconds
         self.model = ctranslate2.models.Whisper(
             str(model_path),
-            device="cpu",
+            device=device,
             compute_type=compute_type,
             intra_threads=threads or torch.get_num_threads(),
         )
@@ -464,14 +472,16 @@ class HFTextEncoder:
         return EncodedBatch(hidden.float().cpu() * mask.unsqueeze(-1), mask)
 
 
-def build_encoder(config: EncoderConfig) -> Encoder:
-    """Instantiate the encoder an :class:`~crabser.config.EncoderConfig` describes."""
+def build_encoder(config: EncoderConfig, device: str = "cpu") -> Encoder:
+    """Instantiate the encoder an :class:`~crabser.config.EncoderConfig` describes, on ``device``
+    (``cpu`` or ``cuda``; eGeMAPS always runs on the CPU)."""
     if config.kind == "whisper-ct2":
-        return WhisperCT2Encoder(config.model, pad_to_seconds=config.pad_to_seconds)
+        return WhisperCT2Encoder(config.model, pad_to_seconds=config.pad_to_seconds, device=device)
     if config.kind == "hf-speech":
         return HFSpeechEncoder(
             config.model,
             layer=config.layer,
+            device=device,
             max_seconds=config.max_seconds,
             pad_to_seconds=config.pad_to_seconds,
         )
@@ -481,12 +491,19 @@ def build_encoder(config: EncoderConfig) -> Encoder:
         return EGeMAPSEncoder()
     if config.layer == "all":
         raise ValueError("hf-text encoders take one layer, not 'all'")
-    return HFTextEncoder(config.model, layer=config.layer, max_tokens=config.max_tokens)
+    return HFTextEncoder(
+        config.model, layer=config.layer, max_tokens=config.max_tokens, device=device
+    )
 
 
-def build_encoders(config: RunConfig) -> dict[str, Encoder]:
-    """The encoders of the config's modalities (model.modalities), loaded once."""
+def build_encoders(config: RunConfig, device: str | None = None) -> dict[str, Encoder]:
+    """The encoders of the config's modalities (model.modalities), loaded once, on ``device``;
+    None: the one ``train.accelerator`` gives (:func:`crabser.devices.extraction_device`), so
+    extraction runs where training does."""
+    from crabser.devices import extraction_device
+
+    device = device or extraction_device(config.train.accelerator)
     return {
-        modality: build_encoder(config.encoder_config(modality))
+        modality: build_encoder(config.encoder_config(modality), device)
         for modality in config.model.modalities
     }

@@ -188,8 +188,9 @@ def train(
     import lightning as L
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
 
+    from crabser.devices import check_accelerator
     from crabser.training.checkpoint_io import checkpoint_epochs
-    from crabser.training.guards import FiniteLossGuard, check_accelerator
+    from crabser.training.guards import FiniteLossGuard
     from crabser.training.resume import EpochCheckpoint, EpochSeed, ResumedCSVLogger
 
     check_accelerator(config.train.accelerator)

@@ -7,8 +7,8 @@ traceback.
   Checked after every training batch (one host sync per batch: negligible next to a step on a CPU);
   set ``every_n_batches`` higher to check less often. In a distributed fit every process takes the
   same decision (any process's bad loss stops all of them), so none is left waiting in a collective.
-- :func:`check_accelerator` refuses ``train.accelerator: gpu`` / ``cuda`` where torch sees no CUDA
-  GPU, before Lightning would fail with a traceback.
+- :func:`crabser.devices.check_accelerator` refuses ``train.accelerator: gpu`` / ``cuda`` where
+  torch sees no CUDA GPU, before Lightning would fail with a traceback.
 """
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from crabser.errors import ConfigError, CrabserError
+from crabser.errors import CrabserError
 
 #: settings named in the error, with their values, as the likely causes of a diverging loss
 LIKELY_CAUSES = ("lr_head", "lr_encoder")
@@ -71,14 +71,3 @@ def _hint(train: dict[str, Any], loss: dict[str, Any]) -> str:
     if "tau" in loss:
         named.append(f"loss.tau={loss['tau']}")
     return ", ".join(named)
-
-
-def check_accelerator(accelerator: str, cuda_available: bool | None = None) -> None:
-    """ConfigError when ``train.accelerator`` asks for a CUDA GPU and torch sees none."""
-    available = torch.cuda.is_available() if cuda_available is None else cuda_available
-    if accelerator.lower() in ("gpu", "cuda") and not available:
-        raise ConfigError(
-            f"train.accelerator={accelerator}: no CUDA GPU is visible to torch "
-            "(torch.cuda.is_available() is False; "
-            f"torch {torch.__version__}); use train.accelerator=auto or cpu"
-        )
