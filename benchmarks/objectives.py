@@ -9,7 +9,8 @@ on EmoDB, where the folds pair the runs) with a Wilcoxon signed-rank test: does 
 baseline beyond the seed spread?
 
 ``--grids meld_ft``: the MELD text grid with MiniLM fine-tuned (configs/meld_text_finetune.yaml;
-about 16 min per run on 2 cores), into a section of its own.
+about 10 min per run on 2 cores), into a section of its own; ``--grids emodb_ft``: the EmoDB speech
+grid with Whisper tiny.en fine-tuned on speaker folds (configs/emodb_finetune.yaml).
 
 Usage (from the repository root):
     python -m benchmarks.objectives [--only objective=mlcs,ce] [--threads 1] [--grids meld,emodb]
@@ -50,6 +51,8 @@ GRIDS = {
     "emodb": "configs/experiments/table4_emodb.yaml",
     # MiniLM fine-tuned (issue 18, item 4): about 16 min per run on 2 cores; not in the default set
     "meld_ft": "configs/experiments/table4_meld_text_finetune.yaml",
+    # Whisper tiny.en fine-tuned on EmoDB speaker folds (issue 18, item 4); not in the default set
+    "emodb_ft": "configs/experiments/table4_emodb_finetune.yaml",
 }
 PAPER = (
     "paper (MELD, WavLM-L + RoBERTa-L fine-tuned) UAR: CE .5253, CE+MPCL .5375, MLS+CE .5539, MLCS "
@@ -68,6 +71,7 @@ QUICK = {  # per grid, the --quick run's data
         "data.manifest=" + quick_meld_manifest(load_config(grid.base, quick_overrides(True)))
     ],
 }
+QUICK["emodb_ft"] = QUICK["emodb"]
 
 
 BUDGET = {  # per grid, the --budget run's settings (the EmoDB grid already trains 12 epochs)
