@@ -224,13 +224,16 @@ def test_normalising_per_corpus_needs_a_corpus_column(speakers):
         fit.train(config, manifest, {"speech": FrameEncoder()})
 
 
+def frame_encoders(config, device=None) -> dict:
+    """build_encoders' stand-in: the FrameEncoder for speech."""
+    return {"speech": FrameEncoder()}
+
+
 def test_a_corpus_is_scored_speaker_by_speaker_as_the_run_evaluated_it(
     trained, tmp_path, monkeypatch
 ):
     root, manifest, _ = trained
-    monkeypatch.setattr(
-        "crabser.features.encoders.build_encoders", lambda config: {"speech": FrameEncoder()}
-    )
+    monkeypatch.setattr("crabser.features.encoders.build_encoders", frame_encoders)
     corpus = manifest.frame[manifest.frame["split"] == "test"].drop(columns="split")
     corpus = pd.concat([corpus, manifest.frame[manifest.frame["speaker"] == "s4"]])  # 2 speakers
     corpus.drop(columns="split").to_csv(tmp_path / "corpus.csv", index=False)
@@ -253,9 +256,7 @@ def test_a_corpus_is_scored_speaker_by_speaker_as_the_run_evaluated_it(
 
 def test_single_clip_metrics_score_each_fold_without_adapting(trained, tmp_path, monkeypatch):
     root, manifest, scores = trained
-    monkeypatch.setattr(
-        "crabser.features.encoders.build_encoders", lambda config: {"speech": FrameEncoder()}
-    )
+    monkeypatch.setattr("crabser.features.encoders.build_encoders", frame_encoders)
     run = _config(root, "per_speaker")
     shutil.copytree(run.run_dir, tmp_path / "cv" / "fold0")  # a cross-validation of one fold
     config = run.model_copy(update={"output_dir": tmp_path, "name": "cv"})
@@ -271,9 +272,7 @@ def test_single_clip_metrics_score_each_fold_without_adapting(trained, tmp_path,
 
 def test_the_cli_refuses_to_adapt_a_model_trained_without_it(trained, monkeypatch):
     root, manifest, _ = trained
-    monkeypatch.setattr(
-        "crabser.features.encoders.build_encoders", lambda config: {"speech": FrameEncoder()}
-    )
+    monkeypatch.setattr("crabser.features.encoders.build_encoders", frame_encoders)
     plain = str(_config(root, "plain").run_dir)
     clip = manifest.frame["audio"].iloc[0]
     result = CliRunner().invoke(app, ["predict", clip, "--model", plain, "--adapt"])
