@@ -49,7 +49,7 @@ from crabser.experiment import load_experiment, results_markdown, run_experiment
 GRIDS = {
     "meld": "configs/experiments/table4_meld_text.yaml",
     "emodb": "configs/experiments/table4_emodb.yaml",
-    # MiniLM fine-tuned (issue 18, item 4): about 16 min per run on 2 cores; not in the default set
+    # MiniLM fine-tuned (issue 18, item 4): about 10 min per run on 2 cores; not in the default set
     "meld_ft": "configs/experiments/table4_meld_text_finetune.yaml",
     # Whisper tiny.en fine-tuned on EmoDB speaker folds (issue 18, item 4); not in the default set
     "emodb_ft": "configs/experiments/table4_emodb_finetune.yaml",

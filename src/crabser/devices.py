@@ -28,7 +28,7 @@ def check_accelerator(accelerator: str, cuda_available: bool | None = None) -> N
 def extraction_device(accelerator: str, cuda_available: bool | None = None) -> str:
     """The torch device frozen encoders run on for this ``train.accelerator``: ``cuda`` or
     ``cpu`` (ConfigError when it asks for a GPU that torch does not see)."""
-    check_accelerator(accelerator, cuda_available)
     available = torch.cuda.is_available() if cuda_available is None else cuda_available
+    check_accelerator(accelerator, available)
     wanted = accelerator.lower()
     return "cuda" if wanted in ("gpu", "cuda") or (wanted == "auto" and available) else "cpu"
