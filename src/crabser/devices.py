@@ -13,11 +13,13 @@ import torch
 
 from crabser.errors import ConfigError
 
+GPU_ACCELERATORS = ("gpu", "cuda")  #: train.accelerator values that ask for a CUDA GPU
+
 
 def check_accelerator(accelerator: str, cuda_available: bool | None = None) -> None:
     """ConfigError when ``train.accelerator`` asks for a CUDA GPU and torch sees none."""
     available = torch.cuda.is_available() if cuda_available is None else cuda_available
-    if accelerator.lower() in ("gpu", "cuda") and not available:
+    if accelerator.lower() in GPU_ACCELERATORS and not available:
         raise ConfigError(
             f"train.accelerator={accelerator}: no CUDA GPU is visible to torch "
             "(torch.cuda.is_available() is False; "
@@ -31,4 +33,4 @@ def extraction_device(accelerator: str, cuda_available: bool | None = None) -> s
     available = torch.cuda.is_available() if cuda_available is None else cuda_available
     check_accelerator(accelerator, available)
     wanted = accelerator.lower()
-    return "cuda" if wanted in ("gpu", "cuda") or (wanted == "auto" and available) else "cpu"
+    return "cuda" if wanted in GPU_ACCELERATORS or (wanted == "auto" and available) else "cpu"

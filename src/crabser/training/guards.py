@@ -7,8 +7,8 @@ traceback.
   Checked after every training batch (one host sync per batch: negligible next to a step on a CPU);
   set ``every_n_batches`` higher to check less often. In a distributed fit every process takes the
   same decision (any process's bad loss stops all of them), so none is left waiting in a collective.
-- :func:`crabser.devices.check_accelerator` refuses ``train.accelerator: gpu`` / ``cuda`` where
-  torch sees no CUDA GPU, before Lightning would fail with a traceback.
+
+A GPU asked for and not there is :func:`crabser.devices.check_accelerator`'s check.
 """
 
 from __future__ import annotations

@@ -50,14 +50,15 @@ def evaluation_device(settings: TrainConfig) -> tuple[str, list[int] | int, str]
     less exact there, and a run trained on a GPU must still be scored where there is none. A fit
     that forks its processes (``ddp_fork``) is evaluated on the CPU too, as CUDA started in the
     parent would stop the next forked fit."""
+    from crabser.devices import GPU_ACCELERATORS
     from crabser.training.lit_module import distributed
 
-    wants_gpu = settings.accelerator in ("gpu", "cuda", "auto")
+    wants_gpu = settings.accelerator in (*GPU_ACCELERATORS, "auto")
     forked = "fork" in settings.strategy or "notebook" in settings.strategy
     if wants_gpu and torch.cuda.is_available() and not forked:
         devices: list[int] | int = [torch.cuda.current_device()] if distributed() else 1
         return "gpu", devices, settings.precision
-    if settings.accelerator in ("gpu", "cuda") and not torch.cuda.is_available():
+    if settings.accelerator in GPU_ACCELERATORS and not torch.cuda.is_available():
         log.info("no CUDA GPU here: evaluating on the CPU")
     return "cpu", 1, "32-true"
 
