@@ -39,7 +39,7 @@ lint: setup
 	$(BIN)/ruff check $(LINTED)
 	$(BIN)/ruff format --check $(LINTED)
 
-# mypy over the package (settings in pyproject.toml: strict for models/ and losses/)
+# mypy over the package (settings in pyproject.toml: strict for models/, losses/ and training/)
 typecheck: setup
 	$(BIN)/mypy src/crabser
 
