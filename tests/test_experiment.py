@@ -177,7 +177,8 @@ def test_cells_run_as_jobs_are_prepared_once_with_the_jobs_threads(tmp_path, mon
 
     prepared = []
 
-    def fake_prepare(config):
+    def fake_prepare(config, resume=False):
+        assert resume  # a cell's unfinished run resumes only with its settings
         prepared.append(config)
         return f"manifest of {config.name}"
 

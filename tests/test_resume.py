@@ -207,3 +207,51 @@ def test_an_interrupted_crossval_resumes_to_the_same_folds(root, monkeypatch):
     for key in ("folds", "mean", "pooled"):
         assert resumed[key] == whole[key]
     _assert_same_run(root, "cv-whole/fold1", "cv-cut/fold1")
+
+
+def test_a_run_stopped_early_is_not_trained_further_when_resumed(tmp_path):
+    """A fit ended by ``train.patience`` and resumed (as crossval and experiments resume a run
+    whose evaluation or refit crashed) keeps its checkpoints and log and trains no epoch more."""
+    epochs = 30
+    config = tiny_runs.tiny_config(tmp_path, "early", epochs=epochs, patience=1)
+    manifest = tiny_runs.tiny_manifest(tmp_path)
+    first = fit.train(config, manifest, tiny_runs.encoders())
+    assert first.epochs < epochs  # the premise: it stopped early
+    kept = [config.run_dir / f"checkpoints/{name}.ckpt" for name in ("best", "last")]
+    kept.append(RunFolder.of(config).training_log)
+    before = [path.read_bytes() for path in kept]
+    resumed = fit.train(config, manifest, tiny_runs.encoders(), resume=True)
+    assert (resumed.epochs, resumed.best_val_uar) == (first.epochs, first.best_val_uar)
+    assert [path.read_bytes() for path in kept] == before
+
+
+def test_an_unfinished_run_resumes_only_with_the_settings_it_was_started_with(tmp_path):
+    """A run with a last.ckpt to continue is refused under other settings before its config.yaml
+    is overwritten; how it ran (threads) may differ."""
+    from crabser.data.manifest import write_manifest
+    from crabser.errors import CrabserError
+
+    manifest = tiny_runs.tiny_manifest(tmp_path)
+    write_manifest(manifest, tmp_path / "manifest.csv")
+
+    def config(**settings):
+        base = tiny_runs.tiny_config(tmp_path, "unfinished", epochs=EPOCHS, **settings)
+        data = base.data.model_copy(update={"manifest": str(tmp_path / "manifest.csv")})
+        return base.model_copy(update={"data": data})
+
+    started = config()
+    pipeline.prepare(started)
+    with pytest.raises(Interrupt):
+        fit.train(started, manifest, tiny_runs.encoders(), callbacks=[KillAt("train_batch", 2, 1)])
+    saved = (started.run_dir / "config.yaml").read_text()
+    changed = config(lr_head=1e-3)
+    refusal = r"unfinished has checkpoints/last.ckpt to resume, trained with other settings " + (
+        r"\(train.lr_head: 0.003 there, 0.001 now\)"
+    )
+    with pytest.raises(CrabserError, match=refusal):  # crossval, experiments, stacks
+        cv.train_and_test_runs({"run": (changed, manifest)}, lambda _: tiny_runs.encoders())
+    with pytest.raises(CrabserError, match=refusal):  # crabser train --resume
+        pipeline.prepare(changed, resume=True)
+    assert (started.run_dir / "config.yaml").read_text() == saved
+    cv.train_and_test_runs({"run": (config(threads=2), manifest)}, lambda _: tiny_runs.encoders())
+    assert RunFolder.of(started).metrics_file().is_file()

@@ -272,7 +272,7 @@ def train(
     with _friendly_errors():
         cfg = _load(config, [*(override or []), *(["train.finetune=true"] if finetune else [])])
         _quiet_lightning()
-        manifest = pipeline.prepare(cfg)
+        manifest = pipeline.prepare(cfg, resume)
         encoders, _ = _training_encoders(cfg, manifest)
         result = fit.train(cfg, manifest, encoders, resume=resume)
     console.print(

@@ -20,7 +20,7 @@ from crabser.features.encoders import Encoder
 from crabser.io import atomic_path
 from crabser.parallel import Key
 from crabser.pipeline import evaluate
-from crabser.runs import RunFolder, git_commit, run_labels
+from crabser.runs import RunFolder, git_commit, require_same_settings, run_labels
 from crabser.training.fit import train
 from crabser.training.loaders import corpus_of
 
@@ -51,32 +51,6 @@ def train_and_test(config: RunConfig, manifest: Manifest, encoders: dict[str, En
     evaluate(config, manifest, encoders, "test")
 
 
-#: settings a finished run may have run with otherwise and still be read back: how it ran
-#: (threads, progress bar), not what it learnt
-HOW_IT_RAN = {"train": {"threads", "progress"}}
-SETTINGS_SECTIONS = ("model", "loss", "train", "speech", "text", "paralinguistic")
-
-
-def require_same_settings(config: RunConfig) -> None:
-    """CrabserError naming the settings in which the finished run at ``config``'s folder differs
-    from ``config`` (a run read back must be the run asked for: a changed config or default under
-    the same name would otherwise be reported with results it did not produce)."""
-    from crabser.config import load_run_config
-
-    saved = load_run_config(config.run_dir)
-    differ = []
-    for section in SETTINGS_SECTIONS:
-        old, new = getattr(saved, section).model_dump(), getattr(config, section).model_dump()
-        for key in sorted(set(old) | set(new)):
-            if key not in HOW_IT_RAN.get(section, set()) and old.get(key) != new.get(key):
-                differ.append(f"{section}.{key}: {old.get(key)!r} there, {new.get(key)!r} now")
-    if differ:
-        raise CrabserError(
-            f"{config.run_dir} is a finished run with other settings ({'; '.join(differ)}): "
-            "remove it or give this run another name"
-        )
-
-
 def train_and_test_runs(
     runs: Mapping[Key, tuple[RunConfig, Manifest]],
     encoders_of: Callable[[RunConfig], dict],
@@ -102,7 +76,7 @@ def train_and_test_runs(
     for key in todo:
         config, manifest = runs[key]
         job_config = for_job(config, jobs)  # the saved config.yaml names the threads it ran with
-        RunFolder.of(job_config).save_inputs(job_config, manifest)
+        RunFolder.of(job_config).save_inputs(job_config, manifest, resume=True)
         pending[key] = (job_config, manifest, encoders_for_jobs(encoders_of(config), jobs))
     run_jobs(
         train_and_test,

@@ -142,7 +142,7 @@ def run_cell(config: RunConfig, encoders: dict, manifest: Manifest | None = None
         return json.loads(path.read_text())
     started = time.perf_counter()
     if manifest is None:
-        manifest = pipeline.prepare(config)
+        manifest = pipeline.prepare(config, resume=True)
         pipeline.extract_features(config, manifest, encoders)
     if config.data.protocol == "folds":
         summary = crossval(config, manifest, encoders)
@@ -192,8 +192,9 @@ def run_experiments(
     of ``jobs``: no core waits at the end of one grid for the next to start. Returns each grid's
     results and folder, in order."""
     from crabser import pipeline
-    from crabser.crossval import for_job, require_same_settings
+    from crabser.crossval import for_job
     from crabser.parallel import jobs_for, run_jobs, stored_features
+    from crabser.runs import require_same_settings
 
     encoders = pipeline.EncoderCache()
     planned: list[dict[Cell, RunConfig]] = []
@@ -222,7 +223,7 @@ def run_experiments(
         config = planned[index][cell]
         if jobs > 1:  # prepared as the job runs it: its saved config.yaml names the job's threads
             job_config, loaded = for_job(config, jobs), encoders(config)
-            manifest = pipeline.prepare(job_config)
+            manifest = pipeline.prepare(job_config, resume=True)
             pipeline.extract_features(job_config, manifest, loaded)
             pending[index, cell] = (job_config, stored_features(loaded), manifest)
         else:

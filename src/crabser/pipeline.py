@@ -60,8 +60,10 @@ def source_manifest(config: RunConfig) -> Manifest:
     return manifest.validate(labels=data.labels, check_files=False)
 
 
-def prepare(config: RunConfig) -> Manifest:
-    """Build the manifest (:func:`source_manifest`), assign splits; save it in the run folder."""
+def prepare(config: RunConfig, resume: bool = False) -> Manifest:
+    """Build the manifest (:func:`source_manifest`), assign splits; save it in the run folder.
+    ``resume``: the run's fit will continue its ``last.ckpt``, which must have ``config``'s
+    settings (:meth:`crabser.runs.RunFolder.save_inputs`)."""
     data = config.data
     manifest = source_manifest(config)
     if "text" in config.model.modalities and config.asr.fill_missing:
@@ -76,7 +78,7 @@ def prepare(config: RunConfig) -> Manifest:
         raise CrabserError("protocol 'given' needs a 'split' column in the manifest")
     else:
         warn_empty_training_classes(manifest, data.labels)
-    RunFolder.of(config).save_inputs(config, manifest)
+    RunFolder.of(config).save_inputs(config, manifest, resume)
     return manifest
 
 

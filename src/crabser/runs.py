@@ -17,11 +17,12 @@ from __future__ import annotations
 
 import json
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 
 import pandas as pd
 
-from crabser.config import RunConfig, dump_config
+from crabser.config import RunConfig, dump_config, load_run_config
 from crabser.data.manifest import Manifest, read_manifest, write_manifest
 from crabser.errors import CrabserError
 from crabser.io import atomic_path, json_text
@@ -48,6 +49,39 @@ def run_labels(config: RunConfig, manifest: Manifest) -> list[str]:
     return list(config.data.labels) if config.data.labels else manifest.labels
 
 
+#: settings a run may have run with otherwise and still be read back or resumed: how it ran
+#: (threads, progress bar), not what it learnt
+HOW_IT_RAN = {"train": {"threads", "progress"}}
+#: what a resume may change too: ``train.epochs``, to train a run longer (``crabser train --resume
+#: -o train.epochs=N``)
+RESUME_MAY_CHANGE = {"train": {*HOW_IT_RAN["train"], "epochs"}}
+SETTINGS_SECTIONS = ("model", "loss", "train", "speech", "text", "paralinguistic")
+
+
+def require_same_settings(
+    config: RunConfig,
+    state: str = "is a finished run",
+    may_differ: Mapping[str, set[str]] = HOW_IT_RAN,
+) -> None:
+    """CrabserError naming the settings in which the run at ``config``'s folder (its config.yaml)
+    differs from ``config``, but for those of ``may_differ`` (section -> keys); ``state`` says what
+    the run is, in the message. A run read back or resumed must be the run asked for: a changed
+    config or default under the same name would otherwise be reported with results it did not
+    produce, or continue a fit under settings it was not started with."""
+    saved = load_run_config(config.run_dir)
+    differ = []
+    for section in SETTINGS_SECTIONS:
+        old, new = getattr(saved, section).model_dump(), getattr(config, section).model_dump()
+        for key in sorted(set(old) | set(new)):
+            if key not in may_differ.get(section, set()) and old.get(key) != new.get(key):
+                differ.append(f"{section}.{key}: {old.get(key)!r} there, {new.get(key)!r} now")
+    if differ:
+        raise CrabserError(
+            f"{config.run_dir} {state} with other settings ({'; '.join(differ)}): "
+            "remove it or give this run another name"
+        )
+
+
 class RunFolder:
     """The files of one run (see the module docstring); ``RunFolder.of(config)`` for a config's."""
 
@@ -63,6 +97,10 @@ class RunFolder:
         return self.path / "manifest.csv"
 
     @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
     def checkpoints(self) -> Path:
         return self.path / "checkpoints"
 
@@ -74,11 +112,19 @@ class RunFolder:
     def training_log(self) -> Path:
         return self.path / "logs" / "metrics.csv"
 
-    def save_inputs(self, config: RunConfig, manifest: Manifest) -> None:
-        """Write what a run starts from: manifest, resolved config, git commit."""
+    def save_inputs(self, config: RunConfig, manifest: Manifest, resume: bool = False) -> None:
+        """Write what a run starts from: manifest, resolved config, git commit. ``resume``: its fit
+        will continue ``checkpoints/last.ckpt`` where there is one, which must then have been
+        trained with ``config``'s settings but for :data:`RESUME_MAY_CHANGE`
+        (:func:`require_same_settings` against the saved config.yaml; CrabserError before anything
+        is written)."""
+        if resume and (self.checkpoints / "last.ckpt").is_file() and self.config_path.is_file():
+            require_same_settings(
+                config, "has checkpoints/last.ckpt to resume, trained", RESUME_MAY_CHANGE
+            )
         self.path.mkdir(parents=True, exist_ok=True)
         write_manifest(manifest, self.manifest_path)
-        with atomic_path(self.path / "config.yaml") as tmp:
+        with atomic_path(self.config_path) as tmp:
             tmp.write_text(dump_config(config))
         (self.path / "git_commit.txt").write_text(git_commit() + "\n")
 

@@ -185,7 +185,7 @@ def run_stack(stack: StackConfig, overrides: list[str] | None = None, jobs: int 
         for model in models:
             config = base_config(stack, model, overrides, fold)
             if fold is None:
-                manifest_k = pipeline.prepare(config)
+                manifest_k = pipeline.prepare(config, resume=True)
             else:
                 data = first.data
                 manifest_k = fold_split(

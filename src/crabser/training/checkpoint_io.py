@@ -29,6 +29,9 @@ Module = TypeVar("Module", bound="L.LightningModule")
 REFIT_CHECKPOINT = "refit.ckpt"  #: a run's model refitted on training + validation (train.refit)
 REFIT_FOLDER = "refit"  #: where in a run folder the refit trains
 BEST_CHECKPOINT = "best.ckpt"  #: a run's checkpoint of the best validation UAR
+#: a key of ``last.ckpt``: True when its fit was stopped there (``trainer.should_stop``, set by
+#: early stopping), which Lightning does not save itself
+STOPPED = "crabser_stopped"
 
 
 def run_checkpoint(run_dir: Path, name: str | None = None) -> Path:
@@ -132,6 +135,13 @@ def checkpoint_epochs(last: str | Path) -> int | None:
     inside ``fit``). One read of the pickled metadata (``mmap``: the weights stay on disk)."""
     last = Path(last)
     return int(read_checkpoint(last, mmap=True)["epoch"]) if last.is_file() else None
+
+
+def fit_stopped(last: str | Path) -> bool:
+    """Whether the fit of the checkpoint to resume from was stopped there (:data:`STOPPED`): it has
+    nothing left to train. False if there is none, or it was saved before this was recorded."""
+    last = Path(last)
+    return last.is_file() and bool(read_checkpoint(last, mmap=True).get(STOPPED, False))
 
 
 def load_module(checkpoint: Path) -> CrabLitModule:

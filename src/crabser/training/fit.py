@@ -184,21 +184,48 @@ def train(
     ``callbacks``: more Lightning callbacks (tests). ``fixed_epochs``: train this many epochs of the
     ``train.epochs`` schedule without validation (no val split needed, no best checkpoint; the model
     is ``last.ckpt``): a refit. With ``train.refit`` the run's model is then refitted
-    (:func:`refit`)."""
-    import lightning as L
-    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
-
+    (:func:`refit`). A resumed fit that early stopping had ended trains no further: its checkpoints
+    and log stay as they are (``seconds`` 0) and the refit follows."""
     from crabser.devices import check_accelerator
-    from crabser.training.checkpoint_io import checkpoint_epochs
-    from crabser.training.guards import FiniteLossGuard
-    from crabser.training.resume import EpochCheckpoint, EpochSeed, ResumedCSVLogger
+    from crabser.training.checkpoint_io import fit_stopped
 
     check_accelerator(config.train.accelerator)
     if config.data.protocol == "folds":
         raise CrabserError("protocol 'folds' trains one model per fold: use `crabser crossval`")
+    if config.train.threads:
+        torch.set_num_threads(config.train.threads)
+    last = config.run_dir / "checkpoints" / "last.ckpt"
+    if resume and fit_stopped(last):
+        result = _train_result(last, 0.0)
+        log.info(
+            "%s: its fit was stopped early, after epoch %d; resuming trains no further",
+            config.name,
+            result.epochs,
+        )
+    else:
+        result = _fit(config, manifest, encoders, resume, callbacks, fixed_epochs)
+    if config.train.refit:
+        refit(config, manifest, encoders, resume)
+    return result
+
+
+def _fit(
+    config: RunConfig,
+    manifest: Manifest,
+    encoders: dict[str, Encoder],
+    resume: bool,
+    callbacks: list[Any] | None,
+    fixed_epochs: int | None,
+) -> TrainResult:
+    """The Lightning fit of :func:`train` (its arguments), up to its ``last.ckpt``."""
+    import lightning as L
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint, RichProgressBar
+
+    from crabser.training.checkpoint_io import checkpoint_epochs
+    from crabser.training.guards import FiniteLossGuard
+    from crabser.training.resume import EpochCheckpoint, EpochSeed, ResumedCSVLogger
+
     cfg = config.train
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     labels = run_labels(config, manifest)
     if cfg.eam and not cfg.finetune:
@@ -262,10 +289,7 @@ def train(
     seconds = time.perf_counter() - started
     if trainer.is_global_zero:
         RunFolder.of(config).record_timing("train", seconds)
-    result = _train_result(last, seconds)
-    if cfg.refit:
-        refit(config, manifest, encoders, resume)
-    return result
+    return _train_result(last, seconds)
 
 
 def refit(
@@ -291,7 +315,7 @@ def refit(
     refit_config = config.model_copy(
         update={"name": f"{config.name}/{REFIT_FOLDER}", "train": settings}
     )
-    RunFolder.of(refit_config).save_inputs(refit_config, both)
+    RunFolder.of(refit_config).save_inputs(refit_config, both, resume)
     log.info("refitting %s on training + validation utterances for %d epochs", config.name, epochs)
     from crabser.training.lit_module import distributed
 

@@ -18,6 +18,10 @@ What makes a resumed epoch differ from the uninterrupted one, and what we do abo
   from ``(train.seed, epoch, rank)``. A resumed epoch draws what the uninterrupted one drew. The
   random crops and waveform mixup of fine-tuning happen in the loader, before that step: they
   draw from ``(train.seed, epoch, item)`` (:class:`crabser.training.finetune.RawDataset`).
+- **An early stop.** Lightning does not save ``trainer.should_stop``: a fit stopped by
+  ``train.patience``, then resumed (after a crash in evaluation or refit, say), would train on.
+  :class:`EpochCheckpoint` records it in ``last.ckpt``, and :func:`crabser.training.fit.train`
+  trains such a fit no further.
 - **The training log.** ``CSVLogger`` deletes ``logs/metrics.csv`` when a run starts. On resume,
   :class:`ResumedCSVLogger` keeps the rows of the epochs in the checkpoint (those after it were
   trained again) and appends; rows are written as they are logged, so what the checkpoint holds is
@@ -38,6 +42,8 @@ import torch
 from lightning.fabric.loggers.logger import rank_zero_experiment
 from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.loggers.csv_logs import ExperimentWriter
+
+from crabser.training.checkpoint_io import STOPPED
 
 
 def epoch_seed(seed: int, epoch: int, rank: int = 0) -> int:
@@ -82,7 +88,7 @@ def between_epochs(loops: dict[str, Any]) -> None:
 
 class EpochCheckpoint(L.Callback):
     """Write ``path`` (``last.ckpt``) when an epoch starts and when training ends (see the module
-    docstring); ``path`` always holds whole epochs."""
+    docstring); ``path`` always holds whole epochs, and whether the fit was stopped early."""
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
@@ -105,6 +111,7 @@ class EpochCheckpoint(L.Callback):
     ) -> None:
         if self._saving:  # only ours: the best checkpoint keeps Lightning's state
             between_epochs(checkpoint["loops"])
+            checkpoint[STOPPED] = trainer.should_stop
 
     def on_train_epoch_start(self, trainer: L.Trainer, module: L.LightningModule) -> None:
         if trainer.current_epoch > 0:
