@@ -15,7 +15,7 @@ from crabser.data.corpora import get_adapter
 from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.inference import Recognizer, export_model
 from crabser.predictor import Predictor
-from crabser.pretrained import DEFAULT_MODEL, packaged_model_dir
+from crabser.pretrained import DEFAULT_MODEL, EXPORT_FILES, TUNED_ENCODERS, packaged_model_dir
 
 #: a model trained on real EmoDB clips for most tests: `make test-fast` leaves these out
 pytestmark = pytest.mark.slow
@@ -121,6 +121,23 @@ def test_load_takes_run_checkpoint_and_export_folders(run, recognizer, clips, tm
     )  # fp16 weights
     with pytest.raises(CrabserError, match="no such model"):
         Recognizer.load(tmp_path / "nowhere")
+
+
+def test_an_export_over_another_model_of_the_other_form_replaces_it(run, recognizer, tmp_path):
+    pytest.importorskip("onnxscript", reason="ONNX export needs the onnx extra (installed by dev)")
+    from crabser.loading import load_predictor
+    from crabser.onnx_export import export_onnx
+    from crabser.onnx_runtime import ONNX_FILES, OnnxRecognizer
+
+    root, _ = run
+    folder = export_onnx("crabser/emodb_speech", tmp_path / "model")  # a speech-only model
+    export_model(root / "runs/e2e", folder)  # the bimodal run: its answers, not the ONNX model's
+    assert not any((folder / name).exists() for name in ONNX_FILES)
+    for loaded in (Recognizer.load(folder), load_predictor(folder)):
+        assert isinstance(loaded, Recognizer) and loaded.modalities == recognizer.modalities
+    export_onnx("crabser/emodb_speech", folder)  # and back: the run's files go
+    assert not any((folder / name).exists() for name in (*EXPORT_FILES, TUNED_ENCODERS))
+    assert isinstance(Recognizer.load(folder), OnnxRecognizer)
 
 
 def test_the_packaged_emodb_model_is_small_and_recognises_emodb(clips, emodb):

@@ -16,8 +16,8 @@ from crabser.data.audio import load_audio
 from crabser.errors import CrabserError
 from crabser.inference import Recognizer
 from crabser.loading import load_predictor
-from crabser.onnx_runtime import ONNX_META, OnnxRecognizer
-from crabser.pretrained import onnx_build_dir
+from crabser.onnx_runtime import ONNX_META, OnnxRecognizer, read_meta
+from crabser.pretrained import EXPORT_FILES, model_fingerprint, onnx_build_dir, packaged_model_dir
 
 pytest.importorskip("onnxscript", reason="ONNX export needs the onnx extra (installed by dev)")
 
@@ -119,6 +119,18 @@ def test_a_stale_build_is_not_used_and_an_onnx_folder_loads_by_name(built, tmp_p
     assert isinstance(load_predictor("crabser/mine"), OnnxRecognizer)
     listed = json.loads(runner.invoke(app, ["models", "--json"]).stdout)
     assert listed["mine"]["labels"] == Recognizer.load("default").labels
+
+
+def test_an_onnx_export_beside_the_pytorch_export_it_was_made_from_keeps_it(tmp_path):
+    import shutil
+
+    mine = shutil.copytree(packaged_model_dir("crabser/emodb_speech"), tmp_path / "mine")
+    kept = {name: (mine / name).read_bytes() for name in (*EXPORT_FILES, "card.json")}
+    result = runner.invoke(app, ["export", "--onnx", "--model", str(mine), "--out", str(mine)])
+    assert result.exit_code == 0, result.output
+    assert {name: (mine / name).read_bytes() for name in kept} == kept
+    assert read_meta(mine)["source_fingerprint"] == model_fingerprint(mine)
+    assert isinstance(load_predictor(mine), OnnxRecognizer)
 
 
 def test_int8_weights_are_smaller_and_keep_the_labels(built, clips, emodb, tmp_path):

@@ -1,5 +1,7 @@
-"""The random-forest stacker on synthetic base-model outputs."""
+"""The random-forest stacker on synthetic base-model outputs; a damaged stack folder."""
 
+import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -53,3 +55,33 @@ def test_shipped_stacking_files_give_valid_base_runs(path, monkeypatch):
     stack = load_stack_config(path)
     runs = {str(base_config(stack, model).run_dir) for model in stack.models}
     assert len(runs) == len(stack.models) >= 2
+
+
+def _stack_folder(folder: Path, labels: list[str]) -> Path:
+    """The two files a stack folder's loader reads: stack.json (here without base runs) and
+    stack.joblib (forests fitted on synthetic logits)."""
+    import joblib
+
+    forest = StackedForest(ForestSettings(trees=2, folds=2), 2).fit(
+        np.eye(2)[[0, 1, 0, 1]], [0, 1, 0, 1]
+    )
+    (folder / "stack.json").write_text(json.dumps({"models": {}, "labels": labels}))
+    joblib.dump(forest, folder / "stack.joblib")
+    return folder
+
+
+@pytest.mark.parametrize("how", ["empty", "garbage", "truncated"])
+@pytest.mark.parametrize("name", ["stack.joblib", "stack.json"])
+def test_a_damaged_stack_folder_is_an_error_naming_the_file(tmp_path, name, how):
+    from crabser.inference import Recognizer
+    from crabser.training.checkpoint_io import CheckpointError
+
+    folder = _stack_folder(tmp_path, ["low", "high"])
+    assert Recognizer.load(folder).labels == ["low", "high"]
+    path = folder / name
+    data = path.read_bytes()
+    path.write_bytes(
+        {"empty": b"", "garbage": b"\x80not a stack" * 10, "truncated": data[:-5]}[how]
+    )
+    with pytest.raises(CheckpointError, match=re.escape(str(path))):
+        Recognizer.load(folder)

@@ -27,7 +27,7 @@ from crabser.errors import AudioError, CrabserError
 from crabser.features.encoders import Encoder, pad_batch
 from crabser.features.statistics import RunningMoments, to_reference
 from crabser.models.base import ModelOutput
-from crabser.onnx_runtime import ONNX_META, OnnxRecognizer
+from crabser.onnx_runtime import ONNX_FILES, ONNX_META, OnnxRecognizer
 from crabser.predictor import SAMPLE_RATE, Predictor, aligned
 from crabser.pretrained import EXPORT_FILES, TUNED_ENCODERS
 
@@ -142,9 +142,7 @@ class Recognizer(Predictor):
         from crabser.training.checkpoint_io import guarded_read, read_weights
 
         folder = Path(folder)
-        meta = guarded_read(
-            folder / "model.json", lambda path: json.loads(path.read_text(encoding="utf-8"))
-        )
+        meta = guarded_read(folder / "model.json", _read_json)
         if not isinstance(meta, dict) or meta.get("format") not in (
             EXPORT_FORMAT,
             TUNED_EXPORT_FORMAT,
@@ -383,6 +381,11 @@ def load_tuned_encoders(encoders: dict[str, Encoder], path: Path) -> None:
         encoder.cache_id = f"{encoder.cache_id}:tuned-{digest}"  # type: ignore[union-attr]
 
 
+def _read_json(path: Path) -> Any:
+    """A UTF-8 JSON file's contents (read under ``guarded_read``, which names it on failure)."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
 class StackedRecognizer(Predictor):
     """A stacked ensemble (``crabser stack``): base models' logits -> the averaged random
     forests."""
@@ -398,14 +401,18 @@ class StackedRecognizer(Predictor):
         """Load the base runs and the forests of a stack folder."""
         import joblib
 
-        summary = json.loads((Path(stack_dir) / "stack.json").read_text())
+        from crabser.training.checkpoint_io import guarded_read
+
+        again = "run crabser stack again"
+        summary = guarded_read(Path(stack_dir) / "stack.json", _read_json, again)
         if summary.get("folds"):
             raise CrabserError(
                 f"{stack_dir}: a cross-validated stack (one per fold) is for evaluation; stack on "
                 "one split to predict"
             )
+        forest = guarded_read(Path(stack_dir) / "stack.joblib", joblib.load, again)
         bases = [Recognizer.from_run(run) for run in summary["models"].values()]
-        return cls(bases, joblib.load(Path(stack_dir) / "stack.joblib"), summary["labels"])
+        return cls(bases, forest, summary["labels"])
 
     def probabilities(self, waves: list[np.ndarray | None], texts: list[str]) -> np.ndarray:
         """Transcripts are resolved once for all bases; each base reads what it needs."""
@@ -431,7 +438,10 @@ def export_model(
     names and adds the differences (:func:`load_tuned_encoders`), so the export predicts like a
     frozen-encoder model: clip by clip, speaker adaptation and ONNX export included. The
     pre-trained weights are not stored again: the embedded ones ship with crabser, and a hub id or
-    folder must still be there, unchanged."""
+    folder must still be there, unchanged.
+
+    An earlier ONNX export in ``out_dir`` (``crabser export --onnx``) is removed: loading prefers
+    it, so it would answer instead of this model."""
     from safetensors.torch import save_file
 
     from crabser.config import dump_config, load_run_config
@@ -442,6 +452,8 @@ def export_model(
     config = load_run_config(Path(run_dir))
     module = load_module(run_checkpoint(config.run_dir, checkpoint))
     out = ensure_folder(out_dir, "--out")
+    for name in ONNX_FILES:  # an earlier ONNX export here: loading would prefer it to this one
+        (out / name).unlink(missing_ok=True)
 
     def stored(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {

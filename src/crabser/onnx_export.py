@@ -36,7 +36,13 @@ from crabser.features.whisper_torch import whisper_mel_batch
 from crabser.inference import Recognizer
 from crabser.io import atomic_path, ensure_folder
 from crabser.onnx_runtime import ENCODER_FILE, HEAD_FILE, ONNX_FORMAT, ONNX_META, OnnxRecognizer
-from crabser.pretrained import is_model_folder, model_fingerprint, resolve_model
+from crabser.pretrained import (
+    EXPORT_FILES,
+    TUNED_ENCODERS,
+    is_model_folder,
+    model_fingerprint,
+    resolve_model,
+)
 from crabser.runs import git_commit
 
 
@@ -88,14 +94,22 @@ def _speech_encoder(recognizer: object, model: str | Path) -> tuple[Recognizer, 
 
 def export_onnx(model: str | Path, out: str | Path, int8: bool = False) -> Path:
     """Write ``model`` (a name, run or exported folder; see ``Recognizer.load``) as an ONNX model
-    folder ``out``: the two graphs, ``onnx.json`` and the source's ``card.json`` if it has one."""
+    folder ``out``: the two graphs, ``onnx.json`` and the source's ``card.json`` if it has one.
+
+    A PyTorch export in ``out`` stays only when it is the model exported (same fingerprint, e.g.
+    ``--model M --out M``); another model's is removed, since its labels and config would describe
+    a model the folder no longer serves. ``onnx.json`` goes first and comes back last, so an
+    interrupted export leaves no ONNX model of mixed graphs."""
     try:
         import onnx  # noqa: F401 (the exporters need it)
         import onnxscript  # noqa: F401
     except ImportError:
         raise CrabserError("ONNX export needs onnx and onnxscript: pip install 'crabser[onnx]'")
     recognizer, encoder = _speech_encoder(Recognizer.load(model), model)
+    source = resolve_model(model)
+    fingerprint = _fingerprint(source)
     folder = ensure_folder(out, "--out")
+    (folder / ONNX_META).unlink(missing_ok=True)
     whisper = encoder.model.float().eval()
     head = recognizer.module.model.float().eval()
     mels, _ = whisper_mel_batch([np.zeros(16000, dtype=np.float32)], whisper.n_mels, None)
@@ -142,13 +156,14 @@ def export_onnx(model: str | Path, out: str | Path, int8: bool = False) -> Path:
         },
         "int8": int8,
         "source": str(model),
-        "source_fingerprint": _fingerprint(resolve_model(model)),
+        "source_fingerprint": fingerprint,
         "git_commit": git_commit(),
     }
+    _remove_other_export(folder, fingerprint)
     with atomic_path(folder / ONNX_META) as tmp:
         tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    card = resolve_model(model) / "card.json"
-    if card.is_file():
+    card = source / "card.json"
+    if card.is_file() and card.resolve() != (folder / "card.json").resolve():
         shutil.copyfile(card, folder / "card.json")
     for path in folder.iterdir():
         path.chmod(0o644)
@@ -160,6 +175,17 @@ def _fingerprint(source: Path) -> str | None:
     if (source / "model.json").is_file() and is_model_folder(source):
         return model_fingerprint(source)
     return None
+
+
+def _remove_other_export(folder: Path, fingerprint: str | None) -> None:
+    """Remove the PyTorch export in ``folder`` unless it is the one of ``fingerprint``."""
+    try:
+        same = _fingerprint(folder) == fingerprint
+    except OSError:  # model.json without the weights it names: no model to keep
+        same = False
+    if not same:
+        for name in (*EXPORT_FILES, TUNED_ENCODERS):
+            (folder / name).unlink(missing_ok=True)
 
 
 def _quantise(path: Path) -> None:

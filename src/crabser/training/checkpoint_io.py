@@ -78,13 +78,13 @@ def _short(error: Exception) -> str:
     return f"{type(error).__name__}: {text[:80]}" if text else type(error).__name__
 
 
-def guarded_read(path: str | Path, read: Callable[[Path], T]) -> T:
-    """``read(path)`` of a model file (exported weights, their metadata), or CheckpointError naming
-    it."""
+def guarded_read(
+    path: str | Path, read: Callable[[Path], T], remedy: str = "export the model again"
+) -> T:
+    """``read(path)`` of a model file (exported weights, their metadata, a stack's forests), or
+    CheckpointError naming it and saying how to remake it (``remedy``)."""
     path = Path(path)
-    return _guarded(
-        path, lambda: read(path), "file not found", "damaged model file", "export the model again"
-    )
+    return _guarded(path, lambda: read(path), "file not found", "damaged model file", remedy)
 
 
 def read_checkpoint(path: str | Path, **kwargs: Any) -> dict[str, Any]:
