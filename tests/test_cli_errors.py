@@ -4,6 +4,7 @@ setting, never a traceback.
 A tiny bimodal run (generated tones, one epoch) serves the checkpoint, cache and resume cases.
 """
 
+import json
 import time
 from pathlib import Path
 
@@ -373,6 +374,43 @@ def test_segment_outputs_of_same_named_files_do_not_overwrite_each_other(tmp_pat
     written = sorted(p.name for p in out.glob("*.timeline.json"))
     assert len(written) == 2, written
     assert len({(out / name).read_text() for name in written}) == 2
+
+
+def test_segment_outputs_beside_same_stemmed_inputs_of_one_folder_are_both_kept(tmp_path):
+    """Without --out each timeline goes beside its input: x.wav and x.flac must not share one."""
+    sf.write(tmp_path / "x.wav", tone(1.5, freq=200.0), 16000)
+    sf.write(tmp_path / "x.flac", tone(1.5, freq=500.0), 16000)
+    result = invoke(
+        "predict",
+        tmp_path / "x.wav",
+        tmp_path / "x.flac",
+        "--segment",
+        "--segment-mode",
+        "fixed",
+        "--window",
+        "1",
+        "--hop",
+        "1",
+    )
+    assert result.exit_code == 0, result.output
+    written = sorted(p.name for p in tmp_path.glob("*.timeline.json"))
+    assert written == ["x.timeline.json", "x_flac.timeline.json"], written
+    sources = {json.loads((tmp_path / name).read_text())["source"] for name in written}
+    assert sources == {str(tmp_path / "x.wav"), str(tmp_path / "x.flac")}
+    assert not list(tmp_path.glob(".*.tmp"))  # written atomically, nothing left behind
+
+
+def test_segment_names_a_table_row_without_a_path_and_does_the_others(tmp_path):
+    sf.write(tmp_path / "good.wav", tone(1.5), 16000)
+    table = tmp_path / "t.csv"
+    table.write_text(f"path,x\n,1\n{tmp_path / 'good.wav'},2\n")
+    result = invoke(
+        "predict", table, "--segment", "--segment-mode", "fixed", "--window", "1", "--hop", "1"
+    )
+    assert result.exit_code == 1, result.output
+    assert "row 2: empty path in column 'path'" in result.output
+    assert "corrupt" not in result.output
+    assert (tmp_path / "good.timeline.json").is_file()
 
 
 def test_diverging_training_stops_with_one_line_naming_the_settings(tiny_run):

@@ -180,6 +180,15 @@ def test_output_stems_are_distinct_for_same_named_files(tmp_path):
     assert len(set(three.values())) == 3
 
 
+def test_output_stems_of_one_folder_add_the_extension_and_beside_inputs_keep_stems(tmp_path):
+    a_wav, a_mp3, b_wav = tmp_path / "a/x.wav", tmp_path / "a/x.mp3", tmp_path / "b/x.wav"
+    assert output_stems([a_wav, a_mp3]) == {a_wav: "x", a_mp3: "x_mp3"}
+    one_folder = output_stems([a_wav, a_mp3, b_wav])
+    assert one_folder == {a_wav: "a_x", a_mp3: "a_x_mp3", b_wav: "b_x"}
+    beside = output_stems([a_wav, a_mp3, b_wav], beside_inputs=True)
+    assert beside == {a_wav: "x", a_mp3: "x_mp3", b_wav: "x"}
+
+
 def test_live_windows_are_the_stream_cut_every_hop_whatever_the_chunks():
     from crabser.segment import LiveWindows
 

@@ -671,8 +671,11 @@ def predict(
                 raise CrabserError(f"--adapt: {model} is not a PyTorch model (ONNX or a stack)")
             recognizer.adapt_to([row.path for row in inputs if row.problem is None])
         if segment:
-            paths = [row.path for row in inputs]
-            failed = _predict_segments(
+            unusable = [row for row in inputs if row.problem]  # a table row with an empty path
+            for row in unusable:
+                _print_error(CrabserError(f"{row.source}: {row.problem}"))
+            paths = [row.path for row in inputs if row.problem is None]
+            failed = len(unusable) + _predict_segments(
                 recognizer, paths, segment_mode, window, hop, out, as_json, min_confidence
             )
             raise typer.Exit(1 if failed else 0)
@@ -740,13 +743,13 @@ def _predict_segments(
     failures."""
     from crabser import segment as seg
     from crabser.data.audio import stream_audio
-    from crabser.io import ensure_folder
+    from crabser.io import atomic_path, ensure_folder
 
     # checked by predict: vad or fixed
     settings = seg.SegmentSettings(
         mode=cast(Any, mode), window=window, hop=hop, min_confidence=min_confidence
     )
-    stems = seg.output_stems(files) if out else {path: path.stem for path in files}
+    stems = seg.output_stems(files, beside_inputs=out is None)
     failed = 0
     for path in files:
         title = path.name
@@ -769,7 +772,8 @@ def _predict_segments(
         folder = ensure_folder(out, "--out") if out else path.parent
         outputs = {ext: folder / f"{stems[path]}.timeline.{ext}" for ext in ("json", "csv", "png")}
         record = seg.timeline_record(str(path), total, recognizer.labels, entries)
-        outputs["json"].write_text(seg.timeline_json(record), encoding="utf-8")
+        with atomic_path(outputs["json"]) as tmp:
+            tmp.write_text(seg.timeline_json(record), encoding="utf-8")
         seg.write_timeline_csv(entries, recognizer.labels, outputs["csv"])
         seg.plot_timeline(entries, recognizer.labels, outputs["png"], title=path.name)
         if as_json:

@@ -30,6 +30,7 @@ import numpy as np
 
 from crabser.data.audio import SILENCE_PEAK
 from crabser.errors import CrabserError
+from crabser.io import atomic_path
 from crabser.prediction import predict_each
 
 SAMPLE_RATE = 16000
@@ -274,24 +275,35 @@ def timeline_json(record: dict[str, Any]) -> str:
     return json.dumps(record, ensure_ascii=False, indent=1, allow_nan=False)
 
 
-def output_stems(paths: list[Path]) -> dict[Path, str]:
+def output_stems(paths: list[Path], beside_inputs: bool = False) -> dict[Path, str]:
     """A distinct output name per input file for one output folder: the file's stem, or, where two
     inputs share a stem (``a/x.wav``, ``b/x.wav``), the stem prefixed with the parent folders that
-    tell them apart (``a_x``, ``b_x``); a number is added if even the whole paths give the same
-    name."""
+    tell them apart (``a_x``, ``b_x``); inputs of one folder that share a stem (``x.wav``,
+    ``x.mp3``) add their extension (``x``, ``x_mp3``), and a number if even that is taken.
+    ``beside_inputs``: each output goes to its input's own folder, so names need only be distinct
+    within a folder."""
     resolved = {path: path.resolve() for path in paths}
+    if beside_inputs:
+        folders: dict[Path, list[Path]] = {}
+        for path in paths:
+            folders.setdefault(resolved[path].parent, []).append(path)
+        return {
+            path: stem for group in folders.values() for path, stem in output_stems(group).items()
+        }
     stems: dict[Path, str] = {}
     for path in paths:
-        twins = {resolved[p] for p in paths if p.stem == path.stem}
+        folders_of_twins = {resolved[p].parent for p in paths if p.stem == path.stem}
         depth = 0
-        while len({_named(t, depth) for t in twins}) < len(twins) and depth < len(
-            resolved[path].parts
-        ):
+        while len({_named(f / path.stem, depth) for f in folders_of_twins}) < len(
+            folders_of_twins
+        ) and depth < len(resolved[path].parts):
             depth += 1
         stems[path] = _named(resolved[path], depth)
     taken: dict[str, Path] = {}
     for path in paths:
         name, n = stems[path], 1
+        if name in taken and taken[name] != resolved[path] and resolved[path].suffix:
+            name = f"{stems[path]}_{resolved[path].suffix.lstrip('.')}"
         while name in taken and taken[name] != resolved[path]:
             n += 1
             name = f"{stems[path]}_{n}"
@@ -306,8 +318,9 @@ def _named(path: Path, depth: int) -> str:
 
 
 def write_timeline_csv(entries: list[TimelineEntry], labels: list[str], path: Path) -> None:
-    """One row per segment: start, end, label, transcript, error, then a probability per class."""
-    with open(path, "w", newline="", encoding="utf-8") as handle:
+    """One row per segment: start, end, label, transcript, error, then a probability per class
+    (written atomically)."""
+    with atomic_path(path) as tmp, open(tmp, "w", newline="", encoding="utf-8") as handle:
         writer = csv.writer(handle)
         writer.writerow(["start", "end", "label", "transcript", "error", *labels])
         for e in entries:
@@ -324,7 +337,7 @@ def plot_timeline(
     entries: list[TimelineEntry], labels: list[str], path: Path, title: str = ""
 ) -> None:
     """Each class's probability over time (a step per segment) above a bar of the predicted
-    labels."""
+    labels, written atomically as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -363,5 +376,6 @@ def plot_timeline(
     bar.set_yticks([])
     bar.set_xlabel("time (s)")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
     plt.close(fig)
