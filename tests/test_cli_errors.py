@@ -348,6 +348,10 @@ def test_folder_corpus_prepares_with_speaker_folders_and_with_random_split(tmp_p
     ).all()  # stratified: every class in every split
 
 
+#: predict --segment in fixed one-second windows (tones have no voice for the VAD to find)
+ONE_SECOND_SEGMENTS = ("--segment", "--segment-mode", "fixed", "--window", "1", "--hop", "1")
+
+
 def test_segment_outputs_of_same_named_files_do_not_overwrite_each_other(tmp_path):
     waves = {"a": tone(1.5, freq=200.0), "b": tone(1.5, freq=500.0)}
     paths = []
@@ -360,13 +364,7 @@ def test_segment_outputs_of_same_named_files_do_not_overwrite_each_other(tmp_pat
     result = invoke(
         "predict",
         *paths,
-        "--segment",
-        "--segment-mode",
-        "fixed",
-        "--window",
-        "1",
-        "--hop",
-        "1",
+        *ONE_SECOND_SEGMENTS,
         "--out",
         out,
     )
@@ -384,13 +382,7 @@ def test_segment_outputs_beside_same_stemmed_inputs_of_one_folder_are_both_kept(
         "predict",
         tmp_path / "x.wav",
         tmp_path / "x.flac",
-        "--segment",
-        "--segment-mode",
-        "fixed",
-        "--window",
-        "1",
-        "--hop",
-        "1",
+        *ONE_SECOND_SEGMENTS,
     )
     assert result.exit_code == 0, result.output
     written = sorted(p.name for p in tmp_path.glob("*.timeline.json"))
@@ -404,9 +396,7 @@ def test_segment_names_a_table_row_without_a_path_and_does_the_others(tmp_path):
     sf.write(tmp_path / "good.wav", tone(1.5), 16000)
     table = tmp_path / "t.csv"
     table.write_text(f"path,x\n,1\n{tmp_path / 'good.wav'},2\n")
-    result = invoke(
-        "predict", table, "--segment", "--segment-mode", "fixed", "--window", "1", "--hop", "1"
-    )
+    result = invoke("predict", table, *ONE_SECOND_SEGMENTS)
     assert result.exit_code == 1, result.output
     assert "row 2: empty path in column 'path'" in result.output
     assert "corrupt" not in result.output
