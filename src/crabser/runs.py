@@ -105,6 +105,11 @@ class RunFolder:
         return self.path / "checkpoints"
 
     @property
+    def last_checkpoint(self) -> Path:
+        """The checkpoint a resumed fit continues (written as each epoch starts, and at the end)."""
+        return self.checkpoints / "last.ckpt"
+
+    @property
     def report(self) -> Path:
         return self.path / "report"
 
@@ -118,7 +123,7 @@ class RunFolder:
         trained with ``config``'s settings but for :data:`RESUME_MAY_CHANGE`
         (:func:`require_same_settings` against the saved config.yaml; CrabserError before anything
         is written)."""
-        if resume and (self.checkpoints / "last.ckpt").is_file() and self.config_path.is_file():
+        if resume and self.last_checkpoint.is_file() and self.config_path.is_file():
             require_same_settings(
                 config, "has checkpoints/last.ckpt to resume, trained", RESUME_MAY_CHANGE
             )

@@ -194,7 +194,7 @@ def train(
         raise CrabserError("protocol 'folds' trains one model per fold: use `crabser crossval`")
     if config.train.threads:
         torch.set_num_threads(config.train.threads)
-    last = config.run_dir / "checkpoints" / "last.ckpt"
+    last = RunFolder.of(config).last_checkpoint
     if resume and fit_stopped(last):
         result = _train_result(last, 0.0)
         log.info(
@@ -240,8 +240,8 @@ def _fit(
         module, train_loader, val_loader = _frozen_setup(
             config, manifest, encoders, labels, validate
         )
-    checkpoint_dir = config.run_dir / "checkpoints"
-    last = checkpoint_dir / "last.ckpt"
+    last = RunFolder.of(config).last_checkpoint
+    checkpoint_dir = last.parent
     resumed_epochs = checkpoint_epochs(last) if resume else None
     if resumed_epochs is None:  # a new fit: a refit of an earlier one is no longer the run's model
         (checkpoint_dir / REFIT_CHECKPOINT).unlink(missing_ok=True)
@@ -322,9 +322,7 @@ def refit(
     train(refit_config, both, encoders, resume=resume, fixed_epochs=epochs)
     several = distributed()
     if not several or torch.distributed.get_rank() == 0:
-        os.replace(
-            refit_config.run_dir / "checkpoints" / "last.ckpt", target
-        )  # one file system: atomic
+        os.replace(RunFolder.of(refit_config).last_checkpoint, target)  # one file system: atomic
     if several:
         torch.distributed.barrier()  # every rank evaluates the refitted model, not best.ckpt
     return target
