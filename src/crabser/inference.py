@@ -386,6 +386,20 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _read_stack_summary(path: Path) -> dict:
+    """``stack.json``: an object whose ``models`` maps names to base-run folders and whose
+    ``labels`` lists the class names; an error (named by ``guarded_read``) for any other shape."""
+    summary = _read_json(path)
+    if not isinstance(summary, dict):
+        raise TypeError(f"a JSON object was expected, not a {type(summary).__name__}")
+    models, labels = summary.get("models"), summary.get("labels")
+    if not isinstance(models, dict) or not all(isinstance(r, str) for r in models.values()):
+        raise ValueError("'models' must map each base model's name to its run folder")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ValueError("'labels' must be a non-empty list of class names")
+    return summary
+
+
 class StackedRecognizer(Predictor):
     """A stacked ensemble (``crabser stack``): base models' logits -> the averaged random
     forests."""
@@ -404,7 +418,7 @@ class StackedRecognizer(Predictor):
         from crabser.training.checkpoint_io import guarded_read
 
         again = "run crabser stack again"
-        summary = guarded_read(Path(stack_dir) / "stack.json", _read_json, again)
+        summary = guarded_read(Path(stack_dir) / "stack.json", _read_stack_summary, again)
         if summary.get("folds"):
             raise CrabserError(
                 f"{stack_dir}: a cross-validated stack (one per fold) is for evaluation; stack on "
