@@ -29,7 +29,7 @@ from crabser.features.statistics import RunningMoments, to_reference
 from crabser.models.base import ModelOutput
 from crabser.onnx_runtime import ONNX_FILES, ONNX_META, OnnxRecognizer
 from crabser.predictor import SAMPLE_RATE, Predictor, aligned
-from crabser.pretrained import EXPORT_FILES, TUNED_ENCODERS
+from crabser.pretrained import EXPORT_FILES, MODEL_CARD, TUNED_ENCODERS
 
 log = logging.getLogger(__name__)
 
@@ -455,7 +455,8 @@ def export_model(
     folder must still be there, unchanged.
 
     An earlier ONNX export in ``out_dir`` (``crabser export --onnx``) is removed: loading prefers
-    it, so it would answer instead of this model."""
+    it, so it would answer instead of this model. So is a ``card.json``: it describes the model
+    it came with."""
     from safetensors.torch import save_file
 
     from crabser.config import dump_config, load_run_config
@@ -466,7 +467,9 @@ def export_model(
     config = load_run_config(Path(run_dir))
     module = load_module(run_checkpoint(config.run_dir, checkpoint))
     out = ensure_folder(out_dir, "--out")
-    for name in ONNX_FILES:  # an earlier ONNX export here: loading would prefer it to this one
+    # an earlier ONNX export here (loading would prefer it to this one), and the card of a model
+    # exported here before (it would describe that model)
+    for name in (*ONNX_FILES, MODEL_CARD):
         (out / name).unlink(missing_ok=True)
 
     def stored(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
