@@ -1,6 +1,7 @@
 """Recognizer: load anything crabser writes, predict on paths, bytes and arrays, partial inputs,
 export."""
 
+import shutil
 import time
 from concurrent.futures import ThreadPoolExecutor
 from types import SimpleNamespace
@@ -15,7 +16,13 @@ from crabser.data.corpora import get_adapter
 from crabser.errors import AudioError, CrabserError, TranscriptError
 from crabser.inference import Recognizer, export_model
 from crabser.predictor import Predictor
-from crabser.pretrained import DEFAULT_MODEL, EXPORT_FILES, TUNED_ENCODERS, packaged_model_dir
+from crabser.pretrained import (
+    DEFAULT_MODEL,
+    EXPORT_FILES,
+    MODEL_CARD,
+    TUNED_ENCODERS,
+    packaged_model_dir,
+)
 
 #: a model trained on real EmoDB clips for most tests: `make test-fast` leaves these out
 pytestmark = pytest.mark.slow
@@ -131,13 +138,21 @@ def test_an_export_over_another_model_of_the_other_form_replaces_it(run, recogni
 
     root, _ = run
     folder = export_onnx("crabser/emodb_speech", tmp_path / "model")  # a speech-only model
+    assert (folder / MODEL_CARD).is_file()  # the packaged model's card, copied
     export_model(root / "runs/e2e", folder)  # the bimodal run: its answers, not the ONNX model's
-    assert not any((folder / name).exists() for name in ONNX_FILES)
+    assert not any((folder / name).exists() for name in (*ONNX_FILES, MODEL_CARD))
     for loaded in (Recognizer.load(folder), load_predictor(folder)):
         assert isinstance(loaded, Recognizer) and loaded.modalities == recognizer.modalities
     export_onnx("crabser/emodb_speech", folder)  # and back: the run's files go
     assert not any((folder / name).exists() for name in (*EXPORT_FILES, TUNED_ENCODERS))
     assert isinstance(Recognizer.load(folder), OnnxRecognizer)
+    uncarded = shutil.copytree(  # the same model, without a card
+        packaged_model_dir("crabser/emodb_speech"),
+        tmp_path / "mine",
+        ignore=shutil.ignore_patterns(MODEL_CARD),
+    )
+    export_onnx(uncarded, folder)
+    assert not (folder / MODEL_CARD).exists()
 
 
 def test_the_packaged_emodb_model_is_small_and_recognises_emodb(clips, emodb):
@@ -207,7 +222,6 @@ def test_a_local_models_folder_and_a_hub_cache_give_models_by_name(tmp_path, mon
     """crabser/<name> finds exported models in $CRABSER_MODELS; hf://org/repo[@revision] reads a
     pre-filled Hugging Face cache offline (never the network), pinned revisions included."""
     import json
-    import shutil
 
     from typer.testing import CliRunner
 
@@ -216,7 +230,7 @@ def test_a_local_models_folder_and_a_hub_cache_give_models_by_name(tmp_path, mon
     emodb_model = packaged_model_dir("emodb_speech")
     default_model = packaged_model_dir(DEFAULT_MODEL)
     local = tmp_path / "models"
-    shutil.copytree(emodb_model, local / "mine", ignore=shutil.ignore_patterns("card.json"))
+    shutil.copytree(emodb_model, local / "mine", ignore=shutil.ignore_patterns(MODEL_CARD))
     monkeypatch.setenv("CRABSER_MODELS", str(local))
     assert Recognizer.load("crabser/mine").labels == Recognizer.load(emodb_model).labels
     listed = json.loads(CliRunner().invoke(app, ["models", "--json"]).output)

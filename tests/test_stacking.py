@@ -85,3 +85,17 @@ def test_a_damaged_stack_folder_is_an_error_naming_the_file(tmp_path, name, how)
     )
     with pytest.raises(CheckpointError, match=re.escape(str(path))):
         Recognizer.load(folder)
+
+
+@pytest.mark.parametrize(
+    "summary",
+    [[], {"labels": ["low", "high"]}, {"models": {"a": 3}, "labels": ["low"]}, {"models": {}}],
+)
+def test_a_stack_json_of_the_wrong_shape_is_an_error_naming_the_file(tmp_path, summary):
+    from crabser.inference import Recognizer
+    from crabser.training.checkpoint_io import CheckpointError
+
+    folder = _stack_folder(tmp_path, ["low", "high"])
+    (folder / "stack.json").write_text(json.dumps(summary))
+    with pytest.raises(CheckpointError, match=re.escape(str(folder / "stack.json"))):
+        Recognizer.load(folder)

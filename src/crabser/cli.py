@@ -921,8 +921,10 @@ def models(
 
 def _read_card(folder: Path) -> dict:
     """A model's card.json; a model without one (exported by a user) gets its labels only."""
-    path = folder / "card.json"
-    described = [folder / name for name in ("model.json", "onnx.json") if (folder / name).is_file()]
+    from crabser.pretrained import MODEL_CARD, MODEL_MARKERS
+
+    path = folder / MODEL_CARD
+    described = [folder / name for name in MODEL_MARKERS if (folder / name).is_file()]
     if not path.exists() and described:
         meta = json.loads(described[0].read_text(encoding="utf-8"))
         return {

@@ -29,7 +29,7 @@ from crabser.features.statistics import RunningMoments, to_reference
 from crabser.models.base import ModelOutput
 from crabser.onnx_runtime import ONNX_FILES, ONNX_META, OnnxRecognizer
 from crabser.predictor import SAMPLE_RATE, Predictor, aligned
-from crabser.pretrained import EXPORT_FILES, TUNED_ENCODERS
+from crabser.pretrained import EXPORT_FILES, MODEL_CARD, TUNED_ENCODERS
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +386,20 @@ def _read_json(path: Path) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
+def _read_stack_summary(path: Path) -> dict:
+    """``stack.json``: an object whose ``models`` maps names to base-run folders and whose
+    ``labels`` lists the class names; an error (named by ``guarded_read``) for any other shape."""
+    summary = _read_json(path)
+    if not isinstance(summary, dict):
+        raise TypeError(f"a JSON object was expected, not a {type(summary).__name__}")
+    models, labels = summary.get("models"), summary.get("labels")
+    if not isinstance(models, dict) or not all(isinstance(r, str) for r in models.values()):
+        raise ValueError("'models' must map each base model's name to its run folder")
+    if not isinstance(labels, list) or not labels or not all(isinstance(x, str) for x in labels):
+        raise ValueError("'labels' must be a non-empty list of class names")
+    return summary
+
+
 class StackedRecognizer(Predictor):
     """A stacked ensemble (``crabser stack``): base models' logits -> the averaged random
     forests."""
@@ -404,7 +418,7 @@ class StackedRecognizer(Predictor):
         from crabser.training.checkpoint_io import guarded_read
 
         again = "run crabser stack again"
-        summary = guarded_read(Path(stack_dir) / "stack.json", _read_json, again)
+        summary = guarded_read(Path(stack_dir) / "stack.json", _read_stack_summary, again)
         if summary.get("folds"):
             raise CrabserError(
                 f"{stack_dir}: a cross-validated stack (one per fold) is for evaluation; stack on "
@@ -441,7 +455,8 @@ def export_model(
     folder must still be there, unchanged.
 
     An earlier ONNX export in ``out_dir`` (``crabser export --onnx``) is removed: loading prefers
-    it, so it would answer instead of this model."""
+    it, so it would answer instead of this model. So is a ``card.json``: it describes the model
+    it came with."""
     from safetensors.torch import save_file
 
     from crabser.config import dump_config, load_run_config
@@ -452,7 +467,9 @@ def export_model(
     config = load_run_config(Path(run_dir))
     module = load_module(run_checkpoint(config.run_dir, checkpoint))
     out = ensure_folder(out_dir, "--out")
-    for name in ONNX_FILES:  # an earlier ONNX export here: loading would prefer it to this one
+    # an earlier ONNX export here (loading would prefer it to this one), and the card of a model
+    # exported here before (it would describe that model)
+    for name in (*ONNX_FILES, MODEL_CARD):
         (out / name).unlink(missing_ok=True)
 
     def stored(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

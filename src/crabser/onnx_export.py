@@ -38,6 +38,7 @@ from crabser.io import atomic_path, ensure_folder
 from crabser.onnx_runtime import ENCODER_FILE, HEAD_FILE, ONNX_FORMAT, ONNX_META, OnnxRecognizer
 from crabser.pretrained import (
     EXPORT_FILES,
+    MODEL_CARD,
     TUNED_ENCODERS,
     is_model_folder,
     model_fingerprint,
@@ -94,7 +95,8 @@ def _speech_encoder(recognizer: object, model: str | Path) -> tuple[Recognizer, 
 
 def export_onnx(model: str | Path, out: str | Path, int8: bool = False) -> Path:
     """Write ``model`` (a name, run or exported folder; see ``Recognizer.load``) as an ONNX model
-    folder ``out``: the two graphs, ``onnx.json`` and the source's ``card.json`` if it has one.
+    folder ``out``: the two graphs, ``onnx.json`` and the source's ``card.json`` if it has one (a
+    card already in ``out`` is removed otherwise).
 
     A PyTorch export in ``out`` stays only when it is the model exported (same fingerprint, e.g.
     ``--model M --out M``); another model's is removed, since its labels and config would describe
@@ -162,9 +164,11 @@ def export_onnx(model: str | Path, out: str | Path, int8: bool = False) -> Path:
     _remove_other_export(folder, fingerprint)
     with atomic_path(folder / ONNX_META) as tmp:
         tmp.write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    card = source / "card.json"
-    if card.is_file() and card.resolve() != (folder / "card.json").resolve():
-        shutil.copyfile(card, folder / "card.json")
+    card, target = source / MODEL_CARD, folder / MODEL_CARD
+    if not card.is_file():  # another model's card would describe what no longer answers
+        target.unlink(missing_ok=True)
+    elif card.resolve() != target.resolve():
+        shutil.copyfile(card, target)
     for path in folder.iterdir():
         path.chmod(0o644)
     return folder

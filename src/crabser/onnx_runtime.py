@@ -29,7 +29,7 @@ ONNX_FORMAT = "crabser-onnx/1"
 ONNX_META = "onnx.json"  #: marks a model folder written by ``crabser export --onnx``
 ENCODER_FILE = "speech_encoder.onnx"
 HEAD_FILE = "head.onnx"
-#: every file of the model an ONNX export writes (it copies the source's card.json too)
+#: every file of the model an ONNX export writes (it copies the source's MODEL_CARD too)
 ONNX_FILES = (ONNX_META, ENCODER_FILE, HEAD_FILE)
 
 

@@ -40,6 +40,9 @@ DEFAULT_MODEL = "multicorpus_speech"
 PREFIX = "crabser/"  #: ``crabser/<name>`` names a packaged model
 HUB_PREFIX = "hf://"  #: ``hf://<org>/<repo>[@<revision>]`` names a model on the Hugging Face Hub
 TUNED_ENCODERS = "encoders.safetensors"  #: a fine-tuned export's trained encoder weights
+#: a packaged model's description (``crabser models``); it describes that model only, so an
+#: export over the folder removes it, and an ONNX export copies its source's
+MODEL_CARD = "card.json"
 #: the files every exported PyTorch model holds (``crabser export``; a fine-tuned one adds
 #: TUNED_ENCODERS), in the order its fingerprint hashes them
 EXPORT_FILES = ("model.safetensors", "model.json", "config.yaml")
@@ -49,7 +52,7 @@ HUB_FILES = [
     "model.safetensors",
     TUNED_ENCODERS,
     "config.yaml",
-    "card.json",
+    MODEL_CARD,
     "onnx.json",
     "speech_encoder.onnx",
     "head.onnx",
