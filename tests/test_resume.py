@@ -253,5 +253,10 @@ def test_an_unfinished_run_resumes_only_with_the_settings_it_was_started_with(tm
     with pytest.raises(CrabserError, match=refusal):  # crabser train --resume
         pipeline.prepare(changed, resume=True)
     assert (started.run_dir / "config.yaml").read_text() == saved
+    other_split = started.model_copy(
+        update={"data": started.data.model_copy(update={"val_speakers": ["s9"]})}
+    )
+    with pytest.raises(CrabserError, match=r"data.val_speakers: \[\] there, \['s9'\] now"):
+        pipeline.prepare(other_split, resume=True)  # the data it learnt from is a setting too
     cv.train_and_test_runs({"run": (config(threads=2), manifest)}, lambda _: tiny_runs.encoders())
     assert RunFolder.of(started).metrics_file().is_file()

@@ -50,12 +50,13 @@ def run_labels(config: RunConfig, manifest: Manifest) -> list[str]:
 
 
 #: settings a run may have run with otherwise and still be read back or resumed: how it ran
-#: (threads, progress bar), not what it learnt
-HOW_IT_RAN = {"train": {"threads", "progress"}}
+#: (threads, progress bar, whether bad audio stopped it), not what it learnt
+HOW_IT_RAN = {"train": {"threads", "progress"}, "data": {"on_error"}}
 #: what a resume may change too: ``train.epochs``, to train a run longer (``crabser train --resume
 #: -o train.epochs=N``)
-RESUME_MAY_CHANGE = {"train": {*HOW_IT_RAN["train"], "epochs"}}
-SETTINGS_SECTIONS = ("model", "loss", "train", "speech", "text", "paralinguistic")
+RESUME_MAY_CHANGE = {**HOW_IT_RAN, "train": {*HOW_IT_RAN["train"], "epochs"}}
+#: the config sections compared: the data a run learnt from (corpus, split, classes) and how
+SETTINGS_SECTIONS = ("data", "model", "loss", "train", "speech", "text", "paralinguistic")
 
 
 def require_same_settings(
