@@ -20,6 +20,7 @@ from crabser.pretrained import (
     DEFAULT_MODEL,
     EXPORT_FILES,
     MODEL_CARD,
+    ONNX_FILES,
     TUNED_ENCODERS,
     packaged_model_dir,
 )
@@ -134,7 +135,7 @@ def test_an_export_over_another_model_of_the_other_form_replaces_it(run, recogni
     pytest.importorskip("onnxscript", reason="ONNX export needs the onnx extra (installed by dev)")
     from crabser.loading import load_predictor
     from crabser.onnx_export import export_onnx
-    from crabser.onnx_runtime import ONNX_FILES, OnnxRecognizer
+    from crabser.onnx_runtime import OnnxRecognizer
 
     root, _ = run
     folder = export_onnx("crabser/emodb_speech", tmp_path / "model")  # a speech-only model

@@ -16,8 +16,14 @@ from crabser.data.audio import load_audio
 from crabser.errors import CrabserError
 from crabser.inference import Recognizer
 from crabser.loading import load_predictor
-from crabser.onnx_runtime import ONNX_META, OnnxRecognizer, read_meta
-from crabser.pretrained import EXPORT_FILES, model_fingerprint, onnx_build_dir, packaged_model_dir
+from crabser.onnx_runtime import OnnxRecognizer, read_meta
+from crabser.pretrained import (
+    EXPORT_FILES,
+    ONNX_META,
+    model_fingerprint,
+    onnx_build_dir,
+    packaged_model_dir,
+)
 
 pytest.importorskip("onnxscript", reason="ONNX export needs the onnx extra (installed by dev)")
 

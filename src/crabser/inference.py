@@ -27,9 +27,9 @@ from crabser.errors import AudioError, CrabserError
 from crabser.features.encoders import Encoder, pad_batch
 from crabser.features.statistics import RunningMoments, to_reference
 from crabser.models.base import ModelOutput
-from crabser.onnx_runtime import ONNX_FILES, ONNX_META, OnnxRecognizer
+from crabser.onnx_runtime import OnnxRecognizer
 from crabser.predictor import SAMPLE_RATE, Predictor, aligned
-from crabser.pretrained import EXPORT_FILES, MODEL_CARD, TUNED_ENCODERS
+from crabser.pretrained import EXPORT_FILES, MODEL_CARD, ONNX_FILES, ONNX_META, TUNED_ENCODERS
 
 log = logging.getLogger(__name__)
 

@@ -14,9 +14,9 @@ import importlib.util
 from pathlib import Path
 
 from crabser.errors import CrabserError
-from crabser.onnx_runtime import ONNX_META, OnnxRecognizer, read_meta
+from crabser.onnx_runtime import OnnxRecognizer, read_meta
 from crabser.predictor import Predictor
-from crabser.pretrained import PREFIX, onnx_build_dir, resolve_model
+from crabser.pretrained import ONNX_META, PREFIX, onnx_build_dir, resolve_model
 
 
 def load_predictor(

@@ -35,10 +35,13 @@ from crabser.features.encoders import HFSpeechEncoder
 from crabser.features.whisper_torch import whisper_mel_batch
 from crabser.inference import Recognizer
 from crabser.io import atomic_path, ensure_folder
-from crabser.onnx_runtime import ENCODER_FILE, HEAD_FILE, ONNX_FORMAT, ONNX_META, OnnxRecognizer
+from crabser.onnx_runtime import ONNX_FORMAT, OnnxRecognizer
 from crabser.pretrained import (
+    ENCODER_FILE,
     EXPORT_FILES,
+    HEAD_FILE,
     MODEL_CARD,
+    ONNX_META,
     TUNED_ENCODERS,
     is_model_folder,
     model_fingerprint,

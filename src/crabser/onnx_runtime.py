@@ -24,13 +24,9 @@ import numpy as np
 from crabser.errors import CrabserError
 from crabser.features.log_mel import WINDOW_SECONDS, log_mel, whisper_frames
 from crabser.predictor import SAMPLE_RATE, Predictor
+from crabser.pretrained import ENCODER_FILE, HEAD_FILE, ONNX_META
 
 ONNX_FORMAT = "crabser-onnx/1"
-ONNX_META = "onnx.json"  #: marks a model folder written by ``crabser export --onnx``
-ENCODER_FILE = "speech_encoder.onnx"
-HEAD_FILE = "head.onnx"
-#: every file of the model an ONNX export writes (it copies the source's MODEL_CARD too)
-ONNX_FILES = (ONNX_META, ENCODER_FILE, HEAD_FILE)
 
 
 def read_meta(folder: Path) -> dict[str, Any]:

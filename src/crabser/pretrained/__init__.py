@@ -46,19 +46,15 @@ MODEL_CARD = "card.json"
 #: the files every exported PyTorch model holds (``crabser export``; a fine-tuned one adds
 #: TUNED_ENCODERS), in the order its fingerprint hashes them
 EXPORT_FILES = ("model.safetensors", "model.json", "config.yaml")
+ONNX_META = "onnx.json"  #: marks a model folder written by ``crabser export --onnx``
+ENCODER_FILE = "speech_encoder.onnx"  #: an ONNX export's speech encoder graph
+HEAD_FILE = "head.onnx"  #: an ONNX export's head graph
+#: every file of the model an ONNX export writes (it copies the source's MODEL_CARD too)
+ONNX_FILES = (ONNX_META, ENCODER_FILE, HEAD_FILE)
 #: the files of an exported model (``crabser export``, ``--onnx``) fetched from the Hub
-HUB_FILES = [
-    "model.json",
-    "model.safetensors",
-    TUNED_ENCODERS,
-    "config.yaml",
-    MODEL_CARD,
-    "onnx.json",
-    "speech_encoder.onnx",
-    "head.onnx",
-]
+HUB_FILES = [*EXPORT_FILES, TUNED_ENCODERS, MODEL_CARD, *ONNX_FILES]
 #: the file that names a model folder: an exported PyTorch model, or an ONNX one
-MODEL_MARKERS = ("model.json", "onnx.json")
+MODEL_MARKERS = ("model.json", ONNX_META)
 
 
 def is_model_folder(folder: Path) -> bool:
