@@ -182,7 +182,7 @@ def test_the_packaged_default_model_knows_four_corpora_and_says_so():
     model = Recognizer.load()
     assert model.modalities == ["speech"]
     assert model.labels == ["anger", "disgust", "fear", "happiness", "neutral", "sadness"]
-    card = json.loads((folder / "card.json").read_text())
+    card = json.loads((folder / MODEL_CARD).read_text())
     assert card["languages"] == ["Amharic", "German", "Italian", "Urdu"]
     assert set(card["cross_validation"]["per_corpus"]) == {"ased", "emodb", "emovo", "urdu"}
     assert all("research" in c["terms"] for c in card["corpora"])

@@ -19,6 +19,7 @@ from crabser.loading import load_predictor
 from crabser.onnx_runtime import OnnxRecognizer, read_meta
 from crabser.pretrained import (
     EXPORT_FILES,
+    MODEL_CARD,
     ONNX_META,
     model_fingerprint,
     onnx_build_dir,
@@ -131,7 +132,7 @@ def test_an_onnx_export_beside_the_pytorch_export_it_was_made_from_keeps_it(tmp_
     import shutil
 
     mine = shutil.copytree(packaged_model_dir("crabser/emodb_speech"), tmp_path / "mine")
-    kept = {name: (mine / name).read_bytes() for name in (*EXPORT_FILES, "card.json")}
+    kept = {name: (mine / name).read_bytes() for name in (*EXPORT_FILES, MODEL_CARD)}
     result = runner.invoke(app, ["export", "--onnx", "--model", str(mine), "--out", str(mine)])
     assert result.exit_code == 0, result.output
     assert {name: (mine / name).read_bytes() for name in kept} == kept
